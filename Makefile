@@ -1,0 +1,56 @@
+# vmckpt build. `make` builds the library and the two programs; `make check`
+# builds with ASan+UBSan and runs the whole test suite.
+CC ?= cc
+PKGS = jansson libcrypto libmicrohttpd inih libcurl
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Ilib \
+          $(shell pkg-config --cflags $(PKGS))
+LDLIBS += $(shell pkg-config --libs $(PKGS)) -pthread
+SAN ?=
+ifeq ($(SAN),1)
+CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+B ?= build/$(if $(filter 1,$(SAN)),san,rel)
+
+LIB_SRC = $(wildcard lib/*.c)
+LIB_OBJ = $(LIB_SRC:lib/%.c=$(B)/lib/%.o)
+TEST_SRC = $(wildcard tests/unit/test_*.c)
+TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
+
+all: $(B)/vmckptd $(B)/vmckpt
+
+$(B)/lib/%.o: lib/%.c $(wildcard lib/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(B)/libvmckpt.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(B)/vmckptd: src/vmckptd.c $(B)/libvmckpt.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/vmckpt: src/vmckpt.c $(B)/libvmckpt.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/tests/%: tests/unit/%.c $(B)/libvmckpt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+tests: $(TEST_BIN)
+
+guest:
+	bash guest/build.sh
+
+# The whole suite: unit tests then integration tests, under ASan+UBSan.
+check:
+	$(MAKE) SAN=1 all tests
+	bash tests/run.sh build/san
+
+bench: all guest
+	bash bench/stop_time.sh build/rel
+
+clean:
+	rm -rf build/rel build/san
+
+.PHONY: all tests guest check bench clean

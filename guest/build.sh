@@ -1,0 +1,50 @@
+#!/bin/bash
+# Builds the test guest from Debian packages: a kernel (linux-image-amd64),
+# an initramfs with busybox-static and guest/init, and a base disk image.
+# Output in $1 (default build/guest): vmlinuz, initrd.img, base.qcow2.
+# Idempotent: does nothing when the outputs are newer than their inputs.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-$here/../build/guest}
+mkdir -p "$out"; out=$(cd "$out" && pwd)
+if [ -s "$out/vmlinuz" ] && [ -s "$out/base.qcow2" ] && [ "$out/initrd.img" -nt "$here/init" ] \
+   && [ "$out/initrd.img" -nt "$here/build.sh" ]; then
+    exit 0
+fi
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+[ -n "$kpkg" ] || { echo "guest: cannot find the kernel package behind linux-image-amd64 (run apt-get update)" >&2; exit 1; }
+cache=$out/pkgcache; mkdir -p "$cache"
+if ! ls "$cache"/${kpkg}_*.deb >/dev/null 2>&1; then
+    (cd "$cache" && apt-get download "$kpkg" >/dev/null 2>&1) || { echo "guest: apt-get download $kpkg failed" >&2; exit 1; }
+fi
+dpkg-deb -x "$cache"/${kpkg}_*.deb "$work/k"
+kver=${kpkg#linux-image-}
+cp "$work/k/boot/vmlinuz-$kver" "$out/vmlinuz"
+
+root=$work/root
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules}
+cp /bin/busybox "$root/bin/busybox"
+cp "$here/init" "$root/init"; chmod 755 "$root/init"
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
+    f=$(find "$work/k/lib/modules/$kver" -name "$m.ko*" | head -n 1)
+    [ -n "$f" ] || { echo "guest: module $m not found in $kpkg" >&2; exit 1; }
+    case "$f" in
+        *.xz) xz -dc "$f" > "$root/lib/modules/$m.ko" ;;
+        *.zst) zstd -qdc "$f" > "$root/lib/modules/$m.ko" ;;
+        *) cp "$f" "$root/lib/modules/$m.ko" ;;
+    esac
+done
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.img.tmp"
+
+# Base disk, 1 GiB virtual: block 0 is the counter (zero), then 32 MiB of
+# fixed pseudo-random data so the base has real content to store once.
+head -c 1M /dev/zero > "$work/base.raw"
+# (openssl dies of SIGPIPE when head has enough: not an error here)
+{ openssl enc -aes-128-ctr -pass pass:vmckpt-base -nosalt -pbkdf2 < /dev/zero 2>/dev/null || true; } \
+    | head -c 32M >> "$work/base.raw"
+truncate -s 1G "$work/base.raw"
+qemu-img convert -q -f raw -O qcow2 "$work/base.raw" "$out/base.qcow2.tmp"
+mv "$out/base.qcow2.tmp" "$out/base.qcow2"
+mv "$out/initrd.img.tmp" "$out/initrd.img"
+echo "guest: built $out (kernel $kver)"

@@ -1,0 +1,213 @@
+#include "manifest.h"
+
+#include "err.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+char *manifest_name(const char *task, uint64_t seq)
+{
+    return util_fmt("tasks/%s/manifests/%010" PRIu64 ".json", task, seq);
+}
+
+char *manifest_prefix(const char *task) { return util_fmt("tasks/%s/manifests/", task); }
+
+uint64_t manifest_seq_of(const char *name)
+{
+    const char *base = strrchr(name, '/');
+    char *end;
+    uint64_t seq;
+    base = base ? base + 1 : name;
+    if (strlen(base) != 15 || strcmp(base + 10, ".json") != 0)
+        return 0;
+    seq = strtoull(base, &end, 10);
+    return end == base + 10 ? seq : 0;
+}
+
+static json_t *mf_obj_json(const struct mf_obj *o)
+{
+    return json_pack("{s:s, s:I, s:s}", "name", o->name ? o->name : "", "size",
+                     (json_int_t)o->size, "sha256", o->sha256);
+}
+
+json_t *manifest_to_json(const struct manifest *m)
+{
+    json_t *deltas = json_array();
+    char when[32];
+    util_iso_time(m->created_us, when, sizeof(when));
+    for (size_t i = 0; i < m->n_deltas; i++)
+        json_array_append_new(deltas, mf_obj_json(&m->deltas[i]));
+    return json_pack(
+        "{s:i, s:s, s:I, s:I, s:s, s:s,"
+        " s:{s:i, s:i, s:s, s:s},"
+        " s:o, s:o, s:o, s:s, s:o, s:o,"
+        " s:{s:I, s:I, s:I, s:I}, s:I, s:I}",
+        "format", MANIFEST_FORMAT, "task", m->task, "seq", (json_int_t)m->seq, "created_us",
+        (json_int_t)m->created_us, "created", when, "mode", m->mode, "vm", "memory_mib",
+        m->memory_mib, "vcpus", m->vcpus, "machine", m->machine, "append", m->append, "kernel",
+        mf_obj_json(&m->kernel), "initrd", mf_obj_json(&m->initrd), "base",
+        mf_obj_json(&m->base), "base_format", m->base_format, "deltas", deltas, "memory",
+        mf_obj_json(&m->memory), "timings_us", "stopped", (json_int_t)m->stopped_us, "seal",
+        (json_int_t)m->seal_us, "mem_save", (json_int_t)m->mem_save_us, "store",
+        (json_int_t)m->store_us, "uploaded_bytes", (json_int_t)m->uploaded_bytes,
+        "serial_bytes", (json_int_t)m->serial_bytes);
+}
+
+static char *mf_canonical(json_t *j)
+{
+    return json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+}
+
+int manifest_encode(const struct manifest *m, char **out)
+{
+    json_t *j = manifest_to_json(m);
+    char *canon, sha[UTIL_SHA256_HEX];
+
+    *out = NULL;
+    if (!j)
+        return err_set(VK_ENOMEM, "cannot encode manifest of task %s", m->task);
+    canon = mf_canonical(j);
+    if (!canon) {
+        json_decref(j);
+        return err_set(VK_ENOMEM, "out of memory");
+    }
+    util_sha256_buf(canon, strlen(canon), sha);
+    free(canon);
+    json_object_set_new(j, "sha256", json_string(sha));
+    *out = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    return *out ? 0 : err_set(VK_ENOMEM, "out of memory");
+}
+
+static int mf_obj_from(const json_t *j, struct mf_obj *o)
+{
+    const char *name = json_string_value(json_object_get(j, "name"));
+    const char *sha = json_string_value(json_object_get(j, "sha256"));
+    json_t *size = json_object_get(j, "size");
+    if (!name || !sha || strlen(sha) != 64 || !json_is_integer(size) ||
+        json_integer_value(size) < 0)
+        return -1;
+    o->name = strdup(name);
+    o->size = (uint64_t)json_integer_value(size);
+    memcpy(o->sha256, sha, UTIL_SHA256_HEX);
+    return o->name ? 0 : -1;
+}
+
+static char *mf_str(const json_t *j, const char *key)
+{
+    const char *s = json_string_value(json_object_get(j, key));
+    return s ? strdup(s) : NULL;
+}
+
+static int mf_from_json(const json_t *j, struct manifest *m)
+{
+    json_t *vm = json_object_get(j, "vm"), *t = json_object_get(j, "timings_us");
+    json_t *deltas = json_object_get(j, "deltas");
+
+    if (json_integer_value(json_object_get(j, "format")) != MANIFEST_FORMAT)
+        return -1;
+    m->task = mf_str(j, "task");
+    m->seq = (uint64_t)json_integer_value(json_object_get(j, "seq"));
+    m->created_us = json_integer_value(json_object_get(j, "created_us"));
+    m->mode = mf_str(j, "mode");
+    m->memory_mib = (int)json_integer_value(json_object_get(vm, "memory_mib"));
+    m->vcpus = (int)json_integer_value(json_object_get(vm, "vcpus"));
+    m->machine = mf_str(vm, "machine");
+    m->append = mf_str(vm, "append");
+    m->base_format = mf_str(j, "base_format");
+    m->stopped_us = json_integer_value(json_object_get(t, "stopped"));
+    m->seal_us = json_integer_value(json_object_get(t, "seal"));
+    m->mem_save_us = json_integer_value(json_object_get(t, "mem_save"));
+    m->store_us = json_integer_value(json_object_get(t, "store"));
+    m->uploaded_bytes = (uint64_t)json_integer_value(json_object_get(j, "uploaded_bytes"));
+    m->serial_bytes = (uint64_t)json_integer_value(json_object_get(j, "serial_bytes"));
+    if (!m->task || !m->mode || !m->machine || !m->append || !m->base_format || m->seq == 0 ||
+        m->memory_mib <= 0 || m->vcpus <= 0 || !json_is_array(deltas))
+        return -1;
+    if (mf_obj_from(json_object_get(j, "kernel"), &m->kernel) < 0 ||
+        mf_obj_from(json_object_get(j, "initrd"), &m->initrd) < 0 ||
+        mf_obj_from(json_object_get(j, "base"), &m->base) < 0 ||
+        mf_obj_from(json_object_get(j, "memory"), &m->memory) < 0)
+        return -1;
+    m->n_deltas = json_array_size(deltas);
+    m->deltas = calloc(m->n_deltas ? m->n_deltas : 1, sizeof(*m->deltas));
+    if (!m->deltas)
+        return -1;
+    for (size_t i = 0; i < m->n_deltas; i++)
+        if (mf_obj_from(json_array_get(deltas, i), &m->deltas[i]) < 0)
+            return -1;
+    return 0;
+}
+
+int manifest_decode(const char *text, size_t len, const char *where, struct manifest **out)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(text, len, 0, &jerr);
+    struct manifest *m = NULL;
+    char *canon = NULL, sha[UTIL_SHA256_HEX], *want = NULL;
+    int rc = 0;
+
+    *out = NULL;
+    if (!j || !json_is_object(j)) {
+        rc = err_set(VK_ECORRUPT, "manifest %s is damaged: not valid JSON (%s at line %d)", where,
+                     j ? "not an object" : jerr.text, jerr.line);
+        goto out;
+    }
+    want = mf_str(j, "sha256");
+    json_object_del(j, "sha256");
+    canon = mf_canonical(j);
+    if (!want || !canon) {
+        rc = err_set(VK_ECORRUPT, "manifest %s is damaged: it has no checksum", where);
+        goto out;
+    }
+    util_sha256_buf(canon, strlen(canon), sha);
+    if (strcmp(sha, want) != 0) {
+        rc = err_set(VK_ECORRUPT, "manifest %s is damaged: its checksum does not match", where);
+        goto out;
+    }
+    m = calloc(1, sizeof(*m));
+    if (!m) {
+        rc = err_set(VK_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (mf_from_json(j, m) < 0) {
+        rc = err_set(VK_ECORRUPT, "manifest %s lacks required fields (format %d expected)",
+                     where, MANIFEST_FORMAT);
+        goto out;
+    }
+    *out = m;
+    m = NULL;
+out:
+    manifest_free(m);
+    free(canon);
+    free(want);
+    json_decref(j);
+    return rc;
+}
+
+int manifest_obj_copy(struct mf_obj *dst, const struct mf_obj *src)
+{
+    *dst = *src;
+    dst->name = src->name ? strdup(src->name) : NULL;
+    return (src->name && !dst->name) ? err_set(VK_ENOMEM, "out of memory") : 0;
+}
+
+void manifest_free(struct manifest *m)
+{
+    if (!m)
+        return;
+    free(m->task);
+    free(m->mode);
+    free(m->machine);
+    free(m->append);
+    free(m->base_format);
+    free(m->kernel.name);
+    free(m->initrd.name);
+    free(m->base.name);
+    free(m->memory.name);
+    for (size_t i = 0; i < m->n_deltas; i++)
+        free(m->deltas[i].name);
+    free(m->deltas);
+    free(m);
+}

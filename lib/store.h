@@ -1,0 +1,98 @@
+/* store: where checkpoint objects live, behind one interface.
+ *
+ * An object is a named sequence of bytes; names are relative paths of
+ * [A-Za-z0-9._-] components separated by '/'. Objects are written through a
+ * writer in parts of any size and become visible only when committed (all or
+ * nothing, even if the writer's process dies). Reads are positional and may
+ * run in parallel from many threads on one struct store.
+ *
+ * A backend is one const struct store_ops in its own file, picked by the URI
+ * scheme (file://, later rados://, ftp://, sftp://). Its structs embed
+ * struct store / struct store_writer first. The core calls backends only
+ * through the store_* wrappers below, which validate names and arguments. */
+#ifndef VMCKPT_STORE_H
+#define VMCKPT_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define STORE_OPS_VERSION 1
+
+struct store;
+struct store_writer;
+
+/* Called once per object by store_list(); a non-zero return stops the walk
+ * and is returned by store_list(). */
+typedef int (*store_list_fn)(void *arg, const char *name, uint64_t size);
+
+struct store_ops {
+    int version; /* STORE_OPS_VERSION */
+    const char *scheme;
+    int (*open)(const char *uri, struct store **out);
+    void (*free)(struct store *s);
+    int (*put_begin)(struct store *s, const char *name, struct store_writer **out);
+    int (*put_write)(struct store_writer *w, const void *data, size_t len);
+    int (*put_commit)(struct store_writer *w); /* frees w, success or not */
+    void (*put_abort)(struct store_writer *w); /* frees w */
+    int (*read)(struct store *s, const char *name, uint64_t off, void *buf, size_t len,
+                size_t *out_got);
+    int (*stat)(struct store *s, const char *name, uint64_t *out_size);
+    int (*list)(struct store *s, const char *prefix, store_list_fn fn, void *arg);
+    int (*remove)(struct store *s, const char *name);
+};
+
+struct store {
+    const struct store_ops *ops;
+    char *uri;
+};
+
+struct store_writer {
+    struct store *store;
+    char *name;
+    uint64_t written;
+};
+
+/* Opens the store named by uri ("file:///path", or a plain absolute path).
+ * *out is the caller's, freed with store_free(). */
+int store_open(const char *uri, struct store **out);
+void store_free(struct store *s);
+const char *store_uri(const struct store *s);
+
+/* Writes a small object and removes it: VK_OK when the store takes writes. */
+int store_check_writable(struct store *s, const char *probe_name);
+
+int store_put_begin(struct store *s, const char *name, struct store_writer **out);
+int store_put_write(struct store_writer *w, const void *data, size_t len);
+/* Makes the object visible atomically; frees w in every case. */
+int store_put_commit(struct store_writer *w);
+/* Drops a writer; nothing becomes visible. Accepts NULL. */
+void store_put_abort(struct store_writer *w);
+
+/* Reads up to len bytes at off; *out_got < len only at the end of the object. */
+int store_read(struct store *s, const char *name, uint64_t off, void *buf, size_t len,
+               size_t *out_got);
+/* VK_ENOTFOUND when the object does not exist. */
+int store_stat(struct store *s, const char *name, uint64_t *out_size);
+/* Every object whose name starts with prefix, in no particular order. */
+int store_list(struct store *s, const char *prefix, store_list_fn fn, void *arg);
+int store_remove(struct store *s, const char *name);
+
+/* Convenience built on the calls above. */
+int store_put_buf(struct store *s, const char *name, const void *data, size_t len);
+/* Whole object into a malloc'd, NUL-terminated buffer (caller frees). */
+int store_get_buf(struct store *s, const char *name, char **out, size_t *out_len);
+/* Uploads a local file; hashes it on the way (out_sha may be NULL).
+ * progress (may be NULL) gets the running byte count. */
+int store_put_file(struct store *s, const char *name, const char *path,
+                   char out_sha[UTIL_SHA256_HEX], uint64_t *out_size,
+                   void (*progress)(void *arg, uint64_t done), void *progress_arg);
+/* Downloads an object to path (written to path.part, renamed when done),
+ * checking its size and SHA-256: VK_ECORRUPT naming the object if they differ. */
+int store_get_file(struct store *s, const char *name, const char *path, uint64_t want_size,
+                   const char *want_sha);
+
+int store_valid_name(const char *name);
+
+#endif

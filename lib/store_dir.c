@@ -1,0 +1,285 @@
+/* store_dir: the directory backend (file:///path). Also fits an NFS mount:
+ * objects are written to .tmp/ and renamed into place, which NFS keeps atomic. */
+#include "err.h"
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+extern const struct store_ops store_dir_ops;
+
+struct dir_store {
+    struct store base;
+    char *root;
+};
+
+struct dir_writer {
+    struct store_writer base;
+    int fd;
+    char *tmp;
+};
+
+static atomic_uint dir_tmp_seq;
+
+static char *dir_path(struct dir_store *d, const char *name)
+{
+    return util_fmt("%s/%s", d->root, name);
+}
+
+static int dir_open(const char *uri, struct store **out)
+{
+    const char *path = strncmp(uri, "file://", 7) == 0 ? uri + 7 : uri;
+    struct dir_store *d;
+    char *tmp;
+    int rc;
+
+    *out = NULL;
+    if (path[0] != '/')
+        return err_set(VK_EINVAL, "store '%s': a directory store needs an absolute path "
+                                  "(file:///path)", uri);
+    d = calloc(1, sizeof(*d));
+    if (!d)
+        return err_set(VK_ENOMEM, "out of memory");
+    d->base.ops = &store_dir_ops;
+    d->base.uri = util_fmt("file://%s", path);
+    d->root = strdup(path);
+    while (strlen(d->root) > 1 && d->root[strlen(d->root) - 1] == '/')
+        d->root[strlen(d->root) - 1] = '\0';
+    tmp = util_fmt("%s/.tmp", d->root);
+    rc = util_mkdir_p(tmp, 0755);
+    free(tmp);
+    if (rc < 0) {
+        err_wrap(rc, "cannot open store %s", d->base.uri);
+        store_dir_ops.free(&d->base);
+        return rc;
+    }
+    *out = &d->base;
+    return 0;
+}
+
+static void dir_free(struct store *s)
+{
+    struct dir_store *d = (struct dir_store *)s;
+    free(d->root);
+    free(d->base.uri);
+    free(d);
+}
+
+static int dir_put_begin(struct store *s, const char *name, struct store_writer **out)
+{
+    struct dir_store *d = (struct dir_store *)s;
+    struct dir_writer *w = calloc(1, sizeof(*w));
+    if (!w)
+        return err_set(VK_ENOMEM, "out of memory");
+    w->base.store = s;
+    w->base.name = strdup(name);
+    w->tmp = util_fmt("%s/.tmp/%d.%u", d->root, (int)getpid(), atomic_fetch_add(&dir_tmp_seq, 1));
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        int rc = err_errno(errno, "store %s: cannot create %s for object %s", s->uri, w->tmp,
+                           name);
+        free(w->base.name);
+        free(w->tmp);
+        free(w);
+        return rc;
+    }
+    *out = &w->base;
+    return 0;
+}
+
+static int dir_put_write(struct store_writer *sw, const void *data, size_t len)
+{
+    struct dir_writer *w = (struct dir_writer *)sw;
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(w->fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return err_errno(errno, "store %s: cannot write object %s", sw->store->uri,
+                             sw->name);
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void dir_writer_free(struct dir_writer *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    free(w->tmp);
+    free(w->base.name);
+    free(w);
+}
+
+static void dir_put_abort(struct store_writer *sw)
+{
+    struct dir_writer *w = (struct dir_writer *)sw;
+    unlink(w->tmp);
+    dir_writer_free(w);
+}
+
+static int dir_mkparent(const char *path)
+{
+    char *copy = strdup(path), *slash;
+    int rc = 0;
+    if (!copy)
+        return err_set(VK_ENOMEM, "out of memory");
+    slash = strrchr(copy, '/');
+    if (slash) {
+        *slash = '\0';
+        rc = util_mkdir_p(copy, 0755);
+    }
+    free(copy);
+    return rc;
+}
+
+static int dir_put_commit(struct store_writer *sw)
+{
+    struct dir_writer *w = (struct dir_writer *)sw;
+    struct dir_store *d = (struct dir_store *)sw->store;
+    char *final = dir_path(d, sw->name);
+    int rc = 0;
+
+    if (fsync(w->fd) < 0) {
+        rc = err_errno(errno, "store %s: cannot sync object %s", d->base.uri, sw->name);
+        goto out;
+    }
+    rc = dir_mkparent(final);
+    if (rc < 0)
+        goto out;
+    if (rename(w->tmp, final) < 0) {
+        rc = err_errno(errno, "store %s: cannot commit object %s", d->base.uri, sw->name);
+        goto out;
+    }
+    rc = util_fsync_dir_of(final);
+out:
+    if (rc < 0)
+        unlink(w->tmp);
+    free(final);
+    dir_writer_free(w);
+    return rc;
+}
+
+static int dir_read(struct store *s, const char *name, uint64_t off, void *buf, size_t len,
+                    size_t *out_got)
+{
+    char *path = dir_path((struct dir_store *)s, name);
+    size_t got = 0;
+    int fd, rc = 0;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = err_errno(errno, "store %s: cannot open object %s", s->uri, name);
+        goto out;
+    }
+    while (got < len) {
+        ssize_t n = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = err_errno(errno, "store %s: cannot read object %s", s->uri, name);
+            break;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+out:
+    free(path);
+    *out_got = got;
+    return rc;
+}
+
+static int dir_stat(struct store *s, const char *name, uint64_t *out_size)
+{
+    char *path = dir_path((struct dir_store *)s, name);
+    struct stat st;
+    int rc = 0;
+    if (stat(path, &st) < 0)
+        rc = err_errno(errno, "store %s: object %s", s->uri, name);
+    else if (!S_ISREG(st.st_mode))
+        rc = err_set(VK_ENOTFOUND, "store %s: object %s: not an object", s->uri, name);
+    else if (out_size)
+        *out_size = (uint64_t)st.st_size;
+    free(path);
+    return rc;
+}
+
+/* Walks dir (relative name rel) and reports regular files starting with prefix. */
+static int dir_walk(struct dir_store *d, const char *rel, const char *prefix, store_list_fn fn,
+                    void *arg)
+{
+    char *path = rel[0] ? dir_path(d, rel) : strdup(d->root);
+    DIR *dir = path ? opendir(path) : NULL;
+    struct dirent *e;
+    int rc = 0;
+
+    if (!dir) {
+        free(path);
+        return 0; /* nothing under this prefix */
+    }
+    while (rc == 0 && (e = readdir(dir))) {
+        struct stat st;
+        char *sub;
+        if (e->d_name[0] == '.')
+            continue; /* ., .., .tmp and partial files */
+        sub = rel[0] ? util_fmt("%s/%s", rel, e->d_name) : strdup(e->d_name);
+        if (!sub) {
+            rc = err_set(VK_ENOMEM, "out of memory");
+            break;
+        }
+        if (fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            size_t n = strlen(sub) < strlen(prefix) ? strlen(sub) : strlen(prefix);
+            if (strncmp(sub, prefix, n) == 0) {
+                if (S_ISDIR(st.st_mode))
+                    rc = dir_walk(d, sub, prefix, fn, arg);
+                else if (S_ISREG(st.st_mode) && strlen(sub) >= strlen(prefix))
+                    rc = fn(arg, sub, (uint64_t)st.st_size);
+            }
+        }
+        free(sub);
+    }
+    closedir(dir);
+    free(path);
+    return rc;
+}
+
+static int dir_list(struct store *s, const char *prefix, store_list_fn fn, void *arg)
+{
+    return dir_walk((struct dir_store *)s, "", prefix, fn, arg);
+}
+
+static int dir_remove(struct store *s, const char *name)
+{
+    char *path = dir_path((struct dir_store *)s, name);
+    int rc = 0;
+    if (unlink(path) < 0)
+        rc = err_errno(errno, "store %s: cannot remove object %s", s->uri, name);
+    free(path);
+    return rc;
+}
+
+const struct store_ops store_dir_ops = {
+    .version = STORE_OPS_VERSION,
+    .scheme = "file",
+    .open = dir_open,
+    .free = dir_free,
+    .put_begin = dir_put_begin,
+    .put_write = dir_put_write,
+    .put_commit = dir_put_commit,
+    .put_abort = dir_put_abort,
+    .read = dir_read,
+    .stat = dir_stat,
+    .list = dir_list,
+    .remove = dir_remove,
+};

@@ -1,0 +1,51 @@
+/* util: small helpers shared by every module (time, files, hashing, spawn). */
+#ifndef VMCKPT_UTIL_H
+#define VMCKPT_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define UTIL_SHA256_HEX 65 /* 64 hex digits + NUL */
+
+/* Monotonic and wall-clock time. */
+int64_t util_now_us(void);
+int64_t util_wall_us(void);
+/* "2026-11-25T07:30:00Z" into buf (>= 32 bytes). */
+void util_iso_time(int64_t wall_us, char *buf, size_t len);
+
+/* malloc'd printf; NULL on out-of-memory. Caller frees. */
+char *util_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Task ids and object name parts: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
+int util_valid_id(const char *id);
+
+/* mkdir -p; 0 or VK_EIO with a message naming the path. */
+int util_mkdir_p(const char *path, mode_t mode);
+/* rm -rf of a directory tree we own (never follows symlinks). */
+int util_rm_rf(const char *path);
+
+/* Whole file into a NUL-terminated malloc'd buffer (caller frees *out). */
+int util_read_file(const char *path, char **out, size_t *out_len);
+/* Writes via path.tmp + fsync + rename + fsync(dir): all or nothing. */
+int util_write_file_atomic(const char *path, const void *data, size_t len);
+/* fsync of the directory holding path (makes a rename durable). */
+int util_fsync_dir_of(const char *path);
+
+/* SHA-256 of a file or buffer as lowercase hex into out[UTIL_SHA256_HEX]. */
+int util_sha256_file(const char *path, char out[UTIL_SHA256_HEX], uint64_t *out_size);
+void util_sha256_buf(const void *data, size_t len, char out[UTIL_SHA256_HEX]);
+
+/* Runs argv (argv[0] looked up in PATH), waits, captures stdout+stderr into
+ * *out (malloc'd, caller frees; may be NULL if not wanted). Returns 0 when it
+ * exits 0, VK_ENOTFOUND if the program is missing, else VK_EIO with a message
+ * holding the program's last output line. */
+int util_run(char *const argv[], char **out);
+
+/* Last `max` bytes of a text file, for error messages (malloc'd, may be ""). */
+char *util_file_tail(const char *path, size_t max);
+
+/* A pid is alive and its /proc/PID/cmdline contains `needle`. */
+int util_pid_matches(pid_t pid, const char *needle);
+
+#endif
