@@ -7,9 +7,12 @@
 
 static _Thread_local char err_buf[2048];
 
+/* Formats into a scratch buffer first: callers may pass err_msg() itself. */
 static void err_vformat(const char *fmt, va_list ap)
 {
-    vsnprintf(err_buf, sizeof(err_buf), fmt, ap);
+    char tmp[sizeof(err_buf)];
+    vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    memcpy(err_buf, tmp, sizeof(err_buf));
 }
 
 int err_set(int code, const char *fmt, ...)

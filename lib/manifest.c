@@ -42,7 +42,7 @@ json_t *manifest_to_json(const struct manifest *m)
         "{s:i, s:s, s:I, s:I, s:s, s:s,"
         " s:{s:i, s:i, s:s, s:s},"
         " s:o, s:o, s:o, s:s, s:o, s:o,"
-        " s:{s:I, s:I, s:I, s:I}, s:I, s:I}",
+        " s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:{s:i, s:i}}",
         "format", MANIFEST_FORMAT, "task", m->task, "seq", (json_int_t)m->seq, "created_us",
         (json_int_t)m->created_us, "created", when, "mode", m->mode, "vm", "memory_mib",
         m->memory_mib, "vcpus", m->vcpus, "machine", m->machine, "append", m->append, "kernel",
@@ -51,7 +51,8 @@ json_t *manifest_to_json(const struct manifest *m)
         mf_obj_json(&m->memory), "timings_us", "stopped", (json_int_t)m->stopped_us, "seal",
         (json_int_t)m->seal_us, "mem_save", (json_int_t)m->mem_save_us, "store",
         (json_int_t)m->store_us, "uploaded_bytes", (json_int_t)m->uploaded_bytes,
-        "serial_bytes", (json_int_t)m->serial_bytes);
+        "serial_bytes", (json_int_t)m->serial_bytes, "policy", "first_s", m->first_s, "every_s",
+        m->every_s);
 }
 
 static char *mf_canonical(json_t *j)
@@ -122,6 +123,8 @@ static int mf_from_json(const json_t *j, struct manifest *m)
     m->store_us = json_integer_value(json_object_get(t, "store"));
     m->uploaded_bytes = (uint64_t)json_integer_value(json_object_get(j, "uploaded_bytes"));
     m->serial_bytes = (uint64_t)json_integer_value(json_object_get(j, "serial_bytes"));
+    m->first_s = (int)json_integer_value(json_object_get(json_object_get(j, "policy"), "first_s"));
+    m->every_s = (int)json_integer_value(json_object_get(json_object_get(j, "policy"), "every_s"));
     if (!m->task || !m->mode || !m->machine || !m->append || !m->base_format || m->seq == 0 ||
         m->memory_mib <= 0 || m->vcpus <= 0 || !json_is_array(deltas))
         return -1;

@@ -40,6 +40,8 @@ struct manifest {
     int64_t stopped_us, seal_us, mem_save_us, store_us;
     uint64_t uploaded_bytes; /* bytes this checkpoint added to the store */
     uint64_t serial_bytes;   /* size of the guest's console log at the checkpoint */
+    /* The task's checkpoint policy, so that it follows the task to another node. */
+    int first_s, every_s; /* first checkpoint after first_s, then every every_s; 0 = never */
 };
 
 /* Object name of a task's manifest number seq. Caller frees. */

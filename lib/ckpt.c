@@ -1,0 +1,359 @@
+#include "ckpt.h"
+
+#include "err.h"
+#include "img.h"
+#include "log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CKPT_QMP_TIMEOUT_MS 30000
+#define CKPT_MIGRATE_TIMEOUT_MS (30 * 60 * 1000)
+
+/* Makes sure the VM runs again after a failed checkpoint. */
+static void ckpt_ensure_running(struct qmp *q)
+{
+    json_t *st = NULL;
+    if (qmp_exec(q, "query-status", NULL, &st, CKPT_QMP_TIMEOUT_MS) == 0) {
+        const char *s = json_string_value(json_object_get(st, "status"));
+        if (s && strcmp(s, "running") != 0 && qmp_exec(q, "cont", NULL, NULL, 5000) < 0)
+            log_error("VM could not be resumed after a failed checkpoint: %s", err_msg());
+    }
+    json_decref(st);
+}
+
+/* Polls query-migrate until the save ends; VK_EQEMU with QEMU's reason if it fails. */
+static int ckpt_wait_migration(struct qmp *q, uint64_t *out_bytes)
+{
+    int64_t deadline = util_now_us() + (int64_t)CKPT_MIGRATE_TIMEOUT_MS * 1000;
+    for (;;) {
+        json_t *r = NULL;
+        int rc = qmp_exec(q, "query-migrate", NULL, &r, CKPT_QMP_TIMEOUT_MS);
+        if (rc < 0)
+            return rc;
+        const char *st = json_string_value(json_object_get(r, "status"));
+        if (st && !strcmp(st, "completed")) {
+            *out_bytes = (uint64_t)json_integer_value(
+                json_object_get(json_object_get(r, "ram"), "transferred"));
+            json_decref(r);
+            return 0;
+        }
+        if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
+            const char *why = json_string_value(json_object_get(r, "error-desc"));
+            rc = err_set(VK_EQEMU, "memory save %s: %s", st, why ? why : "no reason given");
+            json_decref(r);
+            return rc;
+        }
+        json_decref(r);
+        if (util_now_us() > deadline)
+            return err_set(VK_ETIMEOUT, "memory save did not finish in %d s",
+                           CKPT_MIGRATE_TIMEOUT_MS / 1000);
+        usleep(10000);
+    }
+}
+
+static int ckpt_set_bg(struct qmp *q, int on)
+{
+    json_t *args = json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
+                             "background-snapshot", "state", on);
+    return qmp_exec(q, "migrate-set-capabilities", args, NULL, CKPT_QMP_TIMEOUT_MS);
+}
+
+static int ckpt_seal(struct qmp *q, const char *new_top)
+{
+    json_t *args = json_pack("{s:s, s:s, s:s, s:s}", "device", "drive0", "snapshot-file",
+                             new_top, "format", "qcow2", "mode", "absolute-paths");
+    return qmp_exec(q, "blockdev-snapshot-sync", args, NULL, CKPT_QMP_TIMEOUT_MS);
+}
+
+int ckpt_snapshot(struct qmp *q, int stop_copy, const char *new_top, const char *mem_path,
+                  const char *serial_path, struct ckpt_snap *out)
+{
+    json_t *ev_stop = NULL, *ev_resume = NULL;
+    char *uri = NULL;
+    struct stat st;
+    int64_t t;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (strchr(mem_path, '\''))
+        return err_set(VK_EINVAL, "memory file path must not contain a quote: %s", mem_path);
+    uri = util_fmt("exec:cat > '%s'", mem_path);
+    if (!uri)
+        return err_set(VK_ENOMEM, "out of memory");
+    rc = ckpt_set_bg(q, !stop_copy);
+    if (rc < 0)
+        goto out;
+    qmp_drop_events(q);
+    rc = qmp_exec(q, "stop", NULL, NULL, CKPT_QMP_TIMEOUT_MS);
+    if (rc < 0)
+        goto out;
+    rc = qmp_wait_event(q, "STOP", CKPT_QMP_TIMEOUT_MS, &ev_stop);
+    if (rc < 0)
+        goto out_resume;
+    if (serial_path && stat(serial_path, &st) == 0)
+        out->serial_bytes = (uint64_t)st.st_size;
+    t = util_now_us();
+    rc = ckpt_seal(q, new_top);
+    out->seal_us = util_now_us() - t;
+    if (rc < 0)
+        goto out_resume;
+    out->sealed = 1;
+    t = util_now_us();
+    rc = qmp_exec(q, "migrate", json_pack("{s:s}", "uri", uri), NULL, CKPT_QMP_TIMEOUT_MS);
+    if (rc < 0)
+        goto out_resume;
+    if (stop_copy) {
+        rc = ckpt_wait_migration(q, &out->mem_bytes);
+        out->mem_save_us = util_now_us() - t;
+        if (rc < 0)
+            goto out_resume;
+        rc = qmp_exec(q, "cont", NULL, NULL, CKPT_QMP_TIMEOUT_MS);
+        if (rc < 0)
+            goto out_resume;
+    }
+    rc = qmp_wait_event(q, "RESUME", CKPT_QMP_TIMEOUT_MS, &ev_resume);
+    if (rc < 0)
+        goto out_resume;
+    out->stopped_us = qmp_event_time_us(ev_resume) - qmp_event_time_us(ev_stop);
+    if (!stop_copy) {
+        rc = ckpt_wait_migration(q, &out->mem_bytes);
+        out->mem_save_us = util_now_us() - t;
+    }
+    goto out;
+out_resume:
+    ckpt_ensure_running(q);
+out:
+    json_decref(ev_stop);
+    json_decref(ev_resume);
+    free(uri);
+    return rc;
+}
+
+struct ckpt_seqs {
+    uint64_t *v;
+    size_t n, cap;
+};
+
+static int ckpt_collect(void *arg, const char *name, uint64_t size)
+{
+    struct ckpt_seqs *s = arg;
+    uint64_t seq = manifest_seq_of(name);
+    (void)size;
+    if (seq == 0)
+        return 0;
+    if (s->n == s->cap) {
+        uint64_t *nv = realloc(s->v, (s->cap ? s->cap * 2 : 16) * sizeof(*nv));
+        if (!nv)
+            return err_set(VK_ENOMEM, "out of memory");
+        s->v = nv;
+        s->cap = s->cap ? s->cap * 2 : 16;
+    }
+    s->v[s->n++] = seq;
+    return 0;
+}
+
+static int ckpt_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int ckpt_list(struct store *s, const char *task, uint64_t **out_seqs, size_t *out_n)
+{
+    struct ckpt_seqs seqs = {0};
+    char *prefix = manifest_prefix(task);
+    int rc = prefix ? store_list(s, prefix, ckpt_collect, &seqs) : VK_ENOMEM;
+    free(prefix);
+    if (rc < 0) {
+        free(seqs.v);
+        return rc;
+    }
+    if (seqs.n)
+        qsort(seqs.v, seqs.n, sizeof(*seqs.v), ckpt_cmp);
+    *out_seqs = seqs.v;
+    *out_n = seqs.n;
+    return 0;
+}
+
+int ckpt_load(struct store *s, const char *task, uint64_t seq, struct manifest **out)
+{
+    char *name = NULL, *text = NULL;
+    size_t len = 0;
+    int rc;
+
+    *out = NULL;
+    if (seq == 0) {
+        uint64_t *seqs = NULL;
+        size_t n = 0;
+        rc = ckpt_list(s, task, &seqs, &n);
+        if (rc < 0)
+            return rc;
+        seq = n ? seqs[n - 1] : 0;
+        free(seqs);
+        if (seq == 0)
+            return err_set(VK_ENOTFOUND, "task %s has no checkpoint in store %s", task, s->uri);
+    }
+    name = manifest_name(task, seq);
+    rc = store_get_buf(s, name, &text, &len);
+    if (rc == VK_ENOTFOUND)
+        rc = err_set(rc, "task %s has no checkpoint %" PRIu64 " in store %s", task, seq, s->uri);
+    if (rc == 0)
+        rc = manifest_decode(text, len, name, out);
+    if (rc == 0 && ((*out)->seq != seq || strcmp((*out)->task, task) != 0)) {
+        rc = err_set(VK_ECORRUPT, "manifest %s describes task %s checkpoint %" PRIu64, name,
+                     (*out)->task, (*out)->seq);
+        manifest_free(*out);
+        *out = NULL;
+    }
+    free(name);
+    free(text);
+    return rc;
+}
+
+int ckpt_put_blob(struct store *s, const char *path, struct mf_obj *out, uint64_t *uploaded)
+{
+    uint64_t have = 0;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = util_sha256_file(path, out->sha256, &out->size);
+    if (rc < 0)
+        return rc;
+    out->name = util_fmt("blobs/%s", out->sha256);
+    if (!out->name)
+        return err_set(VK_ENOMEM, "out of memory");
+    rc = store_stat(s, out->name, &have);
+    if (rc == 0 && have == out->size)
+        return 0; /* stored once, shared by every task */
+    rc = store_put_file(s, out->name, path, NULL, NULL, NULL, NULL);
+    if (rc == 0)
+        *uploaded += out->size;
+    return rc;
+}
+
+int ckpt_commit(struct store *s, const struct manifest *m)
+{
+    char *name = manifest_name(m->task, m->seq), *text = NULL;
+    int rc;
+    if (!name)
+        return err_set(VK_ENOMEM, "out of memory");
+    if (store_stat(s, name, NULL) == 0) {
+        rc = err_set(VK_EEXISTS, "checkpoint %s already exists in %s", name, s->uri);
+        goto out;
+    }
+    rc = manifest_encode(m, &text);
+    if (rc == 0)
+        rc = store_put_buf(s, name, text, strlen(text));
+out:
+    free(text);
+    free(name);
+    return rc;
+}
+
+static int ckpt_check_obj(struct store *s, const struct mf_obj *o, const char *what,
+                          void (*report)(void *, const char *), void *arg)
+{
+    char *tmp = util_fmt("%s/vmckpt-verify.%d.%p", P_tmpdir, (int)getpid(), (const void *)o);
+    int rc;
+    if (!tmp)
+        return err_set(VK_ENOMEM, "out of memory");
+    rc = store_get_file(s, o->name, tmp, o->size, o->sha256);
+    unlink(tmp);
+    free(tmp);
+    if (rc < 0) {
+        err_wrap(rc, "%s", what);
+        if (report)
+            report(arg, err_msg());
+    }
+    return rc;
+}
+
+int ckpt_verify(struct store *s, const struct manifest *m, void (*report)(void *, const char *),
+                void *arg)
+{
+    int rc = 0, r;
+    char what[64];
+    r = ckpt_check_obj(s, &m->kernel, "kernel", report, arg);
+    rc = rc ? rc : r;
+    r = ckpt_check_obj(s, &m->initrd, "initrd", report, arg);
+    rc = rc ? rc : r;
+    r = ckpt_check_obj(s, &m->base, "base image", report, arg);
+    rc = rc ? rc : r;
+    for (size_t i = 0; i < m->n_deltas; i++) {
+        snprintf(what, sizeof(what), "delta %zu", i + 1);
+        r = ckpt_check_obj(s, &m->deltas[i], what, report, arg);
+        rc = rc ? rc : r;
+    }
+    r = ckpt_check_obj(s, &m->memory, "memory", report, arg);
+    return rc ? rc : r;
+}
+
+void ckpt_local_free(struct ckpt_local *l)
+{
+    if (!l)
+        return;
+    free(l->kernel);
+    free(l->initrd);
+    free(l->base);
+    for (size_t i = 0; i < l->n_deltas; i++)
+        free(l->deltas[i]);
+    free(l->deltas);
+    free(l->memory);
+    memset(l, 0, sizeof(*l));
+}
+
+/* A blob in the local cache is reused when its size matches (it was verified
+ * against its hash when downloaded). */
+static int ckpt_fetch_blob(struct store *s, const struct mf_obj *o, const char *blob_dir,
+                           char **out)
+{
+    struct stat st;
+    *out = util_fmt("%s/%s", blob_dir, o->sha256);
+    if (!*out)
+        return err_set(VK_ENOMEM, "out of memory");
+    if (stat(*out, &st) == 0 && (uint64_t)st.st_size == o->size)
+        return 0;
+    return store_get_file(s, o->name, *out, o->size, o->sha256);
+}
+
+int ckpt_fetch(struct store *s, const struct manifest *m, const char *blob_dir,
+               const char *run_dir, struct ckpt_local *out)
+{
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = util_mkdir_p(blob_dir, 0755);
+    if (rc == 0)
+        rc = ckpt_fetch_blob(s, &m->kernel, blob_dir, &out->kernel);
+    if (rc == 0)
+        rc = ckpt_fetch_blob(s, &m->initrd, blob_dir, &out->initrd);
+    if (rc == 0)
+        rc = ckpt_fetch_blob(s, &m->base, blob_dir, &out->base);
+    if (rc == 0) {
+        out->deltas = calloc(m->n_deltas + 1, sizeof(char *));
+        rc = out->deltas ? 0 : err_set(VK_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; rc == 0 && i < m->n_deltas; i++) {
+        out->deltas[i] = util_fmt("%s/delta-%03zu.qcow2", run_dir, i + 1);
+        out->n_deltas = i + 1;
+        rc = store_get_file(s, m->deltas[i].name, out->deltas[i], m->deltas[i].size,
+                            m->deltas[i].sha256);
+        if (rc == 0)
+            rc = i == 0 ? img_rebase(out->deltas[0], out->base, m->base_format)
+                        : img_rebase(out->deltas[i], out->deltas[i - 1], "qcow2");
+    }
+    if (rc == 0) {
+        out->memory = util_fmt("%s/memory.mig", run_dir);
+        rc = store_get_file(s, m->memory.name, out->memory, m->memory.size, m->memory.sha256);
+    }
+    if (rc < 0) {
+        err_wrap(rc, "cannot fetch checkpoint %" PRIu64 " of task %s", m->seq, m->task);
+        ckpt_local_free(out);
+    }
+    return rc;
+}

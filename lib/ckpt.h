@@ -1,0 +1,64 @@
+/* ckpt: the checkpoint protocol with QEMU, and checkpoints in the store
+ * (commit, list, load, verify, fetch for restore). */
+#ifndef VMCKPT_CKPT_H
+#define VMCKPT_CKPT_H
+
+#include <stdint.h>
+
+#include "manifest.h"
+#include "qmp.h"
+#include "store.h"
+
+/* What the VM-side part of a checkpoint did. */
+struct ckpt_snap {
+    int sealed;            /* the old top is sealed and new_top is the write target */
+    int64_t stopped_us;    /* VM paused: QEMU's STOP event to its RESUME event */
+    int64_t seal_us;       /* blockdev-snapshot-sync */
+    int64_t mem_save_us;   /* migrate command to migration completed */
+    uint64_t serial_bytes; /* console log size while the VM was stopped */
+    uint64_t mem_bytes;
+};
+
+/* Takes a consistent checkpoint of a running VM: stop, seal the disk by
+ * switching writes to new_top (created by QEMU), save memory and device state
+ * to mem_path, run again. With stop_copy the VM stays paused until the memory
+ * is saved (the paper's method); otherwise QEMU's background-snapshot resumes
+ * it at once and copies pages on write. On any failure the VM is left running;
+ * out->sealed tells whether the disk switch happened (then new_top is the
+ * VM's write target whatever the result). Blocks until memory is saved. */
+int ckpt_snapshot(struct qmp *q, int stop_copy, const char *new_top, const char *mem_path,
+                  const char *serial_path, struct ckpt_snap *out);
+
+/* Committed checkpoint numbers of a task, ascending (*out_seqs malloc'd,
+ * caller frees; may be NULL when *out_n is 0). */
+int ckpt_list(struct store *s, const char *task, uint64_t **out_seqs, size_t *out_n);
+/* Loads and validates a manifest; seq 0 means the newest. VK_ENOTFOUND when
+ * the task has no such checkpoint. *out: manifest_free(). */
+int ckpt_load(struct store *s, const char *task, uint64_t seq, struct manifest **out);
+/* Stores a local file as a content-addressed blob ("blobs/<sha256>") unless
+ * the store has it already; fills out (out->name is the caller's) and adds the
+ * bytes actually written to *uploaded. */
+int ckpt_put_blob(struct store *s, const char *path, struct mf_obj *out, uint64_t *uploaded);
+/* Writes the manifest: the commit point. VK_EEXISTS if that seq is taken. */
+int ckpt_commit(struct store *s, const struct manifest *m);
+/* Reads every object m names and checks size and SHA-256. Returns 0 when all
+ * are intact, else the first error; every problem is reported through
+ * report(arg, message) when report is not NULL. */
+int ckpt_verify(struct store *s, const struct manifest *m, void (*report)(void *, const char *),
+                void *arg);
+
+/* Local copies of what a checkpoint needs to restart. */
+struct ckpt_local {
+    char *kernel, *initrd, *base; /* in the blob cache */
+    char **deltas;                /* in the run directory, rebased onto each other */
+    size_t n_deltas;
+    char *memory;
+};
+/* Fetches and verifies every object of m: blobs into blob_dir (reused when
+ * present), deltas and memory into run_dir; rebases the delta chain onto the
+ * local files. *out is filled; free with ckpt_local_free(). */
+int ckpt_fetch(struct store *s, const struct manifest *m, const char *blob_dir,
+               const char *run_dir, struct ckpt_local *out);
+void ckpt_local_free(struct ckpt_local *l);
+
+#endif

@@ -1,0 +1,164 @@
+#include "vm.h"
+
+#include "err.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define VM_MAX_ARGS 64
+
+/* QEMU option values escape ',' by doubling it. */
+static char *vm_opt_escape(const char *s)
+{
+    char *out = malloc(strlen(s) * 2 + 1), *p = out;
+    if (!out)
+        return NULL;
+    for (; *s; s++) {
+        *p++ = *s;
+        if (*s == ',')
+            *p++ = ',';
+    }
+    *p = '\0';
+    return out;
+}
+
+static void vm_child(const struct vm_spec *s, char **argv, int errfd)
+{
+    int logfd = open(s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int nullfd = open("/dev/null", O_RDONLY);
+    if (logfd >= 0) {
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+    }
+    if (nullfd >= 0)
+        dup2(nullfd, 0);
+    setsid(); /* outlive the agent and its terminal */
+    execvp(argv[0], argv);
+    int e = errno;
+    (void)!write(errfd, &e, sizeof(e));
+    _exit(127);
+}
+
+int vm_start(const struct vm_spec *s, pid_t *out_pid)
+{
+    char *argv[VM_MAX_ARGS], *own[16];
+    int n = 0, nown = 0, pipefd[2], rc = 0, e = 0;
+    char mem[32], smp[32];
+    pid_t pid;
+
+    snprintf(mem, sizeof(mem), "%d", s->memory_mib);
+    snprintf(smp, sizeof(smp), "%d", s->vcpus);
+    char *disk = vm_opt_escape(s->disk), *ser = vm_opt_escape(s->serial_path);
+    char *qmp = vm_opt_escape(s->qmp_path);
+    own[nown++] = disk;
+    own[nown++] = ser;
+    own[nown++] = qmp;
+    own[nown++] = util_fmt("file=%s,if=virtio,id=drive0,format=qcow2", disk ? disk : "");
+    own[nown++] = util_fmt("file,id=ser0,path=%s", ser ? ser : "");
+    own[nown++] = util_fmt("unix:%s,server=on,wait=off", qmp ? qmp : "");
+    for (int i = 0; i < nown; i++)
+        if (!own[i]) {
+            rc = err_set(VK_ENOMEM, "out of memory");
+            goto out;
+        }
+    const char *fixed[] = {s->qemu, "-accel", s->accel, "-machine", s->machine, "-m", mem,
+                           "-smp", smp, "-nodefaults", "-no-user-config", "-display", "none",
+                           "-kernel", s->kernel, "-initrd", s->initrd, "-append", s->append,
+                           "-drive", own[3], "-chardev", own[4], "-serial", "chardev:ser0",
+                           "-qmp", own[5], "-S"};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        argv[n++] = (char *)fixed[i];
+    if (s->incoming) {
+        argv[n++] = "-incoming";
+        argv[n++] = (char *)s->incoming;
+    }
+    argv[n] = NULL;
+
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        rc = err_errno(errno, "cannot start %s", s->qemu);
+        goto out;
+    }
+    pid = fork();
+    if (pid < 0) {
+        rc = err_errno(errno, "cannot start %s", s->qemu);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        goto out;
+    }
+    if (pid == 0)
+        vm_child(s, argv, pipefd[1]);
+    close(pipefd[1]);
+    if (read(pipefd[0], &e, sizeof(e)) == sizeof(e)) { /* exec failed */
+        waitpid(pid, NULL, 0);
+        rc = err_set(e == ENOENT ? VK_ENOTFOUND : VK_EQEMU, "cannot run QEMU '%s': %s%s",
+                     s->qemu, strerror(e),
+                     e == ENOENT ? " (install qemu-system-x86 or set qemu.binary)" : "");
+    } else {
+        *out_pid = pid;
+    }
+    close(pipefd[0]);
+out:
+    for (int i = 0; i < nown; i++)
+        free(own[i]);
+    return rc;
+}
+
+int vm_alive(pid_t pid)
+{
+    int status;
+    pid_t r;
+    if (pid <= 0)
+        return 0;
+    r = waitpid(pid, &status, WNOHANG);
+    if (r == pid)
+        return 0; /* our child, now reaped */
+    if (r < 0 && errno == ECHILD) /* not our child: an adopted QEMU */
+        return kill(pid, 0) == 0 || errno == EPERM;
+    return 1;
+}
+
+int vm_connect(pid_t pid, const char *qmp_path, const char *log_path, int timeout_ms,
+               struct qmp **out)
+{
+    int64_t deadline = util_now_us() + (int64_t)timeout_ms * 1000;
+    int rc;
+
+    *out = NULL;
+    for (;;) {
+        if (!vm_alive(pid)) {
+            char *tail = util_file_tail(log_path, 600);
+            rc = err_set(VK_EQEMU, "QEMU exited while starting: %s(full log: %s)",
+                         tail && tail[0] ? tail : "no output ", log_path);
+            free(tail);
+            return rc;
+        }
+        rc = qmp_connect(out, qmp_path, 200);
+        if (rc == 0 || rc != VK_ETIMEOUT || util_now_us() > deadline)
+            return rc;
+    }
+}
+
+int vm_kill(pid_t pid, int sig, int timeout_ms)
+{
+    int64_t deadline = util_now_us() + (int64_t)timeout_ms * 1000;
+    if (pid <= 0)
+        return 0;
+    if (kill(pid, sig) < 0 && errno != ESRCH)
+        return err_errno(errno, "cannot signal QEMU pid %d", (int)pid);
+    if (sig != SIGKILL && sig != SIGTERM)
+        return 0;
+    while (vm_alive(pid)) {
+        if (util_now_us() > deadline)
+            return err_set(VK_ETIMEOUT, "QEMU pid %d did not exit after signal %d", (int)pid,
+                           sig);
+        usleep(10000);
+    }
+    return 0;
+}

@@ -1,0 +1,37 @@
+/* vm: one QEMU process: its command line, start, liveness and end.
+ *
+ * QEMU runs in its own session so that it outlives the agent and the client
+ * that started it; the agent finds it again by pid and QMP socket. */
+#ifndef VMCKPT_VM_H
+#define VMCKPT_VM_H
+
+#include <sys/types.h>
+
+#include "qmp.h"
+
+struct vm_spec {
+    const char *qemu;    /* binary, looked up in PATH */
+    const char *accel;   /* "kvm" or "tcg" */
+    const char *machine; /* "pc", "q35", ... */
+    int memory_mib;
+    int vcpus;
+    const char *kernel, *initrd, *append;
+    const char *disk;     /* top qcow2 overlay; its backing chain is opened read-only */
+    const char *qmp_path; /* UNIX socket QEMU listens on */
+    const char *serial_path;
+    const char *log_path; /* QEMU's own stdout/stderr */
+    const char *incoming; /* NULL, or a migration URI to load from (VM stays paused) */
+};
+
+/* Starts QEMU; returns once it is exec'd. VK_ENOTFOUND if the binary is missing. */
+int vm_start(const struct vm_spec *spec, pid_t *out_pid);
+/* Connects to the QMP socket of a QEMU we started, failing fast with QEMU's own
+ * last words if it exits first. *out is the caller's (qmp_free). */
+int vm_connect(pid_t pid, const char *qmp_path, const char *log_path, int timeout_ms,
+               struct qmp **out);
+/* 1 while the process exists (reaps it if it is our child and has exited). */
+int vm_alive(pid_t pid);
+/* Sends sig and, for SIGKILL/SIGTERM, waits up to timeout_ms for the end. */
+int vm_kill(pid_t pid, int sig, int timeout_ms);
+
+#endif
