@@ -1,0 +1,152 @@
+#include "cfg.h"
+
+#include "err.h"
+#include "util.h"
+
+#include <ini.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cfg_str(char **field, const char *value)
+{
+    char *s = strdup(value);
+    if (!s)
+        return err_set(VK_ENOMEM, "out of memory");
+    free(*field);
+    *field = s;
+    return 0;
+}
+
+static int cfg_int(int *field, const char *key, const char *value, int min, int max)
+{
+    char *end;
+    long v = strtol(value, &end, 10);
+    if (!value[0] || *end || v < min || v > max)
+        return err_set(VK_EINVAL, "%s must be a whole number from %d to %d, not '%s'", key, min,
+                       max, value);
+    *field = (int)v;
+    return 0;
+}
+
+static int cfg_choice(char **field, const char *key, const char *value, const char *a,
+                      const char *b)
+{
+    if (strcmp(value, a) != 0 && strcmp(value, b) != 0)
+        return err_set(VK_EINVAL, "%s must be %s or %s, not '%s'", key, a, b, value);
+    return cfg_str(field, value);
+}
+
+int cfg_set(struct cfg *c, const char *section, const char *key, const char *value)
+{
+#define IS(s, k) (!strcmp(section, s) && !strcmp(key, k))
+    if (IS("agent", "state_dir"))
+        return cfg_str(&c->state_dir, value);
+    if (IS("agent", "socket"))
+        return cfg_str(&c->socket, value);
+    if (IS("store", "uri"))
+        return cfg_str(&c->store_uri, value);
+    if (IS("qemu", "binary"))
+        return cfg_str(&c->qemu, value);
+    if (IS("qemu", "img_binary"))
+        return cfg_str(&c->qemu_img, value);
+    if (IS("qemu", "accel"))
+        return cfg_choice(&c->accel, "qemu.accel", value, "kvm", "tcg");
+    if (IS("qemu", "machine"))
+        return cfg_str(&c->machine, value);
+    if (IS("task", "memory_mib"))
+        return cfg_int(&c->memory_mib, "task.memory_mib", value, 16, 1 << 20);
+    if (IS("task", "vcpus"))
+        return cfg_int(&c->vcpus, "task.vcpus", value, 1, 256);
+    if (IS("task", "checkpoint_first"))
+        return cfg_int(&c->first_s, "task.checkpoint_first", value, 0, 1 << 30);
+    if (IS("task", "checkpoint_every"))
+        return cfg_int(&c->every_s, "task.checkpoint_every", value, 0, 1 << 30);
+    if (IS("task", "mode"))
+        return cfg_choice(&c->mode, "task.mode", value, "cow", "stop-copy");
+    if (IS("task", "kernel"))
+        return cfg_str(&c->kernel, value);
+    if (IS("task", "initrd"))
+        return cfg_str(&c->initrd, value);
+    if (IS("task", "append"))
+        return cfg_str(&c->append, value);
+#undef IS
+    return err_set(VK_EINVAL, "unknown setting [%s] %s", section, key);
+}
+
+struct cfg_parse {
+    struct cfg *c;
+    const char *path;
+    int rc;
+};
+
+static int cfg_handler(void *arg, const char *section, const char *key, const char *value)
+{
+    struct cfg_parse *p = arg;
+    if (p->rc < 0)
+        return 0;
+    p->rc = cfg_set(p->c, section, key, value);
+    return p->rc == 0;
+}
+
+int cfg_finish(struct cfg *c)
+{
+    if (!c->socket && !(c->socket = util_fmt("%s/vmckptd.sock", c->state_dir)))
+        return err_set(VK_ENOMEM, "out of memory");
+    if (!c->store_uri && !(c->store_uri = util_fmt("file://%s/store", c->state_dir)))
+        return err_set(VK_ENOMEM, "out of memory");
+    return 0;
+}
+
+int cfg_load(struct cfg **out, const char *path)
+{
+    struct cfg *c = calloc(1, sizeof(*c));
+    struct cfg_parse p = {c, path, 0};
+    int rc = 0, line;
+
+    *out = NULL;
+    if (!c)
+        return err_set(VK_ENOMEM, "out of memory");
+    c->memory_mib = 256;
+    c->vcpus = 1;
+    if (cfg_str(&c->state_dir, "/var/lib/vmckpt") < 0 || cfg_str(&c->qemu, "qemu-system-x86_64") < 0 ||
+        cfg_str(&c->qemu_img, "qemu-img") < 0 || cfg_str(&c->accel, "kvm") < 0 ||
+        cfg_str(&c->machine, "pc") < 0 || cfg_str(&c->mode, "cow") < 0 ||
+        cfg_str(&c->append, "console=ttyS0 quiet") < 0) {
+        rc = VK_ENOMEM;
+        goto out;
+    }
+    if (path) {
+        line = ini_parse(path, cfg_handler, &p);
+        if (line < 0)
+            rc = err_set(VK_ENOTFOUND, "cannot read config file %s", path);
+        else if (p.rc < 0)
+            rc = err_wrap(p.rc, "config file %s line %d", path, line);
+        else if (line > 0)
+            rc = err_set(VK_EINVAL, "config file %s line %d: not a setting", path, line);
+    }
+out:
+    if (rc < 0) {
+        cfg_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void cfg_free(struct cfg *c)
+{
+    if (!c)
+        return;
+    free(c->state_dir);
+    free(c->socket);
+    free(c->store_uri);
+    free(c->qemu);
+    free(c->qemu_img);
+    free(c->accel);
+    free(c->machine);
+    free(c->mode);
+    free(c->kernel);
+    free(c->initrd);
+    free(c->append);
+    free(c);
+}

@@ -1,0 +1,35 @@
+/* cfg: settings, from defaults, an INI file and overrides.
+ *
+ * Every setting has a default that works on one machine with the directory
+ * store; see the README for the list. */
+#ifndef VMCKPT_CFG_H
+#define VMCKPT_CFG_H
+
+struct cfg {
+    char *state_dir; /* [agent] state_dir: tasks, run directories, blob cache */
+    char *socket;    /* [agent] socket: the API's UNIX socket */
+    char *store_uri; /* [store] uri */
+    char *qemu;      /* [qemu] binary */
+    char *qemu_img;  /* [qemu] img_binary */
+    char *accel;     /* [qemu] accel: kvm or tcg */
+    char *machine;   /* [qemu] machine */
+    int memory_mib;  /* [task] memory_mib */
+    int vcpus;       /* [task] vcpus */
+    int first_s;     /* [task] checkpoint_first: seconds to the first checkpoint, 0 = none */
+    int every_s;     /* [task] checkpoint_every: seconds between checkpoints, 0 = none */
+    char *mode;      /* [task] mode: cow or stop-copy */
+    char *kernel;    /* [task] kernel */
+    char *initrd;    /* [task] initrd */
+    char *append;    /* [task] append: kernel command line before the workload */
+};
+
+/* Defaults, then the INI file at path if path is not NULL. VK_EINVAL names
+ * the file, line and setting that is wrong. *out: cfg_free(). */
+int cfg_load(struct cfg **out, const char *path);
+/* Sets one setting ("section", "key", "value"), checking its value. */
+int cfg_set(struct cfg *c, const char *section, const char *key, const char *value);
+/* Fills settings that derive from others (socket and store from state_dir). */
+int cfg_finish(struct cfg *c);
+void cfg_free(struct cfg *c);
+
+#endif

@@ -1,0 +1,1079 @@
+#include "task.h"
+
+#include "ckpt.h"
+#include "err.h"
+#include "img.h"
+#include "log.h"
+#include "manifest.h"
+#include "qmp.h"
+#include "util.h"
+#include "vm.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TASK_START_TIMEOUT_MS 30000
+#define TASK_LOAD_TIMEOUT_MS (10 * 60 * 1000)
+
+struct task_layer {
+    char *path;
+    struct mf_obj obj; /* obj.name is NULL until the layer is in the store */
+};
+
+struct task {
+    pthread_mutex_t lock;
+    const struct task_env *env;
+    char *id, *dir, *run_dir;
+    int run;
+    /* The VM's shape, fixed for the task's life. */
+    int memory_mib, vcpus, first_s, every_s;
+    char *machine, *accel, *append, *mode;
+    char *kernel, *initrd, *base;
+    char base_fmt[16];
+    struct mf_obj kernel_obj, initrd_obj, base_obj; /* name NULL until stored */
+    struct task_layer *layers; /* sealed deltas, oldest first */
+    size_t n_layers;
+    char *top; /* the delta the VM writes to */
+    pid_t pid;
+    struct qmp *qmp;
+    char state[16]; /* running, crashed, stopped, failed */
+    int busy;       /* a checkpoint runs and owns qmp */
+    char phase[16]; /* snapshot, upload */
+    uint64_t next_seq, cur_seq;
+    char cur_mode[16];
+    uint64_t up_done, up_total;
+    int64_t up_start_us, next_due_us;
+    struct ckpt_snap cur_snap;
+    /* Last committed checkpoint. */
+    uint64_t last_seq, last_uploaded, last_mem_bytes, last_delta_bytes;
+    int64_t last_wall_us, last_stopped_us, last_seal_us, last_mem_save_us, last_store_us;
+    char last_mode[16];
+    char *last_error;
+    uint64_t restored_from;
+    int64_t restore_fetch_us, restore_load_us;
+};
+
+const char *task_id(const struct task *t) { return t->id; }
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void task_set_error(struct task *t, const char *msg)
+{
+    free(t->last_error);
+    t->last_error = msg ? strdup(msg) : NULL;
+}
+
+static void task_clear_obj(struct mf_obj *o)
+{
+    free(o->name);
+    memset(o, 0, sizeof(*o));
+}
+
+static void task_free_layers(struct task *t)
+{
+    for (size_t i = 0; i < t->n_layers; i++) {
+        free(t->layers[i].path);
+        free(t->layers[i].obj.name);
+    }
+    free(t->layers);
+    t->layers = NULL;
+    t->n_layers = 0;
+}
+
+static int task_add_layer(struct task *t, const char *path, const struct mf_obj *obj)
+{
+    struct task_layer *nl = realloc(t->layers, (t->n_layers + 1) * sizeof(*nl));
+    if (!nl)
+        return err_set(VK_ENOMEM, "out of memory");
+    t->layers = nl;
+    memset(&nl[t->n_layers], 0, sizeof(*nl));
+    nl[t->n_layers].path = strdup(path);
+    if (obj && manifest_obj_copy(&nl[t->n_layers].obj, obj) < 0)
+        return VK_ENOMEM;
+    t->n_layers++;
+    return 0;
+}
+
+void task_free(struct task *t)
+{
+    if (!t)
+        return;
+    qmp_free(t->qmp);
+    free(t->id);
+    free(t->dir);
+    free(t->run_dir);
+    free(t->machine);
+    free(t->accel);
+    free(t->append);
+    free(t->mode);
+    free(t->kernel);
+    free(t->initrd);
+    free(t->base);
+    task_clear_obj(&t->kernel_obj);
+    task_clear_obj(&t->initrd_obj);
+    task_clear_obj(&t->base_obj);
+    task_free_layers(t);
+    free(t->top);
+    free(t->last_error);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+static struct task *task_new(const struct task_env *env, const char *id)
+{
+    struct task *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    pthread_mutex_init(&t->lock, NULL);
+    t->env = env;
+    t->id = strdup(id);
+    t->dir = util_fmt("%s/%s", env->tasks_dir, id);
+    strcpy(t->state, "stopped");
+    if (!t->id || !t->dir) {
+        task_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static char *task_run_path(const struct task *t, const char *file)
+{
+    return util_fmt("%s/%s", t->run_dir, file);
+}
+
+/* ---- local state (task.json) -------------------------------------------- */
+
+static json_t *task_obj_json(const struct mf_obj *o)
+{
+    if (!o->name)
+        return json_null();
+    return json_pack("{s:s, s:I, s:s}", "name", o->name, "size", (json_int_t)o->size, "sha256",
+                     o->sha256);
+}
+
+static void task_obj_from(const json_t *j, struct mf_obj *o)
+{
+    const char *name = json_string_value(json_object_get(j, "name"));
+    const char *sha = json_string_value(json_object_get(j, "sha256"));
+    memset(o, 0, sizeof(*o));
+    if (!name || !sha || strlen(sha) != 64)
+        return;
+    o->name = strdup(name);
+    o->size = (uint64_t)json_integer_value(json_object_get(j, "size"));
+    memcpy(o->sha256, sha, UTIL_SHA256_HEX);
+}
+
+/* Writes task.json atomically; called with t->lock held. */
+static int task_save(struct task *t)
+{
+    json_t *layers = json_array(), *j;
+    char *path = util_fmt("%s/task.json", t->dir), *text;
+    int rc;
+
+    for (size_t i = 0; i < t->n_layers; i++)
+        json_array_append_new(layers, json_pack("{s:s, s:o}", "path", t->layers[i].path,
+                                                "object", task_obj_json(&t->layers[i].obj)));
+    j = json_pack("{s:s, s:i, s:s, s:i, s:i, s:i, s:i, s:s, s:s, s:s, s:s,"
+                  " s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:s, s:i, s:s, s:I, s:I}",
+                  "id", t->id, "run", t->run, "run_dir", t->run_dir, "memory_mib", t->memory_mib,
+                  "vcpus", t->vcpus, "first_s", t->first_s, "every_s", t->every_s, "machine",
+                  t->machine, "accel", t->accel, "append", t->append, "mode", t->mode, "kernel",
+                  t->kernel, "initrd", t->initrd, "base", t->base, "base_format", t->base_fmt,
+                  "kernel_obj", task_obj_json(&t->kernel_obj), "initrd_obj",
+                  task_obj_json(&t->initrd_obj), "base_obj", task_obj_json(&t->base_obj),
+                  "layers", layers, "top", t->top, "pid", (int)t->pid, "state", t->state,
+                  "next_seq", (json_int_t)t->next_seq, "last_seq", (json_int_t)t->last_seq);
+    text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+    rc = (path && text) ? util_write_file_atomic(path, text, strlen(text))
+                        : err_set(VK_ENOMEM, "cannot encode state of task %s", t->id);
+    if (rc < 0)
+        log_error("task %s: %s", t->id, err_msg());
+    json_decref(j);
+    free(text);
+    free(path);
+    return rc;
+}
+
+static const char *task_jstr_or(const json_t *j, const char *key, const char *def)
+{
+    const char *s = json_string_value(json_object_get(j, key));
+    return s ? s : def;
+}
+
+static char *task_jstr(const json_t *j, const char *key)
+{
+    return strdup(task_jstr_or(j, key, ""));
+}
+
+static int task_load(struct task *t)
+{
+    char *path = util_fmt("%s/task.json", t->dir), *text = NULL;
+    json_t *j = NULL, *layer;
+    size_t i;
+    int rc = util_read_file(path, &text, NULL);
+
+    if (rc == 0 && !(j = json_loads(text, 0, NULL)))
+        rc = err_set(VK_ECORRUPT, "state file %s is damaged", path);
+    if (rc < 0)
+        goto out;
+    t->run = (int)json_integer_value(json_object_get(j, "run"));
+    t->run_dir = task_jstr(j, "run_dir");
+    t->memory_mib = (int)json_integer_value(json_object_get(j, "memory_mib"));
+    t->vcpus = (int)json_integer_value(json_object_get(j, "vcpus"));
+    t->first_s = (int)json_integer_value(json_object_get(j, "first_s"));
+    t->every_s = (int)json_integer_value(json_object_get(j, "every_s"));
+    t->machine = task_jstr(j, "machine");
+    t->accel = task_jstr(j, "accel");
+    t->append = task_jstr(j, "append");
+    t->mode = task_jstr(j, "mode");
+    t->kernel = task_jstr(j, "kernel");
+    t->initrd = task_jstr(j, "initrd");
+    t->base = task_jstr(j, "base");
+    snprintf(t->base_fmt, sizeof(t->base_fmt), "%s",
+             task_jstr_or(j, "base_format", "qcow2"));
+    task_obj_from(json_object_get(j, "kernel_obj"), &t->kernel_obj);
+    task_obj_from(json_object_get(j, "initrd_obj"), &t->initrd_obj);
+    task_obj_from(json_object_get(j, "base_obj"), &t->base_obj);
+    json_array_foreach(json_object_get(j, "layers"), i, layer)
+    {
+        struct mf_obj o;
+        task_obj_from(json_object_get(layer, "object"), &o);
+        rc = task_add_layer(t, task_jstr_or(layer, "path", ""),
+                            o.name ? &o : NULL);
+        free(o.name);
+        if (rc < 0)
+            goto out;
+    }
+    t->top = task_jstr(j, "top");
+    t->pid = (pid_t)json_integer_value(json_object_get(j, "pid"));
+    snprintf(t->state, sizeof(t->state), "%s",
+             task_jstr_or(j, "state", "stopped"));
+    t->next_seq = (uint64_t)json_integer_value(json_object_get(j, "next_seq"));
+    t->last_seq = (uint64_t)json_integer_value(json_object_get(j, "last_seq"));
+out:
+    json_decref(j);
+    free(text);
+    free(path);
+    return rc;
+}
+
+/* ---- starting the VM ---------------------------------------------------- */
+
+/* Starts QEMU for t->run_dir and t->top, optionally loading a memory stream;
+ * connects QMP and lets the VM run. Called with t->lock held. */
+static int task_start_vm(struct task *t, const char *incoming)
+{
+    const struct cfg *c = t->env->cfg;
+    char *qmp_path = task_run_path(t, "qmp.sock"), *serial = task_run_path(t, "serial.log");
+    char *log = task_run_path(t, "qemu.log");
+    struct vm_spec spec = {
+        .qemu = c->qemu, .accel = t->accel, .machine = t->machine,
+        .memory_mib = t->memory_mib, .vcpus = t->vcpus, .kernel = t->kernel,
+        .initrd = t->initrd, .append = t->append, .disk = t->top, .qmp_path = qmp_path,
+        .serial_path = serial, .log_path = log, .incoming = incoming,
+    };
+    int rc;
+
+    if (!qmp_path || !serial || !log) {
+        rc = err_set(VK_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = vm_start(&spec, &t->pid);
+    if (rc < 0)
+        goto out;
+    rc = vm_connect(t->pid, qmp_path, log, TASK_START_TIMEOUT_MS, &t->qmp);
+    if (rc == 0 && incoming) {
+        int64_t deadline = util_now_us() + (int64_t)TASK_LOAD_TIMEOUT_MS * 1000;
+        for (;;) { /* QEMU reports "inmigrate" until the whole stream is loaded */
+            json_t *st = NULL;
+            rc = qmp_exec(t->qmp, "query-status", NULL, &st, 30000);
+            const char *s = rc == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
+            int loading = s && !strcmp(s, "inmigrate");
+            json_decref(st);
+            if (rc < 0 || !loading)
+                break;
+            if (util_now_us() > deadline) {
+                rc = err_set(VK_ETIMEOUT, "QEMU did not finish loading the memory stream");
+                break;
+            }
+            usleep(10000);
+        }
+        if (rc < 0 && !vm_alive(t->pid)) {
+            char *tail = util_file_tail(log, 600);
+            rc = err_set(VK_EQEMU, "QEMU could not load the checkpoint's memory: %s", tail);
+            free(tail);
+        }
+    }
+    if (rc == 0)
+        rc = qmp_exec(t->qmp, "cont", NULL, NULL, 30000);
+    if (rc < 0) {
+        vm_kill(t->pid, SIGKILL, 5000);
+        t->pid = 0;
+        qmp_free(t->qmp);
+        t->qmp = NULL;
+        goto out;
+    }
+    strcpy(t->state, "running");
+    t->next_due_us = t->first_s > 0 ? util_now_us() + (int64_t)t->first_s * 1000000 : 0;
+out:
+    free(qmp_path);
+    free(serial);
+    free(log);
+    return rc;
+}
+
+/* The first free run number of a task directory (run-1, run-2, ...). */
+static int task_next_run(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int max = 0;
+    while (d && (e = readdir(d)))
+        if (!strncmp(e->d_name, "run-", 4) && atoi(e->d_name + 4) > max)
+            max = atoi(e->d_name + 4);
+    if (d)
+        closedir(d);
+    return max + 1;
+}
+
+static int task_new_run_dir(struct task *t)
+{
+    free(t->run_dir);
+    t->run = task_next_run(t->dir);
+    t->run_dir = util_fmt("%s/run-%d", t->dir, t->run);
+    if (!t->run_dir)
+        return err_set(VK_ENOMEM, "out of memory");
+    if (strlen(t->run_dir) > 90)
+        return err_set(VK_EINVAL, "state directory path too long for QEMU's sockets: %s",
+                       t->run_dir);
+    return util_mkdir_p(t->run_dir, 0755);
+}
+
+static uint64_t task_store_next_seq(struct task *t)
+{
+    uint64_t *seqs = NULL, next = 1;
+    size_t n = 0;
+    if (ckpt_list(t->env->store, t->id, &seqs, &n) == 0 && n)
+        next = seqs[n - 1] + 1;
+    free(seqs);
+    return next;
+}
+
+static int task_abs_path(const char *path, const char *what, char **out)
+{
+    *out = realpath(path, NULL);
+    if (!*out)
+        return err_errno(errno, "%s %s", what, path);
+    return 0;
+}
+
+int task_run(const struct task_env *env, const struct task_spec *sp, struct task **out)
+{
+    const struct cfg *c = env->cfg;
+    struct task *t;
+    uint64_t *seqs = NULL;
+    size_t n = 0;
+    int rc;
+
+    *out = NULL;
+    if (!util_valid_id(sp->id))
+        return err_set(VK_EINVAL, "task id '%s' is not valid: use 1-64 letters, digits, '.', "
+                                  "'_' or '-', not starting with '.'", sp->id ? sp->id : "");
+    if (!sp->kernel || !sp->initrd || !sp->base)
+        return err_set(VK_EINVAL, "task %s needs a base image, a kernel and an initrd "
+                                  "(--base, --kernel, --initrd or [task] settings)", sp->id);
+    rc = ckpt_list(env->store, sp->id, &seqs, &n);
+    free(seqs);
+    if (rc < 0)
+        return rc;
+    if (n > 0)
+        return err_set(VK_EEXISTS, "task %s already has %zu checkpoint(s) in %s: restore it "
+                                   "(vmckpt restore %s) or pick another id",
+                       sp->id, n, env->store->uri, sp->id);
+    t = task_new(env, sp->id);
+    if (!t)
+        return err_set(VK_ENOMEM, "out of memory");
+    t->memory_mib = sp->memory_mib;
+    t->vcpus = sp->vcpus;
+    t->first_s = sp->first_s;
+    t->every_s = sp->every_s;
+    t->machine = strdup(c->machine);
+    t->accel = strdup(sp->accel ? sp->accel : c->accel);
+    t->mode = strdup(sp->mode ? sp->mode : c->mode);
+    t->append = util_fmt("%s vmckpt.work=%s", c->append, sp->work ? sp->work : "counter");
+    rc = task_abs_path(sp->kernel, "kernel", &t->kernel);
+    if (rc == 0)
+        rc = task_abs_path(sp->initrd, "initrd", &t->initrd);
+    if (rc == 0)
+        rc = task_abs_path(sp->base, "base image", &t->base);
+    if (rc == 0)
+        rc = img_check_base(t->base, t->base_fmt, NULL);
+    if (rc < 0)
+        goto out_free;
+    rc = util_mkdir_p(t->dir, 0755);
+    if (rc == 0)
+        rc = task_new_run_dir(t);
+    if (rc < 0)
+        goto out_free;
+    t->top = util_fmt("%s/top-1.qcow2", t->run_dir);
+    rc = img_create_overlay(t->top, t->base, t->base_fmt);
+    if (rc < 0)
+        goto out_rm;
+    t->next_seq = 1;
+    rc = task_start_vm(t, NULL);
+    if (rc < 0)
+        goto out_rm;
+    task_save(t);
+    log_info("task %s: running (pid %d, %d MiB, %s)", t->id, (int)t->pid, t->memory_mib,
+             t->accel);
+    *out = t;
+    return 0;
+out_rm:
+    util_rm_rf(t->dir);
+out_free:
+    task_free(t);
+    return rc;
+}
+
+/* Copies the VM shape of a checkpoint into t and sets its chain to the
+ * fetched deltas. Called with t->lock held. */
+static int task_take_manifest(struct task *t, const struct manifest *m, struct ckpt_local *l,
+                              const char *accel)
+{
+    const struct cfg *c = t->env->cfg;
+    int rc = 0;
+#define TAKE(field, value)                                                                     \
+    do {                                                                                       \
+        free(t->field);                                                                        \
+        t->field = (value);                                                                    \
+    } while (0)
+    TAKE(machine, strdup(m->machine));
+    TAKE(append, strdup(m->append));
+    TAKE(accel, strdup(accel ? accel : c->accel));
+    TAKE(mode, strdup(m->mode));
+    TAKE(kernel, l->kernel);
+    TAKE(initrd, l->initrd);
+    TAKE(base, l->base);
+#undef TAKE
+    l->kernel = l->initrd = l->base = NULL;
+    t->memory_mib = m->memory_mib;
+    t->vcpus = m->vcpus;
+    t->first_s = m->first_s;
+    t->every_s = m->every_s;
+    snprintf(t->base_fmt, sizeof(t->base_fmt), "%s", m->base_format);
+    task_clear_obj(&t->kernel_obj);
+    task_clear_obj(&t->initrd_obj);
+    task_clear_obj(&t->base_obj);
+    rc = manifest_obj_copy(&t->kernel_obj, &m->kernel);
+    if (rc == 0)
+        rc = manifest_obj_copy(&t->initrd_obj, &m->initrd);
+    if (rc == 0)
+        rc = manifest_obj_copy(&t->base_obj, &m->base);
+    task_free_layers(t);
+    for (size_t i = 0; rc == 0 && i < m->n_deltas; i++)
+        rc = task_add_layer(t, l->deltas[i], &m->deltas[i]);
+    return rc;
+}
+
+int task_restore(const struct task_env *env, struct task *t, const char *id, uint64_t seq,
+                 const char *accel, struct task **out)
+{
+    struct manifest *m = NULL;
+    struct ckpt_local local = {0};
+    int created = 0, rc;
+    int64_t t0 = util_now_us(), t1;
+
+    *out = NULL;
+    if (!util_valid_id(id))
+        return err_set(VK_EINVAL, "task id '%s' is not valid", id);
+    if (!t) {
+        t = task_new(env, id);
+        if (!t)
+            return err_set(VK_ENOMEM, "out of memory");
+        created = 1;
+    }
+    pthread_mutex_lock(&t->lock);
+    if (!created && (t->busy || (t->pid > 0 && vm_alive(t->pid)))) {
+        rc = err_set(VK_ESTATE, "task %s is running on this node (pid %d): kill or remove it "
+                                "before restoring it", id, (int)t->pid);
+        goto out_unlock;
+    }
+    rc = ckpt_load(env->store, id, seq, &m);
+    if (rc == 0)
+        rc = util_mkdir_p(t->dir, 0755);
+    if (rc == 0)
+        rc = task_new_run_dir(t);
+    if (rc == 0)
+        rc = ckpt_fetch(env->store, m, env->blob_dir, t->run_dir, &local);
+    if (rc < 0)
+        goto out_unlock;
+    rc = task_take_manifest(t, m, &local, accel);
+    free(t->top);
+    t->top = util_fmt("%s/top-%zu.qcow2", t->run_dir, m->n_deltas + 1);
+    if (rc == 0)
+        rc = img_create_overlay(t->top, local.deltas[m->n_deltas - 1], "qcow2");
+    t1 = util_now_us();
+    qmp_free(t->qmp);
+    t->qmp = NULL;
+    if (rc == 0) {
+        char *uri = util_fmt("exec:cat '%s'", local.memory);
+        rc = uri ? task_start_vm(t, uri) : err_set(VK_ENOMEM, "out of memory");
+        free(uri);
+    }
+    if (rc < 0) {
+        strcpy(t->state, "failed");
+        goto out_unlock;
+    }
+    unlink(local.memory);
+    t->restore_fetch_us = t1 - t0;
+    t->restore_load_us = util_now_us() - t1;
+    t->restored_from = m->seq;
+    t->last_seq = m->seq;
+    t->next_seq = task_store_next_seq(t);
+    task_set_error(t, NULL);
+    task_save(t);
+    log_info("task %s: restored checkpoint %" PRIu64 " in %.2f s (fetch %.2f s, load+resume "
+             "%.2f s), pid %d", id, m->seq, (double)(util_now_us() - t0) / 1e6,
+             (double)t->restore_fetch_us / 1e6, (double)t->restore_load_us / 1e6, (int)t->pid);
+out_unlock:
+    if (rc < 0)
+        err_wrap(rc, "restore of task %s", id);
+    pthread_mutex_unlock(&t->lock);
+    ckpt_local_free(&local);
+    manifest_free(m);
+    if (rc < 0 && created) {
+        util_rm_rf(t->dir);
+        task_free(t);
+        return rc;
+    }
+    *out = t;
+    return rc;
+}
+
+/* ---- adopting a task after an agent restart ------------------------------ */
+
+/* Rebuilds the delta chain from what QEMU really has open: the agent may have
+ * died between sealing a delta and writing task.json. Called with lock held. */
+static int task_sync_chain(struct task *t)
+{
+    json_t *blocks = NULL, *b, *img = NULL;
+    size_t i;
+    const char *files[256];
+    size_t n = 0;
+    int rc = qmp_exec(t->qmp, "query-block", NULL, &blocks, 30000);
+
+    if (rc < 0)
+        return rc;
+    json_array_foreach(blocks, i, b)
+    {
+        if (!strcmp(task_jstr_or(b, "device", ""), "drive0"))
+            img = json_object_get(json_object_get(b, "inserted"), "image");
+    }
+    for (; img && n < 256; img = json_object_get(img, "backing-image"))
+        files[n++] = json_string_value(json_object_get(img, "filename"));
+    if (n < 2 || !files[0]) {
+        json_decref(blocks);
+        return err_set(VK_EQEMU, "QEMU of task %s shows no delta chain on drive0", t->id);
+    }
+    /* files: top, newest sealed, ..., base. Keep known layers' objects. */
+    struct task_layer *old = t->layers;
+    size_t n_old = t->n_layers;
+    t->layers = NULL;
+    t->n_layers = 0;
+    for (size_t k = n - 2; rc == 0 && k >= 1; k--) {
+        const struct mf_obj *obj = NULL;
+        for (size_t o = 0; o < n_old; o++)
+            if (files[k] && !strcmp(old[o].path, files[k]) && old[o].obj.name)
+                obj = &old[o].obj;
+        rc = task_add_layer(t, files[k] ? files[k] : "", obj);
+    }
+    free(t->top);
+    t->top = strdup(files[0]);
+    for (size_t o = 0; o < n_old; o++) {
+        free(old[o].path);
+        free(old[o].obj.name);
+    }
+    free(old);
+    json_decref(blocks);
+    return rc;
+}
+
+/* Cancels a memory save cut short by the agent's death and resumes the VM. */
+static int task_settle_vm(struct task *t)
+{
+    json_t *st = NULL;
+    int rc = qmp_exec(t->qmp, "query-migrate", NULL, &st, 30000);
+    const char *s = rc == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
+    if (s && (!strcmp(s, "active") || !strcmp(s, "setup")))
+        qmp_exec(t->qmp, "migrate_cancel", NULL, NULL, 30000);
+    json_decref(st);
+    st = NULL;
+    if (rc == 0)
+        rc = qmp_exec(t->qmp, "query-status", NULL, &st, 30000);
+    s = rc == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
+    if (s && strcmp(s, "running") != 0) {
+        log_warn("task %s: VM found %s, resuming it", t->id, s);
+        rc = qmp_exec(t->qmp, "cont", NULL, NULL, 30000);
+    }
+    json_decref(st);
+    return rc;
+}
+
+static void task_drop_spool(struct task *t)
+{
+    DIR *d = opendir(t->run_dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (!strncmp(e->d_name, "memory-", 7)) {
+            char *p = task_run_path(t, e->d_name);
+            if (p)
+                unlink(p);
+            free(p);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
+int task_adopt(const struct task_env *env, const char *id, struct task **out)
+{
+    struct task *t = task_new(env, id);
+    char *qmp_path = NULL;
+    int rc;
+
+    *out = NULL;
+    if (!t)
+        return err_set(VK_ENOMEM, "out of memory");
+    rc = task_load(t);
+    if (rc < 0)
+        goto out_free;
+    qmp_path = task_run_path(t, "qmp.sock");
+    if (!strcmp(t->state, "running") && qmp_path && util_pid_matches(t->pid, qmp_path)) {
+        rc = qmp_connect(&t->qmp, qmp_path, 5000);
+        if (rc == 0)
+            rc = task_settle_vm(t);
+        if (rc == 0)
+            rc = task_sync_chain(t);
+        if (rc < 0) {
+            log_error("task %s: cannot take back its VM (pid %d): %s; killing it", id,
+                      (int)t->pid, err_msg());
+            vm_kill(t->pid, SIGKILL, 5000);
+            qmp_free(t->qmp);
+            t->qmp = NULL;
+            strcpy(t->state, "crashed");
+        } else {
+            log_info("task %s: took back running VM pid %d", id, (int)t->pid);
+            t->next_due_us = t->first_s > 0 ? util_now_us() + (int64_t)t->first_s * 1000000 : 0;
+        }
+    } else if (!strcmp(t->state, "running")) {
+        log_warn("task %s: its VM (pid %d) died while the agent was away", id, (int)t->pid);
+        strcpy(t->state, "crashed");
+    }
+    task_drop_spool(t);
+    t->next_seq = task_store_next_seq(t);
+    task_save(t);
+    free(qmp_path);
+    *out = t;
+    return 0;
+out_free:
+    free(qmp_path);
+    task_free(t);
+    return rc;
+}
+
+/* ---- checkpoints ---------------------------------------------------------- */
+
+struct task_upload {
+    struct task *t;
+    uint64_t seq;
+    char *mem_path;
+    struct ckpt_snap snap;
+    char mode[16];
+};
+
+struct task_progress {
+    struct task *t;
+    uint64_t before; /* bytes of the checkpoint's earlier objects */
+};
+
+static void task_progress(void *arg, uint64_t done)
+{
+    struct task_progress *p = arg;
+    pthread_mutex_lock(&p->t->lock);
+    p->t->up_done = p->before + done;
+    pthread_mutex_unlock(&p->t->lock);
+}
+
+/* Uploads one file, counting its bytes into the task's progress. */
+static int task_put(struct task *t, const char *name, const char *path, struct mf_obj *out)
+{
+    struct task_progress p = {t, 0};
+    int rc;
+    pthread_mutex_lock(&t->lock);
+    p.before = t->up_done;
+    pthread_mutex_unlock(&t->lock);
+    memset(out, 0, sizeof(*out));
+    rc = store_put_file(t->env->store, name, path, out->sha256, &out->size, task_progress, &p);
+    if (rc == 0 && !(out->name = strdup(name)))
+        rc = err_set(VK_ENOMEM, "out of memory");
+    return rc;
+}
+
+/* Stores kernel, initrd and base once; later checkpoints reuse them. */
+static int task_put_blobs(struct task *t, uint64_t *uploaded)
+{
+    struct {
+        struct mf_obj *obj;
+        const char *path;
+    } blobs[] = {{&t->kernel_obj, t->kernel}, {&t->initrd_obj, t->initrd}, {&t->base_obj, t->base}};
+    for (size_t i = 0; i < 3; i++) {
+        struct mf_obj o;
+        int rc;
+        if (blobs[i].obj->name)
+            continue;
+        rc = ckpt_put_blob(t->env->store, blobs[i].path, &o, uploaded);
+        if (rc < 0)
+            return rc;
+        pthread_mutex_lock(&t->lock);
+        *blobs[i].obj = o;
+        pthread_mutex_unlock(&t->lock);
+    }
+    return 0;
+}
+
+/* Builds the manifest from the task's chain; called with t->lock held. */
+static int task_fill_manifest(struct task *t, struct task_upload *u, struct manifest *m)
+{
+    int rc = 0;
+    m->task = t->id;
+    m->seq = u->seq;
+    m->created_us = util_wall_us();
+    m->mode = u->mode;
+    m->memory_mib = t->memory_mib;
+    m->vcpus = t->vcpus;
+    m->machine = t->machine;
+    m->append = t->append;
+    m->kernel = t->kernel_obj;
+    m->initrd = t->initrd_obj;
+    m->base = t->base_obj;
+    m->base_format = t->base_fmt;
+    m->first_s = t->first_s;
+    m->every_s = t->every_s;
+    m->stopped_us = u->snap.stopped_us;
+    m->seal_us = u->snap.seal_us;
+    m->mem_save_us = u->snap.mem_save_us;
+    m->serial_bytes = u->snap.serial_bytes;
+    m->deltas = calloc(t->n_layers ? t->n_layers : 1, sizeof(*m->deltas));
+    if (!m->deltas)
+        return err_set(VK_ENOMEM, "out of memory");
+    m->n_deltas = t->n_layers;
+    for (size_t i = 0; i < t->n_layers; i++) {
+        if (!t->layers[i].obj.name)
+            rc = err_set(VK_ESTATE, "delta %s of task %s is not stored", t->layers[i].path, t->id);
+        m->deltas[i] = t->layers[i].obj; /* borrowed */
+    }
+    return rc;
+}
+
+/* Uploads what a checkpoint needs and commits its manifest. */
+static int task_upload(struct task_upload *u, uint64_t *out_uploaded, uint64_t *out_delta)
+{
+    struct task *t = u->t;
+    struct manifest m = {0};
+    uint64_t uploaded = 0;
+    int rc = task_put_blobs(t, &uploaded);
+
+    *out_delta = 0;
+    for (size_t i = 0; rc == 0; i++) {
+        char *path = NULL, *name = NULL;
+        pthread_mutex_lock(&t->lock);
+        size_t n = t->n_layers;
+        if (i < n && !t->layers[i].obj.name)
+            path = strdup(t->layers[i].path);
+        pthread_mutex_unlock(&t->lock);
+        if (i >= n)
+            break;
+        if (!path)
+            continue;
+        struct mf_obj o;
+        name = util_fmt("tasks/%s/ckpt/%010" PRIu64 "/delta-%03zu.qcow2", t->id, u->seq, i + 1);
+        rc = task_put(t, name, path, &o);
+        if (rc == 0) {
+            uploaded += o.size;
+            *out_delta += o.size;
+            pthread_mutex_lock(&t->lock);
+            t->layers[i].obj = o;
+            task_save(t);
+            pthread_mutex_unlock(&t->lock);
+        }
+        free(name);
+        free(path);
+    }
+    if (rc == 0) {
+        char *name = util_fmt("tasks/%s/ckpt/%010" PRIu64 "/memory", t->id, u->seq);
+        rc = task_put(t, name, u->mem_path, &m.memory);
+        uploaded += m.memory.size;
+        free(name);
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&t->lock);
+        rc = task_fill_manifest(t, u, &m);
+        m.store_us = util_now_us() - t->up_start_us;
+        m.uploaded_bytes = uploaded;
+        if (rc == 0)
+            rc = ckpt_commit(t->env->store, &m); /* the commit point */
+        pthread_mutex_unlock(&t->lock);
+    }
+    if (rc < 0 && m.memory.name)
+        store_remove(t->env->store, m.memory.name); /* never referenced */
+    *out_uploaded = uploaded;
+    free(m.deltas);
+    free(m.memory.name);
+    return rc;
+}
+
+static void *task_upload_thread(void *arg)
+{
+    struct task_upload *u = arg;
+    struct task *t = u->t;
+    uint64_t uploaded = 0, delta = 0;
+    int rc = task_upload(u, &uploaded, &delta);
+
+    unlink(u->mem_path);
+    pthread_mutex_lock(&t->lock);
+    if (rc == 0) {
+        t->last_seq = u->seq;
+        t->last_wall_us = util_wall_us();
+        t->last_stopped_us = u->snap.stopped_us;
+        t->last_seal_us = u->snap.seal_us;
+        t->last_mem_save_us = u->snap.mem_save_us;
+        t->last_store_us = util_now_us() - t->up_start_us;
+        t->last_uploaded = uploaded;
+        t->last_mem_bytes = u->snap.mem_bytes;
+        t->last_delta_bytes = delta;
+        snprintf(t->last_mode, sizeof(t->last_mode), "%s", u->mode);
+        task_set_error(t, NULL);
+        log_info("task %s: checkpoint %" PRIu64 " committed (%s, VM stopped %.1f ms, %" PRIu64
+                 " bytes stored in %.2f s)", t->id, u->seq, u->mode,
+                 (double)u->snap.stopped_us / 1000, uploaded, (double)t->last_store_us / 1e6);
+    } else {
+        t->next_seq = u->seq; /* the number was never used */
+        task_set_error(t, err_msg());
+        log_error("task %s: checkpoint %" PRIu64 " failed, previous checkpoints stay valid: %s",
+                  t->id, u->seq, err_msg());
+    }
+    t->busy = 0;
+    t->phase[0] = '\0';
+    if (t->every_s > 0)
+        t->next_due_us = util_now_us() + (int64_t)t->every_s * 1000000;
+    task_save(t);
+    pthread_mutex_unlock(&t->lock);
+    free(u->mem_path);
+    free(u);
+    return NULL;
+}
+
+static int task_begin_checkpoint(struct task *t, const char *mode, struct task_upload **out)
+{
+    struct task_upload *u;
+    *out = NULL;
+    if (strcmp(t->state, "running") != 0)
+        return err_set(VK_ESTATE, "task %s is %s, not running", t->id, t->state);
+    if (t->busy)
+        return err_set(VK_EBUSY, "task %s: checkpoint %" PRIu64 " is still in progress", t->id,
+                       t->cur_seq);
+    if (strcmp(mode, "cow") != 0 && strcmp(mode, "stop-copy") != 0)
+        return err_set(VK_EINVAL, "checkpoint mode must be cow or stop-copy, not '%s'", mode);
+    u = calloc(1, sizeof(*u));
+    if (!u)
+        return err_set(VK_ENOMEM, "out of memory");
+    u->t = t;
+    u->seq = t->next_seq++;
+    snprintf(u->mode, sizeof(u->mode), "%s", mode);
+    u->mem_path = util_fmt("%s/memory-%010" PRIu64 ".mig", t->run_dir, u->seq);
+    t->busy = 1;
+    t->cur_seq = u->seq;
+    snprintf(t->cur_mode, sizeof(t->cur_mode), "%s", mode);
+    strcpy(t->phase, "snapshot");
+    *out = u;
+    return 0;
+}
+
+int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
+{
+    struct task_upload *u = NULL;
+    char *new_top = NULL, *serial = NULL;
+    pthread_t th;
+    int rc;
+
+    pthread_mutex_lock(&t->lock);
+    rc = task_begin_checkpoint(t, mode ? mode : t->mode, &u);
+    if (rc == 0) {
+        new_top = util_fmt("%s/top-%zu.qcow2", t->run_dir, t->n_layers + 2);
+        serial = task_run_path(t, "serial.log");
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (rc < 0)
+        return rc;
+    /* The lock is not held here: status stays readable; busy keeps qmp ours. */
+    rc = ckpt_snapshot(t->qmp, !strcmp(u->mode, "stop-copy"), new_top, u->mem_path, serial,
+                       &u->snap);
+    pthread_mutex_lock(&t->lock);
+    if (u->snap.sealed) {
+        task_add_layer(t, t->top, NULL);
+        free(t->top);
+        t->top = new_top;
+        new_top = NULL;
+        task_save(t);
+    }
+    if (rc < 0) {
+        err_wrap(rc, "checkpoint %" PRIu64 " of task %s", u->seq, t->id);
+        task_set_error(t, err_msg());
+        t->next_seq = u->seq;
+        t->busy = 0;
+        t->phase[0] = '\0';
+        unlink(u->mem_path);
+        if (t->every_s > 0)
+            t->next_due_us = util_now_us() + (int64_t)t->every_s * 1000000;
+        pthread_mutex_unlock(&t->lock);
+        free(u->mem_path);
+        free(u);
+        goto out;
+    }
+    strcpy(t->phase, "upload");
+    t->up_done = 0;
+    t->up_total = u->snap.mem_bytes;
+    for (size_t i = 0; i < t->n_layers; i++)
+        if (!t->layers[i].obj.name) {
+            struct stat st;
+            if (stat(t->layers[i].path, &st) == 0)
+                t->up_total += (uint64_t)st.st_size;
+        }
+    t->up_start_us = util_now_us();
+    t->cur_snap = u->snap;
+    *out_seq = u->seq;
+    pthread_mutex_unlock(&t->lock);
+    if (pthread_create(&th, NULL, task_upload_thread, u) != 0)
+        task_upload_thread(u); /* no thread to spare: upload before returning */
+    else
+        pthread_detach(th);
+out:
+    free(new_top);
+    free(serial);
+    return rc;
+}
+
+/* ---- life and death ------------------------------------------------------- */
+
+int task_kill(struct task *t)
+{
+    int rc;
+    pthread_mutex_lock(&t->lock);
+    if (t->pid <= 0 || !vm_alive(t->pid)) {
+        rc = err_set(VK_ESTATE, "task %s has no running VM", t->id);
+    } else {
+        rc = vm_kill(t->pid, SIGKILL, 10000);
+        if (rc == 0) {
+            strcpy(t->state, "crashed");
+            log_info("task %s: VM pid %d killed on request", t->id, (int)t->pid);
+            task_save(t);
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
+int task_remove(struct task *t)
+{
+    int rc = 0;
+    pthread_mutex_lock(&t->lock);
+    if (t->busy) {
+        rc = err_set(VK_EBUSY, "task %s: a checkpoint is in progress; try again when it ends",
+                     t->id);
+    } else {
+        if (t->pid > 0 && vm_alive(t->pid))
+            vm_kill(t->pid, SIGKILL, 10000);
+        qmp_free(t->qmp);
+        t->qmp = NULL;
+        t->pid = 0;
+        strcpy(t->state, "removed");
+        rc = util_rm_rf(t->dir);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
+int task_poll(struct task *t)
+{
+    int due = 0;
+    pthread_mutex_lock(&t->lock);
+    if (!strcmp(t->state, "running") && !vm_alive(t->pid)) {
+        log_error("task %s: VM pid %d died", t->id, (int)t->pid);
+        strcpy(t->state, "crashed");
+        if (!t->busy) {
+            qmp_free(t->qmp);
+            t->qmp = NULL;
+        }
+        task_save(t);
+    }
+    if (!strcmp(t->state, "running") && !t->busy && t->next_due_us > 0 &&
+        util_now_us() >= t->next_due_us) {
+        due = 1;
+        t->next_due_us = 0; /* set again when this checkpoint ends */
+    }
+    pthread_mutex_unlock(&t->lock);
+    return due;
+}
+
+json_t *task_json(struct task *t)
+{
+    json_t *j, *cur = json_null(), *last = json_null(), *restore = json_null();
+    pthread_mutex_lock(&t->lock);
+    if (t->busy) {
+        double secs = t->up_start_us ? (double)(util_now_us() - t->up_start_us) / 1e6 : 0;
+        cur = json_pack("{s:I, s:s, s:s, s:I, s:I, s:f}", "seq", (json_int_t)t->cur_seq, "mode",
+                        t->cur_mode, "phase", t->phase, "bytes_done", (json_int_t)t->up_done,
+                        "bytes_total", (json_int_t)t->up_total, "seconds", secs);
+    }
+    if (t->last_seq && t->last_wall_us) {
+        char when[32];
+        util_iso_time(t->last_wall_us, when, sizeof(when));
+        last = json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "seq",
+                         (json_int_t)t->last_seq, "time", when, "mode", t->last_mode,
+                         "stopped_us", (json_int_t)t->last_stopped_us, "seal_us",
+                         (json_int_t)t->last_seal_us, "mem_save_us",
+                         (json_int_t)t->last_mem_save_us, "store_us",
+                         (json_int_t)t->last_store_us, "uploaded_bytes",
+                         (json_int_t)t->last_uploaded, "memory_bytes",
+                         (json_int_t)t->last_mem_bytes, "delta_bytes",
+                         (json_int_t)t->last_delta_bytes);
+    } else if (t->last_seq) {
+        last = json_pack("{s:I}", "seq", (json_int_t)t->last_seq);
+    }
+    if (t->restored_from)
+        restore = json_pack("{s:I, s:I, s:I}", "from_seq", (json_int_t)t->restored_from,
+                            "fetch_us", (json_int_t)t->restore_fetch_us, "load_us",
+                            (json_int_t)t->restore_load_us);
+    j = json_pack("{s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:i, s:i, s:i, s:s?, s:s?, s:o, s:o, "
+                  "s:o, s:s?, s:I}",
+                  "id", t->id, "state", t->state, "pid", (int)t->pid, "memory_mib",
+                  t->memory_mib, "vcpus", t->vcpus, "accel", t->accel ? t->accel : "",
+                  "mode", t->mode ? t->mode : "", "checkpoint_first", t->first_s,
+                  "checkpoint_every", t->every_s, "run", t->run, "run_dir", t->run_dir,
+                  "serial_log", NULL, "checkpoint", cur, "last_checkpoint", last, "restore",
+                  restore, "error", t->last_error, "deltas", (json_int_t)t->n_layers);
+    if (j && t->run_dir) {
+        char *serial = task_run_path(t, "serial.log");
+        json_object_set_new(j, "serial_log", json_string(serial));
+        free(serial);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return j;
+}

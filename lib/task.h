@@ -1,0 +1,67 @@
+/* task: one task's life on this node — start its VM, checkpoint it, restore
+ * it, notice when it dies — and its local state (STATE/tasks/ID/task.json).
+ *
+ * A struct task is shared by the agent's threads: every function here takes
+ * the task's lock itself. While a checkpoint runs (busy), the checkpoint owns
+ * the QMP connection. Tasks live as long as the agent (task_free at exit). */
+#ifndef VMCKPT_TASK_H
+#define VMCKPT_TASK_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "store.h"
+
+struct task;
+
+/* What the agent shares with its tasks (owned by the agent). */
+struct task_env {
+    const struct cfg *cfg;
+    struct store *store;
+    char *tasks_dir; /* STATE/tasks */
+    char *blob_dir;  /* STATE/blobs: local cache of kernels, initrds, bases */
+};
+
+/* A new task, as the user asks for it. */
+struct task_spec {
+    const char *id;
+    const char *kernel, *initrd, *base;
+    const char *work;  /* guest workload, passed as vmckpt.work= on the kernel command line */
+    const char *accel; /* kvm or tcg */
+    const char *mode;  /* default checkpoint mode: cow or stop-copy */
+    int memory_mib, vcpus;
+    int first_s, every_s; /* checkpoint policy; 0 = never */
+};
+
+/* Starts a new task: checks the inputs, creates its first delta and starts
+ * QEMU. Nothing is left behind on failure. *out belongs to the agent. */
+int task_run(const struct task_env *env, const struct task_spec *spec, struct task **out);
+/* Restores checkpoint seq (0 = newest) of task id from the store into a fresh
+ * run directory and resumes it. t is the local task if there is one (it must
+ * not be running) or NULL; *out is t or a new task. accel may be NULL (config). */
+int task_restore(const struct task_env *env, struct task *t, const char *id, uint64_t seq,
+                 const char *accel, struct task **out);
+/* Loads a task left by an earlier agent (STATE/tasks/id) and takes its VM
+ * back if it still runs, finishing or undoing a checkpoint cut short. */
+int task_adopt(const struct task_env *env, const char *id, struct task **out);
+void task_free(struct task *t);
+
+const char *task_id(const struct task *t);
+
+/* Takes a checkpoint. Returns when the VM runs again and the memory is saved
+ * locally; the upload and the commit continue in the background (see
+ * task_json: "checkpoint"). mode NULL means the task's default. */
+int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq);
+/* Kills the VM with SIGKILL, as a crash would (the task becomes "crashed"). */
+int task_kill(struct task *t);
+/* Ends the VM and removes the task's local files; its checkpoints stay in the
+ * store. Fails while a checkpoint runs. */
+int task_remove(struct task *t);
+/* Periodic work: notices a dead VM; returns 1 when the checkpoint policy says
+ * a checkpoint is due now. */
+int task_poll(struct task *t);
+/* The task's state as JSON (new reference). */
+json_t *task_json(struct task *t);
+
+#endif
