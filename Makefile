@@ -22,7 +22,7 @@ all: $(B)/vmckptd $(B)/vmckpt
 
 $(B)/lib/%.o: lib/%.c $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "  CC $<"; $(CC) $(CFLAGS) -c -o $@ $<
 
 $(B)/libvmckpt.a: $(LIB_OBJ)
 	ar rcs $@ $^

@@ -1,0 +1,640 @@
+/* vmckpt: the command-line client of vmckptd (HTTP/JSON on a UNIX socket). */
+#include "cfg.h"
+#include "err.h"
+#include "util.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *opt_socket;
+static int opt_json;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: vmckpt [--socket PATH | --config FILE] [--json] COMMAND [ARGS]\n"
+        "\n"
+        "Commands (all talk to the vmckptd agent of this node):\n"
+        "  run TASK --base IMG [--kernel K] [--initrd I] [--work W] [--memory MIB]\n"
+        "           [--vcpus N] [--accel kvm|tcg] [--first SEC] [--every SEC]\n"
+        "           [--mode cow|stop-copy]\n"
+        "                          start a task VM on IMG (read-only) + a fresh delta;\n"
+        "                          checkpoint first after --first, then every --every\n"
+        "                          seconds (0 = never; defaults from the agent's config)\n"
+        "  checkpoint TASK [--mode cow|stop-copy] [--no-wait]\n"
+        "                          take a checkpoint; waits for the upload unless --no-wait\n"
+        "  status [TASK]           tasks on this node: state, last checkpoint, upload\n"
+        "  ls TASK                 the task's committed checkpoints in the store\n"
+        "  show TASK SEQ           one checkpoint: objects, sizes, phase timings\n"
+        "  restore TASK [--checkpoint SEQ] [--accel kvm|tcg]\n"
+        "                          fetch a checkpoint (default: newest) and resume it here\n"
+        "  verify TASK [SEQ]       read back every object of the checkpoint(s), check hashes\n"
+        "  kill TASK               kill the task's VM with SIGKILL (simulates a crash)\n"
+        "  rm TASK                 stop the VM and forget the task on this node;\n"
+        "                          its checkpoints stay in the store\n"
+        "\n"
+        "Options:\n"
+        "  --socket PATH   agent socket (default: $VMCKPT_SOCKET, else from the config,\n"
+        "                  else /var/lib/vmckpt/vmckptd.sock)\n"
+        "  --config FILE   read [agent] state_dir/socket from this INI file\n"
+        "  --json          print the agent's JSON instead of tables\n");
+}
+
+/* ---- HTTP ---------------------------------------------------------------- */
+
+struct buf {
+    char *p;
+    size_t n;
+};
+
+static size_t on_data(char *d, size_t sz, size_t nm, void *arg)
+{
+    struct buf *b = arg;
+    char *np = realloc(b->p, b->n + sz * nm + 1);
+    if (!np)
+        return 0;
+    b->p = np;
+    memcpy(b->p + b->n, d, sz * nm);
+    b->n += sz * nm;
+    b->p[b->n] = '\0';
+    return sz * nm;
+}
+
+/* Calls the agent. body is stolen. On HTTP >= 400, prints the agent's error
+ * and returns -1; *out gets the reply (new reference) otherwise. */
+static int api(const char *method, const char *path, json_t *body, json_t **out)
+{
+    CURL *c = curl_easy_init();
+    struct buf b = {0};
+    struct curl_slist *hdr = NULL;
+    char *url = util_fmt("http://localhost%s", path), *text = NULL;
+    long status = 0;
+    int rc = -1;
+    CURLcode cc;
+
+    *out = NULL;
+    if (!c || !url)
+        goto out;
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, opt_socket);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    if (body) {
+        text = json_dumps(body, JSON_COMPACT);
+        hdr = curl_slist_append(hdr, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
+    }
+    cc = curl_easy_perform(c);
+    if (cc != CURLE_OK) {
+        fprintf(stderr, "vmckpt: cannot reach vmckptd at %s: %s\n"
+                        "  (is the agent running? start it with: vmckptd --state-dir DIR)\n",
+                opt_socket, curl_easy_strerror(cc));
+        goto out;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    *out = b.p ? json_loads(b.p, 0, NULL) : NULL;
+    if (!*out) {
+        fprintf(stderr, "vmckpt: the agent sent an unreadable reply (HTTP %ld)\n", status);
+        goto out;
+    }
+    if (status >= 400) {
+        fprintf(stderr, "vmckpt: %s\n", json_string_value(json_object_get(*out, "error")));
+        json_decref(*out);
+        *out = NULL;
+        goto out;
+    }
+    rc = 0;
+out:
+    json_decref(body);
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(c);
+    free(text);
+    free(url);
+    free(b.p);
+    return rc;
+}
+
+/* ---- formatting ------------------------------------------------------------- */
+
+static const char *fmt_bytes(json_int_t v, char *buf, size_t len)
+{
+    double d = (double)v;
+    if (d >= 1 << 30)
+        snprintf(buf, len, "%.2f GiB", d / (1 << 30));
+    else if (d >= 1 << 20)
+        snprintf(buf, len, "%.1f MiB", d / (1 << 20));
+    else if (d >= 1 << 10)
+        snprintf(buf, len, "%.1f KiB", d / (1 << 10));
+    else
+        snprintf(buf, len, "%lld B", (long long)v);
+    return buf;
+}
+
+static const char *fmt_us(json_int_t us, char *buf, size_t len)
+{
+    if (us < 1000000)
+        snprintf(buf, len, "%.1f ms", (double)us / 1000);
+    else
+        snprintf(buf, len, "%.2f s", (double)us / 1e6);
+    return buf;
+}
+
+static json_int_t jint(json_t *j, const char *key)
+{
+    return json_integer_value(json_object_get(j, key));
+}
+
+static const char *jstr(json_t *j, const char *key)
+{
+    const char *s = json_string_value(json_object_get(j, key));
+    return s ? s : "-";
+}
+
+static void print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (s)
+        puts(s);
+    free(s);
+}
+
+static void print_task_row(json_t *t)
+{
+    json_t *last = json_object_get(t, "last_checkpoint"), *cur = json_object_get(t, "checkpoint");
+    char b1[32], b2[32], ck[48] = "-", up[64] = "-";
+    if (json_is_object(last) && json_object_get(last, "stopped_us"))
+        snprintf(ck, sizeof(ck), "#%lld stop %s, %s", (long long)jint(last, "seq"),
+                 fmt_us(jint(last, "stopped_us"), b1, sizeof(b1)),
+                 fmt_bytes(jint(last, "uploaded_bytes"), b2, sizeof(b2)));
+    else if (json_is_object(last))
+        snprintf(ck, sizeof(ck), "#%lld", (long long)jint(last, "seq"));
+    if (json_is_object(cur)) {
+        json_int_t done = jint(cur, "bytes_done"), total = jint(cur, "bytes_total");
+        snprintf(up, sizeof(up), "#%lld %s %lld%%", (long long)jint(cur, "seq"),
+                 jstr(cur, "phase"), total ? (long long)(done * 100 / total) : 0LL);
+    }
+    printf("%-16s %-9s %-8lld %-6lld %-34s %s\n", jstr(t, "id"), jstr(t, "state"),
+           (long long)jint(t, "pid"), (long long)jint(t, "memory_mib"), ck, up);
+}
+
+static void print_task(json_t *t)
+{
+    printf("%-16s %-9s %-8s %-6s %-34s %s\n", "TASK", "STATE", "PID", "MIB", "LAST CHECKPOINT",
+           "IN PROGRESS");
+    print_task_row(t);
+    if (json_string_value(json_object_get(t, "error")))
+        printf("last error: %s\n", jstr(t, "error"));
+    printf("serial log: %s\n", jstr(t, "serial_log"));
+}
+
+/* ---- commands ------------------------------------------------------------------ */
+
+static int need(int argc, int n, const char *what)
+{
+    if (argc < n) {
+        fprintf(stderr, "vmckpt: %s\n", what);
+        return -1;
+    }
+    return 0;
+}
+
+static int opt_int(const char *s, const char *name, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < 0 || v > 1 << 30) {
+        fprintf(stderr, "vmckpt: %s wants a whole number >= 0, not '%s'\n", name, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    json_t *body, *out;
+    static const char *str_opts[] = {"--base", "base", "--kernel", "kernel", "--initrd", "initrd",
+                                     "--work", "work", "--accel", "accel", "--mode", "mode"};
+    static const char *int_opts[] = {"--memory", "memory_mib", "--vcpus", "vcpus", "--first",
+                                     "checkpoint_first", "--every", "checkpoint_every"};
+    if (need(argc, 2, "run needs a task id (vmckpt run TASK --base IMG ...)") < 0)
+        return 2;
+    body = json_pack("{s:s}", "id", argv[1]);
+    for (int i = 2; i < argc; i++) {
+        int known = 0, v;
+        for (size_t k = 0; k < sizeof(str_opts) / sizeof(*str_opts); k += 2)
+            if (!strcmp(argv[i], str_opts[k]) && i + 1 < argc) {
+                char *abs = NULL;
+                const char *val = argv[++i];
+                if (k <= 4 && !(abs = realpath(val, NULL))) { /* paths: the agent's cwd differs */
+                    fprintf(stderr, "vmckpt: %s %s: no such file\n", str_opts[k], val);
+                    json_decref(body);
+                    return 2;
+                }
+                json_object_set_new(body, str_opts[k + 1], json_string(abs ? abs : val));
+                free(abs);
+                known = 1;
+            }
+        for (size_t k = 0; !known && k < sizeof(int_opts) / sizeof(*int_opts); k += 2)
+            if (!strcmp(argv[i], int_opts[k]) && i + 1 < argc) {
+                if (opt_int(argv[++i], int_opts[k], &v) < 0) {
+                    json_decref(body);
+                    return 2;
+                }
+                json_object_set_new(body, int_opts[k + 1], json_integer(v));
+                known = 1;
+            }
+        if (!known) {
+            fprintf(stderr, "vmckpt: run: unknown or incomplete option '%s'\n", argv[i]);
+            json_decref(body);
+            return 2;
+        }
+    }
+    if (api("POST", "/v1/tasks", body, &out) < 0)
+        return 1;
+    if (opt_json)
+        print_json(out);
+    else
+        print_task(out);
+    json_decref(out);
+    return 0;
+}
+
+static json_t *get_task(const char *id)
+{
+    char *path = util_fmt("/v1/tasks/%s", id);
+    json_t *out = NULL;
+    api("GET", path, NULL, &out);
+    free(path);
+    return out;
+}
+
+/* Waits for checkpoint seq of task id to commit or fail, with a progress line. */
+static int wait_checkpoint(const char *id, json_int_t seq)
+{
+    int tty = isatty(2);
+    for (;;) {
+        json_t *t = get_task(id), *cur, *last;
+        char b1[32], b2[32], b3[32], b4[32];
+        if (!t)
+            return 1;
+        cur = json_object_get(t, "checkpoint");
+        last = json_object_get(t, "last_checkpoint");
+        if (json_is_object(cur) && jint(cur, "seq") == seq) {
+            if (tty) {
+                json_int_t done = jint(cur, "bytes_done"), total = jint(cur, "bytes_total");
+                double secs = json_real_value(json_object_get(cur, "seconds"));
+                fprintf(stderr, "\r  checkpoint %lld: %s %s / %s (%.0f MiB/s)     ",
+                        (long long)seq, jstr(cur, "phase"), fmt_bytes(done, b1, sizeof(b1)),
+                        fmt_bytes(total, b2, sizeof(b2)),
+                        secs > 0 ? (double)done / secs / (1 << 20) : 0.0);
+            }
+            json_decref(t);
+            usleep(200000);
+            continue;
+        }
+        if (tty)
+            fprintf(stderr, "\r%70s\r", "");
+        if (json_is_object(last) && jint(last, "seq") == seq) {
+            if (opt_json)
+                print_json(last);
+            else
+                printf("checkpoint %lld of %s committed: VM stopped %s, memory saved in %s, "
+                       "stored %s in %s\n",
+                       (long long)seq, id, fmt_us(jint(last, "stopped_us"), b1, sizeof(b1)),
+                       fmt_us(jint(last, "mem_save_us"), b2, sizeof(b2)),
+                       fmt_bytes(jint(last, "uploaded_bytes"), b3, sizeof(b3)),
+                       fmt_us(jint(last, "store_us"), b4, sizeof(b4)));
+            json_decref(t);
+            return 0;
+        }
+        fprintf(stderr, "vmckpt: checkpoint %lld of %s failed: %s\n", (long long)seq, id,
+                jstr(t, "error"));
+        json_decref(t);
+        return 1;
+    }
+}
+
+static int cmd_checkpoint(int argc, char **argv)
+{
+    json_t *body = json_object(), *out;
+    int wait = 1;
+    char *path;
+    if (need(argc, 2, "checkpoint needs a task id") < 0) {
+        json_decref(body);
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--mode") && i + 1 < argc)
+            json_object_set_new(body, "mode", json_string(argv[++i]));
+        else if (!strcmp(argv[i], "--no-wait"))
+            wait = 0;
+        else {
+            fprintf(stderr, "vmckpt: checkpoint: unknown option '%s'\n", argv[i]);
+            json_decref(body);
+            return 2;
+        }
+    }
+    path = util_fmt("/v1/tasks/%s/checkpoint", argv[1]);
+    int rc = api("POST", path, body, &out);
+    free(path);
+    if (rc < 0)
+        return 1;
+    json_int_t seq = jint(out, "seq");
+    json_decref(out);
+    if (!wait) {
+        printf("checkpoint %lld of %s started; the VM runs, the upload goes on\n", (long long)seq,
+               argv[1]);
+        return 0;
+    }
+    return wait_checkpoint(argv[1], seq);
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    json_t *out, *t;
+    size_t i;
+    if (argc >= 2) {
+        out = get_task(argv[1]);
+        if (!out)
+            return 1;
+        if (opt_json)
+            print_json(out);
+        else
+            print_task(out);
+        json_decref(out);
+        return 0;
+    }
+    if (api("GET", "/v1/tasks", NULL, &out) < 0)
+        return 1;
+    if (opt_json) {
+        print_json(out);
+    } else {
+        printf("store: %s\n", jstr(out, "store"));
+        printf("%-16s %-9s %-8s %-6s %-34s %s\n", "TASK", "STATE", "PID", "MIB",
+               "LAST CHECKPOINT", "IN PROGRESS");
+        json_array_foreach(json_object_get(out, "tasks"), i, t) print_task_row(t);
+    }
+    json_decref(out);
+    return 0;
+}
+
+static int cmd_ls(int argc, char **argv)
+{
+    json_t *out, *c;
+    size_t i;
+    char *path;
+    if (need(argc, 2, "ls needs a task id") < 0)
+        return 2;
+    path = util_fmt("/v1/checkpoints/%s", argv[1]);
+    int rc = api("GET", path, NULL, &out);
+    free(path);
+    if (rc < 0)
+        return 1;
+    if (opt_json) {
+        print_json(out);
+        json_decref(out);
+        return 0;
+    }
+    printf("%-5s %-20s %-9s %-10s %-9s %-9s %-9s %-10s %-10s %s\n", "SEQ", "CREATED", "MODE",
+           "STOPPED", "SEAL", "MEM SAVE", "STORE", "MEMORY", "NEW DELTA", "UPLOADED");
+    json_array_foreach(json_object_get(out, "checkpoints"), i, c)
+    {
+        char b[6][32];
+        if (json_object_get(c, "error")) {
+            printf("%-5lld damaged: %s\n", (long long)jint(c, "seq"), jstr(c, "error"));
+            continue;
+        }
+        printf("%-5lld %-20s %-9s %-10s %-9s %-9s %-9s %-10s %-10s %s\n", (long long)jint(c, "seq"),
+               jstr(c, "created"), jstr(c, "mode"), fmt_us(jint(c, "stopped_us"), b[0], 32),
+               fmt_us(jint(c, "seal_us"), b[1], 32), fmt_us(jint(c, "mem_save_us"), b[2], 32),
+               fmt_us(jint(c, "store_us"), b[3], 32), fmt_bytes(jint(c, "memory_bytes"), b[4], 32),
+               fmt_bytes(jint(c, "delta_bytes"), b[5], 32),
+               fmt_bytes(jint(c, "uploaded_bytes"), b[5], 32));
+    }
+    json_decref(out);
+    return 0;
+}
+
+static void print_obj(const char *what, json_t *o)
+{
+    char b[32];
+    printf("  %-10s %-10s %s  sha256 %.16s...\n", what, fmt_bytes(jint(o, "size"), b, sizeof(b)),
+           jstr(o, "name"), jstr(o, "sha256"));
+}
+
+static int cmd_show(int argc, char **argv)
+{
+    json_t *out, *d, *t, *vm;
+    size_t i;
+    char *path, b[4][32];
+    if (need(argc, 3, "show needs a task id and a checkpoint number") < 0)
+        return 2;
+    path = util_fmt("/v1/checkpoints/%s/%s", argv[1], argv[2]);
+    int rc = api("GET", path, NULL, &out);
+    free(path);
+    if (rc < 0)
+        return 1;
+    if (opt_json) {
+        print_json(out);
+        json_decref(out);
+        return 0;
+    }
+    t = json_object_get(out, "timings_us");
+    vm = json_object_get(out, "vm");
+    printf("task %s, checkpoint %lld, %s, mode %s\n", jstr(out, "task"), (long long)jint(out, "seq"),
+           jstr(out, "created"), jstr(out, "mode"));
+    printf("VM: %lld MiB, %lld vCPU, machine %s, cmdline \"%s\"\n", (long long)jint(vm, "memory_mib"),
+           (long long)jint(vm, "vcpus"), jstr(vm, "machine"), jstr(vm, "append"));
+    printf("timings: VM stopped %s, delta seal %s, memory save %s, store write %s\n",
+           fmt_us(jint(t, "stopped"), b[0], 32), fmt_us(jint(t, "seal"), b[1], 32),
+           fmt_us(jint(t, "mem_save"), b[2], 32), fmt_us(jint(t, "store"), b[3], 32));
+    printf("bytes added to the store by this checkpoint: %s\n",
+           fmt_bytes(jint(out, "uploaded_bytes"), b[0], 32));
+    printf("objects:\n");
+    print_obj("kernel", json_object_get(out, "kernel"));
+    print_obj("initrd", json_object_get(out, "initrd"));
+    print_obj("base", json_object_get(out, "base"));
+    json_array_foreach(json_object_get(out, "deltas"), i, d)
+    {
+        char what[32];
+        snprintf(what, sizeof(what), "delta %zu", i + 1);
+        print_obj(what, d);
+    }
+    print_obj("memory", json_object_get(out, "memory"));
+    json_decref(out);
+    return 0;
+}
+
+static int cmd_restore(int argc, char **argv)
+{
+    json_t *body = json_object(), *out;
+    char *path;
+    int seq;
+    if (need(argc, 2, "restore needs a task id") < 0) {
+        json_decref(body);
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--checkpoint") && i + 1 < argc) {
+            if (opt_int(argv[++i], "--checkpoint", &seq) < 0) {
+                json_decref(body);
+                return 2;
+            }
+            json_object_set_new(body, "seq", json_integer(seq));
+        } else if (!strcmp(argv[i], "--accel") && i + 1 < argc) {
+            json_object_set_new(body, "accel", json_string(argv[++i]));
+        } else {
+            fprintf(stderr, "vmckpt: restore: unknown option '%s'\n", argv[i]);
+            json_decref(body);
+            return 2;
+        }
+    }
+    path = util_fmt("/v1/tasks/%s/restore", argv[1]);
+    int rc = api("POST", path, body, &out);
+    free(path);
+    if (rc < 0)
+        return 1;
+    if (opt_json) {
+        print_json(out);
+    } else {
+        json_t *r = json_object_get(out, "restore");
+        char b1[32], b2[32];
+        printf("task %s restored from checkpoint %lld: fetch %s, load+resume %s\n", argv[1],
+               (long long)jint(r, "from_seq"), fmt_us(jint(r, "fetch_us"), b1, 32),
+               fmt_us(jint(r, "load_us"), b2, 32));
+        print_task(out);
+    }
+    json_decref(out);
+    return 0;
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+    json_t *out, *c, *p;
+    size_t i, k;
+    int bad = 0;
+    char *path;
+    if (need(argc, 2, "verify needs a task id") < 0)
+        return 2;
+    path = argc >= 3 ? util_fmt("/v1/checkpoints/%s/%s/verify", argv[1], argv[2])
+                     : util_fmt("/v1/verify/%s", argv[1]);
+    int rc = api("GET", path, NULL, &out);
+    free(path);
+    if (rc < 0)
+        return 1;
+    json_array_foreach(json_object_get(out, "checkpoints"), i, c)
+    {
+        int ok = json_is_true(json_object_get(c, "ok"));
+        bad |= !ok;
+        if (!opt_json)
+            printf("checkpoint %lld: %s\n", (long long)jint(c, "seq"), ok ? "intact" : "DAMAGED");
+        json_array_foreach(json_object_get(c, "problems"), k, p) if (!opt_json)
+            printf("  %s\n", json_string_value(p));
+    }
+    if (opt_json)
+        print_json(out);
+    json_decref(out);
+    return bad ? 1 : 0;
+}
+
+static int cmd_simple(const char *method, const char *fmt, int argc, char **argv, const char *done)
+{
+    json_t *out;
+    char *path;
+    if (need(argc, 2, "this command needs a task id") < 0)
+        return 2;
+    path = util_fmt(fmt, argv[1]);
+    int rc = api(method, path, method[0] == 'P' ? json_object() : NULL, &out);
+    free(path);
+    if (rc < 0)
+        return 1;
+    if (opt_json)
+        print_json(out);
+    else
+        printf("%s %s\n", argv[1], done);
+    json_decref(out);
+    return 0;
+}
+
+static int find_socket(const char *config)
+{
+    struct cfg *c = NULL;
+    static char path[4096];
+    const char *env = getenv("VMCKPT_SOCKET");
+    if (opt_socket)
+        return 0;
+    if (env && *env && !config) {
+        opt_socket = env;
+        return 0;
+    }
+    if (cfg_load(&c, config) < 0 || cfg_finish(c) < 0) {
+        fprintf(stderr, "vmckpt: %s\n", err_msg());
+        cfg_free(c);
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s", c->socket);
+    opt_socket = path;
+    cfg_free(c);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config = NULL;
+    int i = 1, rc;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--json")) {
+            opt_json = 1;
+        } else if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
+            opt_socket = argv[++i];
+        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            config = argv[++i];
+        } else {
+            fprintf(stderr, "vmckpt: unknown option '%s' (see vmckpt --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (find_socket(config) < 0)
+        return 2;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    argc -= i;
+    argv += i;
+    if (!strcmp(argv[0], "run"))
+        rc = cmd_run(argc, argv);
+    else if (!strcmp(argv[0], "checkpoint"))
+        rc = cmd_checkpoint(argc, argv);
+    else if (!strcmp(argv[0], "status"))
+        rc = cmd_status(argc, argv);
+    else if (!strcmp(argv[0], "ls"))
+        rc = cmd_ls(argc, argv);
+    else if (!strcmp(argv[0], "show"))
+        rc = cmd_show(argc, argv);
+    else if (!strcmp(argv[0], "restore"))
+        rc = cmd_restore(argc, argv);
+    else if (!strcmp(argv[0], "verify"))
+        rc = cmd_verify(argc, argv);
+    else if (!strcmp(argv[0], "kill"))
+        rc = cmd_simple("POST", "/v1/tasks/%s/kill", argc, argv, "killed (SIGKILL to its VM)");
+    else if (!strcmp(argv[0], "rm"))
+        rc = cmd_simple("DELETE", "/v1/tasks/%s", argc, argv, "removed from this node");
+    else {
+        fprintf(stderr, "vmckpt: unknown command '%s' (see vmckpt --help)\n", argv[0]);
+        rc = 2;
+    }
+    curl_global_cleanup();
+    return rc;
+}

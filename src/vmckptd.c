@@ -1,0 +1,104 @@
+/* vmckptd: the vmckpt node agent. Defaults -> config file -> options -> serve. */
+#include "agent.h"
+#include "cfg.h"
+#include "err.h"
+#include "log.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct agent *the_agent;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (the_agent)
+        agent_stop(the_agent);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: vmckptd [--config FILE] [--state-dir DIR] [--store URI] [--socket PATH]\n"
+            "               [--set SECTION.KEY=VALUE]... [--debug]\n"
+            "\n"
+            "The vmckpt node agent: runs this node's task VMs, checkpoints them by their\n"
+            "policy and serves the vmckpt client on a UNIX socket. Runs in the foreground\n"
+            "and logs to stderr. SIGTERM/SIGINT stop the agent; the VMs keep running and\n"
+            "the next agent on the same state directory takes them back.\n"
+            "\n"
+            "  --config FILE     INI settings file (see README, 'Settings')\n"
+            "  --state-dir DIR   [agent] state_dir (default /var/lib/vmckpt)\n"
+            "  --store URI       [store] uri (default file://STATE_DIR/store)\n"
+            "  --socket PATH     [agent] socket (default STATE_DIR/vmckptd.sock)\n"
+            "  --set S.K=V       any setting, e.g. --set qemu.accel=tcg\n"
+            "  --debug           verbose log\n");
+}
+
+static int set_opt(struct cfg *c, const char *spec)
+{
+    char sec[64], key[64];
+    const char *dot = strchr(spec, '.'), *eq = strchr(spec, '=');
+    if (!dot || !eq || dot > eq || (size_t)(dot - spec) >= sizeof(sec) ||
+        (size_t)(eq - dot - 1) >= sizeof(key))
+        return err_set(VK_EINVAL, "--set wants SECTION.KEY=VALUE, not '%s'", spec);
+    snprintf(sec, sizeof(sec), "%.*s", (int)(dot - spec), spec);
+    snprintf(key, sizeof(key), "%.*s", (int)(eq - dot - 1), dot + 1);
+    return cfg_set(c, sec, key, eq + 1);
+}
+
+int main(int argc, char **argv)
+{
+    const char *config = NULL;
+    struct cfg *c = NULL;
+    int rc, i;
+
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            config = argv[++i];
+    }
+    rc = cfg_load(&c, config);
+    for (i = 1; rc == 0 && i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--config") && v)
+            i++;
+        else if (!strcmp(a, "--state-dir") && v)
+            rc = cfg_set(c, "agent", "state_dir", argv[++i]);
+        else if (!strcmp(a, "--store") && v)
+            rc = cfg_set(c, "store", "uri", argv[++i]);
+        else if (!strcmp(a, "--socket") && v)
+            rc = cfg_set(c, "agent", "socket", argv[++i]);
+        else if (!strcmp(a, "--set") && v)
+            rc = set_opt(c, argv[++i]);
+        else if (!strcmp(a, "--debug"))
+            log_set_level(LOG_LVL_DEBUG);
+        else {
+            usage(stderr);
+            rc = err_set(VK_EINVAL, "unknown or incomplete option '%s'", a);
+        }
+    }
+    if (rc == 0)
+        rc = cfg_finish(c);
+    if (rc == 0) {
+        signal(SIGPIPE, SIG_IGN);
+        rc = agent_open(&the_agent, c);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "vmckptd: %s\n", err_msg());
+        cfg_free(c);
+        return 1;
+    }
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    agent_serve(the_agent);
+    log_info("stopping; task VMs keep running");
+    agent_free(the_agent);
+    cfg_free(c);
+    return 0;
+}
