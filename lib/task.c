@@ -536,6 +536,14 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     t->restore_load_us = util_now_us() - t1;
     t->restored_from = m->seq;
     t->last_seq = m->seq;
+    t->last_wall_us = m->created_us;
+    t->last_stopped_us = m->stopped_us;
+    t->last_seal_us = m->seal_us;
+    t->last_mem_save_us = m->mem_save_us;
+    t->last_store_us = m->store_us;
+    t->last_uploaded = m->uploaded_bytes;
+    t->last_mem_bytes = m->memory.size;
+    snprintf(t->last_mode, sizeof(t->last_mode), "%s", m->mode);
     t->next_seq = task_store_next_seq(t);
     task_set_error(t, NULL);
     task_save(t);

@@ -402,21 +402,22 @@ static int cmd_ls(int argc, char **argv)
         json_decref(out);
         return 0;
     }
-    printf("%-5s %-20s %-9s %-10s %-9s %-9s %-9s %-10s %-10s %s\n", "SEQ", "CREATED", "MODE",
-           "STOPPED", "SEAL", "MEM SAVE", "STORE", "MEMORY", "NEW DELTA", "UPLOADED");
+    printf("%-5s %-20s %-9s %-10s %-9s %-9s %-9s %-10s %-16s %s\n", "SEQ", "CREATED", "MODE",
+           "STOPPED", "SEAL", "MEM SAVE", "STORE", "MEMORY", "DELTA CHAIN", "ADDED");
     json_array_foreach(json_object_get(out, "checkpoints"), i, c)
     {
-        char b[6][32];
+        char b[7][32], chain[48];
         if (json_object_get(c, "error")) {
             printf("%-5lld damaged: %s\n", (long long)jint(c, "seq"), jstr(c, "error"));
             continue;
         }
-        printf("%-5lld %-20s %-9s %-10s %-9s %-9s %-9s %-10s %-10s %s\n", (long long)jint(c, "seq"),
+        snprintf(chain, sizeof(chain), "%lld, %s", (long long)jint(c, "deltas"),
+                 fmt_bytes(jint(c, "delta_bytes"), b[5], 32));
+        printf("%-5lld %-20s %-9s %-10s %-9s %-9s %-9s %-10s %-16s %s\n", (long long)jint(c, "seq"),
                jstr(c, "created"), jstr(c, "mode"), fmt_us(jint(c, "stopped_us"), b[0], 32),
                fmt_us(jint(c, "seal_us"), b[1], 32), fmt_us(jint(c, "mem_save_us"), b[2], 32),
                fmt_us(jint(c, "store_us"), b[3], 32), fmt_bytes(jint(c, "memory_bytes"), b[4], 32),
-               fmt_bytes(jint(c, "delta_bytes"), b[5], 32),
-               fmt_bytes(jint(c, "uploaded_bytes"), b[5], 32));
+               chain, fmt_bytes(jint(c, "uploaded_bytes"), b[6], 32));
     }
     json_decref(out);
     return 0;

@@ -1,0 +1,127 @@
+/* Manifest encoding: round trip, and every kind of damage is detected. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "err.h"
+#include "manifest.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void fill_obj(struct mf_obj *o, const char *name, uint64_t size, char c)
+{
+    o->name = (char *)name;
+    o->size = size;
+    memset(o->sha256, c, 64);
+    o->sha256[64] = '\0';
+}
+
+static void sample(struct manifest *m, struct mf_obj deltas[2])
+{
+    memset(m, 0, sizeof(*m));
+    m->task = "t1";
+    m->seq = 7;
+    m->created_us = 1795000000000000;
+    m->mode = "cow";
+    m->memory_mib = 256;
+    m->vcpus = 2;
+    m->machine = "pc";
+    m->append = "console=ttyS0 vmckpt.work=counter";
+    m->base_format = "qcow2";
+    fill_obj(&m->kernel, "blobs/k", 100, 'a');
+    fill_obj(&m->initrd, "blobs/i", 200, 'b');
+    fill_obj(&m->base, "blobs/b", 300, 'c');
+    fill_obj(&deltas[0], "tasks/t1/ckpt/0000000001/delta-001.qcow2", 400, 'd');
+    fill_obj(&deltas[1], "tasks/t1/ckpt/0000000007/delta-002.qcow2", 500, 'e');
+    m->deltas = deltas;
+    m->n_deltas = 2;
+    fill_obj(&m->memory, "tasks/t1/ckpt/0000000007/memory", 600, 'f');
+    m->stopped_us = 12345;
+    m->seal_us = 2000;
+    m->mem_save_us = 300000;
+    m->store_us = 400000;
+    m->uploaded_bytes = 1100;
+    m->serial_bytes = 77;
+    m->first_s = 5;
+    m->every_s = 60;
+}
+
+static void test_roundtrip(void **state)
+{
+    (void)state;
+    struct manifest m, *d = NULL;
+    struct mf_obj deltas[2];
+    char *text = NULL;
+    sample(&m, deltas);
+    assert_int_equal(manifest_encode(&m, &text), 0);
+    assert_int_equal(manifest_decode(text, strlen(text), "x", &d), 0);
+    assert_string_equal(d->task, "t1");
+    assert_int_equal(d->seq, 7);
+    assert_int_equal(d->vcpus, 2);
+    assert_string_equal(d->append, m.append);
+    assert_int_equal(d->n_deltas, 2);
+    assert_string_equal(d->deltas[1].name, deltas[1].name);
+    assert_int_equal(d->deltas[1].size, 500);
+    assert_string_equal(d->memory.sha256, m.memory.sha256);
+    assert_int_equal(d->stopped_us, 12345);
+    assert_int_equal(d->serial_bytes, 77);
+    assert_int_equal(d->every_s, 60);
+    manifest_free(d);
+    free(text);
+}
+
+static void test_damage_detected(void **state)
+{
+    (void)state;
+    struct manifest m, *d = NULL;
+    struct mf_obj deltas[2];
+    char *text = NULL, *p;
+    sample(&m, deltas);
+    assert_int_equal(manifest_encode(&m, &text), 0);
+
+    /* A changed digit inside a size: still valid JSON, wrong checksum. */
+    p = strstr(text, "\"size\": 600");
+    assert_non_null(p);
+    p[8] = '7';
+    assert_int_equal(manifest_decode(text, strlen(text), "m1", &d), VK_ECORRUPT);
+    assert_non_null(strstr(err_msg(), "m1"));
+    assert_non_null(strstr(err_msg(), "checksum"));
+    p[8] = '6';
+    assert_int_equal(manifest_decode(text, strlen(text), "m1", &d), 0);
+    manifest_free(d);
+
+    /* Truncated: not JSON any more. */
+    assert_int_equal(manifest_decode(text, strlen(text) / 2, "m2", &d), VK_ECORRUPT);
+    assert_null(d);
+    assert_non_null(strstr(err_msg(), "not valid JSON"));
+
+    /* No checksum at all. */
+    assert_int_equal(manifest_decode("{\"format\": 1}", 13, "m3", &d), VK_ECORRUPT);
+    assert_int_equal(manifest_decode("", 0, "m4", &d), VK_ECORRUPT);
+    assert_int_equal(manifest_decode("[1,2]", 5, "m5", &d), VK_ECORRUPT);
+    free(text);
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    char *n = manifest_name("t1", 42);
+    assert_string_equal(n, "tasks/t1/manifests/0000000042.json");
+    assert_int_equal(manifest_seq_of(n), 42);
+    assert_int_equal(manifest_seq_of("tasks/t1/manifests/0000000042.json.tmp"), 0);
+    assert_int_equal(manifest_seq_of("tasks/t1/manifests/00000000x2.json"), 0);
+    assert_int_equal(manifest_seq_of("tasks/t1/ckpt/0000000001/memory"), 0);
+    free(n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_damage_detected),
+        cmocka_unit_test(test_names),
+    };
+    return cmocka_run_group_tests_name("manifest", tests, NULL, NULL);
+}
