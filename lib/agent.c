@@ -456,7 +456,7 @@ static void *agent_sched(void *arg)
         pthread_mutex_lock(&a->lock);
         size_t n = a->n_tasks;
         struct task **copy = malloc((n ? n : 1) * sizeof(*copy));
-        if (copy)
+        if (copy && n)
             memcpy(copy, a->tasks, n * sizeof(*copy));
         pthread_mutex_unlock(&a->lock);
         for (size_t i = 0; copy && i < n; i++) {

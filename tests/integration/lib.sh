@@ -1,0 +1,81 @@
+# Shared helpers of the integration tests (sourced). Each test gets its own
+# directory under /tmp, its own agent(s) and store, and cleans up after itself.
+# Output is TAP: "ok N - what" / "not ok N - what".
+set -u
+BIN=${BIN:?set BIN to the build directory holding vmckptd and vmckpt}
+BIN=$(cd "$BIN" && pwd)
+GUEST=${GUEST:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/guest}
+T=$(mktemp -d /tmp/vkt.XXXXXX)
+MEM=${VMCKPT_TEST_MEMORY:-128}
+n=0; nfail=0
+AGENT_PIDS=()
+
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); nfail=$((nfail + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "#   $l"; done; }
+# check "what" command...: ok if the command succeeds
+check() { local what=$1; shift; if "$@" >"$T/last.out" 2>&1; then ok "$what"; else not_ok "$what" "$(tail -5 "$T/last.out")"; return 1; fi; }
+# check_fails "what" "expected text" command...: ok if it fails and says the text
+check_fails() {
+    local what=$1 want=$2; shift 2
+    if "$@" >"$T/last.out" 2>&1; then not_ok "$what" "succeeded but should have failed: $(tail -3 "$T/last.out")"
+    elif grep -qi -- "$want" "$T/last.out"; then ok "$what"
+    else not_ok "$what" "error does not say '$want':" "$(tail -3 "$T/last.out")"; fi
+}
+
+# start_agent NAME [extra vmckptd args]: agent with state $T/NAME, shared store $T/store
+start_agent() {
+    local name=$1; shift
+    mkdir -p "$T/$name"
+    "$BIN/vmckptd" --state-dir "$T/$name/state" --store "file://$T/store" \
+        --set qemu.accel=tcg "$@" >>"$T/$name/agent.log" 2>&1 &
+    local pid=$!
+    AGENT_PIDS+=("$pid")
+    eval "AGENT_$name=$pid"
+    for _ in $(seq 100); do
+        [ -S "$T/$name/state/vmckptd.sock" ] && return 0
+        kill -0 "$pid" 2>/dev/null || { echo "# agent $name died:"; sed 's/^/#   /' "$T/$name/agent.log" | tail -5; return 1; }
+        sleep 0.1
+    done
+    return 1
+}
+# vk NAME ARGS...: the client against agent NAME
+vk() { local name=$1; shift; "$BIN/vmckpt" --socket "$T/$name/state/vmckptd.sock" "$@"; }
+# stop_agent NAME: SIGTERM, and the agent must exit 0 with no sanitizer report
+stop_agent() {
+    local name=$1 pid; eval "pid=\$AGENT_$name"
+    kill -TERM "$pid" 2>/dev/null
+    if wait "$pid"; then
+        if grep -q "ERROR: .*Sanitizer\|runtime error" "$T/$name/agent.log"; then
+            not_ok "agent $name is clean under the sanitizers" "$(grep -m3 -A5 Sanitizer "$T/$name/agent.log")"
+        else ok "agent $name stops cleanly"; fi
+    else not_ok "agent $name stops cleanly" "$(tail -5 "$T/$name/agent.log")"; fi
+}
+run_counter() { # run_counter AGENT TASK [more run args]
+    local name=$1 task=$2; shift 2
+    vk "$name" run "$task" --base "$GUEST/base.qcow2" --kernel "$GUEST/vmlinuz" \
+        --initrd "$GUEST/initrd.img" --work counter --memory "$MEM" "$@"
+}
+serial_of() { vk "$1" --json status "$2" | sed -n 's/.*"serial_log": "\(.*\)".*/\1/p'; }
+pid_of() { vk "$1" --json status "$2" | sed -n 's/.*"pid": \([0-9]*\).*/\1/p'; }
+# wait_line FILE REGEX [SECONDS]
+# The guest's console ends lines with CR LF: strip the CRs before matching.
+console() { tr -d '\r' < "$1" 2>/dev/null; }
+wait_line() { local f=$1 re=$2 s=${3:-60}; for _ in $(seq $((s * 10))); do console "$f" | grep -aq -- "$re" && return 0; sleep 0.1; done; return 1; }
+last_counter() { console "$1" | grep -a '^counter [0-9]' | tail -n 1 | awk '{print $2}'; }
+first_counter() { console "$1" | grep -a '^counter [0-9]' | head -n 1 | awk '{print $2}'; }
+# counter value the guest had printed when checkpoint SEQ of TASK was taken
+counter_at() { # counter_at AGENT TASK SEQ ORIGINAL_SERIAL_LOG
+    local bytes
+    bytes=$(vk "$1" --json show "$2" "$3" | sed -n 's/.*"serial_bytes": \([0-9]*\).*/\1/p')
+    head -c "$bytes" "$4" | tr -d '\r' | grep -a '^counter [0-9]' | tail -n 1 | awk '{print $2}'
+}
+
+cleanup() {
+    for p in "${AGENT_PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    pkill -9 -f "$T/" 2>/dev/null
+    sleep 0.2
+    for m in $(awk -v t="$T" '$2 ~ "^"t {print $2}' /proc/mounts); do umount -l "$m"; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+finish() { echo "1..$n"; [ "$nfail" -eq 0 ]; }
