@@ -824,6 +824,10 @@ static int task_upload(struct task_upload *u, uint64_t *out_uploaded, uint64_t *
         free(name);
         free(path);
     }
+    /* Fault injection for the crash tests: widen the window between objects. */
+    const char *pause = getenv("VMCKPT_TEST_UPLOAD_PAUSE_MS");
+    if (rc == 0 && pause)
+        usleep((useconds_t)atoi(pause) * 1000);
     if (rc == 0) {
         char *name = util_fmt("tasks/%s/ckpt/%010" PRIu64 "/memory", t->id, u->seq);
         rc = task_put(t, name, u->mem_path, &m.memory);

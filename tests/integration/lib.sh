@@ -26,13 +26,14 @@ check_fails() {
 start_agent() {
     local name=$1; shift
     mkdir -p "$T/$name"
-    "$BIN/vmckptd" --state-dir "$T/$name/state" --store "file://$T/store" \
+    env ${AGENT_ENV:-} "$BIN/vmckptd" --state-dir "$T/$name/state" --store "file://$T/store" \
         --set qemu.accel=tcg "$@" >>"$T/$name/agent.log" 2>&1 &
     local pid=$!
     AGENT_PIDS+=("$pid")
     eval "AGENT_$name=$pid"
     for _ in $(seq 100); do
-        [ -S "$T/$name/state/vmckptd.sock" ] && return 0
+        # (a socket file may be left by an agent killed with -9: ask, don't look)
+        "$BIN/vmckpt" --socket "$T/$name/state/vmckptd.sock" status >/dev/null 2>&1 && return 0
         kill -0 "$pid" 2>/dev/null || { echo "# agent $name died:"; sed 's/^/#   /' "$T/$name/agent.log" | tail -5; return 1; }
         sleep 0.1
     done

@@ -1,0 +1,75 @@
+#!/bin/bash
+# kill -9 of the agent in the middle of checkpoints (during the memory save of
+# a stop-copy checkpoint, while the VM is paused, and during the upload): the
+# store must hold only complete checkpoints, the agent must start again, take
+# its VM back running, and checkpoint and restore as before.
+. "$(dirname "$0")/lib.sh"
+
+start_agent a || { not_ok "agent starts"; finish; exit 1; }
+check "run a counter task" run_counter a c1 || { finish; exit 1; }
+S=$(serial_of a c1)
+QPID=$(pid_of a c1)
+wait_line "$S" '^counter 2$' 90 && ok "guest counts" || not_ok "guest counts"
+check "a first checkpoint commits" vk a checkpoint c1
+
+store_is_consistent() { # every manifest's objects exist with the right size and hash
+    local bad=0
+    for m in "$T"/store/tasks/c1/manifests/*.json; do
+        [ -e "$m" ] || continue
+        python3 - "$m" "$T/store" <<'PY' || bad=1
+import json, sys, hashlib, os
+m = json.load(open(sys.argv[1])); root = sys.argv[2]
+objs = [m["kernel"], m["initrd"], m["base"], m["memory"]] + m["deltas"]
+for o in objs:
+    p = os.path.join(root, o["name"])
+    data = open(p, "rb").read()
+    assert len(data) == o["size"] and hashlib.sha256(data).hexdigest() == o["sha256"], p
+PY
+    done
+    return $bad
+}
+
+crash_during() { # crash_during WHAT DELAY MODE
+    local what=$1 delay=$2 mode=$3 before
+    before=$(ls "$T"/store/tasks/c1/manifests | wc -l)
+    vk a checkpoint c1 --mode "$mode" --no-wait >/dev/null 2>&1 &
+    sleep "$delay"
+    kill -9 "$AGENT_a"; wait "$AGENT_a" 2>/dev/null
+    ok "agent killed during $what"
+    [ "$(ls "$T"/store/tasks/c1/manifests | wc -l)" = "$before" ] && ok "the cut checkpoint did not commit ($what)" \
+        || not_ok "the cut checkpoint did not commit ($what)"
+    store_is_consistent && ok "store holds only complete checkpoints after a crash during $what" \
+        || not_ok "store holds only complete checkpoints after a crash during $what"
+    start_agent a && ok "agent starts again after a crash during $what" || { not_ok "agent starts again"; return 1; }
+    grep -q "took back running VM pid $QPID" "$T/a/agent.log" && ok "agent takes its VM back ($what)" \
+        || not_ok "agent takes its VM back ($what)" "$(tail -3 "$T/a/agent.log")"
+    [ "$(pid_of a c1)" = "$QPID" ] && ok "same QEMU process, not a second copy ($what)" || not_ok "same QEMU process ($what)"
+    local c0; c0=$(last_counter "$S")
+    wait_line "$S" "^counter $((c0 + 2))\$" 20 && ok "VM runs after the agent restart ($what)" \
+        || not_ok "VM runs after the agent restart ($what)" "stuck at $c0"
+    ls "$T"/a/state/tasks/c1/run-1/memory-* >/dev/null 2>&1 && not_ok "spool files removed ($what)" || ok "spool files removed ($what)"
+    check "a new checkpoint commits after a crash during $what" vk a checkpoint c1
+    echo "# manifests: before $before, now $(ls "$T"/store/tasks/c1/manifests | wc -l)"
+}
+
+crash_during "a paused stop-copy memory save" 0.25 stop-copy
+crash_during "a copy-on-write checkpoint" 0.15 cow
+# The agent pauses 3 s between the delta and the memory upload: kill it there.
+AGENT_ENV="VMCKPT_TEST_UPLOAD_PAUSE_MS=3000"
+stop_agent a; start_agent a
+crash_during "an upload" 1.5 cow
+unset AGENT_ENV
+
+check "vmckpt verify after the crashes" vk a verify c1
+check "agent restart keeps the task list" bash -c "$BIN/vmckpt --socket $T/a/state/vmckptd.sock status | grep -q '^c1 .*running'"
+check "kill the VM" vk a kill c1
+check "restore the newest checkpoint" vk a restore c1
+S2=$(serial_of a c1)
+wait_line "$S2" '^counter [0-9]' 30
+want=$(( $(counter_at a c1 "$(ls "$T"/store/tasks/c1/manifests | tail -n1 | sed 's/^0*//; s/.json//')" "$S") + 1 ))
+[ "$(first_counter "$S2")" = "$want" ] && ok "restore after agent crashes resumes at counter $want" \
+    || not_ok "restore after agent crashes resumes at counter $want" "got $(first_counter "$S2")"
+wait_line "$S2" "^counter $((want + 2))\$" 20
+! grep -a MISMATCH "$S2" && ok "disk matches memory after the agent crashes" || not_ok "disk matches memory"
+stop_agent a
+finish
