@@ -134,8 +134,8 @@ int vm_connect(pid_t pid, const char *qmp_path, const char *log_path, int timeou
     for (;;) {
         if (!vm_alive(pid)) {
             char *tail = util_file_tail(log_path, 600);
-            rc = err_set(VK_EQEMU, "QEMU exited while starting: %s(full log: %s)",
-                         tail && tail[0] ? tail : "no output ", log_path);
+            rc = err_set(VK_EQEMU, "QEMU exited while starting: %s",
+                         tail && tail[0] ? tail : "no output");
             free(tail);
             return rc;
         }
