@@ -42,6 +42,10 @@ tests: $(TEST_BIN)
 guest:
 	bash guest/build.sh
 
+# The main job on the directory store: run, checkpoint, crash, restore.
+demo: all guest
+	bash scripts/demo.sh $(B)
+
 # The whole suite: unit tests then integration tests, under ASan+UBSan.
 check:
 	$(MAKE) SAN=1 all tests
@@ -53,4 +57,4 @@ bench: all guest
 clean:
 	rm -rf build/rel build/san
 
-.PHONY: all tests guest check bench clean
+.PHONY: all tests guest demo check bench clean

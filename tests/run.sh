@@ -1,0 +1,38 @@
+#!/bin/bash
+# The whole test suite: unit tests (cmocka, TAP output) then integration tests
+# (real QEMU guests under TCG, real agents and stores), all built with
+# ASan+UBSan. Usage: tests/run.sh BUILD_DIR  (default build/san)
+set -u
+cd "$(dirname "$0")/.."
+B=${1:-build/san}
+pass=0; fail=0; failed=()
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+count() { # count NAME LOGFILE EXITCODE
+    local p f
+    p=$(grep -c '^ok ' "$2"); f=$(grep -c '^not ok ' "$2")
+    pass=$((pass + p)); fail=$((fail + f))
+    if [ "$f" -gt 0 ] || [ "$3" -ne 0 ]; then
+        failed+=("$1")
+        [ "$f" -eq 0 ] && fail=$((fail + 1)) # a crash or a leak report with no failed case
+    fi
+}
+
+log=$(mktemp); trap 'rm -f "$log"' EXIT
+for t in "$B"/tests/test_*; do
+    echo "# unit: $(basename "$t")"
+    CMOCKA_MESSAGE_OUTPUT=TAP "$t" >"$log" 2>&1; rc=$?
+    cat "$log"; count "$(basename "$t")" "$log" "$rc"
+done
+bash guest/build.sh || { echo "cannot build the test guest"; exit 1; }
+for t in tests/integration/t_*.sh; do
+    echo "# integration: $(basename "$t")"
+    start=$(date +%s)
+    BIN=$B bash "$t" >"$log" 2>&1; rc=$?
+    cat "$log"; count "$(basename "$t")" "$log" "$rc"
+    echo "# $(basename "$t"): $(( $(date +%s) - start )) s"
+done
+[ ${#failed[@]} -gt 0 ] && echo "# failed: ${failed[*]}"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
