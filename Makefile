@@ -52,7 +52,7 @@ check:
 	bash tests/run.sh build/san
 
 bench: all guest
-	bash bench/stop_time.sh build/rel
+	bash bench/stop_time.sh $(B)
 
 clean:
 	rm -rf build/rel build/san
