@@ -198,22 +198,6 @@ static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, 
     return agent_send(c, 200, task_json(out));
 }
 
-static json_t *agent_manifest_summary(const struct manifest *m)
-{
-    uint64_t delta = 0;
-    char when[32];
-    for (size_t i = 0; i < m->n_deltas; i++)
-        delta += m->deltas[i].size;
-    util_iso_time(m->created_us, when, sizeof(when));
-    return json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I}", "seq",
-                     (json_int_t)m->seq, "created", when, "mode", m->mode, "stopped_us",
-                     (json_int_t)m->stopped_us, "seal_us", (json_int_t)m->seal_us, "mem_save_us",
-                     (json_int_t)m->mem_save_us, "store_us", (json_int_t)m->store_us,
-                     "memory_bytes", (json_int_t)m->memory.size, "delta_bytes",
-                     (json_int_t)delta, "deltas", (int)m->n_deltas, "uploaded_bytes",
-                     (json_int_t)m->uploaded_bytes, "base_bytes", (json_int_t)m->base.size);
-}
-
 static enum MHD_Result agent_checkpoints(struct agent *a, struct MHD_Connection *c,
                                          const char *id)
 {
@@ -228,7 +212,7 @@ static enum MHD_Result agent_checkpoints(struct agent *a, struct MHD_Connection 
     for (size_t i = 0; i < n; i++) {
         struct manifest *m = NULL;
         if (ckpt_load(a->env.store, id, seqs[i], &m) == 0)
-            json_array_append_new(arr, agent_manifest_summary(m));
+            json_array_append_new(arr, manifest_summary(m));
         else
             json_array_append_new(arr, json_pack("{s:I, s:s}", "seq", (json_int_t)seqs[i],
                                                  "error", err_msg()));
@@ -247,7 +231,7 @@ static enum MHD_Result agent_show(struct agent *a, struct MHD_Connection *c, con
     if (rc < 0)
         return agent_send_err(c, rc);
     j = manifest_to_json(m);
-    json_object_set_new(j, "summary", agent_manifest_summary(m));
+    json_object_set_new(j, "summary", manifest_summary(m));
     manifest_free(m);
     return agent_send(c, 200, j);
 }

@@ -214,3 +214,30 @@ void manifest_free(struct manifest *m)
     free(m->deltas);
     free(m);
 }
+
+int manifest_copy(const struct manifest *m, struct manifest **out)
+{
+    char *text = NULL;
+    int rc = manifest_encode(m, &text);
+    *out = NULL;
+    if (rc == 0)
+        rc = manifest_decode(text, strlen(text), "(copy)", out);
+    free(text);
+    return rc;
+}
+
+json_t *manifest_summary(const struct manifest *m)
+{
+    uint64_t delta = 0;
+    char when[32];
+    for (size_t i = 0; i < m->n_deltas; i++)
+        delta += m->deltas[i].size;
+    util_iso_time(m->created_us, when, sizeof(when));
+    return json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I}", "seq",
+                     (json_int_t)m->seq, "created", when, "mode", m->mode, "stopped_us",
+                     (json_int_t)m->stopped_us, "seal_us", (json_int_t)m->seal_us, "mem_save_us",
+                     (json_int_t)m->mem_save_us, "store_us", (json_int_t)m->store_us,
+                     "memory_bytes", (json_int_t)m->memory.size, "delta_bytes",
+                     (json_int_t)delta, "deltas", (int)m->n_deltas, "uploaded_bytes",
+                     (json_int_t)m->uploaded_bytes, "base_bytes", (json_int_t)m->base.size);
+}

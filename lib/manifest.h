@@ -60,6 +60,11 @@ int manifest_encode(const struct manifest *m, char **out);
  * *out is the caller's, freed with manifest_free(). */
 int manifest_decode(const char *text, size_t len, const char *where, struct manifest **out);
 void manifest_free(struct manifest *m);
+/* Deep copy (through the encoding, so the copy is what a reader would get). */
+int manifest_copy(const struct manifest *m, struct manifest **out);
+/* One-line facts of a checkpoint for listings (new reference): seq, created,
+ * mode, timings, memory/delta/uploaded bytes. */
+json_t *manifest_summary(const struct manifest *m);
 /* Deep copy of an object reference; 0 or VK_ENOMEM. */
 int manifest_obj_copy(struct mf_obj *dst, const struct mf_obj *src);
 

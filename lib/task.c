@@ -50,11 +50,9 @@ struct task {
     char cur_mode[16];
     uint64_t up_done, up_total;
     int64_t up_start_us, next_due_us;
-    struct ckpt_snap cur_snap;
     /* Last committed checkpoint. */
-    uint64_t last_seq, last_uploaded, last_mem_bytes, last_delta_bytes;
-    int64_t last_wall_us, last_stopped_us, last_seal_us, last_mem_save_us, last_store_us;
-    char last_mode[16];
+    uint64_t last_seq;
+    struct manifest *last; /* NULL when only its number is known (after an agent restart) */
     char *last_error;
     uint64_t restored_from;
     int64_t restore_fetch_us, restore_load_us;
@@ -122,6 +120,7 @@ void task_free(struct task *t)
     task_free_layers(t);
     free(t->top);
     free(t->last_error);
+    manifest_free(t->last);
     pthread_mutex_destroy(&t->lock);
     free(t);
 }
@@ -536,19 +535,14 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     t->restore_load_us = util_now_us() - t1;
     t->restored_from = m->seq;
     t->last_seq = m->seq;
-    t->last_wall_us = m->created_us;
-    t->last_stopped_us = m->stopped_us;
-    t->last_seal_us = m->seal_us;
-    t->last_mem_save_us = m->mem_save_us;
-    t->last_store_us = m->store_us;
-    t->last_uploaded = m->uploaded_bytes;
-    t->last_mem_bytes = m->memory.size;
-    snprintf(t->last_mode, sizeof(t->last_mode), "%s", m->mode);
+    manifest_free(t->last);
+    t->last = m;
+    m = NULL;
     t->next_seq = task_store_next_seq(t);
     task_set_error(t, NULL);
     task_save(t);
     log_info("task %s: restored checkpoint %" PRIu64 " in %.2f s (fetch %.2f s, load+resume "
-             "%.2f s), pid %d", id, m->seq, (double)(util_now_us() - t0) / 1e6,
+             "%.2f s), pid %d", id, t->last_seq, (double)(util_now_us() - t0) / 1e6,
              (double)t->restore_fetch_us / 1e6, (double)t->restore_load_us / 1e6, (int)t->pid);
 out_unlock:
     if (rc < 0)
@@ -686,6 +680,8 @@ int task_adopt(const struct task_env *env, const char *id, struct task **out)
     }
     task_drop_spool(t);
     t->next_seq = task_store_next_seq(t);
+    if (t->last_seq && ckpt_load(env->store, id, t->last_seq, &t->last) < 0)
+        log_warn("task %s: %s", id, err_msg());
     task_save(t);
     free(qmp_path);
     *out = t;
@@ -791,14 +787,14 @@ static int task_fill_manifest(struct task *t, struct task_upload *u, struct mani
 }
 
 /* Uploads what a checkpoint needs and commits its manifest. */
-static int task_upload(struct task_upload *u, uint64_t *out_uploaded, uint64_t *out_delta)
+static int task_upload(struct task_upload *u, struct manifest **out)
 {
     struct task *t = u->t;
     struct manifest m = {0};
     uint64_t uploaded = 0;
     int rc = task_put_blobs(t, &uploaded);
 
-    *out_delta = 0;
+    *out = NULL;
     for (size_t i = 0; rc == 0; i++) {
         char *path = NULL, *name = NULL;
         pthread_mutex_lock(&t->lock);
@@ -815,7 +811,6 @@ static int task_upload(struct task_upload *u, uint64_t *out_uploaded, uint64_t *
         rc = task_put(t, name, path, &o);
         if (rc == 0) {
             uploaded += o.size;
-            *out_delta += o.size;
             pthread_mutex_lock(&t->lock);
             t->layers[i].obj = o;
             task_save(t);
@@ -842,10 +837,12 @@ static int task_upload(struct task_upload *u, uint64_t *out_uploaded, uint64_t *
         if (rc == 0)
             rc = ckpt_commit(t->env->store, &m); /* the commit point */
         pthread_mutex_unlock(&t->lock);
+        if (rc == 0 && manifest_copy(&m, out) < 0)
+            log_warn("task %s: checkpoint %" PRIu64 " committed, but: %s", t->id, u->seq,
+                     err_msg());
     }
     if (rc < 0 && m.memory.name)
         store_remove(t->env->store, m.memory.name); /* never referenced */
-    *out_uploaded = uploaded;
     free(m.deltas);
     free(m.memory.name);
     return rc;
@@ -855,26 +852,20 @@ static void *task_upload_thread(void *arg)
 {
     struct task_upload *u = arg;
     struct task *t = u->t;
-    uint64_t uploaded = 0, delta = 0;
-    int rc = task_upload(u, &uploaded, &delta);
+    struct manifest *m = NULL;
+    int rc = task_upload(u, &m);
 
     unlink(u->mem_path);
     pthread_mutex_lock(&t->lock);
     if (rc == 0) {
         t->last_seq = u->seq;
-        t->last_wall_us = util_wall_us();
-        t->last_stopped_us = u->snap.stopped_us;
-        t->last_seal_us = u->snap.seal_us;
-        t->last_mem_save_us = u->snap.mem_save_us;
-        t->last_store_us = util_now_us() - t->up_start_us;
-        t->last_uploaded = uploaded;
-        t->last_mem_bytes = u->snap.mem_bytes;
-        t->last_delta_bytes = delta;
-        snprintf(t->last_mode, sizeof(t->last_mode), "%s", u->mode);
+        manifest_free(t->last);
+        t->last = m;
         task_set_error(t, NULL);
         log_info("task %s: checkpoint %" PRIu64 " committed (%s, VM stopped %.1f ms, %" PRIu64
                  " bytes stored in %.2f s)", t->id, u->seq, u->mode,
-                 (double)u->snap.stopped_us / 1000, uploaded, (double)t->last_store_us / 1e6);
+                 (double)u->snap.stopped_us / 1000, m ? m->uploaded_bytes : 0,
+                 (double)(util_now_us() - t->up_start_us) / 1e6);
     } else {
         t->next_seq = u->seq; /* the number was never used */
         task_set_error(t, err_msg());
@@ -961,15 +952,14 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
     }
     strcpy(t->phase, "upload");
     t->up_done = 0;
-    t->up_total = u->snap.mem_bytes;
+    t->up_total = 0;
+    struct stat st;
+    if (stat(u->mem_path, &st) == 0)
+        t->up_total += (uint64_t)st.st_size;
     for (size_t i = 0; i < t->n_layers; i++)
-        if (!t->layers[i].obj.name) {
-            struct stat st;
-            if (stat(t->layers[i].path, &st) == 0)
-                t->up_total += (uint64_t)st.st_size;
-        }
+        if (!t->layers[i].obj.name && stat(t->layers[i].path, &st) == 0)
+            t->up_total += (uint64_t)st.st_size;
     t->up_start_us = util_now_us();
-    t->cur_snap = u->snap;
     *out_seq = u->seq;
     pthread_mutex_unlock(&t->lock);
     if (pthread_create(&th, NULL, task_upload_thread, u) != 0)
@@ -1054,21 +1044,10 @@ json_t *task_json(struct task *t)
                         t->cur_mode, "phase", t->phase, "bytes_done", (json_int_t)t->up_done,
                         "bytes_total", (json_int_t)t->up_total, "seconds", secs);
     }
-    if (t->last_seq && t->last_wall_us) {
-        char when[32];
-        util_iso_time(t->last_wall_us, when, sizeof(when));
-        last = json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "seq",
-                         (json_int_t)t->last_seq, "time", when, "mode", t->last_mode,
-                         "stopped_us", (json_int_t)t->last_stopped_us, "seal_us",
-                         (json_int_t)t->last_seal_us, "mem_save_us",
-                         (json_int_t)t->last_mem_save_us, "store_us",
-                         (json_int_t)t->last_store_us, "uploaded_bytes",
-                         (json_int_t)t->last_uploaded, "memory_bytes",
-                         (json_int_t)t->last_mem_bytes, "delta_bytes",
-                         (json_int_t)t->last_delta_bytes);
-    } else if (t->last_seq) {
+    if (t->last)
+        last = manifest_summary(t->last);
+    else if (t->last_seq)
         last = json_pack("{s:I}", "seq", (json_int_t)t->last_seq);
-    }
     if (t->restored_from)
         restore = json_pack("{s:I, s:I, s:I}", "from_seq", (json_int_t)t->restored_from,
                             "fetch_us", (json_int_t)t->restore_fetch_us, "load_us",
