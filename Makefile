@@ -1,7 +1,7 @@
 # vmckpt build. `make` builds the library and the two programs; `make check`
 # builds with ASan+UBSan and runs the whole test suite.
 CC ?= cc
-PKGS = jansson libcrypto libmicrohttpd inih libcurl
+PKGS = jansson libcrypto libmicrohttpd inih libcurl libzstd liblz4
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Ilib \
           $(shell pkg-config --cflags $(PKGS))

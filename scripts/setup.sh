@@ -3,7 +3,7 @@
 # Idempotent: when everything is there it only checks and returns.
 set -euo pipefail
 PKGS="gcc make pkg-config qemu-system-x86 qemu-utils busybox-static cpio openssl jq
-      libjansson-dev libssl-dev libmicrohttpd-dev libinih-dev libcurl4-openssl-dev libcmocka-dev"
+      libjansson-dev libssl-dev libzstd-dev liblz4-dev libmicrohttpd-dev libinih-dev libcurl4-openssl-dev libcmocka-dev"
 missing=$(dpkg-query -W -f='${Package} ${Status}\n' $PKGS 2>/dev/null | awk '$NF != "installed" {print $1}')
 for p in $PKGS; do dpkg-query -W "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 missing=$(echo $missing | tr ' ' '\n' | sort -u | tr '\n' ' ')

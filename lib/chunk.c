@@ -1,0 +1,87 @@
+#include "chunk.h"
+
+#include "err.h"
+
+#include <string.h>
+
+static uint64_t gear[256];
+static int gear_ready;
+
+/* A fixed table: boundaries must be the same on every node and every run. */
+static void chunk_gear_init(void)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull; /* splitmix64 */
+    for (int i = 0; i < 256; i++) {
+        uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        gear[i] = z ^ (z >> 31);
+    }
+    gear_ready = 1;
+}
+
+/* `bits` one-bits at the top of the word: with the shift-left gear hash the
+ * top bits depend on the last 64 bytes, a wide enough window. */
+static uint64_t chunk_mask(int bits)
+{
+    return bits <= 0 ? 0 : ~0ull << (64 - bits);
+}
+
+int chunk_params_init(struct chunk_params *p, size_t avg)
+{
+    int bits = 0;
+    if (avg < 1024 || avg > (4u << 20) || (avg & (avg - 1)))
+        return err_set(VK_EINVAL, "chunk size must be a power of two from 1 KiB to 4 MiB, not %zu",
+                       avg);
+    if (!gear_ready)
+        chunk_gear_init();
+    while ((1ull << bits) < avg)
+        bits++;
+    p->avg = avg;
+    p->min = avg / 4;
+    p->max = avg * 4;
+    p->mask_hard = chunk_mask(bits + 2); /* normalization level 2 */
+    p->mask_easy = chunk_mask(bits - 2);
+    return 0;
+}
+
+size_t chunk_cut(const struct chunk_params *p, const uint8_t *src, size_t n)
+{
+    size_t i, normal = p->avg, end = p->max;
+    uint64_t fp = 0;
+
+    if (n <= p->min)
+        return n;
+    if (n < end)
+        end = n;
+    if (normal > end)
+        normal = end;
+    for (i = p->min; i < normal; i++) {
+        fp = (fp << 1) + gear[src[i]];
+        if (!(fp & p->mask_hard))
+            return i + 1;
+    }
+    for (; i < end; i++) {
+        fp = (fp << 1) + gear[src[i]];
+        if (!(fp & p->mask_easy))
+            return i + 1;
+    }
+    return end;
+}
+
+int chunk_is_zero(const void *src, size_t n)
+{
+    const unsigned char *b = src;
+    /* Compare the buffer with itself shifted by 16: zero iff the first 16
+     * bytes are zero and every byte equals the one 16 before it. */
+    if (n < 16) {
+        for (size_t i = 0; i < n; i++)
+            if (b[i])
+                return 0;
+        return 1;
+    }
+    for (int i = 0; i < 16; i++)
+        if (b[i])
+            return 0;
+    return memcmp(b, b + 16, n - 16) == 0;
+}

@@ -1,0 +1,64 @@
+/* codec: chunk compression (none, lz4, zstd levels) and the adaptive choice
+ * among them.
+ *
+ * The paper compresses only when t_compress + t_upload(compressed) <
+ * t_upload(raw). codec_policy generalises that to several codecs: for each
+ * codec it keeps running estimates of compression speed and achieved ratio on
+ * recent chunks of this data, and of the store's upload throughput, and picks
+ * the codec with the smallest estimated time per byte. A small share of
+ * chunks is spent probing the other codecs so the estimates follow the data. */
+#ifndef VMCKPT_CODEC_H
+#define VMCKPT_CODEC_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum codec_id {
+    CODEC_NONE = 0,
+    CODEC_LZ4 = 1,
+    CODEC_ZSTD1 = 2,
+    CODEC_ZSTD3 = 3,
+    CODEC_ZSTD9 = 4,
+    CODEC_COUNT,
+    CODEC_ZERO = 255, /* an all-zero chunk: nothing is stored */
+    CODEC_AUTO = -1,  /* setting: let the policy choose */
+};
+
+const char *codec_name(int codec);
+/* Codec id of a name ("none", "lz4", "zstd1", "zstd3", "zstd9", "zero", and
+ * "auto" for the setting); -2 if unknown. */
+int codec_by_name(const char *name);
+/* Worst-case output size for n input bytes. */
+size_t codec_bound(int codec, size_t n);
+/* Compresses src into dst (cap bytes). With CODEC_NONE it copies. */
+int codec_compress(int codec, const void *src, size_t n, void *dst, size_t cap, size_t *out_n);
+/* Decompresses exactly raw_n bytes; VK_ECORRUPT if the data does not decode to that. */
+int codec_decompress(int codec, const void *src, size_t n, void *dst, size_t raw_n);
+
+/* Running estimates; shared by the upload workers of one agent. */
+struct codec_policy {
+    pthread_mutex_t lock;
+    int forced;           /* CODEC_AUTO or a codec to always use */
+    double speed[CODEC_COUNT]; /* compression, raw bytes per second per worker */
+    double ratio[CODEC_COUNT]; /* stored bytes / raw bytes */
+    double upload_bps;         /* store throughput per worker, bytes per second */
+    uint64_t decisions;
+};
+
+void codec_policy_init(struct codec_policy *p, int forced);
+void codec_policy_destroy(struct codec_policy *p);
+/* The codec for the next chunk. */
+int codec_policy_choose(struct codec_policy *p);
+/* What the codec's choice cost: compression time and result for raw bytes. */
+void codec_policy_note_compress(struct codec_policy *p, int codec, size_t raw, size_t stored,
+                                double seconds);
+/* What an upload of `bytes` took. */
+void codec_policy_note_upload(struct codec_policy *p, size_t bytes, double seconds);
+/* Estimated seconds per raw byte for codec c (compress + upload), for display. */
+double codec_policy_cost(struct codec_policy *p, int codec);
+/* The estimates as JSON (new reference). */
+json_t *codec_policy_json(struct codec_policy *p);
+
+#endif

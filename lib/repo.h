@@ -1,0 +1,80 @@
+/* repo: the repository vmckpt keeps on a store — content-addressed chunks
+ * and stream indexes.
+ *
+ * A stream (a memory image, a delta, a base image, a kernel) is cut into
+ * content-defined chunks. Each chunk is stored once, as chunks/XX/<sha256 of
+ * its plain content>, compressed by the codec the policy picks (the object
+ * starts with a 12-byte header naming its codec and plain size); all-zero
+ * chunks are not stored. The stream's index, indexes/<sha256 of the stream>,
+ * lists its chunks in order. A manifest names streams by their index, so a
+ * base image used by many tasks, or a chunk shared by two memory images, is
+ * stored once for the whole store. Every chunk is checked against its name
+ * when read, and every stream against its hash. */
+#ifndef VMCKPT_REPO_H
+#define VMCKPT_REPO_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "chunk.h"
+#include "codec.h"
+#include "manifest.h"
+#include "store.h"
+
+struct repo_cfg {
+    size_t chunk_avg;     /* average chunk size, bytes */
+    int workers;          /* upload/download threads per stream */
+    size_t mem_budget;    /* bytes of chunk data in flight per stream, at most */
+    int retries;          /* tries of a failed store operation before giving up */
+    int retry_base_ms;    /* first back-off; doubles each try */
+    int forced_codec;     /* CODEC_AUTO or a codec */
+};
+
+struct repo {
+    struct store *store; /* not owned */
+    struct repo_cfg cfg;
+    struct chunk_params cp;
+    struct codec_policy policy;
+    /* Uploads hold it shared, GC exclusive: a GC on this node never deletes a
+     * chunk that an upload on this node has just found and is about to name. */
+    pthread_rwlock_t gc_lock;
+};
+
+/* What storing a stream did (added up over the streams of a checkpoint). */
+struct repo_stats {
+    uint64_t raw_bytes, new_bytes;   /* plain bytes seen; bytes written to the store */
+    uint64_t chunks, new_chunks, zero_chunks, dedup_chunks;
+    uint64_t codec_chunks[CODEC_COUNT];
+    uint64_t codec_raw[CODEC_COUNT], codec_stored[CODEC_COUNT];
+    uint64_t retries;
+};
+
+/* *out: repo_free(). The store must outlive the repo. */
+int repo_open(struct repo **out, struct store *s, const struct repo_cfg *cfg);
+void repo_free(struct repo *r);
+
+typedef void (*repo_progress_fn)(void *arg, uint64_t raw_done);
+
+/* Stores a local file as a stream; fills out (out->name is the index name,
+ * the caller's). With dedup_whole, the file is hashed first and nothing is
+ * done if the store has its index already (kernels, initrds, bases). */
+int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct mf_obj *out,
+                  struct repo_stats *stats, repo_progress_fn progress, void *arg);
+/* Writes stream o to fd (a file or a pipe), fetching chunks in parallel and
+ * checking each chunk and the whole stream. VK_ECORRUPT / VK_ENOTFOUND name
+ * the damaged or missing object and the stream (`what`). */
+int repo_get_stream(struct repo *r, const struct mf_obj *o, int fd, const char *what);
+/* repo_get_stream into path (via path.part, renamed when complete). */
+int repo_get_file(struct repo *r, const struct mf_obj *o, const char *path, const char *what);
+/* Reads and checks every chunk of stream o without writing it anywhere. */
+int repo_verify_stream(struct repo *r, const struct mf_obj *o, const char *what);
+
+/* Calls fn for every chunk object name stream o refers to. */
+int repo_stream_chunks(struct repo *r, const struct mf_obj *o,
+                       int (*fn)(void *arg, const char *chunk_name), void *arg);
+/* Adds b into a. */
+void repo_stats_add(struct repo_stats *a, const struct repo_stats *b);
+/* The stats as JSON (new reference). */
+json_t *repo_stats_json(const struct repo_stats *s);
+
+#endif

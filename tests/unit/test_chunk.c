@@ -1,0 +1,182 @@
+/* Chunker, codecs and the compress-or-not policy. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "chunk.h"
+#include "codec.h"
+#include "err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint8_t *random_bytes(size_t n, uint64_t seed)
+{
+    uint8_t *b = malloc(n);
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        b[i] = (uint8_t)(seed >> 56);
+    }
+    return b;
+}
+
+/* Cuts buf and records the boundaries (end offsets). */
+static size_t cut_all(const struct chunk_params *p, const uint8_t *buf, size_t n, size_t *ends,
+                      size_t max_ends)
+{
+    size_t off = 0, k = 0;
+    while (off < n && k < max_ends) {
+        size_t c = chunk_cut(p, buf + off, n - off);
+        off += c;
+        ends[k++] = off;
+    }
+    return k;
+}
+
+static void test_sizes_respected(void **state)
+{
+    (void)state;
+    struct chunk_params p;
+    size_t n = 8 << 20, ends[4096], k;
+    uint8_t *buf = random_bytes(n, 1);
+    assert_int_equal(chunk_params_init(&p, 16384), 0);
+    k = cut_all(&p, buf, n, ends, 4096);
+    size_t prev = 0;
+    for (size_t i = 0; i < k; i++) {
+        size_t len = ends[i] - prev;
+        if (i + 1 < k) { /* the last chunk may be short */
+            assert_true(len >= p.min);
+            assert_true(len <= p.max);
+        }
+        prev = ends[i];
+    }
+    assert_int_equal(prev, n);
+    double avg = (double)n / (double)k;
+    assert_true(avg > 16384 * 0.5 && avg < 16384 * 2.0); /* normalized: near the target */
+    /* Zero data cuts at max (no content boundary). */
+    uint8_t *z = calloc(1, p.max * 2);
+    assert_int_equal(chunk_cut(&p, z, p.max * 2), p.max);
+    assert_true(chunk_is_zero(z, p.max * 2));
+    z[p.max * 2 - 1] = 1;
+    assert_false(chunk_is_zero(z, p.max * 2));
+    assert_int_equal(chunk_params_init(&p, 3000), VK_EINVAL);
+    free(z);
+    free(buf);
+}
+
+static void test_stable_under_insertion(void **state)
+{
+    (void)state;
+    struct chunk_params p;
+    size_t n = 4 << 20, a[2048], b[2048], ka, kb;
+    uint8_t *buf = random_bytes(n, 2), *ins = malloc(n + 100);
+    assert_int_equal(chunk_params_init(&p, 16384), 0);
+    /* 100 bytes inserted at 1 MiB: boundaries after the insertion stay, shifted by 100. */
+    memcpy(ins, buf, 1 << 20);
+    memset(ins + (1 << 20), 0xab, 100);
+    memcpy(ins + (1 << 20) + 100, buf + (1 << 20), n - (1 << 20));
+    ka = cut_all(&p, buf, n, a, 2048);
+    kb = cut_all(&p, ins, n + 100, b, 2048);
+    size_t same_before = 0, same_after = 0;
+    for (size_t i = 0; i < ka; i++) {
+        for (size_t j = 0; j < kb; j++) {
+            if (a[i] < (1 << 20) && b[j] == a[i])
+                same_before++;
+            if (a[i] > (1 << 20) + 4 * p.max && b[j] == a[i] + 100)
+                same_after++;
+        }
+    }
+    size_t before = 0, after = 0;
+    for (size_t i = 0; i < ka; i++) {
+        before += a[i] < (1 << 20);
+        after += a[i] > (1 << 20) + 4 * p.max;
+    }
+    assert_int_equal(same_before, before);
+    assert_int_equal(same_after, after); /* resynchronised within a few chunks */
+    free(buf);
+    free(ins);
+}
+
+static void test_codecs_roundtrip(void **state)
+{
+    (void)state;
+    size_t n = 100000;
+    uint8_t *text = malloc(n), *out = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        text[i] = (uint8_t)("vmckpt checkpoint "[i % 18]);
+    for (int c = 0; c < CODEC_COUNT; c++) {
+        size_t cap = codec_bound(c, n), got = 0;
+        uint8_t *z = malloc(cap);
+        assert_int_equal(codec_compress(c, text, n, z, cap, &got), 0);
+        if (c != CODEC_NONE)
+            assert_true(got < n / 10);
+        assert_int_equal(codec_decompress(c, z, got, out, n), 0);
+        assert_memory_equal(out, text, n);
+        /* Damaged data is an error, not garbage. */
+        if (c != CODEC_NONE) {
+            z[got / 2] ^= 0xff;
+            z[1] ^= 0xff;
+            int rc = codec_decompress(c, z, got, out, n);
+            assert_true(rc == VK_ECORRUPT || memcmp(out, text, n) != 0);
+        }
+        assert_string_equal(codec_name(codec_by_name(codec_name(c))), codec_name(c));
+        free(z);
+    }
+    assert_int_equal(codec_by_name("gzip"), -2);
+    assert_int_equal(codec_decompress(77, text, 10, out, 10), VK_ECORRUPT);
+    free(text);
+    free(out);
+}
+
+/* Feeds the policy synthetic rates and checks the choice it settles on. */
+static int settle(double upload_bps, double ratio_lz4, double ratio_zstd)
+{
+    struct codec_policy p;
+    int counts[CODEC_COUNT] = {0}, best = 0;
+    codec_policy_init(&p, CODEC_AUTO);
+    for (int i = 0; i < 400; i++) {
+        int c = codec_policy_choose(&p);
+        counts[c]++;
+        double speed = c == CODEC_LZ4 ? 500e6 : c == CODEC_ZSTD1 ? 300e6 : c == CODEC_ZSTD3 ? 150e6 : 40e6;
+        double ratio = c == CODEC_NONE ? 1.0 : c == CODEC_LZ4 ? ratio_lz4 : ratio_zstd;
+        size_t raw = 65536;
+        codec_policy_note_compress(&p, c, raw, (size_t)(raw * ratio), c ? raw / speed : 0);
+        codec_policy_note_upload(&p, (size_t)(raw * ratio), raw * ratio / upload_bps);
+    }
+    for (int c = 1; c < CODEC_COUNT; c++)
+        if (counts[c] > counts[best])
+            best = c;
+    codec_policy_destroy(&p);
+    return best;
+}
+
+static void test_policy_break_even(void **state)
+{
+    (void)state;
+    /* Incompressible data: compressing only costs time, whatever the link. */
+    assert_int_equal(settle(100e6, 1.0, 1.0), CODEC_NONE);
+    /* Compressible data on a slow store: compression saves time. */
+    assert_int_not_equal(settle(50e6, 0.3, 0.25), CODEC_NONE);
+    /* Same data on a store much faster than the compressors: raw is faster.
+     * Break-even for lz4 at ratio 0.3 and 500 MB/s: upload ~714 MB/s. */
+    assert_int_equal(settle(3000e6, 0.3, 0.25), CODEC_NONE);
+    assert_int_equal(settle(400e6, 0.3, 0.25), CODEC_LZ4);
+    /* A forced codec is always used. */
+    struct codec_policy p;
+    codec_policy_init(&p, CODEC_ZSTD3);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(codec_policy_choose(&p), CODEC_ZSTD3);
+    codec_policy_destroy(&p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sizes_respected),
+        cmocka_unit_test(test_stable_under_insertion),
+        cmocka_unit_test(test_codecs_roundtrip),
+        cmocka_unit_test(test_policy_break_even),
+    };
+    return cmocka_run_group_tests_name("chunk_codec", tests, NULL, NULL);
+}
