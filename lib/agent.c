@@ -4,6 +4,7 @@
 #include "err.h"
 #include "log.h"
 #include "manifest.h"
+#include "repo.h"
 #include "store.h"
 #include "task.h"
 #include "util.h"
@@ -262,7 +263,7 @@ static enum MHD_Result agent_verify(struct agent *a, struct MHD_Connection *c, c
         if (ckpt_load(a->env.store, id, seqs[i], &m) < 0)
             agent_report(problems, err_msg());
         else
-            ckpt_verify(a->env.store, m, agent_report, problems);
+            ckpt_verify(a->env.repo, m, agent_report, problems);
         json_array_append_new(res, json_pack("{s:I, s:b, s:o}", "seq", (json_int_t)seqs[i], "ok",
                                              json_array_size(problems) == 0, "problems",
                                              problems));
@@ -541,6 +542,17 @@ int agent_open(struct agent **out, const struct cfg *cfg)
         snprintf(probe, sizeof(probe), "probes/vmckptd-%d", (int)getpid());
         rc = store_check_writable(a->env.store, probe);
     }
+    if (rc == 0) {
+        struct repo_cfg rcfg = {
+            .chunk_avg = (size_t)cfg->chunk_kib * 1024,
+            .workers = cfg->workers,
+            .mem_budget = (size_t)cfg->buffer_mib << 20,
+            .retries = cfg->retries,
+            .retry_base_ms = 200,
+            .forced_codec = codec_by_name(cfg->codec),
+        };
+        rc = repo_open(&a->env.repo, a->env.store, &rcfg);
+    }
     if (rc == 0)
         rc = agent_adopt_all(a);
     if (rc == 0)
@@ -618,6 +630,7 @@ void agent_free(struct agent *a)
         close(a->stop_pipe[0]);
     if (a->stop_pipe[1] >= 0)
         close(a->stop_pipe[1]);
+    repo_free(a->env.repo);
     store_free(a->env.store);
     free(a->env.tasks_dir);
     free(a->env.blob_dir);

@@ -1,5 +1,6 @@
 #include "cfg.h"
 
+#include "codec.h"
 #include "err.h"
 #include "util.h"
 
@@ -69,6 +70,26 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
         return cfg_str(&c->initrd, value);
     if (IS("task", "append"))
         return cfg_str(&c->append, value);
+    if (IS("data", "chunk_kib"))
+        return cfg_int(&c->chunk_kib, "data.chunk_kib", value, 1, 4096);
+    if (IS("data", "workers"))
+        return cfg_int(&c->workers, "data.workers", value, 1, 64);
+    if (IS("data", "buffer_mib"))
+        return cfg_int(&c->buffer_mib, "data.buffer_mib", value, 1, 1 << 16);
+    if (IS("data", "retries"))
+        return cfg_int(&c->retries, "data.retries", value, 1, 100);
+    if (IS("data", "codec")) {
+        if (codec_by_name(value) == -2 || codec_by_name(value) == CODEC_ZERO)
+            return err_set(VK_EINVAL, "data.codec must be auto, none, lz4, zstd1, zstd3 or "
+                                      "zstd9, not '%s'", value);
+        return cfg_str(&c->codec, value);
+    }
+    if (IS("data", "keep"))
+        return cfg_int(&c->keep, "data.keep", value, 0, 1 << 30);
+    if (IS("data", "max_chain"))
+        return cfg_int(&c->max_chain, "data.max_chain", value, 0, 1 << 20);
+    if (IS("data", "gc_grace"))
+        return cfg_int(&c->gc_grace_s, "data.gc_grace", value, 0, 1 << 30);
 #undef IS
     return err_set(VK_EINVAL, "unknown setting [%s] %s", section, key);
 }
@@ -108,10 +129,17 @@ int cfg_load(struct cfg **out, const char *path)
         return err_set(VK_ENOMEM, "out of memory");
     c->memory_mib = 256;
     c->vcpus = 1;
+    c->chunk_kib = 32;
+    c->workers = 4;
+    c->buffer_mib = 64;
+    c->retries = 5;
+    c->keep = 0;
+    c->max_chain = 8;
+    c->gc_grace_s = 3600;
     if (cfg_str(&c->state_dir, "/var/lib/vmckpt") < 0 || cfg_str(&c->qemu, "qemu-system-x86_64") < 0 ||
         cfg_str(&c->qemu_img, "qemu-img") < 0 || cfg_str(&c->accel, "kvm") < 0 ||
         cfg_str(&c->machine, "pc") < 0 || cfg_str(&c->mode, "cow") < 0 ||
-        cfg_str(&c->append, "console=ttyS0 quiet") < 0) {
+        cfg_str(&c->append, "console=ttyS0 quiet") < 0 || cfg_str(&c->codec, "auto") < 0) {
         rc = VK_ENOMEM;
         goto out;
     }
@@ -148,5 +176,6 @@ void cfg_free(struct cfg *c)
     free(c->kernel);
     free(c->initrd);
     free(c->append);
+    free(c->codec);
     free(c);
 }

@@ -21,6 +21,14 @@ struct cfg {
     char *kernel;    /* [task] kernel */
     char *initrd;    /* [task] initrd */
     char *append;    /* [task] append: kernel command line before the workload */
+    int chunk_kib;   /* [data] chunk_kib: average chunk size */
+    int workers;     /* [data] workers: upload/download threads per stream */
+    int buffer_mib;  /* [data] buffer_mib: chunk data in flight per stream, at most */
+    int retries;     /* [data] retries: tries of a failing store operation */
+    char *codec;     /* [data] codec: auto, none, lz4, zstd1, zstd3, zstd9 */
+    int keep;        /* [data] keep: checkpoints kept per task, 0 = all */
+    int max_chain;   /* [data] max_chain: deltas a checkpoint may need, 0 = no limit */
+    int gc_grace_s;  /* [data] gc_grace: unreferenced data younger than this is kept */
 };
 
 /* Defaults, then the INI file at path if path is not NULL. VK_EINVAL names

@@ -215,27 +215,6 @@ int ckpt_load(struct store *s, const char *task, uint64_t seq, struct manifest *
     return rc;
 }
 
-int ckpt_put_blob(struct store *s, const char *path, struct mf_obj *out, uint64_t *uploaded)
-{
-    uint64_t have = 0;
-    int rc;
-
-    memset(out, 0, sizeof(*out));
-    rc = util_sha256_file(path, out->sha256, &out->size);
-    if (rc < 0)
-        return rc;
-    out->name = util_fmt("blobs/%s", out->sha256);
-    if (!out->name)
-        return err_set(VK_ENOMEM, "out of memory");
-    rc = store_stat(s, out->name, &have);
-    if (rc == 0 && have == out->size)
-        return 0; /* stored once, shared by every task */
-    rc = store_put_file(s, out->name, path, NULL, NULL, NULL, NULL);
-    if (rc == 0)
-        *uploaded += out->size;
-    return rc;
-}
-
 int ckpt_commit(struct store *s, const struct manifest *m)
 {
     char *name = manifest_name(m->task, m->seq), *text = NULL;
@@ -255,42 +234,37 @@ out:
     return rc;
 }
 
-static int ckpt_check_obj(struct store *s, const struct mf_obj *o, const char *what,
+static int ckpt_check_obj(struct repo *r, const struct mf_obj *o, const char *what,
                           void (*report)(void *, const char *), void *arg)
 {
-    char *tmp = util_fmt("%s/vmckpt-verify.%d.%p", P_tmpdir, (int)getpid(), (const void *)o);
-    int rc;
-    if (!tmp)
-        return err_set(VK_ENOMEM, "out of memory");
-    rc = store_get_file(s, o->name, tmp, o->size, o->sha256);
-    unlink(tmp);
-    free(tmp);
-    if (rc < 0) {
-        err_wrap(rc, "%s", what);
-        if (report)
-            report(arg, err_msg());
-    }
+    int rc = repo_verify_stream(r, o, what);
+    if (rc < 0 && report)
+        report(arg, err_msg());
     return rc;
 }
 
-int ckpt_verify(struct store *s, const struct manifest *m, void (*report)(void *, const char *),
+int ckpt_verify(struct repo *r, const struct manifest *m, void (*report)(void *, const char *),
                 void *arg)
 {
-    int rc = 0, r;
-    char what[64];
-    r = ckpt_check_obj(s, &m->kernel, "kernel", report, arg);
-    rc = rc ? rc : r;
-    r = ckpt_check_obj(s, &m->initrd, "initrd", report, arg);
-    rc = rc ? rc : r;
-    r = ckpt_check_obj(s, &m->base, "base image", report, arg);
-    rc = rc ? rc : r;
+    int rc = 0, r1;
+    char what[96];
+    snprintf(what, sizeof(what), "checkpoint %" PRIu64 " kernel", m->seq);
+    r1 = ckpt_check_obj(r, &m->kernel, what, report, arg);
+    rc = rc ? rc : r1;
+    snprintf(what, sizeof(what), "checkpoint %" PRIu64 " initrd", m->seq);
+    r1 = ckpt_check_obj(r, &m->initrd, what, report, arg);
+    rc = rc ? rc : r1;
+    snprintf(what, sizeof(what), "checkpoint %" PRIu64 " base image", m->seq);
+    r1 = ckpt_check_obj(r, &m->base, what, report, arg);
+    rc = rc ? rc : r1;
     for (size_t i = 0; i < m->n_deltas; i++) {
-        snprintf(what, sizeof(what), "delta %zu", i + 1);
-        r = ckpt_check_obj(s, &m->deltas[i], what, report, arg);
-        rc = rc ? rc : r;
+        snprintf(what, sizeof(what), "checkpoint %" PRIu64 " delta %zu", m->seq, i + 1);
+        r1 = ckpt_check_obj(r, &m->deltas[i], what, report, arg);
+        rc = rc ? rc : r1;
     }
-    r = ckpt_check_obj(s, &m->memory, "memory", report, arg);
-    return rc ? rc : r;
+    snprintf(what, sizeof(what), "checkpoint %" PRIu64 " memory", m->seq);
+    r1 = ckpt_check_obj(r, &m->memory, what, report, arg);
+    return rc ? rc : r1;
 }
 
 void ckpt_local_free(struct ckpt_local *l)
@@ -303,14 +277,13 @@ void ckpt_local_free(struct ckpt_local *l)
     for (size_t i = 0; i < l->n_deltas; i++)
         free(l->deltas[i]);
     free(l->deltas);
-    free(l->memory);
     memset(l, 0, sizeof(*l));
 }
 
 /* A blob in the local cache is reused when its size matches (it was verified
- * against its hash when downloaded). */
-static int ckpt_fetch_blob(struct store *s, const struct mf_obj *o, const char *blob_dir,
-                           char **out)
+ * against its hash when fetched). */
+static int ckpt_fetch_blob(struct repo *r, const struct mf_obj *o, const char *blob_dir,
+                           const char *what, char **out)
 {
     struct stat st;
     *out = util_fmt("%s/%s", blob_dir, o->sha256);
@@ -318,22 +291,23 @@ static int ckpt_fetch_blob(struct store *s, const struct mf_obj *o, const char *
         return err_set(VK_ENOMEM, "out of memory");
     if (stat(*out, &st) == 0 && (uint64_t)st.st_size == o->size)
         return 0;
-    return store_get_file(s, o->name, *out, o->size, o->sha256);
+    return repo_get_file(r, o, *out, what);
 }
 
-int ckpt_fetch(struct store *s, const struct manifest *m, const char *blob_dir,
+int ckpt_fetch(struct repo *r, const struct manifest *m, const char *blob_dir,
                const char *run_dir, struct ckpt_local *out)
 {
+    char what[96];
     int rc;
 
     memset(out, 0, sizeof(*out));
     rc = util_mkdir_p(blob_dir, 0755);
     if (rc == 0)
-        rc = ckpt_fetch_blob(s, &m->kernel, blob_dir, &out->kernel);
+        rc = ckpt_fetch_blob(r, &m->kernel, blob_dir, "kernel", &out->kernel);
     if (rc == 0)
-        rc = ckpt_fetch_blob(s, &m->initrd, blob_dir, &out->initrd);
+        rc = ckpt_fetch_blob(r, &m->initrd, blob_dir, "initrd", &out->initrd);
     if (rc == 0)
-        rc = ckpt_fetch_blob(s, &m->base, blob_dir, &out->base);
+        rc = ckpt_fetch_blob(r, &m->base, blob_dir, "base image", &out->base);
     if (rc == 0) {
         out->deltas = calloc(m->n_deltas + 1, sizeof(char *));
         rc = out->deltas ? 0 : err_set(VK_ENOMEM, "out of memory");
@@ -341,15 +315,11 @@ int ckpt_fetch(struct store *s, const struct manifest *m, const char *blob_dir,
     for (size_t i = 0; rc == 0 && i < m->n_deltas; i++) {
         out->deltas[i] = util_fmt("%s/delta-%03zu.qcow2", run_dir, i + 1);
         out->n_deltas = i + 1;
-        rc = store_get_file(s, m->deltas[i].name, out->deltas[i], m->deltas[i].size,
-                            m->deltas[i].sha256);
+        snprintf(what, sizeof(what), "delta %zu", i + 1);
+        rc = repo_get_file(r, &m->deltas[i], out->deltas[i], what);
         if (rc == 0)
             rc = i == 0 ? img_rebase(out->deltas[0], out->base, m->base_format)
                         : img_rebase(out->deltas[i], out->deltas[i - 1], "qcow2");
-    }
-    if (rc == 0) {
-        out->memory = util_fmt("%s/memory.mig", run_dir);
-        rc = store_get_file(s, m->memory.name, out->memory, m->memory.size, m->memory.sha256);
     }
     if (rc < 0) {
         err_wrap(rc, "cannot fetch checkpoint %" PRIu64 " of task %s", m->seq, m->task);

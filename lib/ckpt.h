@@ -7,6 +7,7 @@
 
 #include "manifest.h"
 #include "qmp.h"
+#include "repo.h"
 #include "store.h"
 
 /* What the VM-side part of a checkpoint did. */
@@ -35,29 +36,24 @@ int ckpt_list(struct store *s, const char *task, uint64_t **out_seqs, size_t *ou
 /* Loads and validates a manifest; seq 0 means the newest. VK_ENOTFOUND when
  * the task has no such checkpoint. *out: manifest_free(). */
 int ckpt_load(struct store *s, const char *task, uint64_t seq, struct manifest **out);
-/* Stores a local file as a content-addressed blob ("blobs/<sha256>") unless
- * the store has it already; fills out (out->name is the caller's) and adds the
- * bytes actually written to *uploaded. */
-int ckpt_put_blob(struct store *s, const char *path, struct mf_obj *out, uint64_t *uploaded);
 /* Writes the manifest: the commit point. VK_EEXISTS if that seq is taken. */
 int ckpt_commit(struct store *s, const struct manifest *m);
-/* Reads every object m names and checks size and SHA-256. Returns 0 when all
- * are intact, else the first error; every problem is reported through
+/* Reads every chunk of every stream m names and checks them. Returns 0 when
+ * all are intact, else the first error; every problem is reported through
  * report(arg, message) when report is not NULL. */
-int ckpt_verify(struct store *s, const struct manifest *m, void (*report)(void *, const char *),
+int ckpt_verify(struct repo *r, const struct manifest *m, void (*report)(void *, const char *),
                 void *arg);
 
-/* Local copies of what a checkpoint needs to restart. */
+/* Local copies of what a checkpoint needs to restart (memory is streamed). */
 struct ckpt_local {
     char *kernel, *initrd, *base; /* in the blob cache */
     char **deltas;                /* in the run directory, rebased onto each other */
     size_t n_deltas;
-    char *memory;
 };
-/* Fetches and verifies every object of m: blobs into blob_dir (reused when
- * present), deltas and memory into run_dir; rebases the delta chain onto the
- * local files. *out is filled; free with ckpt_local_free(). */
-int ckpt_fetch(struct store *s, const struct manifest *m, const char *blob_dir,
+/* Fetches and verifies the disk and boot streams of m: kernel, initrd and
+ * base into blob_dir (reused when present), deltas into run_dir; rebases the
+ * delta chain onto the local files. *out: ckpt_local_free(). */
+int ckpt_fetch(struct repo *r, const struct manifest *m, const char *blob_dir,
                const char *run_dir, struct ckpt_local *out);
 void ckpt_local_free(struct ckpt_local *l);
 

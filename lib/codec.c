@@ -107,12 +107,12 @@ int codec_decompress(int codec, const void *src, size_t n, void *dst, size_t raw
 /* ---- the adaptive choice ---------------------------------------------------- */
 
 #define CODEC_EWMA 0.2   /* weight of the newest sample */
-#define CODEC_PROBE 16   /* one decision in this many probes another codec */
+#define CODEC_DECAY 0.98 /* forgetting factor of the upload fit, per sample */
+#define CODEC_PROBE 16   /* one chunk in this many is a probe */
 
 void codec_policy_init(struct codec_policy *p, int forced)
 {
-    /* Priors, replaced by measurements within the first chunks: typical
-     * speeds on one core and ratios of mixed data. */
+    /* Priors, replaced by measurements within the first chunks. */
     static const double speed0[CODEC_COUNT] = {4e9, 600e6, 400e6, 250e6, 60e6};
     static const double ratio0[CODEC_COUNT] = {1.0, 0.6, 0.5, 0.45, 0.4};
     memset(p, 0, sizeof(*p));
@@ -120,14 +120,32 @@ void codec_policy_init(struct codec_policy *p, int forced)
     p->forced = forced;
     memcpy(p->speed, speed0, sizeof(speed0));
     memcpy(p->ratio, ratio0, sizeof(ratio0));
-    p->upload_bps = 200e6;
 }
 
 void codec_policy_destroy(struct codec_policy *p) { pthread_mutex_destroy(&p->lock); }
 
+static double codec_spb_locked(struct codec_policy *p)
+{
+    double den = p->sw * p->sxx - p->sx * p->sx;
+    double b = den > 0 ? (p->sw * p->sxy - p->sx * p->sy) / den : 0;
+    if (b > 0)
+        return b;
+    /* Sizes too alike to fit a line: charge all the time to bandwidth, or a
+     * prior of 200 MB/s before any upload. */
+    return p->sx > 0 ? p->sy / p->sx : 1 / 200e6;
+}
+
+double codec_policy_upload_spb(struct codec_policy *p)
+{
+    pthread_mutex_lock(&p->lock);
+    double v = codec_spb_locked(p);
+    pthread_mutex_unlock(&p->lock);
+    return v;
+}
+
 static double codec_cost_locked(struct codec_policy *p, int c)
 {
-    return 1.0 / p->speed[c] + p->ratio[c] / p->upload_bps;
+    return (c == CODEC_NONE ? 0 : 1.0 / p->speed[c]) + p->ratio[c] * codec_spb_locked(p);
 }
 
 double codec_policy_cost(struct codec_policy *p, int c)
@@ -138,9 +156,10 @@ double codec_policy_cost(struct codec_policy *p, int c)
     return v;
 }
 
-int codec_policy_choose(struct codec_policy *p)
+int codec_policy_choose(struct codec_policy *p, int *probe)
 {
     int best = CODEC_NONE;
+    *probe = 0;
     if (p->forced != CODEC_AUTO)
         return p->forced;
     pthread_mutex_lock(&p->lock);
@@ -148,12 +167,9 @@ int codec_policy_choose(struct codec_policy *p)
     for (int c = 1; c < CODEC_COUNT; c++)
         if (codec_cost_locked(p, c) < codec_cost_locked(p, best))
             best = c;
-    /* Probe: keep every codec's estimates fresh, skipping the slowest
-     * (zstd9) unless it is already close to the best. */
-    if (d % CODEC_PROBE == CODEC_PROBE - 1) {
-        int c = (int)((d / CODEC_PROBE) % CODEC_COUNT);
-        if (c != CODEC_ZSTD9 || codec_cost_locked(p, c) < 2 * codec_cost_locked(p, best))
-            best = c;
+    if (d % CODEC_PROBE == 0) {
+        *probe = 1;
+        p->probes++;
     }
     pthread_mutex_unlock(&p->lock);
     return best;
@@ -178,10 +194,15 @@ void codec_policy_note_compress(struct codec_policy *p, int codec, size_t raw, s
 
 void codec_policy_note_upload(struct codec_policy *p, size_t bytes, double seconds)
 {
-    if (seconds <= 0 || bytes < 4096)
+    double x = (double)bytes, y = seconds;
+    if (seconds <= 0)
         return;
     pthread_mutex_lock(&p->lock);
-    codec_ewma(&p->upload_bps, (double)bytes / seconds);
+    p->sw = p->sw * CODEC_DECAY + 1;
+    p->sx = p->sx * CODEC_DECAY + x;
+    p->sy = p->sy * CODEC_DECAY + y;
+    p->sxx = p->sxx * CODEC_DECAY + x * x;
+    p->sxy = p->sxy * CODEC_DECAY + x * y;
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -189,12 +210,16 @@ json_t *codec_policy_json(struct codec_policy *p)
 {
     json_t *codecs = json_object();
     pthread_mutex_lock(&p->lock);
+    double spb = codec_spb_locked(p);
+    double lat = p->sw > 0 ? (p->sy - spb * p->sx) / p->sw : 0;
     for (int c = 0; c < CODEC_COUNT; c++)
         json_object_set_new(codecs, codec_names[c],
                             json_pack("{s:f, s:f, s:f}", "speed_MBps", p->speed[c] / 1e6, "ratio",
                                       p->ratio[c], "ns_per_byte", codec_cost_locked(p, c) * 1e9));
-    json_t *j = json_pack("{s:s, s:f, s:o}", "forced", codec_name(p->forced), "upload_MBps",
-                          p->upload_bps / 1e6, "codecs", codecs);
+    json_t *j = json_pack("{s:s, s:f, s:f, s:I, s:I, s:o}", "forced", codec_name(p->forced),
+                          "upload_MBps", 1 / spb / 1e6, "upload_latency_ms",
+                          lat > 0 ? lat * 1e3 : 0.0, "decisions", (json_int_t)p->decisions,
+                          "probes", (json_int_t)p->probes, "codecs", codecs);
     pthread_mutex_unlock(&p->lock);
     return j;
 }

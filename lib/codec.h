@@ -37,20 +37,30 @@ int codec_compress(int codec, const void *src, size_t n, void *dst, size_t cap, 
 /* Decompresses exactly raw_n bytes; VK_ECORRUPT if the data does not decode to that. */
 int codec_decompress(int codec, const void *src, size_t n, void *dst, size_t raw_n);
 
-/* Running estimates; shared by the upload workers of one agent. */
+/* Running estimates; shared by the upload workers of one agent.
+ *
+ * Upload time is modelled as a + b * bytes (a per-object latency, b the
+ * inverse bandwidth), fitted by least squares over recent uploads with
+ * exponential forgetting: only b depends on the codec, so a store whose cost
+ * is mostly latency (small objects, fsync) does not make compression look
+ * better than it is. Ratios are compared on the same data: a probe chunk is
+ * compressed with every codec. */
 struct codec_policy {
     pthread_mutex_t lock;
-    int forced;           /* CODEC_AUTO or a codec to always use */
+    int forced;                /* CODEC_AUTO or a codec to always use */
     double speed[CODEC_COUNT]; /* compression, raw bytes per second per worker */
     double ratio[CODEC_COUNT]; /* stored bytes / raw bytes */
-    double upload_bps;         /* store throughput per worker, bytes per second */
-    uint64_t decisions;
+    double sw, sx, sy, sxx, sxy; /* decayed sums of the upload fit (x bytes, y seconds) */
+    uint64_t decisions, probes;
 };
 
 void codec_policy_init(struct codec_policy *p, int forced);
 void codec_policy_destroy(struct codec_policy *p);
-/* The codec for the next chunk. */
-int codec_policy_choose(struct codec_policy *p);
+/* The codec for the next chunk; *probe is set when this chunk should be
+ * compressed with every codec to refresh the estimates (codec_policy_probe). */
+int codec_policy_choose(struct codec_policy *p, int *probe);
+/* Seconds per byte of upload bandwidth (the b of a + b * bytes). */
+double codec_policy_upload_spb(struct codec_policy *p);
 /* What the codec's choice cost: compression time and result for raw bytes. */
 void codec_policy_note_compress(struct codec_policy *p, int codec, size_t raw, size_t stored,
                                 double seconds);

@@ -33,12 +33,12 @@ static json_t *mf_obj_json(const struct mf_obj *o)
 
 json_t *manifest_to_json(const struct manifest *m)
 {
-    json_t *deltas = json_array();
+    json_t *deltas = json_array(), *j;
     char when[32];
     util_iso_time(m->created_us, when, sizeof(when));
     for (size_t i = 0; i < m->n_deltas; i++)
         json_array_append_new(deltas, mf_obj_json(&m->deltas[i]));
-    return json_pack(
+    j = json_pack(
         "{s:i, s:s, s:I, s:I, s:s, s:s,"
         " s:{s:i, s:i, s:s, s:s},"
         " s:o, s:o, s:o, s:s, s:o, s:o,"
@@ -53,6 +53,9 @@ json_t *manifest_to_json(const struct manifest *m)
         (json_int_t)m->store_us, "uploaded_bytes", (json_int_t)m->uploaded_bytes,
         "serial_bytes", (json_int_t)m->serial_bytes, "policy", "first_s", m->first_s, "every_s",
         m->every_s);
+    if (j && m->data)
+        json_object_set(j, "data", m->data);
+    return j;
 }
 
 static char *mf_canonical(json_t *j)
@@ -123,6 +126,7 @@ static int mf_from_json(const json_t *j, struct manifest *m)
     m->store_us = json_integer_value(json_object_get(t, "store"));
     m->uploaded_bytes = (uint64_t)json_integer_value(json_object_get(j, "uploaded_bytes"));
     m->serial_bytes = (uint64_t)json_integer_value(json_object_get(j, "serial_bytes"));
+    m->data = json_incref(json_object_get(j, "data"));
     m->first_s = (int)json_integer_value(json_object_get(json_object_get(j, "policy"), "first_s"));
     m->every_s = (int)json_integer_value(json_object_get(json_object_get(j, "policy"), "every_s"));
     if (!m->task || !m->mode || !m->machine || !m->append || !m->base_format || m->seq == 0 ||
@@ -212,6 +216,7 @@ void manifest_free(struct manifest *m)
     for (size_t i = 0; i < m->n_deltas; i++)
         free(m->deltas[i].name);
     free(m->deltas);
+    json_decref(m->data);
     free(m);
 }
 

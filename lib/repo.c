@@ -153,6 +153,60 @@ static int repo_put_chunk(struct repo *r, const char *name, const uint8_t *hdr,
     return rc;
 }
 
+/* Compresses one chunk with codec into *buf (NULL for CODEC_NONE), noting the cost. */
+static int repo_compress(struct repo *r, struct up_job *j, int codec, uint8_t **buf,
+                         size_t *stored)
+{
+    size_t cap;
+    int64_t t0 = util_now_us();
+    int rc;
+
+    *buf = NULL;
+    *stored = j->len;
+    if (codec == CODEC_NONE)
+        return 0;
+    cap = codec_bound(codec, j->len);
+    if (!(*buf = malloc(cap)))
+        return err_set(VK_ENOMEM, "out of memory");
+    rc = codec_compress(codec, j->data, j->len, *buf, cap, stored);
+    if (rc == 0)
+        codec_policy_note_compress(&r->policy, codec, j->len, *stored,
+                                   (double)(util_now_us() - t0) / 1e6);
+    return rc;
+}
+
+/* Compresses a probe chunk with every codec (so ratios are compared on the
+ * same data) and keeps the result that is cheapest to store now. */
+static int repo_probe(struct repo *r, struct up_job *j, int *codec, uint8_t **buf, size_t *stored)
+{
+    double spb = codec_policy_upload_spb(&r->policy), best_cost = (double)j->len * spb;
+    int best = CODEC_NONE;
+    *buf = NULL;
+    *stored = j->len;
+    for (int c = 1; c < CODEC_COUNT; c++) {
+        uint8_t *b = NULL;
+        size_t n = 0;
+        int64_t t0 = util_now_us();
+        int rc = repo_compress(r, j, c, &b, &n);
+        if (rc < 0) {
+            free(b);
+            return rc;
+        }
+        double cost = (double)(util_now_us() - t0) / 1e6 + (double)n * spb;
+        if (cost < best_cost) {
+            free(*buf);
+            *buf = b;
+            *stored = n;
+            best = c;
+            best_cost = cost;
+        } else {
+            free(b);
+        }
+    }
+    *codec = best;
+    return 0;
+}
+
 /* Hashes, deduplicates, compresses and stores one chunk. */
 static int repo_up_chunk(struct up_ctx *u, struct up_job *j, struct up_entry *e,
                          struct repo_stats *st)
@@ -178,29 +232,21 @@ static int repo_up_chunk(struct up_ctx *u, struct up_job *j, struct up_entry *e,
         st->dedup_chunks++;
         return 0;
     }
-    codec = codec_policy_choose(&r->policy);
-    int64_t t0 = util_now_us();
-    if (codec != CODEC_NONE) {
-        size_t cap = codec_bound(codec, j->len);
-        buf = malloc(cap);
-        if (!buf)
-            return err_set(VK_ENOMEM, "out of memory");
-        rc = codec_compress(codec, j->data, j->len, buf, cap, &stored);
-        if (rc < 0)
-            goto out;
-        codec_policy_note_compress(&r->policy, codec, j->len, stored,
-                                   (double)(util_now_us() - t0) / 1e6);
-        if (stored >= j->len) { /* no gain: keep it plain */
-            codec = CODEC_NONE;
-            stored = j->len;
-        }
+    int probe;
+    codec = codec_policy_choose(&r->policy, &probe);
+    rc = probe ? repo_probe(r, j, &codec, &buf, &stored) : repo_compress(r, j, codec, &buf, &stored);
+    if (rc < 0)
+        goto out;
+    if (codec != CODEC_NONE && stored >= j->len) { /* no gain: keep it plain */
+        codec = CODEC_NONE;
+        stored = j->len;
     }
     memcpy(hdr, repo_magic, 4);
     hdr[4] = (uint8_t)codec;
     hdr[5] = hdr[6] = hdr[7] = 0;
     for (int i = 0; i < 4; i++)
         hdr[8 + i] = (uint8_t)(j->len >> (8 * i));
-    t0 = util_now_us();
+    int64_t t0 = util_now_us();
     rc = repo_put_chunk(r, name, hdr, codec == CODEC_NONE ? j->data : buf, stored, &st->retries);
     if (rc < 0)
         goto out;
@@ -422,7 +468,7 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct mf_o
     for (int i = 0; i < nth; i++)
         pthread_join(th[i], NULL);
     close(fd);
-    if (rc == 0 && u.rc < 0)
+    if (u.err[0]) /* a worker failed: its message says why */
         rc = err_set(u.rc, "%s", u.err);
     if (rc == 0) {
         out->size = size;

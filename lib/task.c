@@ -11,6 +11,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -265,8 +266,30 @@ out:
 
 /* ---- starting the VM ---------------------------------------------------- */
 
-/* Starts QEMU for t->run_dir and t->top, optionally loading a memory stream;
- * connects QMP and lets the VM run. Called with t->lock held. */
+/* Kills a VM that did not make it to running. Called with t->lock held. */
+static void task_stop_vm(struct task *t)
+{
+    vm_kill(t->pid, SIGKILL, 5000);
+    t->pid = 0;
+    qmp_free(t->qmp);
+    t->qmp = NULL;
+}
+
+/* Lets a started (paused) VM run. Called with t->lock held. */
+static int task_resume_vm(struct task *t)
+{
+    int rc = qmp_exec(t->qmp, "cont", NULL, NULL, 30000);
+    if (rc < 0) {
+        task_stop_vm(t);
+        return rc;
+    }
+    strcpy(t->state, "running");
+    t->next_due_us = t->first_s > 0 ? util_now_us() + (int64_t)t->first_s * 1000000 : 0;
+    return 0;
+}
+
+/* Starts QEMU for t->run_dir and t->top, paused, optionally loading a memory
+ * stream (returns once it is loaded); connects QMP. Called with t->lock held. */
 static int task_start_vm(struct task *t, const char *incoming)
 {
     const struct cfg *c = t->env->cfg;
@@ -310,17 +333,8 @@ static int task_start_vm(struct task *t, const char *incoming)
             free(tail);
         }
     }
-    if (rc == 0)
-        rc = qmp_exec(t->qmp, "cont", NULL, NULL, 30000);
-    if (rc < 0) {
-        vm_kill(t->pid, SIGKILL, 5000);
-        t->pid = 0;
-        qmp_free(t->qmp);
-        t->qmp = NULL;
-        goto out;
-    }
-    strcpy(t->state, "running");
-    t->next_due_us = t->first_s > 0 ? util_now_us() + (int64_t)t->first_s * 1000000 : 0;
+    if (rc < 0)
+        task_stop_vm(t);
 out:
     free(qmp_path);
     free(serial);
@@ -427,6 +441,8 @@ int task_run(const struct task_env *env, const struct task_spec *sp, struct task
         goto out_rm;
     t->next_seq = 1;
     rc = task_start_vm(t, NULL);
+    if (rc == 0)
+        rc = task_resume_vm(t);
     if (rc < 0)
         goto out_rm;
     task_save(t);
@@ -481,6 +497,78 @@ static int task_take_manifest(struct task *t, const struct manifest *m, struct c
     return rc;
 }
 
+/* Feeds a checkpoint's memory stream to QEMU through a FIFO while chunks
+ * arrive, so that loading overlaps fetching. */
+struct task_feed {
+    struct repo *repo;
+    const struct mf_obj *obj;
+    const char *fifo;
+    volatile int stop;
+    int rc;
+    char err[1024];
+};
+
+static void *task_feed_thread(void *arg)
+{
+    struct task_feed *f = arg;
+    int fd = -1;
+    while (!f->stop) { /* QEMU's reader may not be there yet */
+        fd = open(f->fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd >= 0 || errno != ENXIO)
+            break;
+        usleep(5000);
+    }
+    if (fd < 0) {
+        f->rc = f->stop ? err_set(VK_EQEMU, "QEMU never read the memory stream")
+                        : err_errno(errno, "cannot open %s", f->fifo);
+    } else {
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        f->rc = repo_get_stream(f->repo, f->obj, fd, "memory");
+        close(fd); /* EOF for QEMU; on an error it fails the load */
+    }
+    if (f->rc < 0)
+        snprintf(f->err, sizeof(f->err), "%s", err_msg());
+    return NULL;
+}
+
+/* Starts the VM of a restore and loads m's memory into it (paused). Called
+ * with t->lock held. */
+static int task_load_memory(struct task *t, const struct manifest *m)
+{
+    struct task_feed f = {.repo = t->env->repo, .obj = &m->memory};
+    char *fifo = task_run_path(t, "memory.fifo"), *uri = NULL;
+    pthread_t th;
+    int rc;
+
+    if (!fifo || !(uri = util_fmt("exec:cat '%s'", fifo))) {
+        rc = err_set(VK_ENOMEM, "out of memory");
+        goto out;
+    }
+    f.fifo = fifo;
+    if (mkfifo(fifo, 0600) < 0) {
+        rc = err_errno(errno, "cannot create %s", fifo);
+        goto out;
+    }
+    if (pthread_create(&th, NULL, task_feed_thread, &f) != 0) {
+        rc = err_set(VK_ENOMEM, "cannot start the memory feed");
+        goto out_unlink;
+    }
+    rc = task_start_vm(t, uri);
+    f.stop = 1;
+    pthread_join(th, NULL);
+    if (f.rc < 0) { /* the feed knows better what went wrong (a damaged chunk ...) */
+        rc = err_set(f.rc, "%s", f.err);
+        if (t->pid > 0)
+            task_stop_vm(t);
+    }
+out_unlink:
+    unlink(fifo);
+out:
+    free(fifo);
+    free(uri);
+    return rc;
+}
+
 int task_restore(const struct task_env *env, struct task *t, const char *id, uint64_t seq,
                  const char *accel, struct task **out)
 {
@@ -510,7 +598,7 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     if (rc == 0)
         rc = task_new_run_dir(t);
     if (rc == 0)
-        rc = ckpt_fetch(env->store, m, env->blob_dir, t->run_dir, &local);
+        rc = ckpt_fetch(env->repo, m, env->blob_dir, t->run_dir, &local);
     if (rc < 0)
         goto out_unlock;
     rc = task_take_manifest(t, m, &local, accel);
@@ -521,16 +609,14 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     t1 = util_now_us();
     qmp_free(t->qmp);
     t->qmp = NULL;
-    if (rc == 0) {
-        char *uri = util_fmt("exec:cat '%s'", local.memory);
-        rc = uri ? task_start_vm(t, uri) : err_set(VK_ENOMEM, "out of memory");
-        free(uri);
-    }
+    if (rc == 0)
+        rc = task_load_memory(t, m);
+    if (rc == 0)
+        rc = task_resume_vm(t);
     if (rc < 0) {
         strcpy(t->state, "failed");
         goto out_unlock;
     }
-    unlink(local.memory);
     t->restore_fetch_us = t1 - t0;
     t->restore_load_us = util_now_us() - t1;
     t->restored_from = m->seq;
@@ -715,23 +801,19 @@ static void task_progress(void *arg, uint64_t done)
     pthread_mutex_unlock(&p->t->lock);
 }
 
-/* Uploads one file, counting its bytes into the task's progress. */
-static int task_put(struct task *t, const char *name, const char *path, struct mf_obj *out)
+/* Stores one file as a stream, counting its bytes into the task's progress. */
+static int task_put(struct task *t, const char *path, int dedup_whole, struct mf_obj *out,
+                    struct repo_stats *stats)
 {
     struct task_progress p = {t, 0};
-    int rc;
     pthread_mutex_lock(&t->lock);
     p.before = t->up_done;
     pthread_mutex_unlock(&t->lock);
-    memset(out, 0, sizeof(*out));
-    rc = store_put_file(t->env->store, name, path, out->sha256, &out->size, task_progress, &p);
-    if (rc == 0 && !(out->name = strdup(name)))
-        rc = err_set(VK_ENOMEM, "out of memory");
-    return rc;
+    return repo_put_file(t->env->repo, path, dedup_whole, out, stats, task_progress, &p);
 }
 
 /* Stores kernel, initrd and base once; later checkpoints reuse them. */
-static int task_put_blobs(struct task *t, uint64_t *uploaded)
+static int task_put_blobs(struct task *t, struct repo_stats *stats)
 {
     struct {
         struct mf_obj *obj;
@@ -742,7 +824,7 @@ static int task_put_blobs(struct task *t, uint64_t *uploaded)
         int rc;
         if (blobs[i].obj->name)
             continue;
-        rc = ckpt_put_blob(t->env->store, blobs[i].path, &o, uploaded);
+        rc = task_put(t, blobs[i].path, 1, &o, stats);
         if (rc < 0)
             return rc;
         pthread_mutex_lock(&t->lock);
@@ -791,12 +873,12 @@ static int task_upload(struct task_upload *u, struct manifest **out)
 {
     struct task *t = u->t;
     struct manifest m = {0};
-    uint64_t uploaded = 0;
-    int rc = task_put_blobs(t, &uploaded);
+    struct repo_stats stats = {0};
+    int rc = task_put_blobs(t, &stats);
 
     *out = NULL;
     for (size_t i = 0; rc == 0; i++) {
-        char *path = NULL, *name = NULL;
+        char *path = NULL;
         pthread_mutex_lock(&t->lock);
         size_t n = t->n_layers;
         if (i < n && !t->layers[i].obj.name)
@@ -807,33 +889,28 @@ static int task_upload(struct task_upload *u, struct manifest **out)
         if (!path)
             continue;
         struct mf_obj o;
-        name = util_fmt("tasks/%s/ckpt/%010" PRIu64 "/delta-%03zu.qcow2", t->id, u->seq, i + 1);
-        rc = task_put(t, name, path, &o);
+        rc = task_put(t, path, 0, &o, &stats);
         if (rc == 0) {
-            uploaded += o.size;
             pthread_mutex_lock(&t->lock);
             t->layers[i].obj = o;
             task_save(t);
             pthread_mutex_unlock(&t->lock);
         }
-        free(name);
         free(path);
     }
     /* Fault injection for the crash tests: widen the window between objects. */
     const char *pause = getenv("VMCKPT_TEST_UPLOAD_PAUSE_MS");
     if (rc == 0 && pause)
         usleep((useconds_t)atoi(pause) * 1000);
-    if (rc == 0) {
-        char *name = util_fmt("tasks/%s/ckpt/%010" PRIu64 "/memory", t->id, u->seq);
-        rc = task_put(t, name, u->mem_path, &m.memory);
-        uploaded += m.memory.size;
-        free(name);
-    }
+    if (rc == 0)
+        rc = task_put(t, u->mem_path, 0, &m.memory, &stats);
     if (rc == 0) {
         pthread_mutex_lock(&t->lock);
         rc = task_fill_manifest(t, u, &m);
         m.store_us = util_now_us() - t->up_start_us;
-        m.uploaded_bytes = uploaded;
+        m.uploaded_bytes = stats.new_bytes;
+        m.data = json_pack("{s:o, s:o}", "stored", repo_stats_json(&stats), "codec_policy",
+                           codec_policy_json(&t->env->repo->policy));
         if (rc == 0)
             rc = ckpt_commit(t->env->store, &m); /* the commit point */
         pthread_mutex_unlock(&t->lock);
@@ -841,10 +918,9 @@ static int task_upload(struct task_upload *u, struct manifest **out)
             log_warn("task %s: checkpoint %" PRIu64 " committed, but: %s", t->id, u->seq,
                      err_msg());
     }
-    if (rc < 0 && m.memory.name)
-        store_remove(t->env->store, m.memory.name); /* never referenced */
     free(m.deltas);
     free(m.memory.name);
+    json_decref(m.data);
     return rc;
 }
 

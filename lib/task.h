@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
+#include "repo.h"
 #include "store.h"
 
 struct task;
@@ -19,6 +20,7 @@ struct task;
 struct task_env {
     const struct cfg *cfg;
     struct store *store;
+    struct repo *repo; /* chunks and indexes on that store */
     char *tasks_dir; /* STATE/tasks */
     char *blob_dir;  /* STATE/blobs: local cache of kernels, initrds, bases */
 };

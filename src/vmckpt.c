@@ -430,6 +430,34 @@ static void print_obj(const char *what, json_t *o)
            jstr(o, "name"), jstr(o, "sha256"));
 }
 
+/* How the checkpoint's data was stored and why each codec was chosen. */
+static void print_data(json_t *d)
+{
+    json_t *st = json_object_get(d, "stored"), *pol = json_object_get(d, "codec_policy"), *v;
+    const char *k;
+    char b1[32], b2[32], b3[32];
+    if (!json_is_object(st))
+        return;
+    printf("data: %lld chunks (%lld new, %lld already stored, %lld all-zero), %s read, %s "
+           "written, %lld retries\n",
+           (long long)jint(st, "chunks"), (long long)jint(st, "new_chunks"),
+           (long long)jint(st, "dedup_chunks"), (long long)jint(st, "zero_chunks"),
+           fmt_bytes(jint(st, "raw_bytes"), b1, 32), fmt_bytes(jint(st, "new_bytes"), b2, 32),
+           (long long)jint(st, "retries"));
+    json_object_foreach(json_object_get(st, "new_chunks_by_codec"), k, v)
+        printf("  new chunks with %-6s %6lld chunks, %s -> %s\n", k, (long long)jint(v, "chunks"),
+               fmt_bytes(jint(v, "raw_bytes"), b1, 32), fmt_bytes(jint(v, "stored_bytes"), b3, 32));
+    if (!json_is_object(pol))
+        return;
+    printf("codec policy (%s): store takes %.0f MB/s per worker; estimates per codec:\n",
+           jstr(pol, "forced"), json_real_value(json_object_get(pol, "upload_MBps")));
+    json_object_foreach(json_object_get(pol, "codecs"), k, v)
+        printf("  %-6s compress %8.0f MB/s, ratio %.2f, cost %.2f ns/byte\n", k,
+               json_real_value(json_object_get(v, "speed_MBps")),
+               json_real_value(json_object_get(v, "ratio")),
+               json_real_value(json_object_get(v, "ns_per_byte")));
+}
+
 static int cmd_show(int argc, char **argv)
 {
     json_t *out, *d, *t, *vm;
@@ -469,6 +497,7 @@ static int cmd_show(int argc, char **argv)
         print_obj(what, d);
     }
     print_obj("memory", json_object_get(out, "memory"));
+    print_data(json_object_get(out, "data"));
     json_decref(out);
     return 0;
 }

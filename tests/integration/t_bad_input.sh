@@ -54,18 +54,35 @@ head -c 200 "$T/m3.good" > "$M/0000000003.json"
 check_fails "truncated manifest is refused" "not valid JSON" vk a restore c1 --checkpoint 3
 cp "$T/m3.good" "$M/0000000003.json"
 
-MEMOBJ=$T/store/tasks/c1/ckpt/0000000002/memory
-cp "$MEMOBJ" "$T/mem2.good"
-printf 'X' | dd of="$MEMOBJ" bs=1 seek=5000000 conv=notrunc 2>/dev/null
-check_fails "a damaged memory object is refused on restore" "tasks/c1/ckpt/0000000002/memory.*damaged" vk a restore c1 --checkpoint 2
-! pgrep -f "$T/a/state/tasks/c1/run-.*qmp.sock" >/dev/null && ok "no VM started from damaged data" || not_ok "no VM started from damaged data"
-check_fails "verify names the damaged object" "tasks/c1/ckpt/0000000002/memory" vk a verify c1
-cp "$T/mem2.good" "$MEMOBJ"
-DELTA=$T/store/tasks/c1/ckpt/0000000001/delta-001.qcow2
-cp "$DELTA" "$T/d1.good"
-truncate -s 4096 "$DELTA"
-check_fails "a truncated delta is refused" "delta-001.qcow2 .*4096 bytes" vk a restore c1 --checkpoint 3
-cp "$T/d1.good" "$DELTA"
+# Chunk-level damage. chunk_of MANIFEST_SEQ STREAM N: the file of the N-th stored chunk.
+chunk_of() {
+    local idx
+    idx=$(jq -r ".$2.name" "$M/$(printf %010d "$1").json")
+    jq -r '[.chunks[] | select(.[2] != "zero")]['"$3"'][0]' "$T/store/$idx" | sed 's|^\(..\)|chunks/\1/\1|'
+}
+C=$T/store/$(chunk_of 2 memory 5)
+cp "$C" "$T/chunk.good"
+printf 'X' | dd of="$C" bs=1 seek=100 conv=notrunc 2>/dev/null
+check_fails "a damaged memory chunk is refused on restore" "memory: chunk chunks/.* is damaged" vk a restore c1 --checkpoint 2
+! pgrep -f "$T/a/state/tasks/c1/run-.*qmp.sock" >/dev/null && ok "no VM left running from damaged data" || not_ok "no VM left running from damaged data"
+check_fails "verify names the damaged chunk" "checkpoint 2 memory: chunk chunks/.*damaged" vk a verify c1
+# Same length, valid header, other content: only the hash can tell.
+len=$(jq -r '[.chunks[] | select(.[2] != "zero")][5][1]' "$T/store/$(jq -r .memory.name "$M/0000000002.json")")
+{ perl -e 'print "VKCH", pack("C4", 0, 0, 0, 0), pack("V", $ARGV[0])' "$len"; head -c "$len" /dev/urandom; } > "$C"
+check_fails "a chunk whose content does not match its name" "does not match its name" vk a verify c1 2
+rm -f "$C"
+check_fails "a missing chunk" "is missing from store" vk a restore c1 --checkpoint 2
+cp "$T/chunk.good" "$C"
+D=$T/store/$(chunk_of 3 'deltas[0]' 0)
+cp "$D" "$T/d1.good"
+truncate -s 20 "$D"
+check_fails "a truncated chunk is refused" "delta 1: chunk chunks/.*damaged" vk a restore c1 --checkpoint 3
+cp "$T/d1.good" "$D"
+IDX=$T/store/$(jq -r .memory.name "$M/0000000003.json")
+cp "$IDX" "$T/idx.good"
+sed -i 's/"lz4"/"brotli"/; s/"none"/"brotli"/; s/"zstd[0-9]"/"brotli"/' "$IDX"
+check_fails "an unknown codec is named" "unknown codec 'brotli'" vk a restore c1 --checkpoint 3
+cp "$T/idx.good" "$IDX"
 check "verify is clean once the objects are repaired" vk a verify c1
 check "restore works again" vk a restore c1 --checkpoint 3
 S3=$(serial_of a c1)
