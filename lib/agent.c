@@ -2,6 +2,7 @@
 
 #include "ckpt.h"
 #include "err.h"
+#include "gc.h"
 #include "log.h"
 #include "manifest.h"
 #include "repo.h"
@@ -183,6 +184,29 @@ static enum MHD_Result agent_list(struct agent *a, struct MHD_Connection *c)
                                         a->cfg->store_uri, "state_dir", a->cfg->state_dir));
 }
 
+/* Newest checkpoint first; a damaged or incomplete one is skipped (and
+ * logged) for the one before it. Only when the user asks for it. */
+static int agent_restore_intact(struct agent *a, struct task *t, const char *id,
+                                const char *accel, struct task **out)
+{
+    uint64_t *seqs = NULL;
+    size_t n = 0;
+    int rc = ckpt_list(a->env.store, id, &seqs, &n);
+    if (rc == 0 && n == 0)
+        rc = err_set(VK_ENOTFOUND, "task %s has no checkpoint in store %s", id, a->env.store->uri);
+    for (size_t i = n; rc == 0 && i > 0; i--) {
+        rc = task_restore(&a->env, t, id, seqs[i - 1], accel, out);
+        if (rc == 0 || (rc != VK_ECORRUPT && rc != VK_ENOTFOUND))
+            break;
+        log_warn("task %s: checkpoint %" PRIu64 " cannot be restored (%s)%s", id, seqs[i - 1],
+                 err_msg(), i > 1 ? "; trying the one before" : "");
+        if (i > 1)
+            rc = 0;
+    }
+    free(seqs);
+    return rc;
+}
+
 static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, const char *id,
                                      json_t *body)
 {
@@ -191,7 +215,10 @@ static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, 
     int rc;
     if (seq < 0)
         return agent_send_err(c, err_set(VK_EINVAL, "checkpoint number must be positive"));
-    rc = task_restore(&a->env, t, id, (uint64_t)seq, agent_jstr(body, "accel"), &out);
+    if (seq == 0 && json_is_true(json_object_get(body, "latest_intact")))
+        rc = agent_restore_intact(a, t, id, agent_jstr(body, "accel"), &out);
+    else
+        rc = task_restore(&a->env, t, id, (uint64_t)seq, agent_jstr(body, "accel"), &out);
     if (rc == 0 && !t)
         rc = agent_add(a, out);
     if (rc < 0)
@@ -282,6 +309,64 @@ static enum MHD_Result agent_verify(struct agent *a, struct MHD_Connection *c, c
     return agent_send(c, 200, json_pack("{s:s, s:o}", "task", id, "checkpoints", res));
 }
 
+static int agent_collect_task(void *arg, const char *name, uint64_t size, int64_t mtime)
+{
+    char task[128];
+    const char *p = name + 6, *slash = strchr(p, '/');
+    (void)size;
+    (void)mtime;
+    if (!manifest_seq_of(name) || !slash || (size_t)(slash - p) >= sizeof(task))
+        return 0;
+    snprintf(task, sizeof(task), "%.*s", (int)(slash - p), p);
+    json_t *set = arg;
+    json_object_set_new(set, task, json_true());
+    return 0;
+}
+
+/* Every checkpoint of every task in the store. */
+static enum MHD_Result agent_verify_all(struct agent *a, struct MHD_Connection *c)
+{
+    json_t *tasks = json_object(), *res = json_array(), *v;
+    const char *id;
+    int rc = store_list(a->env.store, "tasks/", agent_collect_task, tasks);
+    json_object_foreach(tasks, id, v)
+    {
+        uint64_t *seqs = NULL;
+        size_t n = 0;
+        if (ckpt_list(a->env.store, id, &seqs, &n) < 0)
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            struct manifest *m = NULL;
+            json_t *problems = json_array();
+            if (ckpt_load(a->env.store, id, seqs[i], &m) < 0)
+                agent_report(problems, err_msg());
+            else
+                ckpt_verify(a->env.repo, m, agent_report, problems);
+            json_array_append_new(res, json_pack("{s:s, s:I, s:b, s:o}", "task", id, "seq",
+                                                 (json_int_t)seqs[i], "ok",
+                                                 json_array_size(problems) == 0, "problems",
+                                                 problems));
+            manifest_free(m);
+        }
+        free(seqs);
+    }
+    json_decref(tasks);
+    if (rc < 0) {
+        json_decref(res);
+        return agent_send_err(c, rc);
+    }
+    return agent_send(c, 200, json_pack("{s:o}", "checkpoints", res));
+}
+
+static enum MHD_Result agent_gc(struct agent *a, struct MHD_Connection *c, json_t *body)
+{
+    struct gc_result g;
+    int grace = agent_jint(body, "grace", a->cfg->gc_grace_s);
+    int rc = grace < 0 ? err_set(VK_EINVAL, "grace must be >= 0 seconds")
+                       : gc_run(a->env.repo, grace, &g);
+    return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, gc_result_json(&g));
+}
+
 static enum MHD_Result agent_task_op(struct agent *a, struct MHD_Connection *c, const char *method,
                                      const char *id, const char *op, json_t *body)
 {
@@ -341,6 +426,10 @@ static enum MHD_Result agent_dispatch(struct agent *a, struct MHD_Connection *c,
         return agent_list(a, c);
     if (!strcmp(url, "/v1/tasks") && !strcmp(method, "POST"))
         return agent_run(a, c, body);
+    if (!strcmp(url, "/v1/verify") && !strcmp(method, "GET"))
+        return agent_verify_all(a, c);
+    if (!strcmp(url, "/v1/gc") && !strcmp(method, "POST"))
+        return agent_gc(a, c, body);
     if (agent_route(url, "tasks", id, sizeof(id), &rest))
         return agent_task_op(a, c, method, id, rest, body);
     if (agent_route(url, "checkpoints", id, sizeof(id), &rest) && !strcmp(method, "GET")) {
@@ -550,6 +639,7 @@ int agent_open(struct agent **out, const struct cfg *cfg)
             .retries = cfg->retries,
             .retry_base_ms = 200,
             .forced_codec = codec_by_name(cfg->codec),
+            .no_dedup = cfg->whole,
         };
         rc = repo_open(&a->env.repo, a->env.store, &rcfg);
     }

@@ -88,6 +88,12 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
         return cfg_int(&c->keep, "data.keep", value, 0, 1 << 30);
     if (IS("data", "max_chain"))
         return cfg_int(&c->max_chain, "data.max_chain", value, 0, 1 << 20);
+    if (IS("data", "mode")) {
+        if (strcmp(value, "dedup") != 0 && strcmp(value, "whole") != 0)
+            return err_set(VK_EINVAL, "data.mode must be dedup or whole, not '%s'", value);
+        c->whole = !strcmp(value, "whole");
+        return 0;
+    }
     if (IS("data", "gc_grace"))
         return cfg_int(&c->gc_grace_s, "data.gc_grace", value, 0, 1 << 30);
 #undef IS

@@ -29,6 +29,7 @@ struct cfg {
     int keep;        /* [data] keep: checkpoints kept per task, 0 = all */
     int max_chain;   /* [data] max_chain: deltas a checkpoint may need, 0 = no limit */
     int gc_grace_s;  /* [data] gc_grace: unreferenced data younger than this is kept */
+    int whole;       /* [data] mode = whole: store everything every time (the paper's way) */
 };
 
 /* Defaults, then the INI file at path if path is not NULL. VK_EINVAL names

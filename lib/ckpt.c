@@ -139,11 +139,12 @@ struct ckpt_seqs {
     size_t n, cap;
 };
 
-static int ckpt_collect(void *arg, const char *name, uint64_t size)
+static int ckpt_collect(void *arg, const char *name, uint64_t size, int64_t mtime)
 {
     struct ckpt_seqs *s = arg;
     uint64_t seq = manifest_seq_of(name);
     (void)size;
+    (void)mtime;
     if (seq == 0)
         return 0;
     if (s->n == s->cap) {

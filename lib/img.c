@@ -81,3 +81,10 @@ int img_rebase(const char *path, const char *backing, const char *backing_fmt)
                     "-F", (char *)backing_fmt, (char *)path, NULL};
     return img_run(argv, NULL, path);
 }
+
+int img_rebase_merge(const char *path, const char *backing, const char *backing_fmt)
+{
+    char *argv[] = {(char *)img_bin, "rebase", "-f", "qcow2", "-b", (char *)backing,
+                    "-F", (char *)backing_fmt, (char *)path, NULL};
+    return img_run(argv, NULL, path);
+}

@@ -17,4 +17,9 @@ int img_create_overlay(const char *path, const char *backing, const char *backin
 /* Points path's backing file to backing, without touching data (qemu-img rebase -u). */
 int img_rebase(const char *path, const char *backing, const char *backing_fmt);
 
+/* Rebases path onto backing, copying into path every cluster in which its
+ * old backing chain differs from the new one (qemu-img rebase, safe mode):
+ * path then holds the union of the layers it leaves out. */
+int img_rebase_merge(const char *path, const char *backing, const char *backing_fmt);
+
 #endif

@@ -226,7 +226,7 @@ static int repo_up_chunk(struct up_ctx *u, struct up_job *j, struct up_entry *e,
         return 0;
     }
     repo_chunk_name(e->sha, name);
-    rc = store_read(r->store, name, 0, hdr, REPO_HDR, &got);
+    rc = r->cfg.no_dedup ? VK_ENOTFOUND : store_read(r->store, name, 0, hdr, REPO_HDR, &got);
     if (rc == 0 && got == REPO_HDR && !memcmp(hdr, repo_magic, 4)) {
         e->codec = hdr[4];
         st->dedup_chunks++;
@@ -443,7 +443,7 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct mf_o
         out->name = util_fmt("indexes/%s", out->sha256);
         if (!out->name)
             return err_set(VK_ENOMEM, "out of memory");
-        if (store_stat(r->store, out->name, NULL) == 0)
+        if (!r->cfg.no_dedup && store_stat(r->store, out->name, NULL) == 0)
             return 0; /* stored once for every task that uses it */
         free(out->name);
         out->name = NULL;

@@ -28,6 +28,7 @@ struct repo_cfg {
     int retries;          /* tries of a failed store operation before giving up */
     int retry_base_ms;    /* first back-off; doubles each try */
     int forced_codec;     /* CODEC_AUTO or a codec */
+    int no_dedup;         /* write every chunk even if stored (the paper's method) */
 };
 
 struct repo {

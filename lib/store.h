@@ -18,14 +18,15 @@
 
 #include "util.h"
 
-#define STORE_OPS_VERSION 1
+#define STORE_OPS_VERSION 2
 
 struct store;
 struct store_writer;
 
-/* Called once per object by store_list(); a non-zero return stops the walk
+/* Called once per object by store_list() with its size and the time it was
+ * last written (seconds since the epoch); a non-zero return stops the walk
  * and is returned by store_list(). */
-typedef int (*store_list_fn)(void *arg, const char *name, uint64_t size);
+typedef int (*store_list_fn)(void *arg, const char *name, uint64_t size, int64_t mtime);
 
 struct store_ops {
     int version; /* STORE_OPS_VERSION */

@@ -244,7 +244,7 @@ static int dir_walk(struct dir_store *d, const char *rel, const char *prefix, st
                 if (S_ISDIR(st.st_mode))
                     rc = dir_walk(d, sub, prefix, fn, arg);
                 else if (S_ISREG(st.st_mode) && strlen(sub) >= strlen(prefix))
-                    rc = fn(arg, sub, (uint64_t)st.st_size);
+                    rc = fn(arg, sub, (uint64_t)st.st_size, (int64_t)st.st_mtime);
             }
         }
         free(sub);

@@ -2,6 +2,7 @@
 
 #include "ckpt.h"
 #include "err.h"
+#include "gc.h"
 #include "img.h"
 #include "log.h"
 #include "manifest.h"
@@ -41,6 +42,9 @@ struct task {
     struct mf_obj kernel_obj, initrd_obj, base_obj; /* name NULL until stored */
     struct task_layer *layers; /* sealed deltas, oldest first */
     size_t n_layers;
+    /* Layers [0, merged_upto) are stored as one merged delta, merged_obj. */
+    size_t merged_upto;
+    struct mf_obj merged_obj;
     char *top; /* the delta the VM writes to */
     pid_t pid;
     struct qmp *qmp;
@@ -119,6 +123,7 @@ void task_free(struct task *t)
     task_clear_obj(&t->initrd_obj);
     task_clear_obj(&t->base_obj);
     task_free_layers(t);
+    task_clear_obj(&t->merged_obj);
     free(t->top);
     free(t->last_error);
     manifest_free(t->last);
@@ -190,6 +195,9 @@ static int task_save(struct task *t)
                   task_obj_json(&t->initrd_obj), "base_obj", task_obj_json(&t->base_obj),
                   "layers", layers, "top", t->top, "pid", (int)t->pid, "state", t->state,
                   "next_seq", (json_int_t)t->next_seq, "last_seq", (json_int_t)t->last_seq);
+    if (j && t->merged_upto)
+        json_object_set_new(j, "merged", json_pack("{s:I, s:o}", "upto", (json_int_t)t->merged_upto,
+                                                   "object", task_obj_json(&t->merged_obj)));
     text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     rc = (path && text) ? util_write_file_atomic(path, text, strlen(text))
                         : err_set(VK_ENOMEM, "cannot encode state of task %s", t->id);
@@ -252,6 +260,9 @@ static int task_load(struct task *t)
             goto out;
     }
     t->top = task_jstr(j, "top");
+    json_t *merged = json_object_get(j, "merged");
+    task_obj_from(json_object_get(merged, "object"), &t->merged_obj);
+    t->merged_upto = t->merged_obj.name ? (size_t)json_integer_value(json_object_get(merged, "upto")) : 0;
     t->pid = (pid_t)json_integer_value(json_object_get(j, "pid"));
     snprintf(t->state, sizeof(t->state), "%s",
              task_jstr_or(j, "state", "stopped"));
@@ -492,6 +503,8 @@ static int task_take_manifest(struct task *t, const struct manifest *m, struct c
     if (rc == 0)
         rc = manifest_obj_copy(&t->base_obj, &m->base);
     task_free_layers(t);
+    task_clear_obj(&t->merged_obj);
+    t->merged_upto = 0;
     for (size_t i = 0; rc == 0 && i < m->n_deltas; i++)
         rc = task_add_layer(t, l->deltas[i], &m->deltas[i]);
     return rc;
@@ -856,15 +869,73 @@ static int task_fill_manifest(struct task *t, struct task_upload *u, struct mani
     m->seal_us = u->snap.seal_us;
     m->mem_save_us = u->snap.mem_save_us;
     m->serial_bytes = u->snap.serial_bytes;
-    m->deltas = calloc(t->n_layers ? t->n_layers : 1, sizeof(*m->deltas));
+    m->deltas = calloc(t->n_layers + 1, sizeof(*m->deltas));
     if (!m->deltas)
         return err_set(VK_ENOMEM, "out of memory");
-    m->n_deltas = t->n_layers;
-    for (size_t i = 0; i < t->n_layers; i++) {
+    if (t->merged_upto)
+        m->deltas[m->n_deltas++] = t->merged_obj; /* borrowed */
+    for (size_t i = t->merged_upto; i < t->n_layers; i++) {
         if (!t->layers[i].obj.name)
             rc = err_set(VK_ESTATE, "delta %s of task %s is not stored", t->layers[i].path, t->id);
-        m->deltas[i] = t->layers[i].obj; /* borrowed */
+        m->deltas[m->n_deltas++] = t->layers[i].obj; /* borrowed */
     }
+    return rc;
+}
+
+/* Bounds the chain a restore needs ([data] max_chain): when the stored chain
+ * would be longer, all layers but the newest are merged into one delta
+ * (a copy of the second newest, rebased onto the base in safe mode, which
+ * copies in what the older layers hold) and stored; later checkpoints name
+ * the merged delta instead of the layers. The running VM keeps its files. */
+static int task_merge(struct task *t, uint64_t seq, struct repo_stats *stats)
+{
+    const struct cfg *c = t->env->cfg;
+    char *tmp = NULL, *src = NULL, *base = NULL, fmt[16];
+    struct mf_obj o;
+    size_t n, upto;
+    int rc;
+
+    pthread_mutex_lock(&t->lock);
+    n = t->n_layers;
+    size_t chain = (t->merged_upto ? 1 : 0) + n - t->merged_upto;
+    if (c->max_chain <= 0 || chain <= (size_t)c->max_chain || n < 2) {
+        pthread_mutex_unlock(&t->lock);
+        return 0;
+    }
+    upto = n - 1;
+    src = strdup(t->layers[upto - 1].path);
+    base = strdup(t->base);
+    snprintf(fmt, sizeof(fmt), "%s", t->base_fmt);
+    tmp = util_fmt("%s/merged-%010" PRIu64 ".qcow2", t->run_dir, seq);
+    pthread_mutex_unlock(&t->lock);
+    if (!src || !base || !tmp) {
+        rc = err_set(VK_ENOMEM, "out of memory");
+        goto out;
+    }
+    char *cp[] = {"cp", "--sparse=always", src, tmp, NULL};
+    rc = util_run(cp, NULL);
+    if (rc == 0)
+        rc = img_rebase_merge(tmp, base, fmt);
+    if (rc == 0)
+        rc = repo_put_file(t->env->repo, tmp, 0, &o, stats, NULL, NULL);
+    if (rc < 0) {
+        err_wrap(rc, "merging deltas 1-%zu of task %s", upto, t->id);
+        goto out;
+    }
+    pthread_mutex_lock(&t->lock);
+    task_clear_obj(&t->merged_obj);
+    t->merged_obj = o;
+    t->merged_upto = upto;
+    task_save(t);
+    pthread_mutex_unlock(&t->lock);
+    log_info("task %s: deltas 1-%zu merged into one (%" PRIu64 " bytes): chain of 2 instead of %zu",
+             t->id, upto, o.size, chain);
+out:
+    if (tmp)
+        unlink(tmp);
+    free(tmp);
+    free(src);
+    free(base);
     return rc;
 }
 
@@ -877,11 +948,13 @@ static int task_upload(struct task_upload *u, struct manifest **out)
     int rc = task_put_blobs(t, &stats);
 
     *out = NULL;
+    if (rc == 0)
+        rc = task_merge(t, u->seq, &stats);
     for (size_t i = 0; rc == 0; i++) {
         char *path = NULL;
         pthread_mutex_lock(&t->lock);
         size_t n = t->n_layers;
-        if (i < n && !t->layers[i].obj.name)
+        if (i < n && i >= t->merged_upto && (!t->layers[i].obj.name || t->env->cfg->whole))
             path = strdup(t->layers[i].path);
         pthread_mutex_unlock(&t->lock);
         if (i >= n)
@@ -892,6 +965,7 @@ static int task_upload(struct task_upload *u, struct manifest **out)
         rc = task_put(t, path, 0, &o, &stats);
         if (rc == 0) {
             pthread_mutex_lock(&t->lock);
+            task_clear_obj(&t->layers[i].obj);
             t->layers[i].obj = o;
             task_save(t);
             pthread_mutex_unlock(&t->lock);
@@ -924,6 +998,21 @@ static int task_upload(struct task_upload *u, struct manifest **out)
     return rc;
 }
 
+/* Retention after a commit: drop the oldest checkpoints beyond [data] keep,
+ * then collect what they alone referenced. A failure here loses nothing. */
+static void task_retain(struct task *t)
+{
+    const struct cfg *c = t->env->cfg;
+    struct gc_result g;
+    int dropped = 0;
+    if (c->keep <= 0)
+        return;
+    if (gc_retain(t->env->store, t->id, c->keep, &dropped) < 0)
+        log_warn("task %s: retention: %s", t->id, err_msg());
+    else if (dropped > 0 && gc_run(t->env->repo, c->gc_grace_s, &g) < 0)
+        log_warn("task %s: garbage collection: %s", t->id, err_msg());
+}
+
 static void *task_upload_thread(void *arg)
 {
     struct task_upload *u = arg;
@@ -932,6 +1021,8 @@ static void *task_upload_thread(void *arg)
     int rc = task_upload(u, &m);
 
     unlink(u->mem_path);
+    if (rc == 0)
+        task_retain(t);
     pthread_mutex_lock(&t->lock);
     if (rc == 0) {
         t->last_seq = u->seq;

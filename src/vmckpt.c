@@ -30,9 +30,14 @@ static void usage(FILE *f)
         "  status [TASK]           tasks on this node: state, last checkpoint, upload\n"
         "  ls TASK                 the task's committed checkpoints in the store\n"
         "  show TASK SEQ           one checkpoint: objects, sizes, phase timings\n"
-        "  restore TASK [--checkpoint SEQ] [--accel kvm|tcg]\n"
-        "                          fetch a checkpoint (default: newest) and resume it here\n"
-        "  verify TASK [SEQ]       read back every object of the checkpoint(s), check hashes\n"
+        "  restore TASK [--checkpoint SEQ | --latest-intact] [--accel kvm|tcg]\n"
+        "                          fetch a checkpoint (default: newest) and resume it here;\n"
+        "                          --latest-intact falls back to older checkpoints when the\n"
+        "                          newest is damaged\n"
+        "  verify [TASK [SEQ]]     read back every chunk of the checkpoint(s) (all tasks when\n"
+        "                          no task is named) and check them against their hashes\n"
+        "  gc [--grace SEC]        delete chunks no checkpoint references any more (kept if\n"
+        "                          younger than SEC, default [data] gc_grace)\n"
         "  kill TASK               kill the task's VM with SIGKILL (simulates a crash)\n"
         "  rm TASK                 stop the VM and forget the task on this node;\n"
         "                          its checkpoints stay in the store\n"
@@ -520,6 +525,8 @@ static int cmd_restore(int argc, char **argv)
             json_object_set_new(body, "seq", json_integer(seq));
         } else if (!strcmp(argv[i], "--accel") && i + 1 < argc) {
             json_object_set_new(body, "accel", json_string(argv[++i]));
+        } else if (!strcmp(argv[i], "--latest-intact")) {
+            json_object_set_new(body, "latest_intact", json_true());
         } else {
             fprintf(stderr, "vmckpt: restore: unknown option '%s'\n", argv[i]);
             json_decref(body);
@@ -551,10 +558,9 @@ static int cmd_verify(int argc, char **argv)
     size_t i, k;
     int bad = 0;
     char *path;
-    if (need(argc, 2, "verify needs a task id") < 0)
-        return 2;
-    path = argc >= 3 ? util_fmt("/v1/checkpoints/%s/%s/verify", argv[1], argv[2])
-                     : util_fmt("/v1/verify/%s", argv[1]);
+    path = argc >= 3   ? util_fmt("/v1/checkpoints/%s/%s/verify", argv[1], argv[2])
+           : argc == 2 ? util_fmt("/v1/verify/%s", argv[1])
+                       : util_fmt("/v1/verify");
     int rc = api("GET", path, NULL, &out);
     free(path);
     if (rc < 0)
@@ -563,6 +569,8 @@ static int cmd_verify(int argc, char **argv)
     {
         int ok = json_is_true(json_object_get(c, "ok"));
         bad |= !ok;
+        if (!opt_json && json_object_get(c, "task"))
+            printf("task %s ", jstr(c, "task"));
         if (!opt_json)
             printf("checkpoint %lld: %s\n", (long long)jint(c, "seq"), ok ? "intact" : "DAMAGED");
         json_array_foreach(json_object_get(c, "problems"), k, p) if (!opt_json)
@@ -589,6 +597,38 @@ static int cmd_simple(const char *method, const char *fmt, int argc, char **argv
         print_json(out);
     else
         printf("%s %s\n", argv[1], done);
+    json_decref(out);
+    return 0;
+}
+
+static int cmd_gc(int argc, char **argv)
+{
+    json_t *body = json_object(), *out;
+    char b[32];
+    int grace;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--grace") && i + 1 < argc) {
+            if (opt_int(argv[++i], "--grace", &grace) < 0) {
+                json_decref(body);
+                return 2;
+            }
+            json_object_set_new(body, "grace", json_integer(grace));
+        } else {
+            fprintf(stderr, "vmckpt: gc: unknown option '%s'\n", argv[i]);
+            json_decref(body);
+            return 2;
+        }
+    }
+    if (api("POST", "/v1/gc", body, &out) < 0)
+        return 1;
+    if (opt_json)
+        print_json(out);
+    else
+        printf("%lld checkpoints reference %lld chunks; deleted %lld chunks and %lld indexes "
+               "(%s); kept %lld unreferenced objects inside the grace period\n",
+               (long long)jint(out, "manifests"), (long long)jint(out, "chunks_referenced"),
+               (long long)jint(out, "chunks_deleted"), (long long)jint(out, "indexes_deleted"),
+               fmt_bytes(jint(out, "bytes_freed"), b, sizeof(b)), (long long)jint(out, "kept_young"));
     json_decref(out);
     return 0;
 }
@@ -657,6 +697,8 @@ int main(int argc, char **argv)
         rc = cmd_restore(argc, argv);
     else if (!strcmp(argv[0], "verify"))
         rc = cmd_verify(argc, argv);
+    else if (!strcmp(argv[0], "gc"))
+        rc = cmd_gc(argc, argv);
     else if (!strcmp(argv[0], "kill"))
         rc = cmd_simple("POST", "/v1/tasks/%s/kill", argc, argv, "killed (SIGKILL to its VM)");
     else if (!strcmp(argv[0], "rm"))

@@ -1,0 +1,29 @@
+/* gc: retention and garbage collection of the repository.
+ *
+ * Retention removes a task's oldest manifests; only then do chunks become
+ * unreferenced. GC deletes chunks and indexes that no manifest in the store
+ * names and that are older than a grace period. It never touches a manifest,
+ * so killing it at any moment cannot break a committed checkpoint; it refuses
+ * to run while any manifest is unreadable (it could not know what that one
+ * references). On one node it excludes running uploads (the repo's gc_lock);
+ * the grace period covers uploads from other nodes. */
+#ifndef VMCKPT_GC_H
+#define VMCKPT_GC_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "repo.h"
+
+struct gc_result {
+    uint64_t manifests, streams, chunks_referenced;
+    uint64_t chunks_deleted, indexes_deleted, bytes_freed, kept_young;
+};
+
+/* Deletes the manifests of task beyond its newest `keep` (keep >= 1). */
+int gc_retain(struct store *s, const char *task, int keep, int *out_deleted);
+/* Deletes unreferenced chunks and indexes older than grace_s seconds. */
+int gc_run(struct repo *r, int grace_s, struct gc_result *out);
+json_t *gc_result_json(const struct gc_result *g);
+
+#endif
