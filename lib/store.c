@@ -11,9 +11,11 @@
 #include <unistd.h>
 
 extern const struct store_ops store_dir_ops;
+extern const struct store_ops store_fault_ops;
 
 static const struct store_ops *const store_backends[] = {
     &store_dir_ops,
+    &store_fault_ops,
 };
 
 #define STORE_IO_BUF (1 << 20)

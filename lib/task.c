@@ -49,10 +49,15 @@ struct task {
     pid_t pid;
     struct qmp *qmp;
     char state[16]; /* running, crashed, stopped, failed */
-    int busy;       /* a checkpoint runs and owns qmp */
-    char phase[16]; /* snapshot, upload */
-    uint64_t next_seq, cur_seq;
-    char cur_mode[16];
+    /* Checkpoints: one snapshot at a time (it owns qmp); uploads queue up and
+     * one thread per task takes them in order, so manifests commit in order. */
+    int snapping;
+    uint64_t snap_seq;
+    struct task_upload *queue; /* waiting for the uploader, oldest first */
+    int uploading;             /* the uploader thread runs */
+    uint64_t up_seq;           /* checkpoint being uploaded, 0 if none */
+    size_t pending;            /* checkpoints begun and not yet ended */
+    uint64_t next_seq, failed_seq;
     uint64_t up_done, up_total;
     int64_t up_start_us, next_due_us;
     /* Last committed checkpoint. */
@@ -600,7 +605,7 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
         created = 1;
     }
     pthread_mutex_lock(&t->lock);
-    if (!created && (t->busy || (t->pid > 0 && vm_alive(t->pid)))) {
+    if (!created && (t->pending || (t->pid > 0 && vm_alive(t->pid)))) {
         rc = err_set(VK_ESTATE, "task %s is running on this node (pid %d): kill or remove it "
                                 "before restoring it", id, (int)t->pid);
         goto out_unlock;
@@ -794,8 +799,10 @@ out_free:
 /* ---- checkpoints ---------------------------------------------------------- */
 
 struct task_upload {
+    struct task_upload *next;
     struct task *t;
     uint64_t seq;
+    size_t n_layers; /* the chain at this checkpoint: layers[0, n_layers) */
     char *mem_path;
     struct ckpt_snap snap;
     char mode[16];
@@ -869,12 +876,12 @@ static int task_fill_manifest(struct task *t, struct task_upload *u, struct mani
     m->seal_us = u->snap.seal_us;
     m->mem_save_us = u->snap.mem_save_us;
     m->serial_bytes = u->snap.serial_bytes;
-    m->deltas = calloc(t->n_layers + 1, sizeof(*m->deltas));
+    m->deltas = calloc(u->n_layers + 1, sizeof(*m->deltas));
     if (!m->deltas)
         return err_set(VK_ENOMEM, "out of memory");
     if (t->merged_upto)
         m->deltas[m->n_deltas++] = t->merged_obj; /* borrowed */
-    for (size_t i = t->merged_upto; i < t->n_layers; i++) {
+    for (size_t i = t->merged_upto; i < u->n_layers; i++) {
         if (!t->layers[i].obj.name)
             rc = err_set(VK_ESTATE, "delta %s of task %s is not stored", t->layers[i].path, t->id);
         m->deltas[m->n_deltas++] = t->layers[i].obj; /* borrowed */
@@ -887,7 +894,7 @@ static int task_fill_manifest(struct task *t, struct task_upload *u, struct mani
  * (a copy of the second newest, rebased onto the base in safe mode, which
  * copies in what the older layers hold) and stored; later checkpoints name
  * the merged delta instead of the layers. The running VM keeps its files. */
-static int task_merge(struct task *t, uint64_t seq, struct repo_stats *stats)
+static int task_merge(struct task *t, struct task_upload *u, struct repo_stats *stats)
 {
     const struct cfg *c = t->env->cfg;
     char *tmp = NULL, *src = NULL, *base = NULL, fmt[16];
@@ -896,7 +903,7 @@ static int task_merge(struct task *t, uint64_t seq, struct repo_stats *stats)
     int rc;
 
     pthread_mutex_lock(&t->lock);
-    n = t->n_layers;
+    n = u->n_layers;
     size_t chain = (t->merged_upto ? 1 : 0) + n - t->merged_upto;
     if (c->max_chain <= 0 || chain <= (size_t)c->max_chain || n < 2) {
         pthread_mutex_unlock(&t->lock);
@@ -906,7 +913,7 @@ static int task_merge(struct task *t, uint64_t seq, struct repo_stats *stats)
     src = strdup(t->layers[upto - 1].path);
     base = strdup(t->base);
     snprintf(fmt, sizeof(fmt), "%s", t->base_fmt);
-    tmp = util_fmt("%s/merged-%010" PRIu64 ".qcow2", t->run_dir, seq);
+    tmp = util_fmt("%s/merged-%010" PRIu64 ".qcow2", t->run_dir, u->seq);
     pthread_mutex_unlock(&t->lock);
     if (!src || !base || !tmp) {
         rc = err_set(VK_ENOMEM, "out of memory");
@@ -949,11 +956,11 @@ static int task_upload(struct task_upload *u, struct manifest **out)
 
     *out = NULL;
     if (rc == 0)
-        rc = task_merge(t, u->seq, &stats);
+        rc = task_merge(t, u, &stats);
     for (size_t i = 0; rc == 0; i++) {
         char *path = NULL;
         pthread_mutex_lock(&t->lock);
-        size_t n = t->n_layers;
+        size_t n = u->n_layers; /* later layers belong to later checkpoints */
         if (i < n && i >= t->merged_upto && (!t->layers[i].obj.name || t->env->cfg->whole))
             path = strdup(t->layers[i].path);
         pthread_mutex_unlock(&t->lock);
@@ -1013,17 +1020,22 @@ static void task_retain(struct task *t)
         log_warn("task %s: garbage collection: %s", t->id, err_msg());
 }
 
-static void *task_upload_thread(void *arg)
+/* Sets up the progress of upload u; called with t->lock held. */
+static void task_upload_starts(struct task *t, struct task_upload *u)
 {
-    struct task_upload *u = arg;
-    struct task *t = u->t;
-    struct manifest *m = NULL;
-    int rc = task_upload(u, &m);
+    struct stat st;
+    t->up_seq = u->seq;
+    t->up_done = 0;
+    t->up_total = stat(u->mem_path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    for (size_t i = t->merged_upto; i < u->n_layers; i++)
+        if (!t->layers[i].obj.name && stat(t->layers[i].path, &st) == 0)
+            t->up_total += (uint64_t)st.st_size;
+    t->up_start_us = util_now_us();
+}
 
-    unlink(u->mem_path);
-    if (rc == 0)
-        task_retain(t);
-    pthread_mutex_lock(&t->lock);
+/* Records how checkpoint u ended; called with t->lock held. */
+static void task_upload_ends(struct task *t, struct task_upload *u, int rc, struct manifest *m)
+{
     if (rc == 0) {
         t->last_seq = u->seq;
         manifest_free(t->last);
@@ -1034,21 +1046,77 @@ static void *task_upload_thread(void *arg)
                  (double)u->snap.stopped_us / 1000, m ? m->uploaded_bytes : 0,
                  (double)(util_now_us() - t->up_start_us) / 1e6);
     } else {
-        t->next_seq = u->seq; /* the number was never used */
+        if (t->next_seq == u->seq + 1)
+            t->next_seq = u->seq; /* the number was never used */
+        t->failed_seq = u->seq;
         task_set_error(t, err_msg());
         log_error("task %s: checkpoint %" PRIu64 " failed, previous checkpoints stay valid: %s",
                   t->id, u->seq, err_msg());
     }
-    t->busy = 0;
-    t->phase[0] = '\0';
-    if (t->every_s > 0)
+    t->pending--;
+    if (t->up_seq == u->seq)
+        t->up_seq = 0;
+    if (t->every_s > 0 && t->pending == 0)
         t->next_due_us = util_now_us() + (int64_t)t->every_s * 1000000;
     task_save(t);
-    pthread_mutex_unlock(&t->lock);
+}
+
+static void task_upload_free(struct task_upload *u)
+{
+    unlink(u->mem_path);
     free(u->mem_path);
     free(u);
-    return NULL;
 }
+
+/* The task's uploader: takes queued checkpoints in order until none is left. */
+static void *task_upload_thread(void *arg)
+{
+    struct task *t = arg;
+    for (;;) {
+        struct manifest *m = NULL;
+        pthread_mutex_lock(&t->lock);
+        struct task_upload *u = t->queue;
+        if (!u) {
+            t->uploading = 0;
+            pthread_mutex_unlock(&t->lock);
+            return NULL;
+        }
+        t->queue = u->next;
+        task_upload_starts(t, u);
+        pthread_mutex_unlock(&t->lock);
+        int rc = task_upload(u, &m);
+        unlink(u->mem_path);
+        if (rc == 0)
+            task_retain(t);
+        pthread_mutex_lock(&t->lock);
+        task_upload_ends(t, u, rc, m);
+        pthread_mutex_unlock(&t->lock);
+        task_upload_free(u);
+    }
+}
+
+/* Queues u for upload and makes sure the uploader runs; t->lock held. */
+static void task_queue_upload(struct task *t, struct task_upload *u)
+{
+    struct task_upload **pp = &t->queue;
+    pthread_t th;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = u;
+    if (t->uploading)
+        return;
+    t->uploading = 1;
+    if (pthread_create(&th, NULL, task_upload_thread, t) == 0) {
+        pthread_detach(th);
+        return;
+    }
+    t->uploading = 0;
+    t->queue = u->next; /* no thread to spare: this checkpoint fails */
+    task_upload_ends(t, u, err_set(VK_ENOMEM, "cannot start the upload thread"), NULL);
+    task_upload_free(u);
+}
+
+#define TASK_MAX_PENDING 2 /* each holds a memory image in the run directory */
 
 static int task_begin_checkpoint(struct task *t, const char *mode, struct task_upload **out)
 {
@@ -1056,9 +1124,12 @@ static int task_begin_checkpoint(struct task *t, const char *mode, struct task_u
     *out = NULL;
     if (strcmp(t->state, "running") != 0)
         return err_set(VK_ESTATE, "task %s is %s, not running", t->id, t->state);
-    if (t->busy)
-        return err_set(VK_EBUSY, "task %s: checkpoint %" PRIu64 " is still in progress", t->id,
-                       t->cur_seq);
+    if (t->snapping)
+        return err_set(VK_EBUSY, "task %s: checkpoint %" PRIu64 " is being taken", t->id,
+                       t->snap_seq);
+    if (t->pending >= TASK_MAX_PENDING)
+        return err_set(VK_EBUSY, "task %s: %zu checkpoints are still uploading; try again when "
+                                 "one is stored", t->id, t->pending);
     if (strcmp(mode, "cow") != 0 && strcmp(mode, "stop-copy") != 0)
         return err_set(VK_EINVAL, "checkpoint mode must be cow or stop-copy, not '%s'", mode);
     u = calloc(1, sizeof(*u));
@@ -1068,10 +1139,9 @@ static int task_begin_checkpoint(struct task *t, const char *mode, struct task_u
     u->seq = t->next_seq++;
     snprintf(u->mode, sizeof(u->mode), "%s", mode);
     u->mem_path = util_fmt("%s/memory-%010" PRIu64 ".mig", t->run_dir, u->seq);
-    t->busy = 1;
-    t->cur_seq = u->seq;
-    snprintf(t->cur_mode, sizeof(t->cur_mode), "%s", mode);
-    strcpy(t->phase, "snapshot");
+    t->snapping = 1;
+    t->snap_seq = u->seq;
+    t->pending++;
     *out = u;
     return 0;
 }
@@ -1080,7 +1150,6 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
 {
     struct task_upload *u = NULL;
     char *new_top = NULL, *serial = NULL;
-    pthread_t th;
     int rc;
 
     pthread_mutex_lock(&t->lock);
@@ -1092,10 +1161,11 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
     pthread_mutex_unlock(&t->lock);
     if (rc < 0)
         return rc;
-    /* The lock is not held here: status stays readable; busy keeps qmp ours. */
+    /* The lock is not held here: status stays readable; snapping keeps qmp ours. */
     rc = ckpt_snapshot(t->qmp, !strcmp(u->mode, "stop-copy"), new_top, u->mem_path, serial,
                        &u->snap);
     pthread_mutex_lock(&t->lock);
+    t->snapping = 0;
     if (u->snap.sealed) {
         task_add_layer(t, t->top, NULL);
         free(t->top);
@@ -1103,37 +1173,17 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
         new_top = NULL;
         task_save(t);
     }
+    u->n_layers = t->n_layers;
     if (rc < 0) {
         err_wrap(rc, "checkpoint %" PRIu64 " of task %s", u->seq, t->id);
-        task_set_error(t, err_msg());
-        t->next_seq = u->seq;
-        t->busy = 0;
-        t->phase[0] = '\0';
-        unlink(u->mem_path);
-        if (t->every_s > 0)
-            t->next_due_us = util_now_us() + (int64_t)t->every_s * 1000000;
-        pthread_mutex_unlock(&t->lock);
-        free(u->mem_path);
-        free(u);
-        goto out;
+        t->up_start_us = util_now_us();
+        task_upload_ends(t, u, rc, NULL);
+        task_upload_free(u);
+    } else {
+        *out_seq = u->seq;
+        task_queue_upload(t, u);
     }
-    strcpy(t->phase, "upload");
-    t->up_done = 0;
-    t->up_total = 0;
-    struct stat st;
-    if (stat(u->mem_path, &st) == 0)
-        t->up_total += (uint64_t)st.st_size;
-    for (size_t i = 0; i < t->n_layers; i++)
-        if (!t->layers[i].obj.name && stat(t->layers[i].path, &st) == 0)
-            t->up_total += (uint64_t)st.st_size;
-    t->up_start_us = util_now_us();
-    *out_seq = u->seq;
     pthread_mutex_unlock(&t->lock);
-    if (pthread_create(&th, NULL, task_upload_thread, u) != 0)
-        task_upload_thread(u); /* no thread to spare: upload before returning */
-    else
-        pthread_detach(th);
-out:
     free(new_top);
     free(serial);
     return rc;
@@ -1163,7 +1213,7 @@ int task_remove(struct task *t)
 {
     int rc = 0;
     pthread_mutex_lock(&t->lock);
-    if (t->busy) {
+    if (t->pending) {
         rc = err_set(VK_EBUSY, "task %s: a checkpoint is in progress; try again when it ends",
                      t->id);
     } else {
@@ -1186,13 +1236,13 @@ int task_poll(struct task *t)
     if (!strcmp(t->state, "running") && !vm_alive(t->pid)) {
         log_error("task %s: VM pid %d died", t->id, (int)t->pid);
         strcpy(t->state, "crashed");
-        if (!t->busy) {
+        if (!t->snapping) {
             qmp_free(t->qmp);
             t->qmp = NULL;
         }
         task_save(t);
     }
-    if (!strcmp(t->state, "running") && !t->busy && t->next_due_us > 0 &&
+    if (!strcmp(t->state, "running") && !t->pending && t->next_due_us > 0 &&
         util_now_us() >= t->next_due_us) {
         due = 1;
         t->next_due_us = 0; /* set again when this checkpoint ends */
@@ -1205,11 +1255,16 @@ json_t *task_json(struct task *t)
 {
     json_t *j, *cur = json_null(), *last = json_null(), *restore = json_null();
     pthread_mutex_lock(&t->lock);
-    if (t->busy) {
-        double secs = t->up_start_us ? (double)(util_now_us() - t->up_start_us) / 1e6 : 0;
-        cur = json_pack("{s:I, s:s, s:s, s:I, s:I, s:f}", "seq", (json_int_t)t->cur_seq, "mode",
-                        t->cur_mode, "phase", t->phase, "bytes_done", (json_int_t)t->up_done,
-                        "bytes_total", (json_int_t)t->up_total, "seconds", secs);
+    if (t->pending) {
+        double secs = t->up_seq ? (double)(util_now_us() - t->up_start_us) / 1e6 : 0;
+        json_t *queued = json_array();
+        for (struct task_upload *q = t->queue; q; q = q->next)
+            json_array_append_new(queued, json_integer((json_int_t)q->seq));
+        cur = json_pack("{s:I, s:I, s:o, s:I, s:I, s:f}", "snapshot",
+                        (json_int_t)(t->snapping ? t->snap_seq : 0), "uploading",
+                        (json_int_t)t->up_seq, "queued", queued, "bytes_done",
+                        (json_int_t)t->up_done, "bytes_total", (json_int_t)t->up_total,
+                        "seconds", secs);
     }
     if (t->last)
         last = manifest_summary(t->last);
@@ -1227,6 +1282,8 @@ json_t *task_json(struct task *t)
                   "checkpoint_every", t->every_s, "run", t->run, "run_dir", t->run_dir,
                   "serial_log", NULL, "checkpoint", cur, "last_checkpoint", last, "restore",
                   restore, "error", t->last_error, "deltas", (json_int_t)t->n_layers);
+    if (j && t->failed_seq)
+        json_object_set_new(j, "failed_seq", json_integer((json_int_t)t->failed_seq));
     if (j && t->run_dir) {
         char *serial = task_run_path(t, "serial.log");
         json_object_set_new(j, "serial_log", json_string(serial));

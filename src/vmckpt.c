@@ -181,8 +181,12 @@ static void print_task_row(json_t *t)
         snprintf(ck, sizeof(ck), "#%lld", (long long)jint(last, "seq"));
     if (json_is_object(cur)) {
         json_int_t done = jint(cur, "bytes_done"), total = jint(cur, "bytes_total");
-        snprintf(up, sizeof(up), "#%lld %s %lld%%", (long long)jint(cur, "seq"),
-                 jstr(cur, "phase"), total ? (long long)(done * 100 / total) : 0LL);
+        size_t q = json_array_size(json_object_get(cur, "queued"));
+        if (jint(cur, "uploading"))
+            snprintf(up, sizeof(up), "#%lld upload %lld%%%s", (long long)jint(cur, "uploading"),
+                     total ? (long long)(done * 100 / total) : 0LL, q ? ", more queued" : "");
+        else if (jint(cur, "snapshot"))
+            snprintf(up, sizeof(up), "#%lld saving memory", (long long)jint(cur, "snapshot"));
     }
     printf("%-16s %-9s %-8lld %-6lld %-34s %s\n", jstr(t, "id"), jstr(t, "state"),
            (long long)jint(t, "pid"), (long long)jint(t, "memory_mib"), ck, up);
@@ -280,50 +284,80 @@ static json_t *get_task(const char *id)
     return out;
 }
 
-/* Waits for checkpoint seq of task id to commit or fail, with a progress line. */
+/* 1 while checkpoint seq is being taken, queued or uploaded. */
+static int is_pending(json_t *cur, json_int_t seq)
+{
+    size_t i;
+    json_t *q;
+    if (!json_is_object(cur))
+        return 0;
+    if (jint(cur, "snapshot") == seq || jint(cur, "uploading") == seq)
+        return 1;
+    json_array_foreach(json_object_get(cur, "queued"), i, q) if (json_integer_value(q) == seq)
+        return 1;
+    return 0;
+}
+
+static void print_progress(json_int_t seq, json_t *cur)
+{
+    char b1[32], b2[32];
+    json_int_t done = jint(cur, "bytes_done"), total = jint(cur, "bytes_total");
+    double secs = json_real_value(json_object_get(cur, "seconds"));
+    double rate = secs > 0 ? (double)done / secs : 0;
+    if (jint(cur, "uploading") != seq) {
+        fprintf(stderr, "\r  checkpoint %lld: %s     ", (long long)seq,
+                jint(cur, "snapshot") == seq ? "saving memory" : "waiting for the upload before it");
+        return;
+    }
+    int width = 30, fill = total ? (int)(done * width / total) : 0;
+    fprintf(stderr, "\r  checkpoint %lld: [%.*s%*s] %s / %s, %.0f MiB/s, ETA %.0f s   ",
+            (long long)seq, fill, "##############################", width - fill, "",
+            fmt_bytes(done, b1, sizeof(b1)), fmt_bytes(total, b2, sizeof(b2)), rate / (1 << 20),
+            rate > 0 ? (double)(total - done) / rate : 0.0);
+}
+
+/* Waits for checkpoint seq of task id to commit or fail, with a progress bar. */
 static int wait_checkpoint(const char *id, json_int_t seq)
 {
     int tty = isatty(2);
+    char *path = util_fmt("/v1/checkpoints/%s/%lld", id, (long long)seq);
     for (;;) {
-        json_t *t = get_task(id), *cur, *last;
+        json_t *t = get_task(id), *m = NULL;
         char b1[32], b2[32], b3[32], b4[32];
         if (!t)
-            return 1;
-        cur = json_object_get(t, "checkpoint");
-        last = json_object_get(t, "last_checkpoint");
-        if (json_is_object(cur) && jint(cur, "seq") == seq) {
-            if (tty) {
-                json_int_t done = jint(cur, "bytes_done"), total = jint(cur, "bytes_total");
-                double secs = json_real_value(json_object_get(cur, "seconds"));
-                fprintf(stderr, "\r  checkpoint %lld: %s %s / %s (%.0f MiB/s)     ",
-                        (long long)seq, jstr(cur, "phase"), fmt_bytes(done, b1, sizeof(b1)),
-                        fmt_bytes(total, b2, sizeof(b2)),
-                        secs > 0 ? (double)done / secs / (1 << 20) : 0.0);
-            }
+            break;
+        if (is_pending(json_object_get(t, "checkpoint"), seq)) {
+            if (tty)
+                print_progress(seq, json_object_get(t, "checkpoint"));
             json_decref(t);
             usleep(200000);
             continue;
         }
         if (tty)
-            fprintf(stderr, "\r%70s\r", "");
-        if (json_is_object(last) && jint(last, "seq") == seq) {
-            if (opt_json)
-                print_json(last);
-            else
-                printf("checkpoint %lld of %s committed: VM stopped %s, memory saved in %s, "
-                       "stored %s in %s\n",
-                       (long long)seq, id, fmt_us(jint(last, "stopped_us"), b1, sizeof(b1)),
-                       fmt_us(jint(last, "mem_save_us"), b2, sizeof(b2)),
-                       fmt_bytes(jint(last, "uploaded_bytes"), b3, sizeof(b3)),
-                       fmt_us(jint(last, "store_us"), b4, sizeof(b4)));
+            fprintf(stderr, "\r%90s\r", "");
+        if (api("GET", path, NULL, &m) < 0) {
+            fprintf(stderr, "vmckpt: checkpoint %lld of %s failed: %s\n", (long long)seq, id,
+                    jstr(t, "error"));
             json_decref(t);
-            return 0;
+            break;
         }
-        fprintf(stderr, "vmckpt: checkpoint %lld of %s failed: %s\n", (long long)seq, id,
-                jstr(t, "error"));
+        json_t *sum = json_object_get(m, "summary");
+        if (opt_json)
+            print_json(sum);
+        else
+            printf("checkpoint %lld of %s committed: VM stopped %s, memory saved in %s, "
+                   "stored %s in %s\n",
+                   (long long)seq, id, fmt_us(jint(sum, "stopped_us"), b1, sizeof(b1)),
+                   fmt_us(jint(sum, "mem_save_us"), b2, sizeof(b2)),
+                   fmt_bytes(jint(sum, "uploaded_bytes"), b3, sizeof(b3)),
+                   fmt_us(jint(sum, "store_us"), b4, sizeof(b4)));
+        json_decref(m);
         json_decref(t);
-        return 1;
+        free(path);
+        return 0;
     }
+    free(path);
+    return 1;
 }
 
 static int cmd_checkpoint(int argc, char **argv)

@@ -1,0 +1,150 @@
+/* store_fault: a store that passes every call to another store and makes
+ * some of them fail, for tests of retries and error paths (the idea of
+ * sqlite's test VFS). URI: fault://<inner URI>. Failures are set with
+ * environment variables, read when the store is opened:
+ *   VMCKPT_FAULT_WRITE_EVERY=N  every Nth object write fails (at commit)
+ *   VMCKPT_FAULT_READ_EVERY=N   every Nth read fails */
+#include "err.h"
+#include "store.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern const struct store_ops store_fault_ops;
+
+struct fault_store {
+    struct store base;
+    struct store *inner;
+    unsigned write_every, read_every;
+    atomic_uint writes, reads;
+};
+
+struct fault_writer {
+    struct store_writer base;
+    struct store_writer *inner;
+};
+
+static unsigned fault_env(const char *name)
+{
+    const char *v = getenv(name);
+    return v ? (unsigned)strtoul(v, NULL, 10) : 0;
+}
+
+static int fault_open(const char *uri, struct store **out)
+{
+    struct fault_store *f = calloc(1, sizeof(*f));
+    int rc;
+    *out = NULL;
+    if (!f)
+        return err_set(VK_ENOMEM, "out of memory");
+    rc = store_open(uri + strlen("fault://"), &f->inner);
+    if (rc < 0) {
+        free(f);
+        return rc;
+    }
+    f->base.ops = &store_fault_ops;
+    f->base.uri = strdup(uri);
+    f->write_every = fault_env("VMCKPT_FAULT_WRITE_EVERY");
+    f->read_every = fault_env("VMCKPT_FAULT_READ_EVERY");
+    *out = &f->base;
+    return 0;
+}
+
+static void fault_free(struct store *s)
+{
+    struct fault_store *f = (struct fault_store *)s;
+    store_free(f->inner);
+    free(f->base.uri);
+    free(f);
+}
+
+static int fault_hit(atomic_uint *counter, unsigned every)
+{
+    return every && (atomic_fetch_add(counter, 1) + 1) % every == 0;
+}
+
+static int fault_put_begin(struct store *s, const char *name, struct store_writer **out)
+{
+    struct fault_store *f = (struct fault_store *)s;
+    struct fault_writer *w = calloc(1, sizeof(*w));
+    int rc;
+    if (!w)
+        return err_set(VK_ENOMEM, "out of memory");
+    rc = store_put_begin(f->inner, name, &w->inner);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    w->base.store = s;
+    w->base.name = w->inner->name;
+    *out = &w->base;
+    return 0;
+}
+
+static int fault_put_write(struct store_writer *sw, const void *data, size_t len)
+{
+    return store_put_write(((struct fault_writer *)sw)->inner, data, len);
+}
+
+static int fault_put_commit(struct store_writer *sw)
+{
+    struct fault_writer *w = (struct fault_writer *)sw;
+    struct fault_store *f = (struct fault_store *)sw->store;
+    int rc;
+    if (fault_hit(&f->writes, f->write_every)) {
+        store_put_abort(w->inner);
+        rc = err_set(VK_EIO, "store %s: injected write fault on %s", f->base.uri, sw->name);
+    } else {
+        rc = store_put_commit(w->inner);
+    }
+    free(w);
+    return rc;
+}
+
+static void fault_put_abort(struct store_writer *sw)
+{
+    struct fault_writer *w = (struct fault_writer *)sw;
+    store_put_abort(w->inner);
+    free(w);
+}
+
+static int fault_read(struct store *s, const char *name, uint64_t off, void *buf, size_t len,
+                      size_t *out_got)
+{
+    struct fault_store *f = (struct fault_store *)s;
+    *out_got = 0;
+    if (fault_hit(&f->reads, f->read_every))
+        return err_set(VK_EIO, "store %s: injected read fault on %s", s->uri, name);
+    return store_read(f->inner, name, off, buf, len, out_got);
+}
+
+static int fault_stat(struct store *s, const char *name, uint64_t *out_size)
+{
+    return store_stat(((struct fault_store *)s)->inner, name, out_size);
+}
+
+static int fault_list(struct store *s, const char *prefix, store_list_fn fn, void *arg)
+{
+    return store_list(((struct fault_store *)s)->inner, prefix, fn, arg);
+}
+
+static int fault_remove(struct store *s, const char *name)
+{
+    return store_remove(((struct fault_store *)s)->inner, name);
+}
+
+const struct store_ops store_fault_ops = {
+    .version = STORE_OPS_VERSION,
+    .scheme = "fault",
+    .open = fault_open,
+    .free = fault_free,
+    .put_begin = fault_put_begin,
+    .put_write = fault_put_write,
+    .put_commit = fault_put_commit,
+    .put_abort = fault_put_abort,
+    .read = fault_read,
+    .stat = fault_stat,
+    .list = fault_list,
+    .remove = fault_remove,
+};

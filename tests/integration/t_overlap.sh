@@ -1,0 +1,34 @@
+#!/bin/bash
+# A checkpoint may start while the previous one uploads; manifests still
+# commit in order, and the number of checkpoints in flight is bounded.
+. "$(dirname "$0")/lib.sh"
+
+AGENT_ENV="VMCKPT_TEST_UPLOAD_PAUSE_MS=2500"  # slow uploads: the overlap is certain
+start_agent a || { not_ok "agent starts"; finish; exit 1; }
+check "run a counter task" run_counter a o1 || { finish; exit 1; }
+S=$(serial_of a o1)
+wait_line "$S" '^counter 2$' 90
+check "checkpoint 1 starts" vk a checkpoint o1 --no-wait
+sleep 0.8
+vk a --json status o1 | jq -e '.checkpoint.uploading == 1' >/dev/null && ok "checkpoint 1 is uploading" || not_ok "checkpoint 1 is uploading"
+check "checkpoint 2 starts while 1 uploads" vk a checkpoint o1 --no-wait
+check_fails "a third one is refused while two are in flight" "still uploading" vk a checkpoint o1 --no-wait
+c0=$(last_counter "$S")
+wait_line "$S" "^counter $((c0 + 2))\$" 20 && ok "the VM runs during the uploads" || not_ok "the VM runs during the uploads"
+sleep 6
+check "a third checkpoint once they are stored" vk a checkpoint o1
+for _ in $(seq 200); do [ "$(ls "$T/store/tasks/o1/manifests" | wc -l)" -ge 3 ] && break; sleep 0.1; done
+[ "$(ls "$T/store/tasks/o1/manifests" | tr '\n' ' ')" = "0000000001.json 0000000002.json 0000000003.json " ] && ok "manifests 1, 2, 3 committed" || not_ok "manifests committed" "$(ls "$T/store/tasks/o1/manifests")"
+t1=$(jq .created_us "$T/store/tasks/o1/manifests/0000000001.json"); t2=$(jq .created_us "$T/store/tasks/o1/manifests/0000000002.json")
+[ "$t1" -lt "$t2" ] && ok "in order" || not_ok "in order"
+[ "$(jq '.deltas | length' "$T/store/tasks/o1/manifests/0000000002.json")" = 2 ] && ok "checkpoint 2 names both deltas" || not_ok "checkpoint 2 names both deltas"
+check "all verify" vk a verify o1
+check "kill" vk a kill o1
+want=$(( $(counter_at a o1 2 "$S") + 1 ))
+check "restore checkpoint 2" vk a restore o1 --checkpoint 2
+S2=$(serial_of a o1)
+wait_line "$S2" '^counter [0-9]' 30
+[ "$(first_counter "$S2")" = "$want" ] && ok "checkpoint 2 resumes at $want" || not_ok "checkpoint 2 resumes at $want" "got $(first_counter "$S2")"
+unset AGENT_ENV
+stop_agent a
+finish
