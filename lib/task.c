@@ -306,7 +306,7 @@ static int task_resume_vm(struct task *t)
 
 /* Starts QEMU for t->run_dir and t->top, paused, optionally loading a memory
  * stream (returns once it is loaded); connects QMP. Called with t->lock held. */
-static int task_start_vm(struct task *t, const char *incoming)
+static int task_start_vm(struct task *t, const char *incoming, const volatile int *feed_failed)
 {
     const struct cfg *c = t->env->cfg;
     char *qmp_path = task_run_path(t, "qmp.sock"), *serial = task_run_path(t, "serial.log");
@@ -337,6 +337,11 @@ static int task_start_vm(struct task *t, const char *incoming)
             json_decref(st);
             if (rc < 0 || !loading)
                 break;
+            /* QEMU 7.2 can spin forever on a stream that ends early: do not wait for it. */
+            if (feed_failed && *feed_failed) {
+                rc = err_set(VK_EIO, "the memory stream failed");
+                break;
+            }
             if (util_now_us() > deadline) {
                 rc = err_set(VK_ETIMEOUT, "QEMU did not finish loading the memory stream");
                 break;
@@ -456,7 +461,7 @@ int task_run(const struct task_env *env, const struct task_spec *sp, struct task
     if (rc < 0)
         goto out_rm;
     t->next_seq = 1;
-    rc = task_start_vm(t, NULL);
+    rc = task_start_vm(t, NULL, NULL);
     if (rc == 0)
         rc = task_resume_vm(t);
     if (rc < 0)
@@ -522,6 +527,7 @@ struct task_feed {
     const struct mf_obj *obj;
     const char *fifo;
     volatile int stop;
+    volatile int failed;
     int rc;
     char err[1024];
 };
@@ -544,8 +550,10 @@ static void *task_feed_thread(void *arg)
         f->rc = repo_get_stream(f->repo, f->obj, fd, "memory");
         close(fd); /* EOF for QEMU; on an error it fails the load */
     }
-    if (f->rc < 0)
+    if (f->rc < 0) {
         snprintf(f->err, sizeof(f->err), "%s", err_msg());
+        f->failed = 1;
+    }
     return NULL;
 }
 
@@ -571,7 +579,7 @@ static int task_load_memory(struct task *t, const struct manifest *m)
         rc = err_set(VK_ENOMEM, "cannot start the memory feed");
         goto out_unlink;
     }
-    rc = task_start_vm(t, uri);
+    rc = task_start_vm(t, uri, &f.failed);
     f.stop = 1;
     pthread_join(th, NULL);
     if (f.rc < 0) { /* the feed knows better what went wrong (a damaged chunk ...) */
