@@ -18,7 +18,7 @@ LIB_OBJ = $(LIB_SRC:lib/%.c=$(B)/lib/%.o)
 TEST_SRC = $(wildcard tests/unit/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
 
-all: $(B)/vmckptd $(B)/vmckpt
+all: $(B)/vmckptd $(B)/vmckpt $(B)/store_bench
 
 $(B)/lib/%.o: lib/%.c $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
@@ -31,6 +31,9 @@ $(B)/vmckptd: src/vmckptd.c $(B)/libvmckpt.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/vmckpt: src/vmckpt.c $(B)/libvmckpt.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/store_bench: bench/store_bench.c $(B)/libvmckpt.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/tests/%: tests/unit/%.c $(B)/libvmckpt.a

@@ -226,7 +226,9 @@ int ckpt_commit(struct store *s, const struct manifest *m)
         rc = err_set(VK_EEXISTS, "checkpoint %s already exists in %s", name, s->uri);
         goto out;
     }
-    rc = manifest_encode(m, &text);
+    rc = store_sync(s); /* every chunk and index it names is durable first */
+    if (rc == 0)
+        rc = manifest_encode(m, &text);
     if (rc == 0)
         rc = store_put_buf(s, name, text, strlen(text));
 out:

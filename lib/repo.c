@@ -132,8 +132,10 @@ static int repo_put_chunk(struct repo *r, const char *name, const uint8_t *hdr,
     for (int attempt = 0; attempt < r->cfg.retries; attempt++) {
         struct store_writer *w = NULL;
         rc = store_put_begin(r->store, name, &w);
-        if (rc == 0)
+        if (rc == 0) {
+            w->lazy = 1; /* synced once before the manifest (ckpt_commit) */
             rc = store_put_write(w, hdr, REPO_HDR);
+        }
         if (rc == 0)
             rc = store_put_write(w, payload, n);
         if (rc == 0) {

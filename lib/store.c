@@ -122,6 +122,11 @@ int store_remove(struct store *s, const char *name)
     return s->ops->remove(s, name);
 }
 
+int store_sync(struct store *s)
+{
+    return s->ops->sync ? s->ops->sync(s) : 0;
+}
+
 int store_put_buf(struct store *s, const char *name, const void *data, size_t len)
 {
     struct store_writer *w;

@@ -42,6 +42,9 @@ struct store_ops {
     int (*stat)(struct store *s, const char *name, uint64_t *out_size);
     int (*list)(struct store *s, const char *prefix, store_list_fn fn, void *arg);
     int (*remove)(struct store *s, const char *name);
+    /* Makes every lazily committed object durable. NULL when commits are
+     * always durable. */
+    int (*sync)(struct store *s);
 };
 
 struct store {
@@ -53,6 +56,10 @@ struct store_writer {
     struct store *store;
     char *name;
     uint64_t written;
+    /* Set by the caller before commit: the commit makes the object visible
+     * but need not make it durable until store_sync() (chunks are written
+     * lazily and synced once before the manifest that names them). */
+    int lazy;
 };
 
 /* Opens the store named by uri ("file:///path", or a plain absolute path).
@@ -79,6 +86,8 @@ int store_stat(struct store *s, const char *name, uint64_t *out_size);
 /* Every object whose name starts with prefix, in no particular order. */
 int store_list(struct store *s, const char *prefix, store_list_fn fn, void *arg);
 int store_remove(struct store *s, const char *name);
+/* Makes every object committed lazily so far durable. */
+int store_sync(struct store *s);
 
 /* Convenience built on the calls above. */
 int store_put_buf(struct store *s, const char *name, const void *data, size_t len);

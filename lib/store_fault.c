@@ -96,6 +96,7 @@ static int fault_put_commit(struct store_writer *sw)
         store_put_abort(w->inner);
         rc = err_set(VK_EIO, "store %s: injected write fault on %s", f->base.uri, sw->name);
     } else {
+        w->inner->lazy = sw->lazy;
         rc = store_put_commit(w->inner);
     }
     free(w);
@@ -134,6 +135,11 @@ static int fault_remove(struct store *s, const char *name)
     return store_remove(((struct fault_store *)s)->inner, name);
 }
 
+static int fault_sync(struct store *s)
+{
+    return store_sync(((struct fault_store *)s)->inner);
+}
+
 const struct store_ops store_fault_ops = {
     .version = STORE_OPS_VERSION,
     .scheme = "fault",
@@ -147,4 +153,5 @@ const struct store_ops store_fault_ops = {
     .stat = fault_stat,
     .list = fault_list,
     .remove = fault_remove,
+    .sync = fault_sync,
 };
