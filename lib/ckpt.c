@@ -200,7 +200,12 @@ int ckpt_load(struct store *s, const char *task, uint64_t seq, struct manifest *
             return err_set(VK_ENOTFOUND, "task %s has no checkpoint in store %s", task, s->uri);
     }
     name = manifest_name(task, seq);
-    rc = store_get_buf(s, name, &text, &len);
+    rc = VK_EIO;
+    for (int attempt = 0; attempt < 3 && rc < 0 && rc != VK_ENOTFOUND; attempt++) {
+        if (attempt)
+            usleep(200000); /* a store that failed once may answer now */
+        rc = store_get_buf(s, name, &text, &len);
+    }
     if (rc == VK_ENOTFOUND)
         rc = err_set(rc, "task %s has no checkpoint %" PRIu64 " in store %s", task, seq, s->uri);
     if (rc == 0)
@@ -229,8 +234,14 @@ int ckpt_commit(struct store *s, const struct manifest *m)
     rc = store_sync(s); /* every chunk and index it names is durable first */
     if (rc == 0)
         rc = manifest_encode(m, &text);
-    if (rc == 0)
+    for (int attempt = 0; attempt < 3 && rc == 0; attempt++) {
         rc = store_put_buf(s, name, text, strlen(text));
+        if (rc == 0 || rc == VK_ENOSPC || attempt == 2)
+            break;
+        log_warn("store %s: writing %s failed, retrying: %s", s->uri, name, err_msg());
+        usleep(200000);
+        rc = 0;
+    }
 out:
     free(text);
     free(name);

@@ -510,9 +510,14 @@ static int repo_load_index(struct repo *r, const struct mf_obj *o, const char *w
     json_t *j = NULL, *c;
     struct down_entry *e = NULL;
     uint64_t off = 0;
-    int rc = store_get_buf(r->store, o->name, &text, &len);
+    int rc = VK_EIO;
 
     *out = NULL;
+    for (int attempt = 0; attempt < r->cfg.retries && rc < 0 && rc != VK_ENOTFOUND; attempt++) {
+        if (attempt)
+            repo_backoff(r, attempt - 1);
+        rc = store_get_buf(r->store, o->name, &text, &len);
+    }
     if (rc < 0)
         return err_wrap(rc, "%s", what);
     j = json_loadb(text, len, 0, NULL);
