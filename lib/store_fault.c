@@ -93,8 +93,9 @@ static int fault_put_commit(struct store_writer *sw)
     struct fault_store *f = (struct fault_store *)sw->store;
     int rc;
     if (fault_hit(&f->writes, f->write_every)) {
-        store_put_abort(w->inner);
+        /* (the name belongs to the inner writer: use it before the abort frees it) */
         rc = err_set(VK_EIO, "store %s: injected write fault on %s", f->base.uri, sw->name);
+        store_put_abort(w->inner);
     } else {
         w->inner->lazy = sw->lazy;
         rc = store_put_commit(w->inner);
