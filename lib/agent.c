@@ -269,6 +269,20 @@ static void agent_report(void *arg, const char *msg)
     json_array_append_new((json_t *)arg, json_string(msg));
 }
 
+/* Reads back checkpoint seq of task id: {task, seq, ok, problems} (new reference). */
+static json_t *agent_verify_one(struct agent *a, const char *id, uint64_t seq)
+{
+    struct manifest *m = NULL;
+    json_t *problems = json_array();
+    if (ckpt_load(a->env.store, id, seq, &m) < 0)
+        agent_report(problems, err_msg());
+    else
+        ckpt_verify(a->env.repo, m, agent_report, problems);
+    manifest_free(m);
+    return json_pack("{s:s, s:I, s:b, s:o}", "task", id, "seq", (json_int_t)seq, "ok",
+                     json_array_size(problems) == 0, "problems", problems);
+}
+
 static enum MHD_Result agent_verify(struct agent *a, struct MHD_Connection *c, const char *id,
                                     uint64_t seq)
 {
@@ -284,18 +298,8 @@ static enum MHD_Result agent_verify(struct agent *a, struct MHD_Connection *c, c
     } else {
         rc = ckpt_list(a->env.store, id, &seqs, &n);
     }
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        struct manifest *m = NULL;
-        json_t *problems = json_array();
-        if (ckpt_load(a->env.store, id, seqs[i], &m) < 0)
-            agent_report(problems, err_msg());
-        else
-            ckpt_verify(a->env.repo, m, agent_report, problems);
-        json_array_append_new(res, json_pack("{s:I, s:b, s:o}", "seq", (json_int_t)seqs[i], "ok",
-                                             json_array_size(problems) == 0, "problems",
-                                             problems));
-        manifest_free(m);
-    }
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        json_array_append_new(res, agent_verify_one(a, id, seqs[i]));
     free(seqs);
     if (rc < 0) {
         json_decref(res);
@@ -335,19 +339,8 @@ static enum MHD_Result agent_verify_all(struct agent *a, struct MHD_Connection *
         size_t n = 0;
         if (ckpt_list(a->env.store, id, &seqs, &n) < 0)
             continue;
-        for (size_t i = 0; i < n; i++) {
-            struct manifest *m = NULL;
-            json_t *problems = json_array();
-            if (ckpt_load(a->env.store, id, seqs[i], &m) < 0)
-                agent_report(problems, err_msg());
-            else
-                ckpt_verify(a->env.repo, m, agent_report, problems);
-            json_array_append_new(res, json_pack("{s:s, s:I, s:b, s:o}", "task", id, "seq",
-                                                 (json_int_t)seqs[i], "ok",
-                                                 json_array_size(problems) == 0, "problems",
-                                                 problems));
-            manifest_free(m);
-        }
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(res, agent_verify_one(a, id, seqs[i]));
         free(seqs);
     }
     json_decref(tasks);
