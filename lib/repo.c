@@ -391,8 +391,7 @@ static int repo_up_read(struct up_ctx *u, int fd, const char *path, char sha[UTI
     }
     if (rc == 0) {
         EVP_DigestFinal_ex(ctx, md, &mdlen);
-        for (unsigned i = 0; i < mdlen; i++)
-            sprintf(sha + 2 * i, "%02x", md[i]);
+        util_hex(md, mdlen, sha);
         *out_size = total;
     }
 out:
@@ -749,8 +748,7 @@ static int repo_download(struct repo *r, const struct mf_obj *o, int fd, const c
         unsigned mdlen;
         char sha[UTIL_SHA256_HEX];
         EVP_DigestFinal_ex(ctx, md, &mdlen);
-        for (unsigned i = 0; i < mdlen; i++)
-            sprintf(sha + 2 * i, "%02x", md[i]);
+        util_hex(md, mdlen, sha);
         if (strcmp(sha, o->sha256) != 0)
             rc = err_set(VK_ECORRUPT, "%s: the stream rebuilt from %s does not match its SHA-256",
                          what, o->name);

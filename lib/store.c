@@ -180,12 +180,6 @@ int store_get_buf(struct store *s, const char *name, char **out, size_t *out_len
     return 0;
 }
 
-static void store_hex(const unsigned char *md, char *out)
-{
-    for (int i = 0; i < 32; i++)
-        sprintf(out + 2 * i, "%02x", md[i]);
-}
-
 int store_put_file(struct store *s, const char *name, const char *path,
                    char out_sha[UTIL_SHA256_HEX], uint64_t *out_size,
                    void (*progress)(void *arg, uint64_t done), void *progress_arg)
@@ -233,7 +227,7 @@ int store_put_file(struct store *s, const char *name, const char *path,
         unsigned n;
         EVP_DigestFinal_ex(ctx, md, &n);
         if (out_sha)
-            store_hex(md, out_sha);
+            util_hex(md, n, out_sha);
         if (out_size)
             *out_size = total;
     }
@@ -305,7 +299,7 @@ int store_get_file(struct store *s, const char *name, const char *path, uint64_t
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned n;
     EVP_DigestFinal_ex(ctx, md, &n);
-    store_hex(md, sha);
+    util_hex(md, n, sha);
     if (want_sha && strcmp(sha, want_sha) != 0) {
         rc = err_set(VK_ECORRUPT,
                      "object %s in %s is damaged: its SHA-256 is %.16s..., the manifest says "

@@ -216,7 +216,7 @@ out_free:
     return rc;
 }
 
-static void util_hex(const unsigned char *md, unsigned n, char *out)
+void util_hex(const unsigned char *md, unsigned n, char *out)
 {
     static const char digits[] = "0123456789abcdef";
     for (unsigned i = 0; i < n; i++) {

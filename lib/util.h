@@ -35,6 +35,8 @@ int util_fsync_dir_of(const char *path);
 /* SHA-256 of a file or buffer as lowercase hex into out[UTIL_SHA256_HEX]. */
 int util_sha256_file(const char *path, char out[UTIL_SHA256_HEX], uint64_t *out_size);
 void util_sha256_buf(const void *data, size_t len, char out[UTIL_SHA256_HEX]);
+/* n bytes as lowercase hex into out (2n + 1 bytes). */
+void util_hex(const unsigned char *bytes, unsigned n, char *out);
 
 /* Runs argv (argv[0] looked up in PATH), waits, captures stdout+stderr into
  * *out (malloc'd, caller frees; may be NULL if not wanted). Returns 0 when it
