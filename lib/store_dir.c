@@ -153,11 +153,11 @@ static int dir_put_commit(struct store_writer *sw)
         rc = err_errno(errno, "store %s: cannot sync object %s", d->base.uri, sw->name);
         goto out;
     }
-    rc = dir_mkparent(final);
-    if (rc < 0)
-        goto out;
-    if (rename(w->tmp, final) < 0) {
-        rc = err_errno(errno, "store %s: cannot commit object %s", d->base.uri, sw->name);
+    /* Most parents exist already: create them only when the rename says so. */
+    if (rename(w->tmp, final) < 0 && (errno != ENOENT || (rc = dir_mkparent(final)) < 0 ||
+                                      rename(w->tmp, final) < 0)) {
+        if (rc == 0)
+            rc = err_errno(errno, "store %s: cannot commit object %s", d->base.uri, sw->name);
         goto out;
     }
     if (!sw->lazy)
