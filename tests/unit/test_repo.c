@@ -1,0 +1,216 @@
+/* The repository on a directory store: streams as chunks, dedup, zero
+ * chunks, round trips, damage detection, retention and GC. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "ckpt.h"
+#include "err.h"
+#include "gc.h"
+#include "manifest.h"
+#include "repo.h"
+#include "store.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct fixture {
+    char root[64];
+    struct store *s;
+    struct repo *r;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    struct repo_cfg cfg = {.chunk_avg = 16384, .workers = 3, .mem_budget = 1 << 20,
+                           .retries = 2, .retry_base_ms = 1, .forced_codec = CODEC_AUTO};
+    char uri[128];
+    snprintf(f->root, sizeof(f->root), "/tmp/vmckpt-test-repo.XXXXXX");
+    assert_non_null(mkdtemp(f->root));
+    snprintf(uri, sizeof(uri), "file://%s/store", f->root);
+    assert_int_equal(store_open(uri, &f->s), 0);
+    assert_int_equal(repo_open(&f->r, f->s, &cfg), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    repo_free(f->r);
+    store_free(f->s);
+    util_rm_rf(f->root);
+    free(f);
+    return 0;
+}
+
+/* 3 MiB: 1 MiB of text, 1 MiB of zeros, the first MiB again. */
+static char *make_file(struct fixture *f, const char *name, int variant)
+{
+    char *path = util_fmt("%s/%s", f->root, name);
+    FILE *fp = fopen(path, "wb");
+    char *mib = malloc(1 << 20), *zero = calloc(1, 1 << 20);
+    uint64_t x = 12345 + (uint64_t)variant;
+    for (int i = 0; i < (1 << 20); i++) {
+        x = x * 6364136223846793005ull + 1;
+        mib[i] = (x >> 60) ? "vmckpt chunk "[i % 13] : (char)(x >> 40);
+    }
+    fwrite(mib, 1, 1 << 20, fp);
+    fwrite(zero, 1, 1 << 20, fp);
+    fwrite(mib, 1, 1 << 20, fp);
+    fclose(fp);
+    free(mib);
+    free(zero);
+    return path;
+}
+
+static int same_files(const char *a, const char *b)
+{
+    char sa[UTIL_SHA256_HEX], sb[UTIL_SHA256_HEX];
+    uint64_t na, nb;
+    return util_sha256_file(a, sa, &na) == 0 && util_sha256_file(b, sb, &nb) == 0 &&
+           na == nb && !strcmp(sa, sb);
+}
+
+static int count_chunks(struct fixture *f)
+{
+    char *cmd = util_fmt("find %s/store/chunks -type f | wc -l", f->root);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    assert_int_equal(fscanf(p, "%d", &n), 1);
+    pclose(p);
+    free(cmd);
+    return n;
+}
+
+static void test_roundtrip_dedup_zero(void **state)
+{
+    struct fixture *f = *state;
+    char *in = make_file(f, "in", 0), *out = util_fmt("%s/out", f->root);
+    struct repo_stats st = {0}, st2 = {0};
+    struct mf_obj o, o2;
+
+    assert_int_equal(repo_put_file(f->r, in, 0, &o, &st, NULL, NULL), 0);
+    assert_int_equal(o.size, 3 << 20);
+    assert_true(st.zero_chunks > 0);  /* the zero MiB is not stored */
+    assert_true(st.dedup_chunks > 0); /* the repeated MiB is stored once */
+    assert_true(st.new_bytes < (2u << 20));
+    assert_int_equal(repo_get_file(f->r, &o, out, "test stream"), 0);
+    assert_true(same_files(in, out));
+    /* The same file again: nothing new. With dedup_whole, not even read. */
+    assert_int_equal(repo_put_file(f->r, in, 0, &o2, &st2, NULL, NULL), 0);
+    assert_int_equal(st2.new_chunks, 0);
+    assert_string_equal(o.name, o2.name);
+    free(o2.name);
+    memset(&st2, 0, sizeof(st2));
+    assert_int_equal(repo_put_file(f->r, in, 1, &o2, &st2, NULL, NULL), 0);
+    assert_int_equal(st2.chunks, 0);
+    assert_int_equal(repo_verify_stream(f->r, &o, "test stream"), 0);
+    free(o.name);
+    free(o2.name);
+    free(in);
+    free(out);
+}
+
+static void test_damage_named(void **state)
+{
+    struct fixture *f = *state;
+    char *in = make_file(f, "in", 1);
+    struct mf_obj o;
+    assert_int_equal(repo_put_file(f->r, in, 0, &o, NULL, NULL, NULL), 0);
+    /* Damage one stored chunk: verification names it. */
+    char *cmd = util_fmt("f=$(find %s/store/chunks -type f | head -n1); "
+                         "printf XX | dd of=$f bs=1 seek=30 conv=notrunc 2>/dev/null; echo $f",
+                         f->root);
+    FILE *p = popen(cmd, "r");
+    char victim[512] = "";
+    assert_non_null(fgets(victim, sizeof(victim), p));
+    pclose(p);
+    victim[strcspn(victim, "\n")] = '\0';
+    assert_int_equal(repo_verify_stream(f->r, &o, "stream X"), VK_ECORRUPT);
+    assert_non_null(strstr(err_msg(), "stream X"));
+    assert_non_null(strstr(err_msg(), strrchr(victim, '/') + 1));
+    unlink(victim);
+    assert_int_equal(repo_verify_stream(f->r, &o, "stream X"), VK_ENOTFOUND);
+    assert_non_null(strstr(err_msg(), "missing"));
+    free(o.name);
+    free(in);
+    free(cmd);
+}
+
+/* A manifest naming stream o as every one of its streams. */
+static void commit(struct fixture *f, uint64_t seq, const struct mf_obj *o)
+{
+    struct manifest m = {0};
+    m.task = "t";
+    m.seq = seq;
+    m.mode = "cow";
+    m.memory_mib = 16;
+    m.vcpus = 1;
+    m.machine = "pc";
+    m.append = "x";
+    m.base_format = "raw";
+    m.kernel = m.initrd = m.base = m.memory = *o;
+    assert_int_equal(ckpt_commit(f->s, &m), 0);
+}
+
+static void test_retention_and_gc(void **state)
+{
+    struct fixture *f = *state;
+    char *a = make_file(f, "a", 2), *b = make_file(f, "b", 3);
+    struct mf_obj oa, ob;
+    struct gc_result g;
+    int dropped = 0;
+
+    assert_int_equal(repo_put_file(f->r, a, 0, &oa, NULL, NULL, NULL), 0);
+    assert_int_equal(repo_put_file(f->r, b, 0, &ob, NULL, NULL, NULL), 0);
+    int all = count_chunks(f);
+    commit(f, 1, &oa);
+    commit(f, 2, &ob);
+    /* Everything is referenced: nothing goes. */
+    assert_int_equal(gc_run(f->r, 0, &g), 0);
+    assert_int_equal(g.chunks_deleted, 0);
+    assert_int_equal(g.manifests, 2);
+    /* Keep the newest: checkpoint 1 goes; young garbage survives a grace period... */
+    assert_int_equal(gc_retain(f->s, "t", 1, &dropped), 0);
+    assert_int_equal(dropped, 1);
+    assert_int_equal(gc_run(f->r, 3600, &g), 0);
+    assert_int_equal(g.chunks_deleted, 0);
+    assert_true(g.kept_young > 0);
+    /* ...and goes without one; what checkpoint 2 needs stays and restores. */
+    assert_int_equal(gc_run(f->r, 0, &g), 0);
+    assert_true(g.chunks_deleted > 0);
+    assert_int_equal(g.indexes_deleted, 1);
+    assert_true(count_chunks(f) < all);
+    assert_int_equal(repo_verify_stream(f->r, &ob, "b"), 0);
+    assert_int_equal(repo_verify_stream(f->r, &oa, "a"), VK_ENOTFOUND);
+    /* An unreadable manifest stops GC before it deletes anything. */
+    char *mpath = util_fmt("%s/store/tasks/t/manifests/0000000002.json", f->root);
+    FILE *fp = fopen(mpath, "w");
+    fputs("{broken", fp);
+    fclose(fp);
+    assert_int_equal(gc_run(f->r, 0, &g), VK_ECORRUPT);
+    assert_non_null(strstr(err_msg(), "nothing deleted"));
+    assert_int_equal(g.chunks_deleted, 0);
+    free(mpath);
+    free(oa.name);
+    free(ob.name);
+    free(a);
+    free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_roundtrip_dedup_zero, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damage_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_and_gc, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("repo", tests, NULL, NULL);
+}
