@@ -5,6 +5,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,14 +70,23 @@ static size_t on_data(char *d, size_t sz, size_t nm, void *arg)
     return sz * nm;
 }
 
-/* Calls the agent. body is stolen. On HTTP >= 400, prints the agent's error
- * and returns -1; *out gets the reply (new reference) otherwise. */
-static int api(const char *method, const char *path, json_t *body, json_t **out)
+/* Calls the agent at the path made from fmt. body is stolen. On HTTP >= 400,
+ * prints the agent's error and returns -1; *out gets the reply (new
+ * reference) otherwise. */
+static int api(const char *method, json_t *body, json_t **out, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int api(const char *method, json_t *body, json_t **out, const char *fmt, ...)
 {
     CURL *c = curl_easy_init();
     struct buf b = {0};
     struct curl_slist *hdr = NULL;
-    char *url = util_fmt("http://localhost%s", path), *text = NULL;
+    char *path = NULL, *url = NULL, *text = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&path, fmt, ap) < 0)
+        path = NULL;
+    va_end(ap);
+    url = path ? util_fmt("http://localhost%s", path) : NULL;
     long status = 0;
     int rc = -1;
     CURLcode cc;
@@ -121,6 +131,7 @@ out:
     curl_easy_cleanup(c);
     free(text);
     free(url);
+    free(path);
     free(b.p);
     return rc;
 }
@@ -265,7 +276,7 @@ static int cmd_run(int argc, char **argv)
             return 2;
         }
     }
-    if (api("POST", "/v1/tasks", body, &out) < 0)
+    if (api("POST", body, &out, "/v1/tasks") < 0)
         return 1;
     if (opt_json)
         print_json(out);
@@ -277,10 +288,8 @@ static int cmd_run(int argc, char **argv)
 
 static json_t *get_task(const char *id)
 {
-    char *path = util_fmt("/v1/tasks/%s", id);
     json_t *out = NULL;
-    api("GET", path, NULL, &out);
-    free(path);
+    api("GET", NULL, &out, "/v1/tasks/%s", id);
     return out;
 }
 
@@ -320,7 +329,6 @@ static void print_progress(json_int_t seq, json_t *cur)
 static int wait_checkpoint(const char *id, json_int_t seq)
 {
     int tty = isatty(2);
-    char *path = util_fmt("/v1/checkpoints/%s/%lld", id, (long long)seq);
     for (;;) {
         json_t *t = get_task(id), *m = NULL;
         char b1[32], b2[32], b3[32], b4[32];
@@ -335,7 +343,7 @@ static int wait_checkpoint(const char *id, json_int_t seq)
         }
         if (tty)
             fprintf(stderr, "\r%90s\r", "");
-        if (api("GET", path, NULL, &m) < 0) {
+        if (api("GET", NULL, &m, "/v1/checkpoints/%s/%lld", id, (long long)seq) < 0) {
             fprintf(stderr, "vmckpt: checkpoint %lld of %s failed: %s\n", (long long)seq, id,
                     jstr(t, "error"));
             json_decref(t);
@@ -353,10 +361,8 @@ static int wait_checkpoint(const char *id, json_int_t seq)
                    fmt_us(jint(sum, "store_us"), b4, sizeof(b4)));
         json_decref(m);
         json_decref(t);
-        free(path);
         return 0;
     }
-    free(path);
     return 1;
 }
 
@@ -364,7 +370,7 @@ static int cmd_checkpoint(int argc, char **argv)
 {
     json_t *body = json_object(), *out;
     int wait = 1;
-    char *path;
+
     if (need(argc, 2, "checkpoint needs a task id") < 0) {
         json_decref(body);
         return 2;
@@ -380,10 +386,7 @@ static int cmd_checkpoint(int argc, char **argv)
             return 2;
         }
     }
-    path = util_fmt("/v1/tasks/%s/checkpoint", argv[1]);
-    int rc = api("POST", path, body, &out);
-    free(path);
-    if (rc < 0)
+    if (api("POST", body, &out, "/v1/tasks/%s/checkpoint", argv[1]) < 0)
         return 1;
     json_int_t seq = jint(out, "seq");
     json_decref(out);
@@ -410,7 +413,7 @@ static int cmd_status(int argc, char **argv)
         json_decref(out);
         return 0;
     }
-    if (api("GET", "/v1/tasks", NULL, &out) < 0)
+    if (api("GET", NULL, &out, "/v1/tasks") < 0)
         return 1;
     if (opt_json) {
         print_json(out);
@@ -428,13 +431,10 @@ static int cmd_ls(int argc, char **argv)
 {
     json_t *out, *c;
     size_t i;
-    char *path;
+
     if (need(argc, 2, "ls needs a task id") < 0)
         return 2;
-    path = util_fmt("/v1/checkpoints/%s", argv[1]);
-    int rc = api("GET", path, NULL, &out);
-    free(path);
-    if (rc < 0)
+    if (api("GET", NULL, &out, "/v1/checkpoints/%s", argv[1]) < 0)
         return 1;
     if (opt_json) {
         print_json(out);
@@ -501,13 +501,10 @@ static int cmd_show(int argc, char **argv)
 {
     json_t *out, *d, *t, *vm;
     size_t i;
-    char *path, b[4][32];
+    char b[4][32];
     if (need(argc, 3, "show needs a task id and a checkpoint number") < 0)
         return 2;
-    path = util_fmt("/v1/checkpoints/%s/%s", argv[1], argv[2]);
-    int rc = api("GET", path, NULL, &out);
-    free(path);
-    if (rc < 0)
+    if (api("GET", NULL, &out, "/v1/checkpoints/%s/%s", argv[1], argv[2]) < 0)
         return 1;
     if (opt_json) {
         print_json(out);
@@ -544,7 +541,7 @@ static int cmd_show(int argc, char **argv)
 static int cmd_restore(int argc, char **argv)
 {
     json_t *body = json_object(), *out;
-    char *path;
+
     int seq;
     if (need(argc, 2, "restore needs a task id") < 0) {
         json_decref(body);
@@ -567,10 +564,7 @@ static int cmd_restore(int argc, char **argv)
             return 2;
         }
     }
-    path = util_fmt("/v1/tasks/%s/restore", argv[1]);
-    int rc = api("POST", path, body, &out);
-    free(path);
-    if (rc < 0)
+    if (api("POST", body, &out, "/v1/tasks/%s/restore", argv[1]) < 0)
         return 1;
     if (opt_json) {
         print_json(out);
@@ -595,7 +589,7 @@ static int cmd_verify(int argc, char **argv)
     path = argc >= 3   ? util_fmt("/v1/checkpoints/%s/%s/verify", argv[1], argv[2])
            : argc == 2 ? util_fmt("/v1/verify/%s", argv[1])
                        : util_fmt("/v1/verify");
-    int rc = api("GET", path, NULL, &out);
+    int rc = api("GET", NULL, &out, "%s", path);
     free(path);
     if (rc < 0)
         return 1;
@@ -623,7 +617,7 @@ static int cmd_simple(const char *method, const char *fmt, int argc, char **argv
     if (need(argc, 2, "this command needs a task id") < 0)
         return 2;
     path = util_fmt(fmt, argv[1]);
-    int rc = api(method, path, method[0] == 'P' ? json_object() : NULL, &out);
+    int rc = api(method, method[0] == 'P' ? json_object() : NULL, &out, "%s", path);
     free(path);
     if (rc < 0)
         return 1;
@@ -653,7 +647,7 @@ static int cmd_gc(int argc, char **argv)
             return 2;
         }
     }
-    if (api("POST", "/v1/gc", body, &out) < 0)
+    if (api("POST", body, &out, "/v1/gc") < 0)
         return 1;
     if (opt_json)
         print_json(out);
