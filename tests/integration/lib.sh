@@ -71,6 +71,13 @@ counter_at() { # counter_at AGENT TASK SEQ ORIGINAL_SERIAL_LOG
     head -c "$bytes" "$4" | tr -d '\r' | grep -a '^counter [0-9]' | tail -n 1 | awk '{print $2}'
 }
 
+# flip_byte FILE OFFSET: inverts one byte, so the file surely changes (writing a
+# fixed byte may write what was there already).
+flip_byte() {
+    perl -e 'open(my $f, "+<", $ARGV[0]) or die; seek($f, $ARGV[1], 0); read($f, my $c, 1);
+             seek($f, $ARGV[1], 0); print $f chr(ord($c) ^ 0xff); close($f) or die' "$1" "$2"
+}
+
 cleanup() {
     for p in "${AGENT_PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
     pkill -9 -f "$T/" 2>/dev/null

@@ -71,7 +71,7 @@ check "gc finishes on a second run" vk a gc --grace 0
 # --latest-intact: damage a chunk only the newest checkpoint has.
 new=$(comm -23 <(jq -r '.chunks[] | select(.[2] != "zero") | .[0]' "$T/store/$(jq -r .memory.name "$M/0000000006.json")" | sort -u) \
                <(jq -r '.chunks[] | select(.[2] != "zero") | .[0]' "$T/store/$(jq -r .memory.name "$M/0000000005.json")" | sort -u) | head -n1)
-printf 'XXXX' | dd of="$T/store/chunks/${new:0:2}/$new" bs=1 seek=20 conv=notrunc 2>/dev/null
+flip_byte "$T/store/chunks/${new:0:2}/$new" 20
 check_fails "restore of the damaged newest checkpoint fails, naming the chunk" "chunk chunks/${new:0:2}/$new" vk a restore d1
 check "restore --latest-intact falls back to checkpoint 5" vk a --json restore d1 --latest-intact
 [ "$(jq .restore.from_seq "$T/last.out")" = 5 ] && ok "it restored checkpoint 5" || not_ok "it restored checkpoint 5" "$(head -c 300 "$T/last.out")"

@@ -126,7 +126,8 @@ static void test_damage_named(void **state)
     assert_int_equal(repo_put_file(f->r, in, 0, &o, NULL, NULL, NULL), 0);
     /* Damage one stored chunk: verification names it. */
     char *cmd = util_fmt("f=$(find %s/store/chunks -type f | head -n1); "
-                         "printf XX | dd of=$f bs=1 seek=30 conv=notrunc 2>/dev/null; echo $f",
+                         "perl -e 'open(F, \"+<\", $ARGV[0]); seek(F, 30, 0); read(F, $c, 1); "
+                         "seek(F, 30, 0); print F chr(ord($c) ^ 0xff)' $f; echo $f",
                          f->root);
     FILE *p = popen(cmd, "r");
     char victim[512] = "";
