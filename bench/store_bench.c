@@ -43,7 +43,8 @@ static int put(const char *uri, const char *path, const char *codec, long chunk_
 {
     struct store *s = NULL;
     struct repo *r = NULL;
-    struct repo_cfg cfg = {.chunk_avg = (size_t)chunk_kib * 1024, .workers = 4,
+    struct repo_cfg cfg = {.chunk_avg = (size_t)chunk_kib * 1024,
+                           .workers = getenv("BENCH_WORKERS") ? atoi(getenv("BENCH_WORKERS")) : 0,
                            .mem_budget = 64 << 20, .retries = 5, .retry_base_ms = 100,
                            .forced_codec = codec_by_name(codec)};
     struct repo_stats st = {0};
@@ -54,14 +55,17 @@ static int put(const char *uri, const char *path, const char *codec, long chunk_
     int64_t t0 = util_now_us();
     if (rc == 0)
         rc = repo_put_file(r, path, 0, &o, &st, NULL, NULL);
+    int64_t t1 = util_now_us();
     if (rc == 0)
         rc = store_sync(s); /* durable, as a checkpoint needs before its manifest */
+    double sync_secs = (double)(util_now_us() - t1) / 1e6;
     double secs = (double)(util_now_us() - t0) / 1e6;
     if (rc < 0) {
         fprintf(stderr, "store_bench: %s\n", err_msg());
         return 1;
     }
-    json_t *j = json_pack("{s:I, s:f, s:f, s:o}", "bytes", (json_int_t)o.size, "seconds", secs,
+    json_t *j = json_pack("{s:I, s:f, s:f, s:f, s:o}", "bytes", (json_int_t)o.size, "seconds", secs,
+                          "sync_seconds", sync_secs,
                           "MBps", (double)o.size / secs / 1e6, "stored", repo_stats_json(&st));
     char *text = json_dumps(j, JSON_COMPACT);
     puts(text);

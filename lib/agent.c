@@ -629,6 +629,7 @@ int agent_open(struct agent **out, const struct cfg *cfg)
             .chunk_avg = (size_t)cfg->chunk_kib * 1024,
             .workers = cfg->workers,
             .mem_budget = (size_t)cfg->buffer_mib << 20,
+            .pack_size = (size_t)cfg->pack_mib << 20,
             .retries = cfg->retries,
             .retry_base_ms = 200,
             .forced_codec = codec_by_name(cfg->codec),

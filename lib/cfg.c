@@ -73,7 +73,7 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
     if (IS("data", "chunk_kib"))
         return cfg_int(&c->chunk_kib, "data.chunk_kib", value, 1, 4096);
     if (IS("data", "workers"))
-        return cfg_int(&c->workers, "data.workers", value, 1, 64);
+        return cfg_int(&c->workers, "data.workers", value, 0, 64);
     if (IS("data", "buffer_mib"))
         return cfg_int(&c->buffer_mib, "data.buffer_mib", value, 1, 1 << 16);
     if (IS("data", "retries"))
@@ -86,6 +86,8 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
     }
     if (IS("data", "keep"))
         return cfg_int(&c->keep, "data.keep", value, 0, 1 << 30);
+    if (IS("data", "pack_mib"))
+        return cfg_int(&c->pack_mib, "data.pack_mib", value, 1, 256);
     if (IS("data", "max_chain"))
         return cfg_int(&c->max_chain, "data.max_chain", value, 0, 1 << 20);
     if (IS("data", "mode")) {
@@ -136,11 +138,12 @@ int cfg_load(struct cfg **out, const char *path)
     c->memory_mib = 256;
     c->vcpus = 1;
     c->chunk_kib = 32;
-    c->workers = 4;
+    c->workers = 0; /* auto: see repo_open */
     c->buffer_mib = 64;
     c->retries = 5;
     c->keep = 0;
     c->max_chain = 8;
+    c->pack_mib = 8;
     c->gc_grace_s = 3600;
     if (cfg_str(&c->state_dir, "/var/lib/vmckpt") < 0 || cfg_str(&c->qemu, "qemu-system-x86_64") < 0 ||
         cfg_str(&c->qemu_img, "qemu-img") < 0 || cfg_str(&c->accel, "kvm") < 0 ||

@@ -27,6 +27,7 @@ struct cfg {
     int retries;     /* [data] retries: tries of a failing store operation */
     char *codec;     /* [data] codec: auto, none, lz4, zstd1, zstd3, zstd9 */
     int keep;        /* [data] keep: checkpoints kept per task, 0 = all */
+    int pack_mib;    /* [data] pack_mib: new chunks per pack object (at most half the buffer) */
     int max_chain;   /* [data] max_chain: deltas a checkpoint may need, 0 = no limit */
     int gc_grace_s;  /* [data] gc_grace: unreferenced data younger than this is kept */
     int whole;       /* [data] mode = whole: store everything every time (the paper's way) */

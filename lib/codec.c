@@ -109,6 +109,7 @@ int codec_decompress(int codec, const void *src, size_t n, void *dst, size_t raw
 #define CODEC_EWMA 0.2   /* weight of the newest sample */
 #define CODEC_DECAY 0.98 /* forgetting factor of the upload fit, per sample */
 #define CODEC_PROBE 16   /* one chunk in this many is a probe */
+#define CODEC_FAR_EVERY 8
 
 void codec_policy_init(struct codec_policy *p, int forced)
 {
@@ -159,7 +160,7 @@ double codec_policy_cost(struct codec_policy *p, int c)
 int codec_policy_choose(struct codec_policy *p, int *probe)
 {
     int best = CODEC_NONE;
-    *probe = 0;
+    *probe = -1;
     if (p->forced != CODEC_AUTO)
         return p->forced;
     pthread_mutex_lock(&p->lock);
@@ -168,8 +169,16 @@ int codec_policy_choose(struct codec_policy *p, int *probe)
         if (codec_cost_locked(p, c) < codec_cost_locked(p, best))
             best = c;
     if (d % CODEC_PROBE == 0) {
-        *probe = 1;
-        p->probes++;
+        /* One other codec per probe, in turn; one far behind the best (a slow
+         * zstd level on incompressible data) only every CODEC_FAR_EVERY-th
+         * turn, so probing stays a small share of the work. */
+        int c = (int)(p->next_probe++ % (CODEC_COUNT - 1));
+        c = c >= best ? c + 1 : c;
+        if (codec_cost_locked(p, c) <= 2 * codec_cost_locked(p, best) ||
+            ++p->far_skips[c] % CODEC_FAR_EVERY == 0) {
+            *probe = c;
+            p->probes++;
+        }
     }
     pthread_mutex_unlock(&p->lock);
     return best;

@@ -44,20 +44,21 @@ int codec_decompress(int codec, const void *src, size_t n, void *dst, size_t raw
  * exponential forgetting: only b depends on the codec, so a store whose cost
  * is mostly latency (small objects, fsync) does not make compression look
  * better than it is. Ratios are compared on the same data: a probe chunk is
- * compressed with every codec. */
+ * compressed with the current choice and one other codec. */
 struct codec_policy {
     pthread_mutex_t lock;
     int forced;                /* CODEC_AUTO or a codec to always use */
     double speed[CODEC_COUNT]; /* compression, raw bytes per second per worker */
     double ratio[CODEC_COUNT]; /* stored bytes / raw bytes */
     double sw, sx, sy, sxx, sxy; /* decayed sums of the upload fit (x bytes, y seconds) */
-    uint64_t decisions, probes;
+    uint64_t decisions, probes, next_probe;
+    uint64_t far_skips[CODEC_COUNT];
 };
 
 void codec_policy_init(struct codec_policy *p, int forced);
 void codec_policy_destroy(struct codec_policy *p);
-/* The codec for the next chunk; *probe is set when this chunk should be
- * compressed with every codec to refresh the estimates (codec_policy_probe). */
+/* The codec for the next chunk. *probe is another codec to try on the same
+ * chunk (the cheaper result is kept) so the estimates follow the data, or -1. */
 int codec_policy_choose(struct codec_policy *p, int *probe);
 /* Seconds per byte of upload bandwidth (the b of a + b * bytes). */
 double codec_policy_upload_spb(struct codec_policy *p);

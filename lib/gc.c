@@ -119,8 +119,19 @@ struct gc_sweep {
     struct gc_set *live;
     struct gc_result *g;
     int64_t cutoff;
-    struct gc_set doomed;
+    struct gc_set doomed;  /* object names, deleted in order */
+    struct gc_set idx_ids; /* ids of the pack indexes listed, with their mtime */
+    int64_t *idx_mtime;
+    size_t idx_cap;
+    struct gc_set made; /* ids of the packs this GC wrote */
+    const char *pause;
 };
+
+static void gc_pause(const struct gc_sweep *sw)
+{
+    if (sw->pause) /* fault injection for tests: room to kill GC half-way */
+        usleep((useconds_t)atoi(sw->pause) * 1000);
+}
 
 static int gc_consider(void *arg, const char *name, uint64_t size, int64_t mtime)
 {
@@ -135,11 +146,186 @@ static int gc_consider(void *arg, const char *name, uint64_t size, int64_t mtime
     return gc_add(&sw->doomed, name);
 }
 
+static int gc_collect_idx(void *arg, const char *name, uint64_t size, int64_t mtime)
+{
+    struct gc_sweep *sw = arg;
+    const char *id = name + strlen("packidx/");
+    (void)size;
+    if (strlen(id) != PACK_ID_HEX - 1 || strchr(id, '.'))
+        return 0;
+    if (sw->idx_ids.n == sw->idx_cap) {
+        size_t ncap = sw->idx_cap ? sw->idx_cap * 2 : 256;
+        int64_t *nm = realloc(sw->idx_mtime, ncap * sizeof(*nm));
+        if (!nm)
+            return err_set(VK_ENOMEM, "out of memory");
+        sw->idx_mtime = nm;
+        sw->idx_cap = ncap;
+    }
+    sw->idx_mtime[sw->idx_ids.n] = mtime;
+    return gc_add(&sw->idx_ids, id);
+}
+
+/* Is record rec of pack id the copy of a live chunk that readers use? */
+static int gc_rec_live(struct gc_sweep *sw, const char *id, const struct pack_rec *rec)
+{
+    struct pack_loc loc;
+    char want[80], have[80];
+    if (!gc_has(sw->live, rec->sha) || pack_map_find(sw->r->map, rec->sha, &loc) < 0)
+        return 0;
+    pack_object_name(id, want);
+    pack_map_pack_name(sw->r->map, loc.pack, have);
+    return !strcmp(want, have) && loc.off == rec->off;
+}
+
+/* Copies the live records of pack `id` into a new pack. */
+static int gc_repack(struct gc_sweep *sw, const char *id, const struct pack_idx *idx,
+                     const char *live_mask)
+{
+    struct repo *r = sw->r;
+    struct pack_idx out = {0};
+    char name[80];
+    uint8_t *buf = NULL;
+    size_t len = 0, cap = 0, got = 0;
+    int rc = pack_new_id(out.id);
+
+    pack_object_name(id, name);
+    for (size_t i = 0; rc == 0 && i < idx->n; i++) {
+        const struct pack_rec *rec = &idx->recs[i];
+        if (!live_mask[i])
+            continue;
+        if (len + rec->bytes > cap) {
+            size_t ncap = cap ? cap * 2 : 1 << 20;
+            while (ncap < len + rec->bytes)
+                ncap *= 2;
+            uint8_t *nb = realloc(buf, ncap);
+            if (!nb) {
+                rc = err_set(VK_ENOMEM, "out of memory");
+                break;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        rc = store_read(r->store, name, rec->off, buf + len, rec->bytes, &got);
+        if (rc == 0 && got != rec->bytes)
+            rc = err_set(VK_ECORRUPT, "pack %s is truncated at record %zu", name, i);
+        if (rc == 0)
+            rc = pack_idx_add(&out, rec->sha, len, rec->bytes, rec->codec);
+        len += rec->bytes;
+    }
+    if (rc == 0)
+        rc = gc_add(&sw->made, out.id);
+    if (rc == 0)
+        rc = repo_store_pack(r, buf, len, &out, NULL);
+    if (rc == 0) /* the copy is durable before the original goes */
+        rc = store_sync(r->store);
+    free(buf);
+    pack_idx_clear(&out);
+    if (rc < 0)
+        err_wrap(rc, "garbage collection: rewriting pack %s", name);
+    return rc;
+}
+
+/* Deletes a pack whose chunks are all unreferenced, or rewrites one that is
+ * mostly garbage; the index goes first, so no reader is sent to a pack that
+ * is being deleted. */
+static int gc_pack(struct gc_sweep *sw, size_t k)
+{
+    const char *id = sw->idx_ids.v[k];
+    struct pack_idx idx;
+    uint64_t live_bytes = 0, all_bytes = 0;
+    size_t n_live = 0;
+    char name[80], *mask;
+    int rc = pack_idx_load(sw->r->store, id, &idx);
+    if (rc == VK_ENOTFOUND)
+        return 0;
+    if (rc < 0)
+        return err_wrap(rc, "garbage collection stopped");
+    mask = calloc(idx.n + 1, 1);
+    if (!mask) {
+        pack_idx_clear(&idx);
+        return err_set(VK_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < idx.n; i++) {
+        mask[i] = (char)gc_rec_live(sw, id, &idx.recs[i]);
+        n_live += (size_t)mask[i];
+        live_bytes += mask[i] ? idx.recs[i].bytes : 0;
+        all_bytes += idx.recs[i].bytes;
+    }
+    int garbage = n_live < idx.n && live_bytes * 2 < all_bytes;
+    if (garbage && sw->idx_mtime[k] > sw->cutoff) {
+        sw->g->kept_young++;
+    } else if (garbage) {
+        if (n_live > 0)
+            rc = gc_repack(sw, id, &idx, mask);
+        pack_index_name(id, name);
+        if (rc == 0)
+            rc = store_remove(sw->r->store, name);
+        gc_pause(sw);
+        pack_object_name(id, name);
+        if (rc == 0 && (rc = store_remove(sw->r->store, name)) == VK_ENOTFOUND)
+            rc = 0;
+        if (rc == 0) {
+            sw->g->chunks_deleted += idx.n - n_live;
+            sw->g->bytes_freed += all_bytes - live_bytes;
+            sw->g->packs_deleted++;
+            sw->g->packs_rewritten += n_live > 0;
+        }
+    }
+    free(mask);
+    pack_idx_clear(&idx);
+    return rc;
+}
+
+/* A pack with no index (its writer died between the two) is garbage. */
+static int gc_orphan_pack(void *arg, const char *name, uint64_t size, int64_t mtime)
+{
+    struct gc_sweep *sw = arg;
+    const char *id = strrchr(name, '/') + 1;
+    if (strlen(id) != PACK_ID_HEX - 1 || strchr(id, '.') || gc_has(&sw->idx_ids, id))
+        return 0;
+    for (size_t i = 0; i < sw->made.n; i++)
+        if (!strcmp(sw->made.v[i], id))
+            return 0;
+    if (mtime > sw->cutoff) {
+        sw->g->kept_young++;
+        return 0;
+    }
+    sw->g->bytes_freed += size;
+    sw->g->packs_deleted++;
+    return gc_add(&sw->doomed, name);
+}
+
+static int gc_sweep(struct gc_sweep *sw)
+{
+    struct repo *r = sw->r;
+    int rc = pack_map_refresh(r->map, r->store, 1);
+    if (rc == 0)
+        rc = store_list(r->store, "packidx/", gc_collect_idx, sw);
+    for (size_t k = 0; rc == 0 && k < sw->idx_ids.n; k++)
+        rc = gc_pack(sw, k);
+    if (rc == 0) {
+        /* idx_ids sorted (mtimes no longer needed) for the orphan check */
+        qsort(sw->idx_ids.v, sw->idx_ids.n, sizeof(*sw->idx_ids.v), gc_cmp);
+        rc = store_list(r->store, "packs/", gc_orphan_pack, sw);
+    }
+    if (rc == 0)
+        rc = store_list(r->store, "indexes/", gc_consider, sw);
+    for (size_t i = 0; rc == 0 && i < sw->doomed.n; i++) {
+        int d = store_remove(r->store, sw->doomed.v[i]);
+        if (d < 0 && d != VK_ENOTFOUND)
+            rc = d;
+        else if (!strncmp(sw->doomed.v[i], "indexes/", 8))
+            sw->g->indexes_deleted++;
+        gc_pause(sw);
+    }
+    return rc;
+}
+
 int gc_run(struct repo *r, int grace_s, struct gc_result *out)
 {
     struct gc_set live = {0};
-    struct gc_sweep sw = {.r = r, .live = &live, .g = out};
-    const char *pause = getenv("VMCKPT_TEST_GC_PAUSE_MS"); /* fault injection for tests */
+    struct gc_sweep sw = {.r = r, .live = &live, .g = out,
+                          .pause = getenv("VMCKPT_TEST_GC_PAUSE_MS")};
     int rc;
 
     memset(out, 0, sizeof(*out));
@@ -154,40 +340,34 @@ int gc_run(struct repo *r, int grace_s, struct gc_result *out)
                 continue;
             }
             live.v[k++] = live.v[i];
-            out->chunks_referenced += strncmp(live.v[i], "chunks/", 7) == 0;
+            out->chunks_referenced += strncmp(live.v[i], "indexes/", 8) != 0;
         }
         live.n = k;
         sw.cutoff = (int64_t)time(NULL) - grace_s;
-        rc = store_list(r->store, "chunks/", gc_consider, &sw);
-        if (rc == 0)
-            rc = store_list(r->store, "indexes/", gc_consider, &sw);
-    }
-    for (size_t i = 0; rc == 0 && i < sw.doomed.n; i++) {
-        int d = store_remove(r->store, sw.doomed.v[i]);
-        if (d < 0 && d != VK_ENOTFOUND)
-            rc = d;
-        else if (!strncmp(sw.doomed.v[i], "chunks/", 7))
-            out->chunks_deleted++;
-        else
-            out->indexes_deleted++;
-        if (pause)
-            usleep((useconds_t)atoi(pause) * 1000);
+        rc = gc_sweep(&sw);
     }
     pthread_rwlock_unlock(&r->gc_lock);
     if (rc == 0)
         log_info("gc: %" PRIu64 " checkpoints reference %" PRIu64 " chunks; deleted %" PRIu64
-                 " chunks and %" PRIu64 " indexes (%" PRIu64 " bytes), kept %" PRIu64
+                 " chunks (%" PRIu64 " packs deleted, %" PRIu64 " rewritten) and %" PRIu64
+                 " indexes (%" PRIu64 " bytes), kept %" PRIu64
                  " unreferenced objects younger than %d s",
-                 out->manifests, out->chunks_referenced, out->chunks_deleted,
-                 out->indexes_deleted, out->bytes_freed, out->kept_young, grace_s);
+                 out->manifests, out->chunks_referenced, out->chunks_deleted, out->packs_deleted,
+                 out->packs_rewritten, out->indexes_deleted, out->bytes_freed, out->kept_young,
+                 grace_s);
     gc_set_free(&live);
     gc_set_free(&sw.doomed);
+    gc_set_free(&sw.idx_ids);
+    gc_set_free(&sw.made);
+    free(sw.idx_mtime);
     return rc;
 }
 
 json_t *gc_result_json(const struct gc_result *g)
 {
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "manifests", (json_int_t)g->manifests,
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "manifests",
+                     (json_int_t)g->manifests, "packs_deleted", (json_int_t)g->packs_deleted,
+                     "packs_rewritten", (json_int_t)g->packs_rewritten,
                      "streams", (json_int_t)g->streams, "chunks_referenced",
                      (json_int_t)g->chunks_referenced, "chunks_deleted",
                      (json_int_t)g->chunks_deleted, "indexes_deleted",

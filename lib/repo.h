@@ -2,9 +2,9 @@
  * and stream indexes.
  *
  * A stream (a memory image, a delta, a base image, a kernel) is cut into
- * content-defined chunks. Each chunk is stored once, as chunks/XX/<sha256 of
- * its plain content>, compressed by the codec the policy picks (the object
- * starts with a 12-byte header naming its codec and plain size); all-zero
+ * content-defined chunks, named by the SHA-256 of their plain content. Each
+ * chunk is stored once, compressed by the codec the policy picks, as a
+ * record of a pack (pack.h: a few MiB of new chunks per object); all-zero
  * chunks are not stored. The stream's index, indexes/<sha256 of the stream>,
  * lists its chunks in order. A manifest names streams by their index, so a
  * base image used by many tasks, or a chunk shared by two memory images, is
@@ -19,6 +19,7 @@
 #include "chunk.h"
 #include "codec.h"
 #include "manifest.h"
+#include "pack.h"
 #include "store.h"
 
 struct repo_cfg {
@@ -29,6 +30,7 @@ struct repo_cfg {
     int retry_base_ms;    /* first back-off; doubles each try */
     int forced_codec;     /* CODEC_AUTO or a codec */
     int no_dedup;         /* write every chunk even if stored (the paper's method) */
+    size_t pack_size;     /* bytes of new chunks per pack object; 0: 8 MiB */
 };
 
 struct repo {
@@ -36,6 +38,8 @@ struct repo {
     struct repo_cfg cfg;
     struct chunk_params cp;
     struct codec_policy policy;
+    struct pack_map *map; /* every chunk the store holds, and where */
+    size_t pack_size;
     /* Uploads hold it shared, GC exclusive: a GC on this node never deletes a
      * chunk that an upload on this node has just found and is about to name. */
     pthread_rwlock_t gc_lock;
@@ -70,9 +74,13 @@ int repo_get_file(struct repo *r, const struct mf_obj *o, const char *path, cons
 /* Reads and checks every chunk of stream o without writing it anywhere. */
 int repo_verify_stream(struct repo *r, const struct mf_obj *o, const char *what);
 
-/* Calls fn for every chunk object name stream o refers to. */
+/* Calls fn with the hash of every stored (non-zero) chunk of stream o. */
 int repo_stream_chunks(struct repo *r, const struct mf_obj *o,
-                       int (*fn)(void *arg, const char *chunk_name), void *arg);
+                       int (*fn)(void *arg, const char *chunk_sha), void *arg);
+/* Writes a pack (buf, len bytes, records listed in idx) and its index, with
+ * retries, and adds it to the map; *retries (may be NULL) counts failed tries. */
+int repo_store_pack(struct repo *r, const uint8_t *buf, size_t len, const struct pack_idx *idx,
+                    uint64_t *retries);
 /* Adds b into a. */
 void repo_stats_add(struct repo_stats *a, const struct repo_stats *b);
 /* The stats as JSON (new reference). */

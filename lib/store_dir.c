@@ -153,6 +153,10 @@ static int dir_put_commit(struct store_writer *sw)
         rc = err_errno(errno, "store %s: cannot sync object %s", d->base.uri, sw->name);
         goto out;
     }
+    /* Lazy: start the write-back now, so that the store_sync() before the
+     * manifest has little left to wait for. */
+    if (sw->lazy)
+        (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     /* Most parents exist already: create them only when the rename says so. */
     if (rename(w->tmp, final) < 0 && (errno != ENOENT || (rc = dir_mkparent(final)) < 0 ||
                                       rename(w->tmp, final) < 0)) {

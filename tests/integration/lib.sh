@@ -78,6 +78,26 @@ flip_byte() {
              seek($f, $ARGV[1], 0); print $f chr(ord($c) ^ 0xff); close($f) or die' "$1" "$2"
 }
 
+# chunk_loc STORE SHA: "PACK_FILE OFFSET BYTES CODEC" of the record holding chunk SHA.
+chunk_loc() {
+    local f id
+    f=$(grep -l "\"$2\"" "$1"/packidx/* | head -n1)
+    [ -n "$f" ] || return 1
+    id=$(basename "$f")
+    jq -r --arg s "$2" --arg p "$1/packs/${id:0:2}/$id" \
+        '.records[] | select(.[0] == $s) | "\($p) \(.[1]) \(.[2]) \(.[3])"' "$f" | head -n1
+}
+
+# stored_chunks STORE: the hash of every chunk whose pack and pack index are both there.
+stored_chunks() {
+    local f id
+    for f in "$1"/packidx/*; do
+        [ -e "$f" ] || continue
+        id=$(basename "$f")
+        [ -f "$1/packs/${id:0:2}/$id" ] && jq -r '.records[][0]' "$f"
+    done | sort -u
+}
+
 cleanup() {
     for p in "${AGENT_PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
     pkill -9 -f "$T/" 2>/dev/null

@@ -54,30 +54,49 @@ head -c 200 "$T/m3.good" > "$M/0000000003.json"
 check_fails "truncated manifest is refused" "not valid JSON" vk a restore c1 --checkpoint 3
 cp "$T/m3.good" "$M/0000000003.json"
 
-# Chunk-level damage. chunk_of MANIFEST_SEQ STREAM N: the file of the N-th stored chunk.
+# Chunk-level damage. chunk_of MANIFEST_SEQ STREAM N: the hash of the N-th stored chunk.
 chunk_of() {
     local idx
     idx=$(jq -r ".$2.name" "$M/$(printf %010d "$1").json")
-    jq -r '[.chunks[] | select(.[2] != "zero")]['"$3"'][0]' "$T/store/$idx" | sed 's|^\(..\)|chunks/\1/\1|'
+    jq -r '[.chunks[] | select(.[2] != "zero")]['"$3"'][0]' "$T/store/$idx"
 }
-C=$T/store/$(chunk_of 2 memory 5)
-cp "$C" "$T/chunk.good"
-flip_byte "$C" 100
-check_fails "a damaged memory chunk is refused on restore" "memory: chunk chunks/.* is damaged" vk a restore c1 --checkpoint 2
+restart_a() { kill "$AGENT_a"; wait "$AGENT_a" 2>/dev/null; start_agent a; }
+C=$(chunk_of 2 memory 5)
+read -r P OFF LEN CODEC <<< "$(chunk_loc "$T/store" "$C")"
+cp "$P" "$T/pack.good"
+flip_byte "$P" $((OFF + LEN - 1))
+check_fails "a damaged memory chunk is refused on restore" "memory: chunk $C in pack .* is damaged" vk a restore c1 --checkpoint 2
 ! pgrep -f "$T/a/state/tasks/c1/run-.*qmp.sock" >/dev/null && ok "no VM left running from damaged data" || not_ok "no VM left running from damaged data"
-check_fails "verify names the damaged chunk" "checkpoint 2 memory: chunk chunks/.*damaged" vk a verify c1
-# Same length, valid header, other content: only the hash can tell.
-len=$(jq -r '[.chunks[] | select(.[2] != "zero")][5][1]' "$T/store/$(jq -r .memory.name "$M/0000000002.json")")
-{ perl -e 'print "VKCH", pack("C4", 0, 0, 0, 0), pack("V", $ARGV[0])' "$len"; head -c "$len" /dev/urandom; } > "$C"
+check_fails "verify names the damaged chunk" "checkpoint 2 memory: chunk $C .*damaged" vk a verify c1
+cp "$T/pack.good" "$P"
+# A valid record with other content: only the hash can tell. It is appended to
+# the pack and the pack index pointed at it (the agent rereads the indexes).
+plain=$(jq -r --arg c "$C" '[.chunks[] | select(.[0] == $c)][0][1]' "$T/store/$(jq -r .memory.name "$M/0000000002.json")")
+end=$(stat -c %s "$P")
+{ perl -e 'print "VKCH", pack("C4", 0, 0, 0, 0), pack("V", $ARGV[0])' "$plain"; head -c "$plain" /dev/urandom; } >> "$P"
+PI=$T/store/packidx/$(basename "$P")
+cp "$PI" "$T/packidx.good"
+jq -c --arg c "$C" --argjson o "$end" --argjson n $((plain + 12)) \
+    '.records |= map(if .[0] == $c then [$c, $o, $n, "none"] else . end)' "$T/packidx.good" > "$PI"
+restart_a
 check_fails "a chunk whose content does not match its name" "does not match its name" vk a verify c1 2
-rm -f "$C"
-check_fails "a missing chunk" "is missing from store" vk a restore c1 --checkpoint 2
-cp "$T/chunk.good" "$C"
-D=$T/store/$(chunk_of 3 'deltas[0]' 0)
-cp "$D" "$T/d1.good"
-truncate -s 20 "$D"
-check_fails "a truncated chunk is refused" "delta 1: chunk chunks/.*damaged" vk a restore c1 --checkpoint 3
-cp "$T/d1.good" "$D"
+cp "$T/packidx.good" "$PI"
+restart_a
+mv "$P" "$T/pack.moved"
+check_fails "a chunk whose pack is missing" "memory: chunk [0-9a-f]* is missing: its pack .* is gone" vk a restore c1 --checkpoint 2
+mv "$T/pack.moved" "$P"
+jq -c --arg c "$C" '.records |= map(select(.[0] != $c))' "$T/packidx.good" > "$PI"
+restart_a
+check_fails "a chunk no pack holds" "chunk $C is missing: no pack" vk a restore c1 --checkpoint 2
+cp "$T/packidx.good" "$PI"
+cp "$T/pack.good" "$P"
+restart_a
+D=$(chunk_of 3 'deltas[0]' 0)
+read -r P OFF LEN CODEC <<< "$(chunk_loc "$T/store" "$D")"
+cp "$P" "$T/pack.good"
+truncate -s $((OFF + 20)) "$P"
+check_fails "a truncated pack is refused" "delta 1: chunk [0-9a-f]* in pack .*damaged" vk a restore c1 --checkpoint 3
+cp "$T/pack.good" "$P"
 IDX=$T/store/$(jq -r .memory.name "$M/0000000003.json")
 cp "$IDX" "$T/idx.good"
 sed -i 's/"lz4"/"brotli"/; s/"none"/"brotli"/; s/"zstd[0-9]"/"brotli"/' "$IDX"

@@ -24,12 +24,15 @@ mem=$(jq .memory.size "$M/0000000006.json"); added=$(jq .uploaded_bytes "$M/0000
     || not_ok "later checkpoint small" "$added of $mem"
 check "every checkpoint verifies" vk a verify d1
 
-# GC already ran after retention: nothing is left unreferenced.
+# GC already ran after retention: a second GC finds nothing to delete.
 vk a --json gc --grace 0 > "$T/gc.json"
-nchunks=$(find "$T/store/chunks" -type f | wc -l)
+nchunks=$(stored_chunks "$T/store" | wc -l)
+ref=$(jq .chunks_referenced "$T/gc.json")
 [ "$(jq .chunks_deleted "$T/gc.json")" = 0 ] && ok "retention collected its garbage itself" || not_ok "retention collected its garbage" "$(cat "$T/gc.json")"
-[ "$(jq .chunks_referenced "$T/gc.json")" = "$nchunks" ] && ok "every stored chunk is referenced ($nchunks)" \
-    || not_ok "every stored chunk is referenced" "referenced $(jq .chunks_referenced "$T/gc.json"), stored $nchunks"
+# A pack is rewritten once it is more than half garbage, so some garbage may stay.
+[ "$nchunks" -ge "$ref" ] && [ $(( (nchunks - ref) * 2 )) -le "$nchunks" ] \
+    && ok "referenced chunks are stored, garbage stays under half ($ref of $nchunks)" \
+    || not_ok "referenced chunks are stored, garbage under half" "referenced $ref, stored $nchunks"
 
 # Merged chain restores consistently, from the oldest kept and the newest.
 check "kill the VM" vk a kill d1
@@ -71,8 +74,9 @@ check "gc finishes on a second run" vk a gc --grace 0
 # --latest-intact: damage a chunk only the newest checkpoint has.
 new=$(comm -23 <(jq -r '.chunks[] | select(.[2] != "zero") | .[0]' "$T/store/$(jq -r .memory.name "$M/0000000006.json")" | sort -u) \
                <(jq -r '.chunks[] | select(.[2] != "zero") | .[0]' "$T/store/$(jq -r .memory.name "$M/0000000005.json")" | sort -u) | head -n1)
-flip_byte "$T/store/chunks/${new:0:2}/$new" 20
-check_fails "restore of the damaged newest checkpoint fails, naming the chunk" "chunk chunks/${new:0:2}/$new" vk a restore d1
+read -r P OFF LEN CODEC <<< "$(chunk_loc "$T/store" "$new")"
+flip_byte "$P" $((OFF + LEN - 1))
+check_fails "restore of the damaged newest checkpoint fails, naming the chunk" "chunk $new in pack" vk a restore d1
 check "restore --latest-intact falls back to checkpoint 5" vk a --json restore d1 --latest-intact
 [ "$(jq .restore.from_seq "$T/last.out")" = 5 ] && ok "it restored checkpoint 5" || not_ok "it restored checkpoint 5" "$(head -c 300 "$T/last.out")"
 S3=$(serial_of a d1)

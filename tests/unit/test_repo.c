@@ -80,7 +80,8 @@ static int same_files(const char *a, const char *b)
 
 static int count_chunks(struct fixture *f)
 {
-    char *cmd = util_fmt("find %s/store/chunks -type f | wc -l", f->root);
+    char *cmd = util_fmt("cat %s/store/packidx/* | jq '.records | length' | "
+                         "awk '{ n += $1 } END { print n + 0 }'", f->root);
     FILE *p = popen(cmd, "r");
     int n = 0;
     assert_int_equal(fscanf(p, "%d", &n), 1);
@@ -124,8 +125,8 @@ static void test_damage_named(void **state)
     char *in = make_file(f, "in", 1);
     struct mf_obj o;
     assert_int_equal(repo_put_file(f->r, in, 0, &o, NULL, NULL, NULL), 0);
-    /* Damage one stored chunk: verification names it. */
-    char *cmd = util_fmt("f=$(find %s/store/chunks -type f | head -n1); "
+    /* Damage the first chunk of a pack: verification names it and its pack. */
+    char *cmd = util_fmt("f=$(find %s/store/packs -type f | head -n1); "
                          "perl -e 'open(F, \"+<\", $ARGV[0]); seek(F, 30, 0); read(F, $c, 1); "
                          "seek(F, 30, 0); print F chr(ord($c) ^ 0xff)' $f; echo $f",
                          f->root);
@@ -137,9 +138,17 @@ static void test_damage_named(void **state)
     assert_int_equal(repo_verify_stream(f->r, &o, "stream X"), VK_ECORRUPT);
     assert_non_null(strstr(err_msg(), "stream X"));
     assert_non_null(strstr(err_msg(), strrchr(victim, '/') + 1));
+    assert_non_null(strstr(err_msg(), "does not match its name"));
     unlink(victim);
     assert_int_equal(repo_verify_stream(f->r, &o, "stream X"), VK_ENOTFOUND);
     assert_non_null(strstr(err_msg(), "missing"));
+    assert_non_null(strstr(err_msg(), strrchr(victim, '/') + 1));
+    /* Its index gone too: no pack holds the chunk. */
+    char *idx = util_fmt("%s/store/packidx/%s", f->root, strrchr(victim, '/') + 1);
+    unlink(idx);
+    free(idx);
+    assert_int_equal(repo_verify_stream(f->r, &o, "stream X"), VK_ENOTFOUND);
+    assert_non_null(strstr(err_msg(), "no pack"));
     free(o.name);
     free(in);
     free(cmd);
@@ -206,12 +215,62 @@ static void test_retention_and_gc(void **state)
     free(b);
 }
 
+static char *make_text(struct fixture *f, const char *name, const int *parts, int n)
+{
+    char *path = util_fmt("%s/%s", f->root, name);
+    FILE *fp = fopen(path, "wb");
+    char *mib = malloc(1 << 20);
+    for (int k = 0; k < n; k++) {
+        uint64_t x = 777 + (uint64_t)parts[k];
+        for (int i = 0; i < (1 << 20); i++) {
+            x = x * 6364136223846793005ull + 1;
+            mib[i] = (char)(x >> 40);
+        }
+        fwrite(mib, 1, 1 << 20, fp);
+    }
+    fclose(fp);
+    free(mib);
+    return path;
+}
+
+/* A pack mostly garbage is rewritten with its live chunks, which still restore. */
+static void test_gc_repacks(void **state)
+{
+    struct fixture *f = *state;
+    static const int abc[] = {1, 2, 3}, a[] = {1};
+    char *x = make_text(f, "x", abc, 3), *y = make_text(f, "y", a, 1);
+    struct mf_obj ox, oy;
+    struct repo_stats st = {0};
+    struct gc_result g;
+
+    assert_int_equal(repo_put_file(f->r, x, 0, &ox, NULL, NULL, NULL), 0);
+    assert_int_equal(repo_put_file(f->r, y, 0, &oy, &st, NULL, NULL), 0);
+    assert_true(st.new_chunks <= 2); /* y's chunks are x's, but for the cut at its end */
+    commit(f, 1, &oy);
+    int before = count_chunks(f);
+    assert_int_equal(gc_run(f->r, 0, &g), 0);
+    assert_true(g.packs_rewritten >= 1);
+    assert_true(g.chunks_deleted > 0);
+    assert_int_equal(g.indexes_deleted, 1); /* x's */
+    assert_true(count_chunks(f) < before);
+    assert_int_equal(repo_verify_stream(f->r, &oy, "y"), 0);
+    /* A second GC finds nothing to do. */
+    assert_int_equal(gc_run(f->r, 0, &g), 0);
+    assert_int_equal(g.chunks_deleted, 0);
+    assert_int_equal(g.packs_deleted, 0);
+    free(ox.name);
+    free(oy.name);
+    free(x);
+    free(y);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_roundtrip_dedup_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_and_gc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_repacks, setup, teardown),
     };
     return cmocka_run_group_tests_name("repo", tests, NULL, NULL);
 }
