@@ -378,7 +378,7 @@ int pack_map_refresh(struct pack_map *m, struct store *s, int full)
     pthread_mutex_lock(&m->lock);
     /* Known packs that are gone: rebuild from scratch. */
     for (size_t i = 0; !full && i < m->n_ids; i++)
-        full = !bsearch(m->ids[i], l.ids, l.n, sizeof(*l.ids), pack_id_cmp);
+        full = l.n == 0 || !bsearch(m->ids[i], l.ids, l.n, sizeof(*l.ids), pack_id_cmp);
     char(*known)[PACK_ID_HEX] = NULL;
     size_t n_known = 0;
     if (full) {

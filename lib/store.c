@@ -12,10 +12,10 @@
 
 extern const struct store_ops store_dir_ops;
 extern const struct store_ops store_fault_ops;
+extern const struct store_ops store_ftp_ops, store_sftp_ops;
 
 static const struct store_ops *const store_backends[] = {
-    &store_dir_ops,
-    &store_fault_ops,
+    &store_dir_ops, &store_fault_ops, &store_ftp_ops, &store_sftp_ops,
 };
 
 #define STORE_IO_BUF (1 << 20)
@@ -60,7 +60,7 @@ int store_open(const char *uri, struct store **out)
             return ops->open(uri, out);
         }
     }
-    return err_set(VK_EINVAL, "store '%s': unknown scheme (supported: file://)", uri);
+    return err_set(VK_EINVAL, "store '%s': unknown scheme (supported: file://, ftp://, sftp://)", uri);
 }
 
 void store_free(struct store *s)
