@@ -62,7 +62,7 @@ static int gc_cmp(const void *a, const void *b)
 
 static int gc_has(const struct gc_set *s, const char *name)
 {
-    return bsearch(&name, s->v, s->n, sizeof(*s->v), gc_cmp) != NULL;
+    return s->n > 0 && bsearch(&name, s->v, s->n, sizeof(*s->v), gc_cmp) != NULL;
 }
 
 static void gc_set_free(struct gc_set *s)
