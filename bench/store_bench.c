@@ -2,7 +2,9 @@
  *   store_bench mkfile PATH MIB FILL_PCT random|text   makes a test "delta":
  *       FILL_PCT % of it data (random: incompressible; text: compressible), the rest zeros
  *   store_bench put STORE_URI PATH CODEC [CHUNK_KIB]   stores PATH as one stream and
- *       prints a JSON line: bytes, seconds, MB/s, new bytes, chunks by codec */
+ *       prints a JSON line: bytes, seconds, MB/s, new bytes, chunks by codec
+ *   store_bench putobj STORE_URI NAME MIB   writes one object of MIB MiB (store tests)
+ *   store_bench stat STORE_URI NAME          prints its size, or fails */
 #include "codec.h"
 #include "err.h"
 #include "repo.h"
@@ -77,13 +79,57 @@ static int put(const char *uri, const char *path, const char *codec, long chunk_
     return 0;
 }
 
+static int putobj(const char *uri, const char *name, long mib)
+{
+    struct store *s = NULL;
+    struct store_writer *w = NULL;
+    char *buf = malloc(1 << 20);
+    int rc = buf ? store_open(uri, &s) : VK_ENOMEM;
+    if (rc == 0)
+        rc = store_put_begin(s, name, &w);
+    for (long i = 0; rc == 0 && i < mib; i++) {
+        memset(buf, (int)i, 1 << 20);
+        rc = store_put_write(w, buf, 1 << 20);
+    }
+    if (rc == 0)
+        rc = store_put_commit(w);
+    else
+        store_put_abort(w);
+    if (rc < 0)
+        fprintf(stderr, "store_bench: %s\n", err_msg());
+    store_free(s);
+    free(buf);
+    return rc < 0;
+}
+
+static int statobj(const char *uri, const char *name)
+{
+    struct store *s = NULL;
+    uint64_t size = 0;
+    int rc = store_open(uri, &s);
+    if (rc == 0)
+        rc = store_stat(s, name, &size);
+    if (rc < 0)
+        fprintf(stderr, "store_bench: %s\n", err_msg());
+    else
+        printf("%llu\n", (unsigned long long)size);
+    store_free(s);
+    return rc < 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && !strcmp(argv[1], "putobj"))
+        return putobj(argv[2], argv[3], atol(argv[4]));
+    if (argc == 4 && !strcmp(argv[1], "stat"))
+        return statobj(argv[2], argv[3]);
     if (argc == 6 && !strcmp(argv[1], "mkfile"))
         return mkfile(argv[2], atol(argv[3]), atol(argv[4]), argv[5]);
     if ((argc == 5 || argc == 6) && !strcmp(argv[1], "put"))
         return put(argv[2], argv[3], argv[4], argc == 6 ? atol(argv[5]) : 32);
     fprintf(stderr, "usage: store_bench mkfile PATH MIB FILL_PCT random|text\n"
-                    "       store_bench put STORE_URI PATH CODEC [CHUNK_KIB]\n");
+                    "       store_bench put STORE_URI PATH CODEC [CHUNK_KIB]\n"
+                    "       store_bench putobj STORE_URI NAME MIB\n"
+                    "       store_bench stat STORE_URI NAME\n");
     return 2;
 }

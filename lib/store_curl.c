@@ -32,7 +32,8 @@ struct curl_store {
     struct store base;
     int sftp;
     char *url;  /* scheme://user:pass@host:port/dir, no trailing '/', no query */
-    char *path; /* /dir as the server sees it (SFTP commands take absolute paths) */
+    char *path; /* the directory as commands name it: absolute (SFTP; FTP: from the
+                 * login directory, which curl_probe asks for) */
     char *key, *pubkey, *known_hosts;
     pthread_mutex_t lock;
     CURL *pool[CURL_POOL];
@@ -135,6 +136,13 @@ static int curl_open_sftp(const char *uri, struct store **out) { return curl_ope
 
 /* ---- handles ------------------------------------------------------------------- */
 
+static size_t curl_discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
+}
+
 static CURL *curl_get(struct curl_store *c, const char *url, char errbuf[CURL_ERROR_SIZE])
 {
     CURL *h = NULL;
@@ -149,6 +157,7 @@ static CURL *curl_get(struct curl_store *c, const char *url, char errbuf[CURL_ER
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, curl_discard); /* NOBODY answers, say */
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)CURL_TIMEOUT_S);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)CURL_TIMEOUT_S);
@@ -314,6 +323,17 @@ static int curl_probe(struct curl_store *c)
     curl_easy_setopt(h, CURLOPT_FTP_CREATE_MISSING_DIRS, (long)CURLFTP_CREATE_DIR_RETRY);
     CURLcode res = curl_easy_perform(h);
     int rc = res == CURLE_OK ? 0 : curl_fail(c, res, errbuf, "open", "its directory");
+    const char *entry = NULL;
+    if (rc == 0 && !c->sftp) {
+        /* A pooled FTP connection may be in any directory: commands we send
+         * ourselves (DELE) use absolute paths, from the login directory. */
+        curl_easy_getinfo(h, CURLINFO_FTP_ENTRY_PATH, &entry);
+        char *abs = util_fmt("%s%s", entry && strcmp(entry, "/") ? entry : "", c->path);
+        if (!abs)
+            rc = err_set(VK_ENOMEM, "out of memory");
+        free(c->path);
+        c->path = abs;
+    }
     curl_put_back(c, h, res);
     free(url);
     return rc;
@@ -412,12 +432,15 @@ static int curl_put_commit(struct store_writer *sw)
     curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)w->len);
     curl_easy_setopt(h, CURLOPT_FTP_CREATE_MISSING_DIRS, (long)CURLFTP_CREATE_DIR_RETRY);
     curl_easy_setopt(h, CURLOPT_POSTQUOTE, post);
+    const char *bps = getenv("VMCKPT_TEST_SEND_BPS"); /* tests: a slow link to cut */
+    if (bps)
+        curl_easy_setopt(h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)atoll(bps));
     CURLcode res = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
     rc = res == CURLE_OK ? 0 : curl_fail(c, res, errbuf, "write", name);
     curl_put_back(c, h, res);
     if (rc < 0 && res != CURLE_COULDNT_CONNECT) { /* best effort: no temporary left */
-        cmd3 = c->sftp ? util_fmt("*rm %s/%s", c->path, tmp) : util_fmt("*DELE %s", tmp);
+        cmd3 = c->sftp ? util_fmt("*rm %s/%s", c->path, tmp) : util_fmt("*DELE %s/%s", c->path, tmp);
         char *root = util_fmt("%s/", c->url), eb2[CURL_ERROR_SIZE];
         struct curl_slist *q = cmd3 ? curl_slist_append(NULL, cmd3) : NULL;
         CURL *h2 = root && q ? curl_get(c, root, eb2) : NULL;
@@ -449,7 +472,7 @@ static int curl_remove(struct store *s, const char *name)
 {
     struct curl_store *c = (struct curl_store *)s;
     char errbuf[CURL_ERROR_SIZE], *root = util_fmt("%s/", c->url);
-    char *cmd = c->sftp ? util_fmt("rm %s/%s", c->path, name) : util_fmt("DELE %s", name);
+    char *cmd = util_fmt(c->sftp ? "rm %s/%s" : "DELE %s/%s", c->path, name);
     int rc = curl_stat_h(c, name, NULL, NULL); /* so that a missing object says so */
     if (rc < 0 || !root || !cmd) {
         free(root);

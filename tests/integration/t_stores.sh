@@ -1,0 +1,76 @@
+#!/bin/bash
+# The FTP and SFTP backends against real servers (vsftpd, OpenSSH's sshd) on
+# 127.0.0.1, started by scripts/servers.sh: the store contract suite
+# (tests/unit/test_store.c), a server that goes away in the middle of a
+# write, and a checkpoint and restore of a guest through each.
+. "$(dirname "$0")/lib.sh"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+chmod 755 "$T" # the servers run as their own user
+PORT_BASE=${VMCKPT_TEST_PORT_BASE:-21400}
+kinds="ftp sftp"
+stop_servers() { for k in $kinds; do "$ROOT/scripts/servers.sh" stop "$k" "$T/$k" 2>/dev/null; done; }
+trap 'stop_servers' EXIT
+
+declare -A URI
+port=$PORT_BASE
+for k in $kinds; do
+    if URI[$k]=$("$ROOT/scripts/servers.sh" start "$k" "$T/$k" "$port" 2>"$T/$k.err"); then
+        ok "$k server starts on 127.0.0.1:$port"
+    else
+        not_ok "$k server starts" "$(tail -5 "$T/$k.err")"
+    fi
+    port=$((port + 1000))
+done
+
+for k in $kinds; do
+    [ -n "${URI[$k]:-}" ] || continue
+    if VMCKPT_TEST_STORE="${URI[$k]}" CMOCKA_MESSAGE_OUTPUT=TAP "$BIN/tests/test_store" > "$T/$k.tap" 2>&1; then
+        ok "$k: the store contract suite passes ($(grep -c '^ok' "$T/$k.tap") cases)"
+    else
+        not_ok "$k: the store contract suite passes" "$(grep -A3 '^not ok' "$T/$k.tap" | head -8)"
+    fi
+
+    # The server goes away in the middle of a write: a clear error, nothing
+    # committed; the same write works once it is back.
+    VMCKPT_TEST_SEND_BPS=8000000 "$BIN/store_bench" putobj "${URI[$k]}" cut/obj 48 > "$T/$k.cut" 2>&1 &
+    pid=$!
+    sleep 2
+    "$ROOT/scripts/servers.sh" stop "$k" "$T/$k"
+    if wait "$pid"; then
+        not_ok "$k: a write cut by the server going away fails" "it succeeded"
+    elif grep -q "cannot write cut/obj" "$T/$k.cut"; then
+        ok "$k: a write cut by the server going away fails, naming the object"
+    else
+        not_ok "$k: the cut write names the object" "$(cat "$T/$k.cut")"
+    fi
+    check_fails "$k: a store that is down gives a clear error" "cannot open" "$BIN/store_bench" stat "${URI[$k]}" cut/obj
+    "$ROOT/scripts/servers.sh" start "$k" "$T/$k" >/dev/null
+    check_fails "$k: nothing of the cut write was committed" "does not exist" "$BIN/store_bench" stat "${URI[$k]}" cut/obj
+    check "$k: the write works once the server is back" "$BIN/store_bench" putobj "${URI[$k]}" cut/obj 48
+    [ "$("$BIN/store_bench" stat "${URI[$k]}" cut/obj)" = $((48 << 20)) ] && ok "$k: and the object is whole" \
+        || not_ok "$k: and the object is whole"
+done
+
+# A guest checkpointed to each store, killed, and restored from it.
+for k in $kinds; do
+    [ -n "${URI[$k]:-}" ] || continue
+    start_agent "a$k" --store "${URI[$k]}" || { not_ok "$k: agent starts on the store"; continue; }
+    check "$k: run a counter task" run_counter "a$k" "c$k" || continue
+    S=$(serial_of "a$k" "c$k")
+    wait_line "$S" '^counter 2$' 90
+    check "$k: checkpoint 1 commits" vk "a$k" checkpoint "c$k"
+    sleep 1
+    check "$k: checkpoint 2 commits" vk "a$k" checkpoint "c$k"
+    want=$(( $(counter_at "a$k" "c$k" 2 "$S") + 1 ))
+    check "$k: kill -9 of the VM" vk "a$k" kill "c$k"
+    check "$k: restore from the store" vk "a$k" restore "c$k"
+    S2=$(serial_of "a$k" "c$k")
+    wait_line "$S2" '^counter [0-9]' 30
+    [ "$(first_counter "$S2")" = "$want" ] && ok "$k: the guest resumes at counter $want" \
+        || not_ok "$k: the guest resumes at counter $want" "got $(first_counter "$S2")"
+    ! grep -aq MISMATCH "$S2" && ok "$k: disk matches memory" || not_ok "$k: disk matches memory"
+    check "$k: verify reads every object back" vk "a$k" verify "c$k"
+    vk "a$k" rm "c$k" >/dev/null 2>&1
+    stop_agent "a$k"
+done
+finish

@@ -1,0 +1,292 @@
+/* The store contract, the same for every backend: on a temporary directory
+ * by default, or on the store named by $VMCKPT_TEST_STORE (an FTP, SFTP or
+ * RADOS server started by tests/integration/t_stores.sh). Object names get a
+ * prefix of their own per test, so runs on a shared server do not meet. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "err.h"
+#include "store.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char root[256];
+static char pfx[64]; /* this test's names start with it */
+static int remote;
+
+/* The name NAME of this test, in buf (static per call site: fine for tests). */
+static const char *N(const char *name)
+{
+    static __thread char buf[8][256];
+    static __thread int k;
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof(buf[k]), "%s%s", pfx, name);
+    return buf[k];
+}
+
+static int setup(void **state)
+{
+    struct store *s = NULL;
+    char uri[300];
+    const char *env = getenv("VMCKPT_TEST_STORE");
+    static int seq;
+    remote = env && *env;
+    snprintf(pfx, sizeof(pfx), "t%d-%d/", (int)getpid(), ++seq);
+    if (remote) {
+        snprintf(uri, sizeof(uri), "%s", env);
+    } else {
+        snprintf(root, sizeof(root), "/tmp/vmckpt-test-store.XXXXXX");
+        assert_non_null(mkdtemp(root));
+        snprintf(uri, sizeof(uri), "file://%s", root);
+    }
+    if (store_open(uri, &s) != 0)
+        fail_msg("cannot open %s: %s", uri, err_msg());
+    *state = s;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    store_free(*state);
+    if (!remote)
+        util_rm_rf(root);
+    return 0;
+}
+
+struct names {
+    char list[16][128];
+    int n;
+};
+
+static int collect(void *arg, const char *name, uint64_t size, int64_t mtime)
+{
+    struct names *n = arg;
+    (void)size;
+    assert_true(mtime > 1700000000); /* a real time stamp */
+    if (n->n < 16)
+        snprintf(n->list[n->n++], 128, "%s", name);
+    return 0;
+}
+
+static void test_put_read_list_remove(void **state)
+{
+    struct store *s = *state;
+    char buf[64];
+    size_t got = 0;
+    uint64_t size = 0;
+    struct names n = {0};
+
+    assert_int_equal(store_put_buf(s, N("a/b/obj1"), "hello world", 11), 0);
+    assert_int_equal(store_put_buf(s, N("a/obj2"), "x", 1), 0);
+    assert_int_equal(store_put_buf(s, N("ab/obj3"), "y", 1), 0);
+    assert_int_equal(store_stat(s, N("a/b/obj1"), &size), 0);
+    assert_int_equal(size, 11);
+    assert_int_equal(store_read(s, N("a/b/obj1"), 6, buf, sizeof(buf), &got), 0);
+    assert_int_equal(got, 5);
+    assert_memory_equal(buf, "world", 5);
+    assert_int_equal(store_list(s, N("a/"), collect, &n), 0);
+    assert_int_equal(n.n, 2); /* not ab/obj3 */
+    if (store_remove(s, N("a/obj2")) != 0) fail_msg("%s", err_msg());
+    assert_int_equal(store_stat(s, N("a/obj2"), NULL), VK_ENOTFOUND);
+    assert_int_equal(store_read(s, N("nope"), 0, buf, 1, &got), VK_ENOTFOUND);
+    assert_non_null(strstr(err_msg(), "nope"));
+    assert_int_equal(store_remove(s, N("nope")), VK_ENOTFOUND);
+}
+
+static void test_uncommitted_invisible(void **state)
+{
+    struct store *s = *state;
+    struct store_writer *w = NULL;
+    struct names n = {0};
+    assert_int_equal(store_put_begin(s, N("c/obj"), &w), 0);
+    assert_int_equal(store_put_write(w, "partial", 7), 0);
+    assert_int_equal(store_stat(s, N("c/obj"), NULL), VK_ENOTFOUND);
+    assert_int_equal(store_list(s, pfx, collect, &n), 0);
+    for (int i = 0; i < n.n; i++)
+        assert_null(strstr(n.list[i], N("c/obj")));
+    store_put_abort(w);
+    assert_int_equal(store_stat(s, N("c/obj"), NULL), VK_ENOTFOUND);
+    store_put_abort(NULL);
+}
+
+static void test_bad_names(void **state)
+{
+    struct store *s = *state;
+    const char *bad[] = {"", "/abs", "a/../b", "a//b", ".hidden", "a/.tmp/x", "trailing/",
+                         "sp ace", "semi;colon"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        assert_int_equal(store_put_buf(s, bad[i], "x", 1), VK_EINVAL);
+    assert_int_equal(store_open("gopher://x", &s), VK_EINVAL);
+    assert_int_equal(store_open("file://relative/path", &s), VK_EINVAL);
+    assert_int_equal(store_open("ftp://no-path", &s), VK_EINVAL);
+}
+
+#define BIG (24u << 20)
+
+struct reader {
+    struct store *s;
+    const unsigned char *want;
+    uint64_t off;
+    int ok;
+};
+
+static void *read_range(void *arg)
+{
+    struct reader *r = arg;
+    unsigned char *buf = malloc(BIG / 4);
+    size_t got = 0;
+    r->ok = buf && store_read(r->s, N("big/obj"), r->off, buf, BIG / 4, &got) == 0 &&
+            got == BIG / 4 && memcmp(buf, r->want + r->off, BIG / 4) == 0;
+    free(buf);
+    return NULL;
+}
+
+static void test_large_in_parts_parallel_readers(void **state)
+{
+    struct store *s = *state;
+    unsigned char *data = malloc(BIG);
+    struct store_writer *w = NULL;
+    struct reader r[4];
+    pthread_t th[4];
+    uint64_t size = 0;
+
+    assert_non_null(data);
+    for (size_t i = 0; i < BIG; i++)
+        data[i] = (unsigned char)(i * 2654435761u >> 13);
+    assert_int_equal(store_put_begin(s, N("big/obj"), &w), 0);
+    for (size_t off = 0; off < BIG; off += 1000003)
+        assert_int_equal(store_put_write(w, data + off, off + 1000003 <= BIG ? 1000003 : BIG - off), 0);
+    assert_int_equal(store_put_commit(w), 0);
+    assert_int_equal(store_stat(s, N("big/obj"), &size), 0);
+    assert_int_equal(size, BIG);
+    for (int i = 0; i < 4; i++) {
+        r[i] = (struct reader){s, data, (uint64_t)i * (BIG / 4), 0};
+        pthread_create(&th[i], NULL, read_range, &r[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(r[i].ok);
+    }
+    free(data);
+}
+
+static void test_get_file_checks(void **state)
+{
+    struct store *s = *state;
+    char path[300], sha[UTIL_SHA256_HEX], src[300];
+    uint64_t size = 0;
+
+    snprintf(src, sizeof(src), "/tmp/vmckpt-test-store-%d-src", (int)getpid());
+    FILE *f = fopen(src, "w");
+    assert_non_null(f);
+    fputs("some object content\n", f);
+    fclose(f);
+    assert_int_equal(store_put_file(s, N("f/obj"), src, sha, &size, NULL, NULL), 0);
+    assert_int_equal(size, 20);
+    snprintf(path, sizeof(path), "/tmp/vmckpt-test-store-%d-out", (int)getpid());
+    assert_int_equal(store_get_file(s, N("f/obj"), path, 20, sha), 0);
+    /* Wrong size and wrong hash are both named errors, and leave no file. */
+    unlink(path);
+    assert_int_equal(store_get_file(s, N("f/obj"), path, 21, sha), VK_ECORRUPT);
+    assert_non_null(strstr(err_msg(), N("f/obj")));
+    sha[0] = sha[0] == '0' ? '1' : '0';
+    assert_int_equal(store_get_file(s, N("f/obj"), path, 20, sha), VK_ECORRUPT);
+    assert_non_null(strstr(err_msg(), "damaged"));
+    assert_int_equal(access(path, F_OK), -1);
+    unlink(src);
+}
+
+/* Several writers and readers at once, on one store. */
+#define W_OBJS 6
+#define W_SIZE (300u << 10)
+
+struct writer_arg {
+    struct store *s;
+    int id, ok;
+};
+
+static void fill(unsigned char *p, size_t n, int seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)((i * 31 + (size_t)seed * 7919) >> 3);
+}
+
+static void *write_many(void *arg)
+{
+    struct writer_arg *a = arg;
+    unsigned char *data = malloc(W_SIZE), *back = malloc(W_SIZE);
+    a->ok = data && back;
+    for (int k = 0; a->ok && k < W_OBJS; k++) {
+        char name[64];
+        size_t got = 0;
+        snprintf(name, sizeof(name), "w/%d/obj%d", a->id, k);
+        fill(data, W_SIZE, a->id * 100 + k);
+        a->ok = store_put_buf(a->s, N(name), data, W_SIZE) == 0 &&
+                store_read(a->s, N(name), 0, back, W_SIZE, &got) == 0 && got == W_SIZE &&
+                memcmp(data, back, W_SIZE) == 0;
+    }
+    free(data);
+    free(back);
+    return NULL;
+}
+
+static int count_obj(void *arg, const char *name, uint64_t size, int64_t mtime)
+{
+    (void)name;
+    (void)mtime;
+    *(int *)arg += size == W_SIZE;
+    return 0;
+}
+
+static void test_concurrent_writers(void **state)
+{
+    struct store *s = *state;
+    struct writer_arg a[4];
+    pthread_t th[4];
+    int n = 0;
+    for (int i = 0; i < 4; i++) {
+        a[i] = (struct writer_arg){s, i, 0};
+        pthread_create(&th[i], NULL, write_many, &a[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(a[i].ok);
+    }
+    assert_int_equal(store_list(s, N("w/"), count_obj, &n), 0);
+    assert_int_equal(n, 4 * W_OBJS);
+}
+
+/* Writing an object again replaces it whole. */
+static void test_overwrite(void **state)
+{
+    struct store *s = *state;
+    char buf[16] = "";
+    size_t got = 0;
+    assert_int_equal(store_put_buf(s, N("o/x"), "first version", 13), 0);
+    assert_int_equal(store_put_buf(s, N("o/x"), "second", 6), 0);
+    assert_int_equal(store_read(s, N("o/x"), 0, buf, sizeof(buf), &got), 0);
+    assert_int_equal(got, 6);
+    assert_memory_equal(buf, "second", 6);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_read_list_remove, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uncommitted_invisible, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_in_parts_parallel_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_get_file_checks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
+    };
+    const char *env = getenv("VMCKPT_TEST_STORE");
+    return cmocka_run_group_tests_name(env && *env ? env : "store (directory)", tests, NULL, NULL);
+}
