@@ -4,7 +4,8 @@
  *   store_bench put STORE_URI PATH CODEC [CHUNK_KIB]   stores PATH as one stream and
  *       prints a JSON line: bytes, seconds, MB/s, new bytes, chunks by codec
  *   store_bench putobj STORE_URI NAME MIB   writes one object of MIB MiB (store tests)
- *   store_bench stat STORE_URI NAME          prints its size, or fails */
+ *   store_bench stat STORE_URI NAME          prints its size, or fails
+ *   store_bench roundtrip STORE_URI PATH OUT|-   stores PATH, reads it back (times both) */
 #include "codec.h"
 #include "err.h"
 #include "repo.h"
@@ -79,6 +80,44 @@ static int put(const char *uri, const char *path, const char *codec, long chunk_
     return 0;
 }
 
+/* Stores PATH, then reads it back (a fresh repo, as another node would) into
+ * OUT ("-" for nowhere); prints put and get seconds. */
+static int roundtrip(const char *uri, const char *path, const char *out)
+{
+    struct store *s = NULL;
+    struct repo *r = NULL, *r2 = NULL;
+    struct repo_cfg cfg = {.chunk_avg = 32768, .workers = 0, .mem_budget = 64 << 20,
+                           .retries = 3, .retry_base_ms = 100, .forced_codec = CODEC_AUTO};
+    struct mf_obj o = {0};
+    int64_t t0, t1, t2;
+    int rc = store_open(uri, &s);
+    if (rc == 0)
+        rc = repo_open(&r, s, &cfg);
+    if (rc == 0)
+        rc = repo_open(&r2, s, &cfg);
+    t0 = util_now_us();
+    if (rc == 0)
+        rc = repo_put_file(r, path, 0, &o, NULL, NULL, NULL);
+    if (rc == 0)
+        rc = store_sync(s);
+    t1 = util_now_us();
+    if (rc == 0 && strcmp(out, "-"))
+        rc = repo_get_file(r2, &o, out, "stream");
+    else if (rc == 0)
+        rc = repo_verify_stream(r2, &o, "stream");
+    t2 = util_now_us();
+    if (rc < 0)
+        fprintf(stderr, "store_bench: %s\n", err_msg());
+    else
+        printf("{\"bytes\": %llu, \"put_seconds\": %.3f, \"get_seconds\": %.3f}\n",
+               (unsigned long long)o.size, (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6);
+    free(o.name);
+    repo_free(r);
+    repo_free(r2);
+    store_free(s);
+    return rc < 0;
+}
+
 static int putobj(const char *uri, const char *name, long mib)
 {
     struct store *s = NULL;
@@ -121,6 +160,8 @@ int main(int argc, char **argv)
 {
     if (argc == 5 && !strcmp(argv[1], "putobj"))
         return putobj(argv[2], argv[3], atol(argv[4]));
+    if (argc == 5 && !strcmp(argv[1], "roundtrip"))
+        return roundtrip(argv[2], argv[3], argv[4]);
     if (argc == 4 && !strcmp(argv[1], "stat"))
         return statobj(argv[2], argv[3]);
     if (argc == 6 && !strcmp(argv[1], "mkfile"))
@@ -130,6 +171,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "usage: store_bench mkfile PATH MIB FILL_PCT random|text\n"
                     "       store_bench put STORE_URI PATH CODEC [CHUNK_KIB]\n"
                     "       store_bench putobj STORE_URI NAME MIB\n"
-                    "       store_bench stat STORE_URI NAME\n");
+                    "       store_bench stat STORE_URI NAME\n"
+                    "       store_bench roundtrip STORE_URI PATH OUT|-\n");
     return 2;
 }

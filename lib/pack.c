@@ -169,6 +169,7 @@ struct pack_map {
     struct pack_slot *slots;
     size_t cap, n; /* cap: a power of two */
     char (*ids)[PACK_ID_HEX]; /* pack number -> id */
+    uint64_t *sizes;          /* pack number -> bytes */
     size_t n_ids, cap_ids;
 };
 
@@ -187,8 +188,10 @@ static void pack_map_clear(struct pack_map *m)
 {
     free(m->slots);
     free(m->ids);
+    free(m->sizes);
     m->slots = NULL;
     m->ids = NULL;
+    m->sizes = NULL;
     m->cap = m->n = m->n_ids = m->cap_ids = 0;
 }
 
@@ -248,13 +251,20 @@ static int pack_map_add_locked(struct pack_map *m, const struct pack_idx *idx)
     if (m->n_ids == m->cap_ids) {
         size_t ncap = m->cap_ids ? m->cap_ids * 2 : 64;
         char(*ni)[PACK_ID_HEX] = realloc(m->ids, ncap * sizeof(*ni));
-        if (!ni)
+        if (ni)
+            m->ids = ni;
+        uint64_t *ns = ni ? realloc(m->sizes, ncap * sizeof(*ns)) : NULL;
+        if (!ns)
             return err_set(VK_ENOMEM, "out of memory");
-        m->ids = ni;
+        m->sizes = ns;
         m->cap_ids = ncap;
     }
     uint32_t p = (uint32_t)m->n_ids++;
     memcpy(m->ids[p], idx->id, PACK_ID_HEX);
+    m->sizes[p] = 0;
+    for (size_t i = 0; i < idx->n; i++)
+        if (idx->recs[i].off + idx->recs[i].bytes > m->sizes[p])
+            m->sizes[p] = idx->recs[i].off + idx->recs[i].bytes;
     for (size_t i = 0; i < idx->n; i++) {
         uint8_t key[32];
         if ((m->n + 1) * 2 > m->cap && pack_map_grow(m) < 0)
@@ -322,6 +332,22 @@ int pack_map_find(struct pack_map *m, const char *sha, struct pack_loc *out)
     }
     pthread_mutex_unlock(&m->lock);
     return rc;
+}
+
+uint32_t pack_map_count(struct pack_map *m)
+{
+    pthread_mutex_lock(&m->lock);
+    uint32_t n = (uint32_t)m->n_ids;
+    pthread_mutex_unlock(&m->lock);
+    return n;
+}
+
+uint64_t pack_map_pack_size(struct pack_map *m, uint32_t pack)
+{
+    pthread_mutex_lock(&m->lock);
+    uint64_t n = pack < m->n_ids ? m->sizes[pack] : 0;
+    pthread_mutex_unlock(&m->lock);
+    return n;
 }
 
 void pack_map_pack_name(struct pack_map *m, uint32_t pack, char out[80])

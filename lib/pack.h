@@ -64,6 +64,9 @@ int pack_map_refresh(struct pack_map *m, struct store *s, int full);
 int pack_map_find(struct pack_map *m, const char *sha, struct pack_loc *out);
 /* The object name of pack number loc.pack into out (e.g. "packs/ab/ab12..."). */
 void pack_map_pack_name(struct pack_map *m, uint32_t pack, char out[80]);
+/* Packs known, numbered 0..count-1, and the size of one (from its index). */
+uint32_t pack_map_count(struct pack_map *m);
+uint64_t pack_map_pack_size(struct pack_map *m, uint32_t pack);
 /* Adds one chunk unless it is there: 1 (and *loc set to the copy known)
  * when it was, 0 when added. Thread-safe. */
 int pack_map_put(struct pack_map *m, const char *sha, struct pack_loc *loc);

@@ -697,7 +697,21 @@ struct down_entry {
     uint32_t len;
     int codec;
     uint64_t off;
+    int pack;          /* index into down_ctx.packs, or -1: read the record alone */
+    struct pack_loc loc; /* where the record is, when pack >= 0 */
 };
+
+/* A pack this stream needs much of: read whole once, its chunks served from
+ * memory (a request per chunk costs a round trip on FTP, SFTP and RADOS). */
+struct down_pack {
+    char name[80];
+    uint64_t size, need; /* bytes: the pack's, and those this stream needs */
+    uint32_t left;       /* chunks of it not served yet */
+    uint8_t *data;
+    int state; /* DP_* */
+};
+
+enum { DP_NONE, DP_LOADING, DP_READY, DP_FAILED };
 
 static struct repo_chunk_ref repo_down_at(const void *v, size_t i)
 {
@@ -817,68 +831,41 @@ static int repo_read_record(struct repo *r, const struct down_entry *e, uint8_t 
 }
 
 /* Fetches one chunk into a new buffer of e->len bytes, checked against its name. */
+static int repo_decode(const struct down_entry *e, const uint8_t *raw, size_t got,
+                       const char *pack, const char *what, uint8_t **out);
+
+/* Fetches one chunk on its own into a new buffer of e->len bytes, checked
+ * against its name. */
 static int repo_fetch_chunk(struct repo *r, const struct down_entry *e, const char *what,
                             uint8_t **out)
 {
     char pack[80] = "";
     size_t cap = REPO_HDR + codec_bound(CODEC_ZSTD9, e->len) + codec_bound(CODEC_LZ4, e->len);
-    uint8_t *raw = malloc(cap), *plain = malloc(e->len ? e->len : 1);
-    char sha[UTIL_SHA256_HEX];
-    struct pack_loc loc = {0};
+    uint8_t *raw = NULL;
+    struct down_entry here = *e;
     size_t got = 0;
-    uint32_t n = 0;
-    int rc = 0, codec;
+    int rc;
 
     *out = NULL;
-    if (!raw || !plain) {
-        rc = err_set(VK_ENOMEM, "out of memory");
-        goto out;
-    }
     if (e->codec == CODEC_ZERO) {
-        memset(plain, 0, e->len);
-        goto done;
+        *out = calloc(1, e->len ? e->len : 1);
+        return *out ? 0 : err_set(VK_ENOMEM, "out of memory");
     }
-    rc = repo_read_record(r, e, raw, cap, &got, pack, &loc);
-    if (rc == VK_ENOTFOUND && !pack[0]) {
+    if (!(raw = malloc(cap)))
+        return err_set(VK_ENOMEM, "out of memory");
+    rc = repo_read_record(r, e, raw, cap, &got, pack, &here.loc);
+    if (rc == VK_ENOTFOUND && !pack[0])
         rc = err_set(rc, "%s: chunk %s is missing: no pack of store %s holds it", what, e->sha,
                      r->store->uri);
-        goto out;
-    }
-    if (rc == VK_ENOTFOUND) {
+    else if (rc == VK_ENOTFOUND)
         rc = err_set(rc, "%s: chunk %s is missing: its pack %s is gone from store %s", what,
                      e->sha, pack, r->store->uri);
-        goto out;
-    }
-    if (rc < 0 && rc != VK_ECORRUPT) {
+    else if (rc < 0 && rc != VK_ECORRUPT)
         err_wrap(rc, "%s: chunk %s (pack %s)", what, e->sha, pack);
-        goto out;
-    }
-    if (rc == VK_ECORRUPT || got != loc.bytes || pack_hdr_parse(raw, &codec, &n) < 0 ||
-        n != e->len) {
-        rc = err_set(VK_ECORRUPT, "%s: chunk %s in pack %s at offset %" PRIu64
-                                  " is damaged (bad header or truncated)",
-                     what, e->sha, pack, loc.off);
-        goto out;
-    }
-    rc = codec_decompress(codec, raw + REPO_HDR, got - REPO_HDR, plain, e->len);
-    if (rc < 0) {
-        err_wrap(rc, "%s: chunk %s in pack %s at offset %" PRIu64 " is damaged", what, e->sha,
-                 pack, loc.off);
-        goto out;
-    }
-    util_sha256_buf(plain, e->len, sha);
-    if (strcmp(sha, e->sha) != 0) {
-        rc = err_set(VK_ECORRUPT, "%s: chunk %s in pack %s at offset %" PRIu64
-                                  " is damaged: its content does not match its name",
-                     what, e->sha, pack, loc.off);
-        goto out;
-    }
-done:
-    *out = plain;
-    plain = NULL;
-out:
+    else
+        rc = repo_decode(&here, raw, rc == VK_ECORRUPT || got != here.loc.bytes ? 0 : got, pack,
+                         what, out);
     free(raw);
-    free(plain);
     return rc;
 }
 
@@ -886,6 +873,8 @@ struct down_ctx {
     struct repo *r;
     const char *what;
     struct down_entry *e;
+    struct down_pack *packs;
+    size_t n_packs;
     size_t n, next_fetch, next_write;
     uint8_t **slots;
     size_t inflight;
@@ -894,6 +883,130 @@ struct down_ctx {
     int rc, stop;
     char err[1024];
 };
+
+/* Decodes and checks a record (raw, got bytes) into a new buffer of e->len bytes. */
+static int repo_decode(const struct down_entry *e, const uint8_t *raw, size_t got,
+                       const char *pack, const char *what, uint8_t **out)
+{
+    uint8_t *plain = malloc(e->len ? e->len : 1);
+    char sha[UTIL_SHA256_HEX];
+    uint32_t n = 0;
+    int codec, rc;
+    *out = NULL;
+    if (!plain)
+        return err_set(VK_ENOMEM, "out of memory");
+    if (got < REPO_HDR || pack_hdr_parse(raw, &codec, &n) < 0 || n != e->len)
+        rc = err_set(VK_ECORRUPT, "%s: chunk %s in pack %s at offset %" PRIu64
+                                  " is damaged (bad header or truncated)",
+                     what, e->sha, pack, e->loc.off);
+    else if ((rc = codec_decompress(codec, raw + REPO_HDR, got - REPO_HDR, plain, e->len)) < 0)
+        err_wrap(rc, "%s: chunk %s in pack %s at offset %" PRIu64 " is damaged", what, e->sha,
+                 pack, e->loc.off);
+    else if (util_sha256_buf(plain, e->len, sha), strcmp(sha, e->sha) != 0)
+        rc = err_set(VK_ECORRUPT, "%s: chunk %s in pack %s at offset %" PRIu64
+                                  " is damaged: its content does not match its name",
+                     what, e->sha, pack, e->loc.off);
+    if (rc < 0)
+        free(plain);
+    else
+        *out = plain;
+    return rc;
+}
+
+/* Serves chunk i from its pack read whole: 1 when done (*rc says how), 0 when
+ * the chunk is to be read alone (no such pack, or it could not be read). */
+static int repo_fetch_cached(struct down_ctx *d, size_t i, uint8_t **out, int *rc)
+{
+    struct down_entry *e = &d->e[i];
+    struct down_pack *p;
+    if (e->pack < 0)
+        return 0;
+    p = &d->packs[e->pack];
+    pthread_mutex_lock(&d->lock);
+    while (p->state == DP_LOADING)
+        pthread_cond_wait(&d->cond, &d->lock);
+    if (p->state == DP_NONE) {
+        p->state = DP_LOADING;
+        d->inflight += p->size;
+        pthread_mutex_unlock(&d->lock);
+        size_t got = 0;
+        uint8_t *data = malloc(p->size ? p->size : 1);
+        int r = data ? store_read(d->r->store, p->name, 0, data, p->size, &got) : VK_ENOMEM;
+        pthread_mutex_lock(&d->lock);
+        if (r == 0 && got == p->size) {
+            p->data = data;
+            p->state = DP_READY;
+        } else { /* each chunk on its own then, with its own error if it has one */
+            free(data);
+            d->inflight -= p->size;
+            p->state = DP_FAILED;
+        }
+        pthread_cond_broadcast(&d->cond);
+    }
+    int served = p->state == DP_READY;
+    if (served) {
+        *rc = e->loc.off + e->loc.bytes <= p->size
+                  ? repo_decode(e, p->data + e->loc.off, e->loc.bytes, p->name, d->what, out)
+                  : err_set(VK_ECORRUPT, "%s: chunk %s lies past the end of pack %s", d->what,
+                            e->sha, p->name);
+        if (--p->left == 0) {
+            free(p->data);
+            p->data = NULL;
+            d->inflight -= p->size;
+            p->state = DP_FAILED; /* nothing left to serve */
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    return served;
+}
+
+/* Finds which packs the stream needs much of (a quarter of their bytes or
+ * more) and notes them, while the memory budget allows. */
+static int repo_plan_packs(struct down_ctx *d)
+{
+    struct pack_map *m = d->r->map;
+    uint32_t np = pack_map_count(m);
+    int *slot = malloc((np + 1) * sizeof(*slot));
+    if (!slot)
+        return err_set(VK_ENOMEM, "out of memory");
+    for (uint32_t k = 0; k < np; k++)
+        slot[k] = -1;
+    d->packs = calloc(d->n + 1, sizeof(*d->packs));
+    if (!d->packs) {
+        free(slot);
+        return err_set(VK_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < d->n; i++) {
+        struct down_entry *e = &d->e[i];
+        e->pack = -1;
+        if (e->codec == CODEC_ZERO || pack_map_find(m, e->sha, &e->loc) < 0 || e->loc.pack >= np)
+            continue;
+        if (slot[e->loc.pack] < 0) {
+            struct down_pack *p = &d->packs[d->n_packs];
+            slot[e->loc.pack] = (int)d->n_packs++;
+            pack_map_pack_name(m, e->loc.pack, p->name);
+            p->size = pack_map_pack_size(m, e->loc.pack);
+        }
+        e->pack = slot[e->loc.pack];
+        d->packs[e->pack].need += e->loc.bytes;
+        d->packs[e->pack].left++;
+    }
+    for (size_t i = 0; i < d->n; i++) {
+        struct down_entry *e = &d->e[i];
+        if (e->pack >= 0) {
+            struct down_pack *p = &d->packs[e->pack];
+            if (p->need * 4 < p->size || p->size > d->r->cfg.mem_budget / 4)
+                e->pack = -1; /* read alone: little of it is needed, or it is too big */
+        }
+    }
+    for (size_t k = 0; k < d->n_packs; k++) /* count only chunks served from memory */
+        d->packs[k].left = 0;
+    for (size_t i = 0; i < d->n; i++)
+        if (d->e[i].pack >= 0)
+            d->packs[d->e[i].pack].left++;
+    free(slot);
+    return 0;
+}
 
 static void *repo_down_worker(void *arg)
 {
@@ -913,7 +1026,9 @@ static void *repo_down_worker(void *arg)
         i = d->next_fetch++;
         d->inflight += d->e[i].len;
         pthread_mutex_unlock(&d->lock);
-        int rc = repo_fetch_chunk(d->r, &d->e[i], d->what, &buf);
+        int rc = 0;
+        if (!repo_fetch_cached(d, i, &buf, &rc))
+            rc = repo_fetch_chunk(d->r, &d->e[i], d->what, &buf);
         pthread_mutex_lock(&d->lock);
         if (rc < 0 && d->rc == 0) {
             d->rc = rc;
@@ -951,8 +1066,11 @@ static int repo_download(struct repo *r, const struct mf_obj *o, int fd, const c
     rc = repo_load_index(r, o, what, &d.e, &d.n);
     if (rc == 0)
         rc = pack_map_refresh(r->map, r->store, 0);
+    if (rc == 0)
+        rc = repo_plan_packs(&d);
     if (rc < 0) {
         free(d.e);
+        free(d.packs);
         return rc;
     }
     d.slots = calloc(d.n + 1, sizeof(*d.slots));
@@ -1000,6 +1118,9 @@ out:
     for (size_t i = 0; d.slots && i < d.n; i++)
         free(d.slots[i]);
     free(d.slots);
+    for (size_t k = 0; d.packs && k < d.n_packs; k++)
+        free(d.packs[k].data);
+    free(d.packs);
     free(d.e);
     pthread_mutex_destroy(&d.lock);
     pthread_cond_destroy(&d.cond);
