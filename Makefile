@@ -5,7 +5,7 @@ PKGS = jansson libcrypto libmicrohttpd inih libcurl libzstd liblz4
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Ilib \
           $(shell pkg-config --cflags $(PKGS))
-LDLIBS += $(shell pkg-config --libs $(PKGS)) -pthread
+LDLIBS += $(shell pkg-config --libs $(PKGS)) -lrados -pthread
 SAN ?=
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

@@ -181,7 +181,7 @@ static enum MHD_Result agent_list(struct agent *a, struct MHD_Connection *c)
     }
     pthread_mutex_unlock(&a->lock);
     return agent_send(c, 200, json_pack("{s:o, s:s, s:s}", "tasks", arr, "store",
-                                        a->cfg->store_uri, "state_dir", a->cfg->state_dir));
+                                        store_uri(a->env.store), "state_dir", a->cfg->state_dir));
 }
 
 /* Newest checkpoint first; a damaged or incomplete one is skipped (and
@@ -659,7 +659,7 @@ int agent_open(struct agent **out, const struct cfg *cfg)
         return rc;
     }
     log_info("vmckptd %d: state %s, store %s, listening on %s, %zu task(s) known", (int)getpid(),
-             cfg->state_dir, cfg->store_uri, cfg->socket, a->n_tasks);
+             cfg->state_dir, store_uri(a->env.store), cfg->socket, a->n_tasks);
     *out = a;
     return 0;
 }

@@ -46,6 +46,18 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
         return cfg_str(&c->socket, value);
     if (IS("store", "uri"))
         return cfg_str(&c->store_uri, value);
+    if (IS("ceph", "pool"))
+        return cfg_str(&c->ceph_pool, value);
+    if (IS("ceph", "conf"))
+        return cfg_str(&c->ceph_conf, value);
+    if (IS("ceph", "client"))
+        return cfg_str(&c->ceph_client, value);
+    if (IS("ceph", "keyring"))
+        return cfg_str(&c->ceph_keyring, value);
+    if (IS("ceph", "replicas"))
+        return cfg_int(&c->ceph_replicas, "ceph.replicas", value, 1, 10);
+    if (IS("ceph", "timeout"))
+        return cfg_int(&c->ceph_timeout, "ceph.timeout", value, 1, 3600);
     if (IS("qemu", "binary"))
         return cfg_str(&c->qemu, value);
     if (IS("qemu", "img_binary"))
@@ -121,6 +133,15 @@ int cfg_finish(struct cfg *c)
 {
     if (!c->socket && !(c->socket = util_fmt("%s/vmckptd.sock", c->state_dir)))
         return err_set(VK_ENOMEM, "out of memory");
+    if (!c->store_uri && c->ceph_pool) {
+        c->store_uri = util_fmt("rados://%s?conf=%s&id=%s&replicas=%d&timeout=%d%s%s", c->ceph_pool,
+                                c->ceph_conf ? c->ceph_conf : "/etc/ceph/ceph.conf",
+                                c->ceph_client ? c->ceph_client : "admin", c->ceph_replicas,
+                                c->ceph_timeout, c->ceph_keyring ? "&keyring=" : "",
+                                c->ceph_keyring ? c->ceph_keyring : "");
+        if (!c->store_uri)
+            return err_set(VK_ENOMEM, "out of memory");
+    }
     if (!c->store_uri && !(c->store_uri = util_fmt("file://%s/store", c->state_dir)))
         return err_set(VK_ENOMEM, "out of memory");
     return 0;
@@ -143,6 +164,8 @@ int cfg_load(struct cfg **out, const char *path)
     c->retries = 5;
     c->keep = 0;
     c->max_chain = 8;
+    c->ceph_replicas = 3;
+    c->ceph_timeout = 30;
     c->pack_mib = 8;
     c->gc_grace_s = 3600;
     if (cfg_str(&c->state_dir, "/var/lib/vmckpt") < 0 || cfg_str(&c->qemu, "qemu-system-x86_64") < 0 ||
@@ -177,6 +200,10 @@ void cfg_free(struct cfg *c)
     free(c->state_dir);
     free(c->socket);
     free(c->store_uri);
+    free(c->ceph_pool);
+    free(c->ceph_conf);
+    free(c->ceph_client);
+    free(c->ceph_keyring);
     free(c->qemu);
     free(c->qemu_img);
     free(c->accel);

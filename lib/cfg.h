@@ -9,6 +9,10 @@ struct cfg {
     char *state_dir; /* [agent] state_dir: tasks, run directories, blob cache */
     char *socket;    /* [agent] socket: the API's UNIX socket */
     char *store_uri; /* [store] uri */
+    /* [ceph] pool, conf, client, keyring, replicas, timeout: the rados:// store
+     * when [store] uri is not set */
+    char *ceph_pool, *ceph_conf, *ceph_client, *ceph_keyring;
+    int ceph_replicas, ceph_timeout;
     char *qemu;      /* [qemu] binary */
     char *qemu_img;  /* [qemu] img_binary */
     char *accel;     /* [qemu] accel: kvm or tcg */

@@ -13,9 +13,10 @@
 extern const struct store_ops store_dir_ops;
 extern const struct store_ops store_fault_ops;
 extern const struct store_ops store_ftp_ops, store_sftp_ops;
+extern const struct store_ops store_rados_ops;
 
 static const struct store_ops *const store_backends[] = {
-    &store_dir_ops, &store_fault_ops, &store_ftp_ops, &store_sftp_ops,
+    &store_dir_ops, &store_fault_ops, &store_ftp_ops, &store_sftp_ops, &store_rados_ops,
 };
 
 #define STORE_IO_BUF (1 << 20)
@@ -60,7 +61,7 @@ int store_open(const char *uri, struct store **out)
             return ops->open(uri, out);
         }
     }
-    return err_set(VK_EINVAL, "store '%s': unknown scheme (supported: file://, ftp://, sftp://)", uri);
+    return err_set(VK_EINVAL, "store '%s': unknown scheme (supported: file://, rados://, ftp://, sftp://)", uri);
 }
 
 void store_free(struct store *s)
@@ -139,6 +140,22 @@ int store_put_buf(struct store *s, const char *name, const void *data, size_t le
         return rc;
     }
     return store_put_commit(w);
+}
+
+int store_lease(struct store *s, const char *name, const char *owner, int duration_ms)
+{
+    if (!store_valid_name(name))
+        return err_set(VK_EINVAL, "bad lease name '%s'", name);
+    if (!s->ops->lease)
+        return err_set(VK_EINVAL, "store %s has no leases", s->uri);
+    return s->ops->lease(s, name, owner, duration_ms);
+}
+
+int store_unlease(struct store *s, const char *name, const char *owner)
+{
+    if (!s->ops->unlease)
+        return err_set(VK_EINVAL, "store %s has no leases", s->uri);
+    return s->ops->unlease(s, name, owner);
 }
 
 int store_check_writable(struct store *s, const char *probe_name)

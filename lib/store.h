@@ -7,7 +7,7 @@
  * run in parallel from many threads on one struct store.
  *
  * A backend is one const struct store_ops in its own file, picked by the URI
- * scheme (file://, later rados://, ftp://, sftp://). Its structs embed
+ * scheme (file://, rados://, ftp://, sftp://). Its structs embed
  * struct store / struct store_writer first. The core calls backends only
  * through the store_* wrappers below, which validate names and arguments. */
 #ifndef VMCKPT_STORE_H
@@ -45,6 +45,11 @@ struct store_ops {
     /* Makes every lazily committed object durable. NULL when commits are
      * always durable. */
     int (*sync)(struct store *s);
+    /* Takes, or renews, an exclusive hold on `name` for duration_ms, for
+     * `owner`: VK_EBUSY while another owner holds it. NULL when the store has
+     * no leases. */
+    int (*lease)(struct store *s, const char *name, const char *owner, int duration_ms);
+    int (*unlease)(struct store *s, const char *name, const char *owner);
 };
 
 struct store {
@@ -88,6 +93,10 @@ int store_list(struct store *s, const char *prefix, store_list_fn fn, void *arg)
 int store_remove(struct store *s, const char *name);
 /* Makes every object committed lazily so far durable. */
 int store_sync(struct store *s);
+
+/* Leases (see store_ops): VK_EINVAL when the store has none. */
+int store_lease(struct store *s, const char *name, const char *owner, int duration_ms);
+int store_unlease(struct store *s, const char *name, const char *owner);
 
 /* Convenience built on the calls above. */
 int store_put_buf(struct store *s, const char *name, const void *data, size_t len);

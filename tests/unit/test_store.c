@@ -276,6 +276,26 @@ static void test_overwrite(void **state)
     assert_memory_equal(buf, "second", 6);
 }
 
+/* Leases, where the store has them: exclusive, renewable, and they expire. */
+static void test_leases(void **state)
+{
+    struct store *s = *state;
+    if (store_lease(s, N("lease/x"), "owner-a", 1500) == VK_EINVAL &&
+        strstr(err_msg(), "has no leases")) {
+        skip(); /* directory, FTP, SFTP: no lease */
+        return;
+    }
+    assert_int_equal(store_lease(s, N("lease/x"), "owner-a", 1500), 0); /* renewal */
+    assert_int_equal(store_lease(s, N("lease/x"), "owner-b", 1500), VK_EBUSY);
+    assert_non_null(strstr(err_msg(), "held by another"));
+    usleep(2000 * 1000);
+    assert_int_equal(store_lease(s, N("lease/x"), "owner-b", 5000), 0); /* expired: b takes it */
+    assert_int_equal(store_lease(s, N("lease/x"), "owner-a", 5000), VK_EBUSY);
+    assert_int_equal(store_unlease(s, N("lease/x"), "owner-b"), 0);
+    assert_int_equal(store_lease(s, N("lease/x"), "owner-a", 5000), 0);
+    assert_int_equal(store_unlease(s, N("lease/x"), "owner-a"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,6 +306,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_get_file_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leases, setup, teardown),
     };
     const char *env = getenv("VMCKPT_TEST_STORE");
     return cmocka_run_group_tests_name(env && *env ? env : "store (directory)", tests, NULL, NULL);

@@ -1,0 +1,141 @@
+#!/bin/bash
+# A real, small Ceph cluster for the tests, demos and benchmarks: one monitor
+# and three OSDs (BlueStore on sparse files) on 127.0.0.1, cephx on, pools
+# replicated over OSDs (all are on this one host). No manager: object I/O does
+# not need one; `ceph -s` then warns "no active mgr", which is expected.
+#
+#   scripts/ceph.sh start DIR [MON_PORT]   prints the ceph.conf path
+#   scripts/ceph.sh stop DIR
+#   scripts/ceph.sh kill-osd DIR N         kill -9 of osd.N (fault tests)
+#   scripts/ceph.sh start-osd DIR N        starts osd.N again
+#   scripts/ceph.sh uri DIR POOL REPLICAS  the vmckpt store URI of a pool
+#
+# Memory: each OSD is held to a small cache (settings below); the cluster
+# uses about 1 GiB in all. Start-up takes ~15-30 s on two cores.
+set -euo pipefail
+cmd=${1:?usage: ceph.sh start|stop|kill-osd|start-osd|uri DIR ...}
+dir=${2:?usage: ceph.sh start|stop|kill-osd|start-osd|uri DIR ...}
+NOSD=${VMCKPT_CEPH_OSDS:-3}
+conf=$dir/ceph.conf
+C() { ceph -c "$conf" --connect-timeout 10 "$@"; }
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+write_conf() {
+    local port=$1 fsid=$2
+    cat > "$conf" <<EOF
+[global]
+fsid = $fsid
+mon host = v2:127.0.0.1:$port
+public network = 127.0.0.0/8
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+keyring = $dir/keyring
+run dir = $dir/run
+admin socket = $dir/run/\$cluster-\$name.asok
+log file = $dir/log/\$cluster-\$name.log
+pid file = $dir/run/\$name.pid
+ms bind ipv6 = false
+ms bind msgr1 = false
+# one host: replicas go to different OSDs, and an OSD's own peers may report it down
+osd crush chooseleaf type = 0
+osd pool default size = 3
+osd pool default min size = 2
+osd pool default pg num = 16
+osd pool default pgp num = 16
+mon allow pool delete = true
+mon allow pool size one = true
+mon warn on pool no redundancy = false
+mon osd min down reporters = 1
+mon osd reporter subtree level = osd
+osd heartbeat interval = 1
+osd heartbeat grace = 5
+mon osd down out interval = 0
+mon data avail warn = 1
+mon data avail crit = 0
+[mon]
+mon data = $dir/mon
+keyring = $dir/mon/keyring
+[osd]
+osd data = $dir/osd\$id
+keyring = $dir/osd\$id/keyring
+osd objectstore = bluestore
+bluestore block create = true
+bluestore block size = 4294967296
+bluestore cache autotune = false
+bluestore cache size = 67108864
+osd memory target = 268435456
+osd op num shards = 1
+osd op num threads per shard = 2
+EOF
+}
+
+start() {
+    local port=${1:-3300} fsid
+    for b in ceph-mon ceph-osd ceph-authtool monmaptool ceph; do
+        command -v "$b" >/dev/null || { echo "ceph.sh: $b is not installed (scripts/setup.sh)" >&2; exit 1; }
+    done
+    mkdir -p "$dir/run" "$dir/log"
+    if [ ! -f "$dir/mon/done" ]; then # first start: make the cluster
+        rm -rf "$dir/mon" "$dir"/osd*
+        fsid=$(cat /proc/sys/kernel/random/uuid)
+        write_conf "$port" "$fsid"
+        ceph-authtool --create-keyring "$dir/mon.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+        ceph-authtool --create-keyring "$dir/keyring" --gen-key -n client.admin \
+            --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
+        ceph-authtool "$dir/mon.keyring" --import-keyring "$dir/keyring" >/dev/null
+        monmaptool --create --addv a "[v2:127.0.0.1:$port]" --fsid "$fsid" "$dir/monmap" >/dev/null
+        ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/mon.keyring"
+        touch "$dir/mon/done"
+    fi
+    pid_alive "$dir/run/mon.a.pid" || ceph-mon -c "$conf" -i a 2>>"$dir/log/daemons.log"
+    for i in $(seq 0 $((NOSD - 1))); do
+        if [ ! -f "$dir/osd$i/done" ]; then
+            local uuid
+            [ -f "$dir/osd$i.uuid" ] || cat /proc/sys/kernel/random/uuid > "$dir/osd$i.uuid"
+            uuid=$(cat "$dir/osd$i.uuid")
+            C osd new "$uuid" "$i" >/dev/null # idempotent with the same uuid and id
+            rm -rf "$dir/osd$i"
+            mkdir -p "$dir/osd$i"
+            ceph-osd -c "$conf" -i "$i" --mkfs --mkkey --osd-uuid "$uuid" --no-mon-config \
+                >>"$dir/log/mkfs.log" 2>&1 || { echo "ceph.sh: mkfs of osd.$i failed; see $dir/log/mkfs.log" >&2; exit 1; }
+            ceph-authtool "$dir/osd$i/keyring" -n "osd.$i" --cap osd 'allow *' \
+                --cap mon 'allow profile osd' --cap mgr 'allow profile osd' >/dev/null
+            C auth import -i "$dir/osd$i/keyring" 2>>"$dir/log/mkfs.log" # replaces an older key
+            touch "$dir/osd$i/done"
+        fi
+        pid_alive "$dir/run/osd.$i.pid" || ceph-osd -c "$conf" -i "$i" 2>>"$dir/log/daemons.log"
+    done
+    # Ready when every OSD is up.
+    for _ in $(seq 120); do
+        [ "$(C osd stat -f json 2>/dev/null | jq -r .num_up_osds)" = "$NOSD" ] && { echo "$conf"; return 0; }
+        sleep 0.5
+    done
+    echo "ceph.sh: the OSDs did not come up; see $dir/log" >&2
+    C -s >&2 || true
+    exit 1
+}
+
+stop() {
+    local f
+    for f in "$dir"/run/osd.*.pid "$dir"/run/mon.*.pid; do
+        [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    done
+    for _ in $(seq 50); do
+        local alive=0
+        for f in "$dir"/run/*.pid; do pid_alive "$f" && alive=1; done
+        [ $alive = 0 ] && return 0
+        sleep 0.2
+    done
+    for f in "$dir"/run/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
+}
+
+case $cmd in
+start) start "${3:-}" ;;
+stop) stop ;;
+kill-osd) kill -9 "$(cat "$dir/run/osd.${3:?N}.pid")" ;;
+start-osd) ceph-osd -c "$conf" -i "${3:?N}" 2>>"$dir/log/daemons.log" ;;
+uri) echo "rados://${3:?POOL}?conf=$conf&id=admin&keyring=$dir/keyring&replicas=${4:-3}" ;;
+*) echo "usage: ceph.sh start|stop|kill-osd|start-osd|uri DIR ..." >&2; exit 2 ;;
+esac
