@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int mkfile(const char *path, long mib, long fill, const char *kind)
 {
@@ -126,9 +127,12 @@ static int putobj(const char *uri, const char *name, long mib)
     int rc = buf ? store_open(uri, &s) : VK_ENOMEM;
     if (rc == 0)
         rc = store_put_begin(s, name, &w);
+    const char *pause = getenv("VMCKPT_TEST_PUT_PAUSE_MS"); /* tests: a slow writer to cut */
     for (long i = 0; rc == 0 && i < mib; i++) {
         memset(buf, (int)i, 1 << 20);
         rc = store_put_write(w, buf, 1 << 20);
+        if (pause)
+            usleep((useconds_t)atoi(pause) * 1000);
     }
     if (rc == 0)
         rc = store_put_commit(w);

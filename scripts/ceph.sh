@@ -6,6 +6,7 @@
 #
 #   scripts/ceph.sh start DIR [MON_PORT]   prints the ceph.conf path
 #   scripts/ceph.sh stop DIR
+#   scripts/ceph.sh kill DIR               kill -9 of every daemon (a crash)
 #   scripts/ceph.sh kill-osd DIR N         kill -9 of osd.N (fault tests)
 #   scripts/ceph.sh start-osd DIR N        starts osd.N again
 #   scripts/ceph.sh uri DIR POOL REPLICAS  the vmckpt store URI of a pool
@@ -134,8 +135,9 @@ stop() {
 case $cmd in
 start) start "${3:-}" ;;
 stop) stop ;;
+kill) for f in "$dir"/run/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done ;;
 kill-osd) kill -9 "$(cat "$dir/run/osd.${3:?N}.pid")" ;;
 start-osd) ceph-osd -c "$conf" -i "${3:?N}" 2>>"$dir/log/daemons.log" ;;
 uri) echo "rados://${3:?POOL}?conf=$conf&id=admin&keyring=$dir/keyring&replicas=${4:-3}" ;;
-*) echo "usage: ceph.sh start|stop|kill-osd|start-osd|uri DIR ..." >&2; exit 2 ;;
+*) echo "usage: ceph.sh start|stop|kill|kill-osd|start-osd|uri DIR ..." >&2; exit 2 ;;
 esac
