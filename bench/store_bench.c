@@ -1,11 +1,13 @@
 /* store_bench: drives the repository directly, for the data-path benchmarks.
- *   store_bench mkfile PATH MIB FILL_PCT random|text   makes a test "delta":
+ *   store_bench mkfile PATH MIB FILL_PCT random|text [SEED]   makes a test "delta":
  *       FILL_PCT % of it data (random: incompressible; text: compressible), the rest zeros
  *   store_bench put STORE_URI PATH CODEC [CHUNK_KIB]   stores PATH as one stream and
  *       prints a JSON line: bytes, seconds, MB/s, new bytes, chunks by codec
  *   store_bench putobj STORE_URI NAME MIB   writes one object of MIB MiB (store tests)
  *   store_bench stat STORE_URI NAME          prints its size, or fails
- *   store_bench roundtrip STORE_URI PATH OUT|-   stores PATH, reads it back (times both) */
+ *   store_bench roundtrip STORE_URI PATH OUT|-   stores PATH, reads it back (times both)
+ *   store_bench putset STORE_URI FILE...      stores a checkpoint's files; prints their streams
+ *   store_bench getset STORE_URI SET.json     fetches and checks them (a restore's reads) */
 #include "codec.h"
 #include "err.h"
 #include "repo.h"
@@ -17,11 +19,11 @@
 #include <string.h>
 #include <unistd.h>
 
-static int mkfile(const char *path, long mib, long fill, const char *kind)
+static int mkfile(const char *path, long mib, long fill, const char *kind, uint64_t seed)
 {
     FILE *f = fopen(path, "wb");
     static const char words[] = "checkpoint memory delta chunk store restore qemu guest task ";
-    uint64_t x = 88172645463325252ull, total = (uint64_t)mib << 20, data = total * (uint64_t)fill / 100;
+    uint64_t x = 88172645463325252ull + seed * 0x9e3779b97f4a7c15ull, total = (uint64_t)mib << 20, data = total * (uint64_t)fill / 100;
     char buf[65536];
     if (!f)
         return 1;
@@ -119,6 +121,88 @@ static int roundtrip(const char *uri, const char *path, const char *out)
     return rc < 0;
 }
 
+static struct repo_cfg bench_cfg(void)
+{
+    struct repo_cfg cfg = {.chunk_avg = 32768, .workers = 0, .mem_budget = 64 << 20,
+                           .retries = 3, .retry_base_ms = 100, .forced_codec = CODEC_AUTO};
+    return cfg;
+}
+
+/* A checkpoint's streams: stores each file; prints {"seconds", "bytes",
+ * "stored", "streams": [{name, size, sha256}]} for getset. */
+static int putset(const char *uri, int n, char **paths)
+{
+    struct store *s = NULL;
+    struct repo *r = NULL;
+    struct repo_cfg cfg = bench_cfg();
+    struct repo_stats st = {0};
+    json_t *streams = json_array();
+    uint64_t bytes = 0;
+    int rc = store_open(uri, &s);
+    if (rc == 0)
+        rc = repo_open(&r, s, &cfg);
+    int64_t t0 = util_now_us();
+    for (int i = 0; rc == 0 && i < n; i++) {
+        struct mf_obj o = {0};
+        rc = repo_put_file(r, paths[i], 0, &o, &st, NULL, NULL);
+        if (rc == 0) {
+            json_array_append_new(streams, json_pack("{s:s, s:I, s:s}", "name", o.name, "size",
+                                                     (json_int_t)o.size, "sha256", o.sha256));
+            bytes += o.size;
+        }
+        free(o.name);
+    }
+    if (rc == 0)
+        rc = store_sync(s);
+    double secs = (double)(util_now_us() - t0) / 1e6;
+    if (rc < 0) {
+        fprintf(stderr, "store_bench: %s\n", err_msg());
+    } else {
+        json_t *j = json_pack("{s:f, s:I, s:I, s:O}", "seconds", secs, "bytes", (json_int_t)bytes,
+                              "stored", (json_int_t)st.new_bytes, "streams", streams);
+        char *text = json_dumps(j, JSON_COMPACT);
+        puts(text);
+        free(text);
+        json_decref(j);
+    }
+    json_decref(streams);
+    repo_free(r);
+    store_free(s);
+    return rc < 0;
+}
+
+/* Restores every stream of a putset answer (SETJSON, a file) and checks it;
+ * prints the seconds it took. */
+static int getset(const char *uri, const char *setjson)
+{
+    struct store *s = NULL;
+    struct repo *r = NULL;
+    struct repo_cfg cfg = bench_cfg();
+    json_t *j = json_load_file(setjson, 0, NULL), *o;
+    size_t i;
+    int rc = j ? store_open(uri, &s) : err_set(VK_EINVAL, "cannot read %s", setjson);
+    if (rc == 0)
+        rc = repo_open(&r, s, &cfg);
+    int64_t t0 = util_now_us();
+    json_array_foreach(json_object_get(j, "streams"), i, o)
+    {
+        struct mf_obj m = {.name = (char *)json_string_value(json_object_get(o, "name")),
+                           .size = (uint64_t)json_integer_value(json_object_get(o, "size"))};
+        snprintf(m.sha256, sizeof(m.sha256), "%s", json_string_value(json_object_get(o, "sha256")));
+        if (rc == 0)
+            rc = repo_verify_stream(r, &m, m.name); /* fetch, decompress, check; no disk write */
+    }
+    double secs = (double)(util_now_us() - t0) / 1e6;
+    if (rc < 0)
+        fprintf(stderr, "store_bench: %s\n", err_msg());
+    else
+        printf("{\"seconds\": %.3f}\n", secs);
+    json_decref(j);
+    repo_free(r);
+    store_free(s);
+    return rc < 0;
+}
+
 static int putobj(const char *uri, const char *name, long mib)
 {
     struct store *s = NULL;
@@ -164,18 +248,25 @@ int main(int argc, char **argv)
 {
     if (argc == 5 && !strcmp(argv[1], "putobj"))
         return putobj(argv[2], argv[3], atol(argv[4]));
+    if (argc >= 4 && !strcmp(argv[1], "putset"))
+        return putset(argv[2], argc - 3, argv + 3);
+    if (argc == 4 && !strcmp(argv[1], "getset"))
+        return getset(argv[2], argv[3]);
     if (argc == 5 && !strcmp(argv[1], "roundtrip"))
         return roundtrip(argv[2], argv[3], argv[4]);
     if (argc == 4 && !strcmp(argv[1], "stat"))
         return statobj(argv[2], argv[3]);
-    if (argc == 6 && !strcmp(argv[1], "mkfile"))
-        return mkfile(argv[2], atol(argv[3]), atol(argv[4]), argv[5]);
+    if ((argc == 6 || argc == 7) && !strcmp(argv[1], "mkfile"))
+        return mkfile(argv[2], atol(argv[3]), atol(argv[4]), argv[5],
+                      argc == 7 ? (uint64_t)atoll(argv[6]) : 0);
     if ((argc == 5 || argc == 6) && !strcmp(argv[1], "put"))
         return put(argv[2], argv[3], argv[4], argc == 6 ? atol(argv[5]) : 32);
-    fprintf(stderr, "usage: store_bench mkfile PATH MIB FILL_PCT random|text\n"
+    fprintf(stderr, "usage: store_bench mkfile PATH MIB FILL_PCT random|text [SEED]\n"
                     "       store_bench put STORE_URI PATH CODEC [CHUNK_KIB]\n"
                     "       store_bench putobj STORE_URI NAME MIB\n"
                     "       store_bench stat STORE_URI NAME\n"
-                    "       store_bench roundtrip STORE_URI PATH OUT|-\n");
+                    "       store_bench roundtrip STORE_URI PATH OUT|-\n"
+                    "       store_bench putset STORE_URI FILE...\n"
+                    "       store_bench getset STORE_URI SET.json\n");
     return 2;
 }

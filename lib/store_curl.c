@@ -252,9 +252,12 @@ static int curl_read(struct store *s, const char *name, uint64_t off, void *buf,
         free(url);
         return err_set(VK_ENOMEM, "out of memory");
     }
+    /* A ranged FTP transfer ends with ABOR and a new login for the next one:
+     * from the start, read plainly and stop at len (most reads are whole packs). */
     snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)off,
              (unsigned long long)(off + len - 1));
-    curl_easy_setopt(h, CURLOPT_RANGE, range);
+    if (off > 0 || c->sftp)
+        curl_easy_setopt(h, CURLOPT_RANGE, range);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, curl_sink_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
     CURLcode res = curl_easy_perform(h);

@@ -37,8 +37,9 @@ static void usage(FILE *f)
         "                          newest is damaged\n"
         "  verify [TASK [SEQ]]     read back every chunk of the checkpoint(s) (all tasks when\n"
         "                          no task is named) and check them against their hashes\n"
-        "  gc [--grace SEC]        delete chunks no checkpoint references any more (kept if\n"
-        "                          younger than SEC, default [data] gc_grace)\n"
+        "  gc [--grace SEC]        delete data no checkpoint references any more: indexes, packs\n"
+        "                          (rewritten when mostly garbage); kept if younger than SEC\n"
+        "                          (default [data] gc_grace)\n"
         "  kill TASK               kill the task's VM with SIGKILL (simulates a crash)\n"
         "  rm TASK                 stop the VM and forget the task on this node;\n"
         "                          its checkpoints stay in the store\n"
@@ -652,10 +653,12 @@ static int cmd_gc(int argc, char **argv)
     if (opt_json)
         print_json(out);
     else
-        printf("%lld checkpoints reference %lld chunks; deleted %lld chunks and %lld indexes "
-               "(%s); kept %lld unreferenced objects inside the grace period\n",
+        printf("%lld checkpoints reference %lld chunks; deleted %lld chunks (%lld packs deleted, "
+               "%lld rewritten) and %lld indexes (%s); kept %lld unreferenced objects inside the "
+               "grace period\n",
                (long long)jint(out, "manifests"), (long long)jint(out, "chunks_referenced"),
-               (long long)jint(out, "chunks_deleted"), (long long)jint(out, "indexes_deleted"),
+               (long long)jint(out, "chunks_deleted"), (long long)jint(out, "packs_deleted"),
+               (long long)jint(out, "packs_rewritten"), (long long)jint(out, "indexes_deleted"),
                fmt_bytes(jint(out, "bytes_freed"), b, sizeof(b)), (long long)jint(out, "kept_young"));
     json_decref(out);
     return 0;

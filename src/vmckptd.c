@@ -31,7 +31,10 @@ static void usage(FILE *f)
             "\n"
             "  --config FILE     INI settings file (see README, 'Settings')\n"
             "  --state-dir DIR   [agent] state_dir (default /var/lib/vmckpt)\n"
-            "  --store URI       [store] uri (default file://STATE_DIR/store)\n"
+            "  --store URI       [store] uri (default file://STATE_DIR/store): file:///DIR,\n"
+            "                    rados://POOL?conf=CEPH_CONF&id=CLIENT&keyring=FILE&replicas=N,\n"
+            "                    ftp://USER:PASSWORD@HOST:PORT/DIR or\n"
+            "                    sftp://USER@HOST:PORT/DIR?key=PRIVATE_KEY&known_hosts=FILE\n"
             "  --socket PATH     [agent] socket (default STATE_DIR/vmckptd.sock)\n"
             "  --set S.K=V       any setting, e.g. --set qemu.accel=tcg\n"
             "  --debug           verbose log\n");
