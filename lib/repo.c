@@ -46,6 +46,8 @@ int repo_open(struct repo **out, struct store *s, const struct repo_cfg *cfg)
         ncpu = ncpu < 1 ? 1 : ncpu > 32 ? 32 : ncpu;
         r->cfg.workers = (int)(strcmp(s->ops->scheme, "file") == 0 ? ncpu : 2 * ncpu < 8 ? 8 : 2 * ncpu);
     }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    r->cpu_par = ncpu < 1 ? 1 : ncpu < r->cfg.workers ? (int)ncpu : r->cfg.workers;
     /* Packs being filled or written count against the budget: at most half of it. */
     r->pack_size = cfg->pack_size ? cfg->pack_size : REPO_PACK_DEFAULT;
     if (r->pack_size > cfg->mem_budget / 2)
@@ -175,9 +177,14 @@ int repo_store_pack(struct repo *r, const uint8_t *buf, size_t len, const struct
     int rc = 0;
     for (int attempt = 0; attempt < r->cfg.retries; attempt++) {
         int64_t t0 = util_now_us();
+        int conc = __atomic_add_fetch(&r->uploads, 1, __ATOMIC_RELAXED);
         rc = repo_write_pack(r, buf, len, idx);
+        int conc2 = __atomic_fetch_sub(&r->uploads, 1, __ATOMIC_RELAXED);
         if (rc == 0) {
-            codec_policy_note_upload(&r->policy, len, (double)(util_now_us() - t0) / 1e6);
+            /* Uploads overlap: what one costs the stream is its time shared with
+             * the others in flight. */
+            double secs = (double)(util_now_us() - t0) / 1e6;
+            codec_policy_note_upload(&r->policy, len, secs / (conc > conc2 ? conc : conc2));
             return pack_map_add(r->map, idx);
         }
         if (rc == VK_ENOSPC || rc == VK_EINVAL)
@@ -261,12 +268,20 @@ static int repo_up_append(struct up_ctx *u, struct up_entry *e, const uint8_t *p
     return rc;
 }
 
+/* What CPU time costs the stream: chunks are compressed cpu_par at a time.
+ * (CPU time, not wall time: with more workers than cores, a worker's wall
+ * time counts the others' work too.) */
+static double repo_cpu_seconds(const struct repo *r, int64_t cpu_us)
+{
+    return (double)cpu_us / 1e6 / r->cpu_par;
+}
+
 /* Compresses one chunk with codec into *buf (NULL for CODEC_NONE), noting the cost. */
 static int repo_compress(struct repo *r, struct up_job *j, int codec, uint8_t **buf,
                          size_t *stored)
 {
     size_t cap;
-    int64_t t0 = util_now_us();
+    int64_t t0 = util_thread_cpu_us();
     int rc;
 
     *buf = NULL;
@@ -279,7 +294,7 @@ static int repo_compress(struct repo *r, struct up_job *j, int codec, uint8_t **
     rc = codec_compress(codec, j->data, j->len, *buf, cap, stored);
     if (rc == 0)
         codec_policy_note_compress(&r->policy, codec, j->len, *stored,
-                                   (double)(util_now_us() - t0) / 1e6);
+                                   repo_cpu_seconds(r, util_thread_cpu_us() - t0));
     return rc;
 }
 
@@ -295,13 +310,13 @@ static int repo_probe(struct repo *r, struct up_job *j, int other, int *codec, u
     for (int k = 0; k < 2; k++) {
         uint8_t *b = NULL;
         size_t n = 0;
-        int64_t t0 = util_now_us();
+        int64_t t0 = util_thread_cpu_us();
         int rc = repo_compress(r, j, cand[k], &b, &n);
         if (rc < 0) {
             free(b);
             return rc;
         }
-        double cost = (double)(util_now_us() - t0) / 1e6 + (double)n * spb;
+        double cost = repo_cpu_seconds(r, util_thread_cpu_us() - t0) + (double)n * spb;
         if (best < 0 || cost < best_cost) {
             free(*buf);
             *buf = b;

@@ -40,6 +40,8 @@ struct repo {
     struct codec_policy policy;
     struct pack_map *map; /* every chunk the store holds, and where */
     size_t pack_size;
+    int cpu_par;           /* chunks compressed at once: min(CPUs, workers) */
+    int uploads;           /* pack uploads in flight (atomic) */
     /* Uploads hold it shared, GC exclusive: a GC on this node never deletes a
      * chunk that an upload on this node has just found and is about to name. */
     pthread_rwlock_t gc_lock;

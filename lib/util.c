@@ -20,6 +20,13 @@
 
 extern char **environ;
 
+int64_t util_thread_cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int64_t util_now_us(void)
 {
     struct timespec ts;

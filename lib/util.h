@@ -10,6 +10,8 @@
 
 /* Monotonic and wall-clock time. */
 int64_t util_now_us(void);
+/* CPU time this thread has used, in microseconds. */
+int64_t util_thread_cpu_us(void);
 int64_t util_wall_us(void);
 /* "2026-11-25T07:30:00Z" into buf (>= 32 bytes). */
 void util_iso_time(int64_t wall_us, char *buf, size_t len);
