@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <inttypes.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -286,6 +288,94 @@ static int dir_sync(struct store *s)
     return rc;
 }
 
+/* ---- leases ------------------------------------------------------------------------
+ * A lease is the object `name` holding "OWNER EXPIRY_MS\n" (wall clock, so the
+ * nodes' clocks must agree to well within a lease). Reading and replacing it
+ * happens under an exclusive lock on .tmp/leases.lock, which every agent
+ * sharing the directory takes (flock; on NFS the client turns it into an NFS
+ * lock), so two owners never both see a lease free. */
+
+static int dir_lease_lock(struct dir_store *d)
+{
+    char *path = util_fmt("%s/.tmp/leases.lock", d->root);
+    int fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
+    int rc = fd;
+    if (fd < 0)
+        rc = err_errno(errno, "store %s: cannot open the lease lock %s", d->base.uri,
+                       path ? path : "");
+    else if (flock(fd, LOCK_EX) < 0) {
+        rc = err_errno(errno, "store %s: cannot lock %s", d->base.uri, path);
+        close(fd);
+    }
+    free(path);
+    return rc;
+}
+
+/* The lease's holder and expiry; *owner = "" when there is none. */
+static void dir_lease_read(struct dir_store *d, const char *name, char owner[256],
+                           int64_t *expiry_ms)
+{
+    char *path = dir_path(d, name), *text = NULL;
+    size_t len = 0;
+    owner[0] = '\0';
+    *expiry_ms = 0;
+    if (path && util_read_file(path, &text, &len) == 0 &&
+        sscanf(text, "%255s %" SCNd64, owner, expiry_ms) != 2)
+        owner[0] = '\0';
+    err_clear();
+    free(text);
+    free(path);
+}
+
+static int dir_lease(struct store *s, const char *name, const char *owner, int duration_ms)
+{
+    struct dir_store *d = (struct dir_store *)s;
+    char holder[256], *path = NULL, *text = NULL;
+    int64_t expiry, now = util_wall_us() / 1000;
+    int rc, fd = dir_lease_lock(d);
+    if (fd < 0)
+        return fd;
+    dir_lease_read(d, name, holder, &expiry);
+    if (holder[0] && strcmp(holder, owner) != 0 && expiry > now) {
+        rc = err_set(VK_EBUSY, "store %s: lease %s is held by another owner (%s, %" PRId64
+                               " ms left)", s->uri, name, holder, expiry - now);
+    } else {
+        path = dir_path(d, name);
+        text = util_fmt("%s %" PRId64 "\n", owner, now + duration_ms);
+        rc = path && text ? dir_mkparent(path) : err_set(VK_ENOMEM, "out of memory");
+        if (rc == 0)
+            rc = util_write_file_atomic(path, text, strlen(text));
+        if (rc < 0)
+            err_wrap(rc, "store %s: cannot take lease %s", s->uri, name);
+    }
+    close(fd); /* unlocks */
+    free(path);
+    free(text);
+    return rc;
+}
+
+static int dir_unlease(struct store *s, const char *name, const char *owner)
+{
+    struct dir_store *d = (struct dir_store *)s;
+    char holder[256], *path;
+    int64_t expiry;
+    int rc = 0, fd = dir_lease_lock(d);
+    if (fd < 0)
+        return fd;
+    dir_lease_read(d, name, holder, &expiry);
+    if (strcmp(holder, owner) != 0)
+        rc = err_set(VK_ENOTFOUND, "store %s: lease %s is not held by %s", s->uri, name, owner);
+    else if (!(path = dir_path(d, name)))
+        rc = err_set(VK_ENOMEM, "out of memory");
+    else {
+        if (unlink(path) < 0)
+            rc = err_errno(errno, "store %s: cannot release lease %s", s->uri, name);
+        free(path);
+    }
+    close(fd);
+    return rc;
+}
+
 const struct store_ops store_dir_ops = {
     .version = STORE_OPS_VERSION,
     .scheme = "file",
@@ -300,4 +390,6 @@ const struct store_ops store_dir_ops = {
     .list = dir_list,
     .remove = dir_remove,
     .sync = dir_sync,
+    .lease = dir_lease,
+    .unlease = dir_unlease,
 };
