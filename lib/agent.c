@@ -1,6 +1,7 @@
 #include "agent.h"
 
 #include "ckpt.h"
+#include "cluster.h"
 #include "err.h"
 #include "gc.h"
 #include "log.h"
@@ -37,6 +38,17 @@ struct agent {
     size_t n_tasks;
     pthread_t sched;
     volatile int stopping;
+    /* cluster mode (cluster.h): */
+    pthread_t cluster, fence;
+    int64_t *lease_ok_ms;  /* per task (same index): when its lease was last renewed */
+    char (*seen_dead)[128]; /* nodes found dead, and when */
+    int64_t *seen_dead_ms;
+    size_t n_dead;
+    char (*failed_here)[128]; /* tasks whose take-over failed on this node */
+    size_t n_failed;
+    /* metrics */
+    uint64_t detections, takeovers, fences, renew_failures;
+    double renew_s, detect_s, resume_s;
 };
 
 /* ---- task table ------------------------------------------------------------ */
@@ -65,12 +77,44 @@ static int agent_add(struct agent *a, struct task *t)
 {
     pthread_mutex_lock(&a->lock);
     struct task **nt = realloc(a->tasks, (a->n_tasks + 1) * sizeof(*nt));
-    if (nt) {
+    int64_t *nl = nt ? realloc(a->lease_ok_ms, (a->n_tasks + 1) * sizeof(*nl)) : NULL;
+    if (nt)
         a->tasks = nt;
+    if (nl) {
+        a->lease_ok_ms = nl;
+        a->lease_ok_ms[a->n_tasks] = util_wall_us() / 1000; /* its lease was just taken */
         a->tasks[a->n_tasks++] = t;
     }
     pthread_mutex_unlock(&a->lock);
-    return nt ? 0 : err_set(VK_ENOMEM, "out of memory");
+    return nl ? 0 : err_set(VK_ENOMEM, "out of memory");
+}
+
+/* ---- cluster: leases ---------------------------------------------------------- */
+
+/* Takes the task's lease for this node (cluster mode only): VK_EBUSY naming
+ * the situation when another node holds it. */
+static int agent_take_lease(struct agent *a, const char *id)
+{
+    char name[192];
+    if (!a->cfg->cluster)
+        return 0;
+    cluster_lease_name(id, name);
+    int rc = store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms);
+    if (rc == VK_EBUSY)
+        return err_set(VK_EBUSY, "task %s runs on another node (its lease %s is held): "
+                                 "restore it there, or wait until that node's lease expires",
+                       id, name);
+    return rc < 0 ? err_wrap(rc, "task %s: cannot take its lease", id) : 0;
+}
+
+static void agent_drop_lease(struct agent *a, const char *id)
+{
+    char name[192];
+    if (!a->cfg->cluster)
+        return;
+    cluster_lease_name(id, name);
+    if (store_unlease(a->env.store, name, a->cfg->node) < 0)
+        log_warn("task %s: cannot release its lease: %s", id, err_msg());
 }
 
 /* ---- HTTP plumbing ----------------------------------------------------------- */
@@ -161,11 +205,18 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
     if (sp.id && agent_find(a, sp.id))
         return agent_send_err(c, err_set(VK_EEXISTS, "task %s already exists on this node",
                                          sp.id));
+    if (sp.id && (rc = agent_take_lease(a, sp.id)) < 0)
+        return agent_send_err(c, rc);
     rc = task_run(&a->env, &sp, &t);
+    if (rc == 0 && !sp.id && (rc = agent_take_lease(a, task_id(t))) < 0)
+        task_remove(t);
     if (rc == 0)
         rc = agent_add(a, t);
-    if (rc < 0)
+    if (rc < 0) {
+        if (sp.id)
+            agent_drop_lease(a, sp.id);
         return agent_send_err(c, rc);
+    }
     return agent_send(c, 201, task_json(t));
 }
 
@@ -180,8 +231,9 @@ static enum MHD_Result agent_list(struct agent *a, struct MHD_Connection *c)
         json_decref(j);
     }
     pthread_mutex_unlock(&a->lock);
-    return agent_send(c, 200, json_pack("{s:o, s:s, s:s}", "tasks", arr, "store",
-                                        store_uri(a->env.store), "state_dir", a->cfg->state_dir));
+    return agent_send(c, 200, json_pack("{s:o, s:s, s:s, s:b, s:s}", "tasks", arr, "store",
+                                        store_uri(a->env.store), "state_dir", a->cfg->state_dir,
+                                        "cluster", a->cfg->cluster, "node", a->cfg->node));
 }
 
 /* Newest checkpoint first; a damaged or incomplete one is skipped (and
@@ -215,14 +267,19 @@ static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, 
     int rc;
     if (seq < 0)
         return agent_send_err(c, err_set(VK_EINVAL, "checkpoint number must be positive"));
+    if ((rc = agent_take_lease(a, id)) < 0)
+        return agent_send_err(c, rc);
     if (seq == 0 && json_is_true(json_object_get(body, "latest_intact")))
         rc = agent_restore_intact(a, t, id, agent_jstr(body, "accel"), &out);
     else
         rc = task_restore(&a->env, t, id, (uint64_t)seq, agent_jstr(body, "accel"), &out);
     if (rc == 0 && !t)
         rc = agent_add(a, out);
-    if (rc < 0)
+    if (rc < 0) {
+        if (!t)
+            agent_drop_lease(a, id);
         return agent_send_err(c, rc);
+    }
     return agent_send(c, 200, task_json(out));
 }
 
@@ -375,6 +432,8 @@ static enum MHD_Result agent_task_op(struct agent *a, struct MHD_Connection *c, 
         return agent_send(c, 200, task_json(t));
     if (!op[0] && !strcmp(method, "DELETE")) {
         rc = task_remove(t);
+        if (rc == 0)
+            agent_drop_lease(a, id);
         return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, json_pack("{s:s}", "removed", id));
     }
     if (!strcmp(op, "checkpoint") && !strcmp(method, "POST")) {
@@ -408,6 +467,9 @@ static int agent_route(const char *url, const char *kind, char *id, size_t idlen
     return 1;
 }
 
+static enum MHD_Result agent_nodes(struct agent *a, struct MHD_Connection *c);
+static enum MHD_Result agent_metrics(struct agent *a, struct MHD_Connection *c, int as_json);
+
 static enum MHD_Result agent_dispatch(struct agent *a, struct MHD_Connection *c, const char *url,
                                       const char *method, json_t *body)
 {
@@ -423,6 +485,12 @@ static enum MHD_Result agent_dispatch(struct agent *a, struct MHD_Connection *c,
         return agent_verify_all(a, c);
     if (!strcmp(url, "/v1/gc") && !strcmp(method, "POST"))
         return agent_gc(a, c, body);
+    if (!strcmp(url, "/v1/nodes") && !strcmp(method, "GET"))
+        return agent_nodes(a, c);
+    if (!strcmp(url, "/v1/metrics") && !strcmp(method, "GET"))
+        return agent_metrics(a, c, 1);
+    if (!strcmp(url, "/metrics") && !strcmp(method, "GET"))
+        return agent_metrics(a, c, 0);
     if (agent_route(url, "tasks", id, sizeof(id), &rest))
         return agent_task_op(a, c, method, id, rest, body);
     if (agent_route(url, "checkpoints", id, sizeof(id), &rest) && !strcmp(method, "GET")) {
@@ -535,6 +603,331 @@ static void *agent_sched(void *arg)
         usleep(100000);
     }
     return NULL;
+}
+
+
+/* ---- cluster: heartbeats, renewal, fencing, take-over ------------------------------ */
+
+static int agent_task_running(struct task *t)
+{
+    json_t *j = task_json(t);
+    int running = !strcmp(json_string_value(json_object_get(j, "state")), "running");
+    json_decref(j);
+    return running;
+}
+
+/* A snapshot of the task table: live tasks and the index of each. */
+static size_t agent_snapshot(struct agent *a, struct task ***out, size_t **idx)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&a->lock);
+    *out = malloc((a->n_tasks + 1) * sizeof(**out));
+    *idx = malloc((a->n_tasks + 1) * sizeof(**idx));
+    for (size_t i = 0; *out && *idx && i < a->n_tasks; i++)
+        if (!agent_is_removed(a->tasks[i])) {
+            (*out)[k] = a->tasks[i];
+            (*idx)[k++] = i;
+        }
+    pthread_mutex_unlock(&a->lock);
+    return k;
+}
+
+/* Renews the lease of every task of this node; a task another node holds
+ * was taken over while this node was cut off: its copy here is stopped. */
+static void agent_renew(struct agent *a, json_t *ids, int *running)
+{
+    struct task **v = NULL;
+    size_t *idx = NULL, n = agent_snapshot(a, &v, &idx);
+    for (size_t k = 0; k < n; k++) {
+        char name[192];
+        const char *id = task_id(v[k]);
+        cluster_lease_name(id, name);
+        int rc = store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms);
+        if (rc == 0) {
+            pthread_mutex_lock(&a->lock);
+            a->lease_ok_ms[idx[k]] = util_wall_us() / 1000;
+            pthread_mutex_unlock(&a->lock);
+            json_array_append_new(ids, json_string(id));
+            *running += agent_task_running(v[k]);
+        } else if (rc == VK_EBUSY) {
+            log_warn("task %s: another node holds its lease (it was taken over while this node "
+                     "could not renew it): stopping and forgetting the copy here", id);
+            task_kill(v[k]);
+            task_remove(v[k]);
+        } else {
+            a->renew_failures++;
+            log_warn("task %s: cannot renew its lease: %s", id, err_msg());
+        }
+    }
+    free(v);
+    free(idx);
+}
+
+/* Kills the VM of every task whose lease was not renewed in time: before it
+ * expires, so that no other node can have started its copy yet. Runs on its
+ * own thread, so that a store call that hangs does not delay it. */
+static void *agent_fence(void *arg)
+{
+    struct agent *a = arg;
+    while (!a->stopping) {
+        struct task **v = NULL;
+        size_t *idx = NULL, n = agent_snapshot(a, &v, &idx);
+        int64_t now = util_wall_us() / 1000;
+        for (size_t k = 0; k < n; k++) {
+            pthread_mutex_lock(&a->lock);
+            int64_t ok = a->lease_ok_ms[idx[k]];
+            pthread_mutex_unlock(&a->lock);
+            if (now - ok > a->cfg->lease_ms - a->cfg->renew_ms && agent_task_running(v[k])) {
+                log_error("task %s: lease not renewed for %" PRId64 " ms (it expires after %d): "
+                          "killing its VM so that it never runs twice",
+                          task_id(v[k]), now - ok, a->cfg->lease_ms);
+                task_kill(v[k]);
+                a->fences++;
+            }
+        }
+        free(v);
+        free(idx);
+        usleep(100000);
+    }
+    return NULL;
+}
+
+/* When node `name` was first found dead (adding it now if new). */
+static int64_t agent_seen_dead(struct agent *a, const struct cluster_node *nd, int64_t now)
+{
+    for (size_t i = 0; i < a->n_dead; i++)
+        if (!strcmp(a->seen_dead[i], nd->name))
+            return a->seen_dead_ms[i];
+    char(*nn)[128] = realloc(a->seen_dead, (a->n_dead + 1) * sizeof(*nn));
+    if (nn)
+        a->seen_dead = nn;
+    int64_t *nm = nn ? realloc(a->seen_dead_ms, (a->n_dead + 1) * sizeof(*nm)) : NULL;
+    if (!nm)
+        return now;
+    a->seen_dead_ms = nm;
+    snprintf(a->seen_dead[a->n_dead], 128, "%s", nd->name);
+    a->seen_dead_ms[a->n_dead++] = now;
+    a->detections++;
+    a->detect_s = (double)(now - nd->renewed_ms) / 1e3;
+    log_warn("node %s is dead: no heartbeat for %" PRId64 " ms (lease %d ms); its tasks: %zu",
+             nd->name, now - nd->renewed_ms, nd->lease_ms, json_array_size(nd->tasks));
+    return now;
+}
+
+static void agent_forget_dead(struct agent *a, const char *node)
+{
+    for (size_t i = 0; i < a->n_dead; i++)
+        if (!strcmp(a->seen_dead[i], node)) {
+            a->seen_dead_ms[i] = a->seen_dead_ms[a->n_dead - 1];
+            memcpy(a->seen_dead[i], a->seen_dead[a->n_dead - 1], 128);
+            a->n_dead--;
+            log_info("node %s is alive again", node);
+            return;
+        }
+}
+
+static int agent_failed_here(struct agent *a, const char *id)
+{
+    for (size_t i = 0; i < a->n_failed; i++)
+        if (!strcmp(a->failed_here[i], id))
+            return 1;
+    return 0;
+}
+
+/* Restores task `id` of dead node `nd` here, if this node gets its lease. */
+static void agent_take_over(struct agent *a, const struct cluster_node *nd, const char *id,
+                            int64_t seen_ms)
+{
+    char name[192];
+    struct task *out = NULL;
+    cluster_lease_name(id, name);
+    if (agent_find(a, id) || agent_failed_here(a, id) ||
+        store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms) < 0)
+        return; /* ours, failed here, held by another node, or not expired yet */
+    int64_t t0 = util_wall_us() / 1000;
+    log_info("task %s of dead node %s: lease taken, restoring its newest checkpoint", id, nd->name);
+    int rc = agent_restore_intact(a, NULL, id, NULL, &out);
+    if (rc == 0)
+        rc = agent_add(a, out);
+    int64_t t1 = util_wall_us() / 1000;
+    if (rc < 0) {
+        log_error("task %s: take-over failed here (%s); leaving it to another node", id, err_msg());
+        char(*nf)[128] = realloc(a->failed_here, (a->n_failed + 1) * sizeof(*nf));
+        if (nf) {
+            a->failed_here = nf;
+            snprintf(a->failed_here[a->n_failed++], 128, "%s", id);
+        }
+        store_unlease(a->env.store, name, a->cfg->node);
+        return;
+    }
+    a->takeovers++;
+    a->resume_s = (double)(t1 - seen_ms) / 1e3;
+    log_info("task %s of dead node %s runs here: crash to detection <= %" PRId64
+             " ms (last heartbeat to detection), detection to running %" PRId64
+             " ms (restore %" PRId64 " ms)",
+             id, nd->name, seen_ms - nd->renewed_ms, t1 - seen_ms, t1 - t0);
+}
+
+static void agent_watch(struct agent *a)
+{
+    struct cluster_node *v = NULL;
+    size_t n = 0;
+    int64_t now = util_wall_us() / 1000;
+    if (cluster_nodes(a->env.store, &v, &n) < 0)
+        return;
+    int rank = cluster_rank(v, n, a->cfg->node, now);
+    for (size_t i = 0; i < n && !a->stopping; i++) {
+        if (!strcmp(v[i].name, a->cfg->node))
+            continue;
+        if (cluster_state_of(&v[i], now) != CLUSTER_DEAD) {
+            agent_forget_dead(a, v[i].name);
+            continue;
+        }
+        int64_t seen = agent_seen_dead(a, &v[i], now);
+        /* The first node in the placement order goes first; the next one a
+         * renew interval later, in case the first one cannot. */
+        if (now - seen < (int64_t)rank * a->cfg->renew_ms)
+            continue;
+        size_t k;
+        json_t *id;
+        json_array_foreach(v[i].tasks, k, id)
+        {
+            if (json_is_string(id))
+                agent_take_over(a, &v[i], json_string_value(id), seen);
+            break; /* one task per round: the placement order changes with it */
+        }
+    }
+    cluster_nodes_free(v, n);
+}
+
+static void *agent_cluster(void *arg)
+{
+    struct agent *a = arg;
+    while (!a->stopping) {
+        int64_t t0 = util_now_us();
+        json_t *ids = json_array();
+        int running = 0;
+        agent_renew(a, ids, &running);
+        a->renew_s = (double)(util_now_us() - t0) / 1e6;
+        if (cluster_beat(a->env.store, a->cfg->node, a->cfg->lease_ms, a->cfg->renew_ms, ids,
+                         running) < 0)
+            log_warn("cannot write this node's heartbeat: %s", err_msg());
+        json_decref(ids);
+        agent_watch(a);
+        for (int64_t left = a->cfg->renew_ms * 1000 - (util_now_us() - t0);
+             left > 0 && !a->stopping; left -= 50000)
+            usleep(left < 50000 ? (useconds_t)left : 50000);
+    }
+    return NULL;
+}
+
+/* GET /v1/nodes: every node and where every task runs. */
+static enum MHD_Result agent_nodes(struct agent *a, struct MHD_Connection *c)
+{
+    struct cluster_node *v = NULL;
+    size_t n = 0;
+    int64_t now = util_wall_us() / 1000;
+    if (!a->cfg->cluster)
+        return agent_send_err(c, err_set(VK_ESTATE, "this agent is not in cluster mode "
+                                                    "([cluster] enabled = 1)"));
+    int rc = cluster_nodes(a->env.store, &v, &n);
+    if (rc < 0)
+        return agent_send_err(c, rc);
+    json_t *nodes = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(
+            nodes, json_pack("{s:s, s:s, s:I, s:i, s:i, s:I, s:O}", "node", v[i].name, "state",
+                             cluster_state_name(cluster_state_of(&v[i], now)), "age_ms",
+                             (json_int_t)(now - v[i].renewed_ms), "lease_ms", v[i].lease_ms,
+                             "running", v[i].running, "memory_free_mib",
+                             (json_int_t)v[i].memory_free_mib, "tasks", v[i].tasks));
+    cluster_nodes_free(v, n);
+    return agent_send(c, 200, json_pack("{s:s, s:o}", "node", a->cfg->node, "nodes", nodes));
+}
+
+/* The metrics in Prometheus' text format. */
+static char *agent_metrics_text(struct agent *a)
+{
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    struct task **v = NULL;
+    size_t *idx = NULL, n = agent_snapshot(a, &v, &idx);
+    if (!f) {
+        free(v);
+        free(idx);
+        return NULL;
+    }
+    fprintf(f, "# HELP vmckpt_checkpoint_stop_seconds VM stop time of the task's last checkpoint\n"
+               "# TYPE vmckpt_checkpoint_stop_seconds gauge\n");
+    for (size_t k = 0; k < n; k++) {
+        json_t *j = task_json(v[k]), *l = json_object_get(j, "last_checkpoint");
+        if (json_integer_value(json_object_get(l, "stopped_us")) > 0)
+            fprintf(f, "vmckpt_checkpoint_stop_seconds{task=\"%s\"} %.6f\n", task_id(v[k]),
+                    (double)json_integer_value(json_object_get(l, "stopped_us")) / 1e6);
+        json_decref(j);
+    }
+    fprintf(f, "# HELP vmckpt_checkpoint_upload_bytes bytes the task's last checkpoint added to the store\n"
+               "# TYPE vmckpt_checkpoint_upload_bytes gauge\n");
+    for (size_t k = 0; k < n; k++) {
+        json_t *j = task_json(v[k]), *l = json_object_get(j, "last_checkpoint");
+        if (json_object_get(l, "uploaded_bytes"))
+            fprintf(f, "vmckpt_checkpoint_upload_bytes{task=\"%s\"} %lld\n", task_id(v[k]),
+                    (long long)json_integer_value(json_object_get(l, "uploaded_bytes")));
+        json_decref(j);
+    }
+    fprintf(f, "# HELP vmckpt_checkpoint_upload_seconds time to store the task's last checkpoint\n"
+               "# TYPE vmckpt_checkpoint_upload_seconds gauge\n");
+    for (size_t k = 0; k < n; k++) {
+        json_t *j = task_json(v[k]), *l = json_object_get(j, "last_checkpoint");
+        if (json_object_get(l, "store_us"))
+            fprintf(f, "vmckpt_checkpoint_upload_seconds{task=\"%s\"} %.6f\n", task_id(v[k]),
+                    (double)json_integer_value(json_object_get(l, "store_us")) / 1e6);
+        json_decref(j);
+    }
+    fprintf(f,
+            "# HELP vmckpt_tasks tasks on this node\n# TYPE vmckpt_tasks gauge\n"
+            "vmckpt_tasks %zu\n"
+            "# HELP vmckpt_lease_renew_seconds time the last round of lease renewals took\n"
+            "# TYPE vmckpt_lease_renew_seconds gauge\nvmckpt_lease_renew_seconds %.6f\n"
+            "# HELP vmckpt_lease_renew_failures_total lease renewals that failed\n"
+            "# TYPE vmckpt_lease_renew_failures_total counter\n"
+            "vmckpt_lease_renew_failures_total %llu\n"
+            "# HELP vmckpt_detections_total nodes this node found dead\n"
+            "# TYPE vmckpt_detections_total counter\nvmckpt_detections_total %llu\n"
+            "# HELP vmckpt_detection_seconds last heartbeat of the last dead node to its detection\n"
+            "# TYPE vmckpt_detection_seconds gauge\nvmckpt_detection_seconds %.3f\n"
+            "# HELP vmckpt_takeovers_total tasks of dead nodes resumed here\n"
+            "# TYPE vmckpt_takeovers_total counter\nvmckpt_takeovers_total %llu\n"
+            "# HELP vmckpt_takeover_seconds detection to running, last take-over\n"
+            "# TYPE vmckpt_takeover_seconds gauge\nvmckpt_takeover_seconds %.3f\n"
+            "# HELP vmckpt_fences_total VMs killed here because their lease could not be renewed\n"
+            "# TYPE vmckpt_fences_total counter\nvmckpt_fences_total %llu\n",
+            n, a->renew_s, (unsigned long long)a->renew_failures,
+            (unsigned long long)a->detections, a->detect_s, (unsigned long long)a->takeovers,
+            a->resume_s, (unsigned long long)a->fences);
+    fclose(f);
+    free(v);
+    free(idx);
+    return out;
+}
+
+static enum MHD_Result agent_metrics(struct agent *a, struct MHD_Connection *c, int as_json)
+{
+    char *text = agent_metrics_text(a);
+    if (!text)
+        return agent_send_err(c, err_set(VK_ENOMEM, "out of memory"));
+    if (as_json) {
+        enum MHD_Result r = agent_send(c, 200, json_pack("{s:s}", "text", text));
+        free(text);
+        return r;
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4");
+    enum MHD_Result r = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    return r;
 }
 
 /* ---- start and stop -------------------------------------------------------------- */
@@ -653,13 +1046,18 @@ int agent_open(struct agent **out, const struct cfg *cfg)
     }
     if (rc == 0 && pthread_create(&a->sched, NULL, agent_sched, a) != 0)
         rc = err_set(VK_ENOMEM, "cannot start the scheduler thread");
+    if (rc == 0 && cfg->cluster &&
+        (pthread_create(&a->fence, NULL, agent_fence, a) != 0 ||
+         pthread_create(&a->cluster, NULL, agent_cluster, a) != 0))
+        rc = err_set(VK_ENOMEM, "cannot start the cluster threads");
     if (rc < 0) {
         a->stopping = 1;
         agent_free(a);
         return rc;
     }
-    log_info("vmckptd %d: state %s, store %s, listening on %s, %zu task(s) known", (int)getpid(),
-             cfg->state_dir, store_uri(a->env.store), cfg->socket, a->n_tasks);
+    log_info("vmckptd %d: state %s, store %s, listening on %s, %zu task(s) known%s%s", (int)getpid(),
+             cfg->state_dir, store_uri(a->env.store), cfg->socket, a->n_tasks,
+             cfg->cluster ? "; cluster node " : "", cfg->cluster ? cfg->node : "");
     *out = a;
     return 0;
 }
@@ -697,6 +1095,10 @@ void agent_free(struct agent *a)
     a->stopping = 1;
     if (a->sched)
         pthread_join(a->sched, NULL);
+    if (a->cluster)
+        pthread_join(a->cluster, NULL);
+    if (a->fence)
+        pthread_join(a->fence, NULL);
     if (a->httpd)
         MHD_stop_daemon(a->httpd);
     for (int i = 0; i < 600 && agent_busy(a); i++) /* let uploads finish, 60 s at most */
@@ -704,6 +1106,10 @@ void agent_free(struct agent *a)
     for (size_t i = 0; i < a->n_tasks; i++)
         task_free(a->tasks[i]);
     free(a->tasks);
+    free(a->lease_ok_ms);
+    free(a->seen_dead);
+    free(a->seen_dead_ms);
+    free(a->failed_here);
     if (a->listen_fd >= 0) {
         close(a->listen_fd);
         unlink(a->cfg->socket);

@@ -7,6 +7,7 @@
 #include <ini.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int cfg_str(char **field, const char *value)
 {
@@ -46,6 +47,16 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
         return cfg_str(&c->socket, value);
     if (IS("store", "uri"))
         return cfg_str(&c->store_uri, value);
+    if (IS("cluster", "enabled"))
+        return cfg_int(&c->cluster, "cluster.enabled", value, 0, 1);
+    if (IS("cluster", "node"))
+        return util_valid_id(value) ? cfg_str(&c->node, value)
+                                    : err_set(VK_EINVAL, "cluster.node '%s' is not a valid name "
+                                                         "(letters, digits, '-', '_', '.')", value);
+    if (IS("cluster", "lease_ms"))
+        return cfg_int(&c->lease_ms, "cluster.lease_ms", value, 500, 600000);
+    if (IS("cluster", "renew_ms"))
+        return cfg_int(&c->renew_ms, "cluster.renew_ms", value, 100, 60000);
     if (IS("ceph", "pool"))
         return cfg_str(&c->ceph_pool, value);
     if (IS("ceph", "conf"))
@@ -133,6 +144,16 @@ int cfg_finish(struct cfg *c)
 {
     if (!c->socket && !(c->socket = util_fmt("%s/vmckptd.sock", c->state_dir)))
         return err_set(VK_ENOMEM, "out of memory");
+    if (!c->node) {
+        char host[128] = "node";
+        gethostname(host, sizeof(host) - 1);
+        if (!(c->node = strdup(host)))
+            return err_set(VK_ENOMEM, "out of memory");
+    }
+    if (c->cluster && c->renew_ms * 3 > c->lease_ms)
+        return err_set(VK_EINVAL, "cluster.renew_ms (%d) must be at most a third of "
+                                  "cluster.lease_ms (%d): a lease must survive a missed renewal",
+                       c->renew_ms, c->lease_ms);
     if (!c->store_uri && c->ceph_pool) {
         c->store_uri = util_fmt("rados://%s?conf=%s&id=%s&replicas=%d&timeout=%d%s%s", c->ceph_pool,
                                 c->ceph_conf ? c->ceph_conf : "/etc/ceph/ceph.conf",
@@ -165,6 +186,8 @@ int cfg_load(struct cfg **out, const char *path)
     c->keep = 0;
     c->max_chain = 8;
     c->ceph_replicas = 3;
+    c->lease_ms = 10000;
+    c->renew_ms = 2000;
     c->ceph_timeout = 30;
     c->pack_mib = 8;
     c->gc_grace_s = 3600;
@@ -201,6 +224,7 @@ void cfg_free(struct cfg *c)
     free(c->socket);
     free(c->store_uri);
     free(c->ceph_pool);
+    free(c->node);
     free(c->ceph_conf);
     free(c->ceph_client);
     free(c->ceph_keyring);

@@ -35,6 +35,10 @@ struct cfg {
     int max_chain;   /* [data] max_chain: deltas a checkpoint may need, 0 = no limit */
     int gc_grace_s;  /* [data] gc_grace: unreferenced data younger than this is kept */
     int whole;       /* [data] mode = whole: store everything every time (the paper's way) */
+    int cluster;     /* [cluster] enabled: leases, failure detection, take-over */
+    char *node;      /* [cluster] node: this node's name (default: the host name) */
+    int lease_ms;    /* [cluster] lease_ms: a lease not renewed for this long expires */
+    int renew_ms;    /* [cluster] renew_ms: heartbeat and lease renewal interval */
 };
 
 /* Defaults, then the INI file at path if path is not NULL. VK_EINVAL names

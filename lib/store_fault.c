@@ -3,11 +3,14 @@
  * sqlite's test VFS). URI: fault://<inner URI>. Failures are set with
  * environment variables, read when the store is opened:
  *   VMCKPT_FAULT_WRITE_EVERY=N  every Nth object write fails (at commit)
- *   VMCKPT_FAULT_READ_EVERY=N   every Nth read fails */
+ *   VMCKPT_FAULT_READ_EVERY=N   every Nth read fails
+ *   VMCKPT_FAULT_DOWN_FILE=PATH while PATH exists, every call fails, as if the
+ *                               store were cut off from this node */
 #include "err.h"
 #include "store.h"
 
 #include <stdatomic.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +20,7 @@ struct fault_store {
     struct store base;
     struct store *inner;
     unsigned write_every, read_every;
+    char *down_file;
     atomic_uint writes, reads;
 };
 
@@ -47,6 +51,8 @@ static int fault_open(const char *uri, struct store **out)
     f->base.uri = strdup(uri);
     f->write_every = fault_env("VMCKPT_FAULT_WRITE_EVERY");
     f->read_every = fault_env("VMCKPT_FAULT_READ_EVERY");
+    if (getenv("VMCKPT_FAULT_DOWN_FILE"))
+        f->down_file = strdup(getenv("VMCKPT_FAULT_DOWN_FILE"));
     *out = &f->base;
     return 0;
 }
@@ -55,8 +61,18 @@ static void fault_free(struct store *s)
 {
     struct fault_store *f = (struct fault_store *)s;
     store_free(f->inner);
+    free(f->down_file);
     free(f->base.uri);
     free(f);
+}
+
+/* VK_EIO while the store is "cut off" (the down file exists). */
+static int fault_down(struct store *s, const char *what)
+{
+    struct fault_store *f = (struct fault_store *)s;
+    if (f->down_file && access(f->down_file, F_OK) == 0)
+        return err_set(VK_EIO, "store %s: cut off (injected) during %s", s->uri, what);
+    return 0;
 }
 
 static int fault_hit(atomic_uint *counter, unsigned every)
@@ -67,8 +83,10 @@ static int fault_hit(atomic_uint *counter, unsigned every)
 static int fault_put_begin(struct store *s, const char *name, struct store_writer **out)
 {
     struct fault_store *f = (struct fault_store *)s;
+    int rc = fault_down(s, name);
+    if (rc < 0)
+        return rc;
     struct fault_writer *w = calloc(1, sizeof(*w));
-    int rc;
     if (!w)
         return err_set(VK_ENOMEM, "out of memory");
     rc = store_put_begin(f->inner, name, &w->inner);
@@ -92,7 +110,10 @@ static int fault_put_commit(struct store_writer *sw)
     struct fault_writer *w = (struct fault_writer *)sw;
     struct fault_store *f = (struct fault_store *)sw->store;
     int rc;
-    if (fault_hit(&f->writes, f->write_every)) {
+    if (fault_down(sw->store, sw->name) < 0) {
+        rc = VK_EIO;
+        store_put_abort(w->inner);
+    } else if (fault_hit(&f->writes, f->write_every)) {
         /* (the name belongs to the inner writer: use it before the abort frees it) */
         rc = err_set(VK_EIO, "store %s: injected write fault on %s", f->base.uri, sw->name);
         store_put_abort(w->inner);
@@ -116,6 +137,8 @@ static int fault_read(struct store *s, const char *name, uint64_t off, void *buf
 {
     struct fault_store *f = (struct fault_store *)s;
     *out_got = 0;
+    if (fault_down(s, name) < 0)
+        return VK_EIO;
     if (fault_hit(&f->reads, f->read_every))
         return err_set(VK_EIO, "store %s: injected read fault on %s", s->uri, name);
     return store_read(f->inner, name, off, buf, len, out_got);
@@ -123,22 +146,38 @@ static int fault_read(struct store *s, const char *name, uint64_t off, void *buf
 
 static int fault_stat(struct store *s, const char *name, uint64_t *out_size)
 {
-    return store_stat(((struct fault_store *)s)->inner, name, out_size);
+    int rc = fault_down(s, name);
+    return rc < 0 ? rc : store_stat(((struct fault_store *)s)->inner, name, out_size);
 }
 
 static int fault_list(struct store *s, const char *prefix, store_list_fn fn, void *arg)
 {
-    return store_list(((struct fault_store *)s)->inner, prefix, fn, arg);
+    int rc = fault_down(s, prefix);
+    return rc < 0 ? rc : store_list(((struct fault_store *)s)->inner, prefix, fn, arg);
 }
 
 static int fault_remove(struct store *s, const char *name)
 {
-    return store_remove(((struct fault_store *)s)->inner, name);
+    int rc = fault_down(s, name);
+    return rc < 0 ? rc : store_remove(((struct fault_store *)s)->inner, name);
 }
 
 static int fault_sync(struct store *s)
 {
-    return store_sync(((struct fault_store *)s)->inner);
+    int rc = fault_down(s, "sync");
+    return rc < 0 ? rc : store_sync(((struct fault_store *)s)->inner);
+}
+
+static int fault_lease(struct store *s, const char *name, const char *owner, int duration_ms)
+{
+    int rc = fault_down(s, name);
+    return rc < 0 ? rc : store_lease(((struct fault_store *)s)->inner, name, owner, duration_ms);
+}
+
+static int fault_unlease(struct store *s, const char *name, const char *owner)
+{
+    int rc = fault_down(s, name);
+    return rc < 0 ? rc : store_unlease(((struct fault_store *)s)->inner, name, owner);
 }
 
 const struct store_ops store_fault_ops = {
@@ -155,4 +194,6 @@ const struct store_ops store_fault_ops = {
     .list = fault_list,
     .remove = fault_remove,
     .sync = fault_sync,
+    .lease = fault_lease,
+    .unlease = fault_unlease,
 };

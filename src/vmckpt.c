@@ -40,6 +40,10 @@ static void usage(FILE *f)
         "  gc [--grace SEC]        delete data no checkpoint references any more: indexes, packs\n"
         "                          (rewritten when mostly garbage); kept if younger than SEC\n"
         "                          (default [data] gc_grace)\n"
+        "  nodes                   cluster mode: every node sharing the store (alive, suspect,\n"
+        "                          dead; heartbeat age) and the tasks it runs\n"
+        "  metrics                 this agent's metrics, in Prometheus' text format (also\n"
+        "                          served as GET /metrics on the agent's socket)\n"
         "  kill TASK               kill the task's VM with SIGKILL (simulates a crash)\n"
         "  rm TASK                 stop the VM and forget the task on this node;\n"
         "                          its checkpoints stay in the store\n"
@@ -399,6 +403,8 @@ static int cmd_checkpoint(int argc, char **argv)
     return wait_checkpoint(argv[1], seq);
 }
 
+static void print_nodes(json_t *out);
+
 static int cmd_status(int argc, char **argv)
 {
     json_t *out, *t;
@@ -423,7 +429,65 @@ static int cmd_status(int argc, char **argv)
         printf("%-16s %-9s %-8s %-6s %-34s %s\n", "TASK", "STATE", "PID", "MIB",
                "LAST CHECKPOINT", "IN PROGRESS");
         json_array_foreach(json_object_get(out, "tasks"), i, t) print_task_row(t);
+        if (json_is_true(json_object_get(out, "cluster"))) {
+            json_t *nodes;
+            printf("\n");
+            if (api("GET", NULL, &nodes, "/v1/nodes") == 0)
+                print_nodes(nodes);
+            json_decref(nodes);
+        }
     }
+    json_decref(out);
+    return 0;
+}
+
+/* The node table of GET /v1/nodes. */
+static void print_nodes(json_t *out)
+{
+    json_t *n, *t;
+    size_t i, k;
+    printf("%-16s %-8s %-10s %-9s %-8s %-9s %s\n", "NODE", "STATE", "HEARTBEAT", "LEASE", "RUNNING",
+           "FREE MIB", "TASKS");
+    json_array_foreach(json_object_get(out, "nodes"), i, n)
+    {
+        char age[32], tasks[512] = "";
+        snprintf(age, sizeof(age), "%.1f s ago", (double)jint(n, "age_ms") / 1e3);
+        json_array_foreach(json_object_get(n, "tasks"), k, t)
+        {
+            size_t l = strlen(tasks);
+            snprintf(tasks + l, sizeof(tasks) - l, "%s%s", l ? "," : "", json_string_value(t));
+        }
+        char lease[32];
+        snprintf(lease, sizeof(lease), "%.1f s", (double)jint(n, "lease_ms") / 1e3);
+        printf("%-16s %-8s %-10s %-9s %-8lld %-9lld %s%s\n", jstr(n, "node"), jstr(n, "state"), age,
+               lease, (long long)jint(n, "running"), (long long)jint(n, "memory_free_mib"),
+               tasks[0] ? tasks : "-", strcmp(jstr(n, "node"), jstr(out, "node")) ? "" : "  (this node)");
+    }
+}
+
+static int cmd_nodes(int argc, char **argv)
+{
+    json_t *out;
+    (void)argc;
+    (void)argv;
+    if (api("GET", NULL, &out, "/v1/nodes") < 0)
+        return 1;
+    if (opt_json)
+        print_json(out);
+    else
+        print_nodes(out);
+    json_decref(out);
+    return 0;
+}
+
+static int cmd_metrics(int argc, char **argv)
+{
+    json_t *out;
+    (void)argc;
+    (void)argv;
+    if (api("GET", NULL, &out, "/v1/metrics") < 0)
+        return 1;
+    fputs(jstr(out, "text"), stdout);
     json_decref(out);
     return 0;
 }
@@ -730,6 +794,10 @@ int main(int argc, char **argv)
         rc = cmd_verify(argc, argv);
     else if (!strcmp(argv[0], "gc"))
         rc = cmd_gc(argc, argv);
+    else if (!strcmp(argv[0], "nodes"))
+        rc = cmd_nodes(argc, argv);
+    else if (!strcmp(argv[0], "metrics"))
+        rc = cmd_metrics(argc, argv);
     else if (!strcmp(argv[0], "kill"))
         rc = cmd_simple("POST", "/v1/tasks/%s/kill", argc, argv, "killed (SIGKILL to its VM)");
     else if (!strcmp(argv[0], "rm"))

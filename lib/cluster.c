@@ -1,0 +1,158 @@
+#include "cluster.h"
+
+#include "err.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cluster_lease_name(const char *task, char out[192])
+{
+    snprintf(out, 192, "cluster/leases/%s", task);
+}
+
+int64_t cluster_memory_free_mib(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long long kib = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib / 1024;
+}
+
+int cluster_beat(struct store *s, const char *node, int lease_ms, int renew_ms, json_t *tasks,
+                 int running)
+{
+    char name[192];
+    json_t *j = json_pack("{s:s, s:I, s:i, s:i, s:I, s:i, s:O}", "node", node, "renewed_ms",
+                          (json_int_t)(util_wall_us() / 1000), "lease_ms", lease_ms, "renew_ms",
+                          renew_ms, "memory_free_mib", (json_int_t)cluster_memory_free_mib(),
+                          "running", running, "tasks", tasks);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    int rc;
+    json_decref(j);
+    if (!text)
+        return err_set(VK_ENOMEM, "out of memory");
+    snprintf(name, sizeof(name), "cluster/nodes/%s", node);
+    rc = store_put_buf(s, name, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+struct cluster_list {
+    struct store *s;
+    struct cluster_node *v;
+    size_t n, cap;
+};
+
+static int cluster_collect(void *arg, const char *name, uint64_t size, int64_t mtime)
+{
+    struct cluster_list *l = arg;
+    char *text = NULL;
+    size_t len = 0;
+    (void)size;
+    (void)mtime;
+    if (strchr(name + strlen("cluster/nodes/"), '.'))
+        return 0; /* a temporary file */
+    if (store_get_buf(l->s, name, &text, &len) < 0)
+        return 0; /* gone since the listing, or being replaced */
+    json_t *j = json_loadb(text, len, 0, NULL);
+    free(text);
+    const char *node = json_string_value(json_object_get(j, "node"));
+    if (!node) {
+        json_decref(j);
+        return 0;
+    }
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 8;
+        struct cluster_node *nv = realloc(l->v, ncap * sizeof(*nv));
+        if (!nv) {
+            json_decref(j);
+            return err_set(VK_ENOMEM, "out of memory");
+        }
+        l->v = nv;
+        l->cap = ncap;
+    }
+    struct cluster_node *n = &l->v[l->n++];
+    memset(n, 0, sizeof(*n));
+    snprintf(n->name, sizeof(n->name), "%s", node);
+    n->renewed_ms = json_integer_value(json_object_get(j, "renewed_ms"));
+    n->lease_ms = (int)json_integer_value(json_object_get(j, "lease_ms"));
+    n->renew_ms = (int)json_integer_value(json_object_get(j, "renew_ms"));
+    n->memory_free_mib = json_integer_value(json_object_get(j, "memory_free_mib"));
+    n->running = (int)json_integer_value(json_object_get(j, "running"));
+    n->tasks = json_incref(json_object_get(j, "tasks"));
+    if (!json_is_array(n->tasks)) {
+        json_decref(n->tasks);
+        n->tasks = json_array();
+    }
+    json_decref(j);
+    return 0;
+}
+
+int cluster_nodes(struct store *s, struct cluster_node **out, size_t *out_n)
+{
+    struct cluster_list l = {.s = s};
+    int rc = store_list(s, "cluster/nodes/", cluster_collect, &l);
+    if (rc < 0) {
+        cluster_nodes_free(l.v, l.n);
+        return err_wrap(rc, "cannot read the cluster's heartbeats");
+    }
+    *out = l.v;
+    *out_n = l.n;
+    return 0;
+}
+
+void cluster_nodes_free(struct cluster_node *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        json_decref(v[i].tasks);
+    free(v);
+}
+
+enum cluster_state cluster_state_of(const struct cluster_node *n, int64_t now_ms)
+{
+    int64_t age = now_ms - n->renewed_ms;
+    if (age > n->lease_ms)
+        return CLUSTER_DEAD;
+    if (age > 2 * (int64_t)n->renew_ms)
+        return CLUSTER_SUSPECT;
+    return CLUSTER_ALIVE;
+}
+
+const char *cluster_state_name(enum cluster_state st)
+{
+    return st == CLUSTER_ALIVE ? "alive" : st == CLUSTER_SUSPECT ? "suspect" : "dead";
+}
+
+/* a before b in the take-over order */
+static int cluster_before(const struct cluster_node *a, const struct cluster_node *b)
+{
+    if (a->running != b->running)
+        return a->running < b->running;
+    if (a->memory_free_mib != b->memory_free_mib)
+        return a->memory_free_mib > b->memory_free_mib;
+    return strcmp(a->name, b->name) < 0;
+}
+
+int cluster_rank(const struct cluster_node *v, size_t n, const char *me, int64_t now_ms)
+{
+    const struct cluster_node *self = NULL;
+    int rank = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].name, me))
+            self = &v[i];
+    if (!self)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (&v[i] != self && cluster_state_of(&v[i], now_ms) == CLUSTER_ALIVE &&
+            cluster_before(&v[i], self))
+            rank++;
+    return rank;
+}

@@ -1,0 +1,50 @@
+/* cluster: membership of the agents that share a store, and the placement of
+ * tasks whose node died. No coordinator: everything is objects on the store.
+ *
+ *   cluster/nodes/<node>    a node's heartbeat: JSON with the time it was
+ *                           written, its lease length, free memory and tasks;
+ *                           rewritten every renew interval
+ *   cluster/leases/<task>   the task's lease (store_lease), held by the node
+ *                           that runs it and renewed with the heartbeat
+ *
+ * A node whose heartbeat is older than its lease is dead; older than two
+ * renew intervals, suspect. The task leases, not the heartbeats, decide who
+ * may run a task: a survivor restores a dead node's task only once it holds
+ * the task's lease, which the store grants only after the old one expired. */
+#ifndef VMCKPT_CLUSTER_H
+#define VMCKPT_CLUSTER_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "store.h"
+
+struct cluster_node {
+    char name[128];
+    int64_t renewed_ms; /* wall clock, when the heartbeat was written */
+    int lease_ms, renew_ms;
+    int64_t memory_free_mib;
+    int running;
+    json_t *tasks; /* array of task ids (owned) */
+};
+
+enum cluster_state { CLUSTER_ALIVE, CLUSTER_SUSPECT, CLUSTER_DEAD };
+
+/* Writes this node's heartbeat. tasks: array of ids (borrowed). */
+int cluster_beat(struct store *s, const char *node, int lease_ms, int renew_ms, json_t *tasks,
+                 int running);
+/* Every node's last heartbeat. *out: cluster_nodes_free(). */
+int cluster_nodes(struct store *s, struct cluster_node **out, size_t *out_n);
+void cluster_nodes_free(struct cluster_node *v, size_t n);
+enum cluster_state cluster_state_of(const struct cluster_node *n, int64_t now_ms);
+const char *cluster_state_name(enum cluster_state st);
+/* This node's place (0 = first) among the live nodes in the order in which
+ * they should take over a dead node's task: fewer running tasks first, then
+ * more free memory, then by name. Nodes in `skip` (names) are left out. */
+int cluster_rank(const struct cluster_node *v, size_t n, const char *me, int64_t now_ms);
+/* The task lease's object name. */
+void cluster_lease_name(const char *task, char out[192]);
+/* MemAvailable of this machine, in MiB (0 if unknown). */
+int64_t cluster_memory_free_mib(void);
+
+#endif
