@@ -24,6 +24,11 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <stdint.h>
 #include <unistd.h>
 
 #define AGENT_MAX_BODY (1 << 20)
@@ -41,8 +46,9 @@ struct agent {
     /* cluster mode (cluster.h): */
     pthread_t cluster, fence;
     int64_t *lease_ok_ms;  /* per task (same index): when its lease was last renewed */
-    char (*seen_dead)[128]; /* nodes found dead, and when */
+    char (*seen_dead)[128]; /* nodes found dead, when, and who takes which task */
     int64_t *seen_dead_ms;
+    json_t **seen_assign;
     size_t n_dead;
     char (*failed_here)[128]; /* tasks whose take-over failed on this node */
     size_t n_failed;
@@ -632,6 +638,95 @@ static size_t agent_snapshot(struct agent *a, struct task ***out, size_t **idx)
     return k;
 }
 
+/* A fence per VM that does not need the agent: a process of its own (forked
+ * twice, its own session, no inherited descriptors) kills the VM when
+ * RUN_DIR/lease.ok has not been touched for lease_ms - renew_ms. The agent
+ * touches it at every renewal. So a VM outlives neither a dead or stalled
+ * agent nor a cut-off store by more than its lease. Its pid is in
+ * RUN_DIR/fence.pid; one per VM. */
+static void agent_touch_fence(struct agent *a, struct task *t)
+{
+    json_t *j = task_json(t);
+    const char *run_dir = json_string_value(json_object_get(j, "run_dir"));
+    pid_t qpid = (pid_t)json_integer_value(json_object_get(j, "pid"));
+    int running = !strcmp(json_string_value(json_object_get(j, "state")), "running");
+    char *ok = run_dir ? util_fmt("%s/lease.ok", run_dir) : NULL;
+    char *pidf = run_dir ? util_fmt("%s/fence.pid", run_dir) : NULL;
+    char *logf = run_dir ? util_fmt("%s/fence.log", run_dir) : NULL;
+    char *msg = util_fmt("fence: killed VM %d of task %s: its lease was not renewed for %d ms\n",
+                         (int)qpid, task_id(t), a->cfg->lease_ms - a->cfg->renew_ms);
+    json_decref(j);
+    if (!ok || !pidf || !logf || !msg || !running || qpid <= 0)
+        goto out;
+    int fd = open(ok, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        futimens(fd, NULL);
+        close(fd);
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (util_read_file(pidf, &text, &len) == 0 && kill((pid_t)atoi(text), 0) == 0) {
+        free(text);
+        goto out; /* its fence runs */
+    }
+    err_clear();
+    free(text);
+    int64_t limit_ms = a->cfg->lease_ms - a->cfg->renew_ms;
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        goto out;
+    pid_t child = fork();
+    if (child == 0) { /* only async-signal-safe calls from here */
+        pid_t g = fork();
+        if (g != 0) {
+            if (g > 0)
+                (void)!write(pfd[1], &g, sizeof(g));
+            _exit(0);
+        }
+        setsid();
+        for (int fdn = 3; fdn < 4096; fdn++)
+            close(fdn); /* the agent's lock and socket must not live on here */
+        for (;;) {
+            struct stat st;
+            struct timespec now, nap = {0, 100 * 1000 * 1000};
+            if (kill(qpid, 0) < 0)
+                _exit(0);
+            clock_gettime(CLOCK_REALTIME, &now);
+            int64_t age = stat(ok, &st) < 0 ? INT64_MAX
+                                             : ((int64_t)now.tv_sec - st.st_mtim.tv_sec) * 1000 +
+                                                   (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+            if (age > limit_ms) {
+                kill(qpid, SIGKILL);
+                int lf = open(logf, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                if (lf >= 0) {
+                    (void)!write(lf, msg, strlen(msg));
+                    close(lf);
+                }
+                _exit(0);
+            }
+            nanosleep(&nap, NULL);
+        }
+    }
+    close(pfd[1]);
+    if (child > 0) {
+        pid_t g = 0;
+        if (read(pfd[0], &g, sizeof(g)) == (ssize_t)sizeof(g)) {
+            char buf[32];
+            snprintf(buf, sizeof(buf), "%d\n", (int)g);
+            util_write_file_atomic(pidf, buf, strlen(buf));
+            log_info("task %s: fence process %d watches VM %d (lease %d ms)", task_id(t), (int)g,
+                     (int)qpid, a->cfg->lease_ms);
+        }
+        waitpid(child, NULL, 0);
+    }
+    close(pfd[0]);
+out:
+    free(ok);
+    free(pidf);
+    free(logf);
+    free(msg);
+}
+
 /* Renews the lease of every task of this node; a task another node holds
  * was taken over while this node was cut off: its copy here is stopped. */
 static void agent_renew(struct agent *a, json_t *ids, int *running)
@@ -649,6 +744,7 @@ static void agent_renew(struct agent *a, json_t *ids, int *running)
             pthread_mutex_unlock(&a->lock);
             json_array_append_new(ids, json_string(id));
             *running += agent_task_running(v[k]);
+            agent_touch_fence(a, v[k]);
         } else if (rc == VK_EBUSY) {
             log_warn("task %s: another node holds its lease (it was taken over while this node "
                      "could not renew it): stopping and forgetting the copy here", id);
@@ -692,25 +788,49 @@ static void *agent_fence(void *arg)
     return NULL;
 }
 
-/* When node `name` was first found dead (adding it now if new). */
-static int64_t agent_seen_dead(struct agent *a, const struct cluster_node *nd, int64_t now)
+/* When node nd was first found dead (noting it now if new), and (*assign)
+ * which node takes each of its tasks first: decided once, from the
+ * heartbeats of that moment, so that take-overs do not shift it. */
+static int64_t agent_seen_dead(struct agent *a, const struct cluster_node *nd,
+                               const struct cluster_node *v, size_t n, int64_t now,
+                               json_t **assign)
 {
     for (size_t i = 0; i < a->n_dead; i++)
-        if (!strcmp(a->seen_dead[i], nd->name))
+        if (!strcmp(a->seen_dead[i], nd->name)) {
+            *assign = a->seen_assign[i];
             return a->seen_dead_ms[i];
-    char(*nn)[128] = realloc(a->seen_dead, (a->n_dead + 1) * sizeof(*nn));
+        }
+    size_t m = a->n_dead + 1;
+    char(*nn)[128] = realloc(a->seen_dead, m * sizeof(*nn));
     if (nn)
         a->seen_dead = nn;
-    int64_t *nm = nn ? realloc(a->seen_dead_ms, (a->n_dead + 1) * sizeof(*nm)) : NULL;
-    if (!nm)
+    int64_t *nm = nn ? realloc(a->seen_dead_ms, m * sizeof(*nm)) : NULL;
+    if (nm)
+        a->seen_dead_ms = nm;
+    json_t **na = nm ? realloc(a->seen_assign, m * sizeof(*na)) : NULL;
+    if (!na) {
+        *assign = NULL;
         return now;
-    a->seen_dead_ms = nm;
+    }
+    a->seen_assign = na;
+    json_t *as = json_array();
+    for (size_t k = 0; k < json_array_size(nd->tasks); k++) {
+        char to[128];
+        cluster_assign(v, n, now, k, to);
+        json_array_append_new(as, json_string(to));
+    }
     snprintf(a->seen_dead[a->n_dead], 128, "%s", nd->name);
-    a->seen_dead_ms[a->n_dead++] = now;
+    a->seen_dead_ms[a->n_dead] = now;
+    a->seen_assign[a->n_dead++] = as;
+    *assign = as;
     a->detections++;
     a->detect_s = (double)(now - nd->renewed_ms) / 1e3;
-    log_warn("node %s is dead: no heartbeat for %" PRId64 " ms (lease %d ms); its tasks: %zu",
-             nd->name, now - nd->renewed_ms, nd->lease_ms, json_array_size(nd->tasks));
+    char *what = json_dumps(nd->tasks, JSON_COMPACT), *who = json_dumps(as, JSON_COMPACT);
+    log_warn("node %s is dead: no heartbeat for %" PRId64 " ms (lease %d ms); its tasks %s go "
+             "first to %s",
+             nd->name, now - nd->renewed_ms, nd->lease_ms, what ? what : "?", who ? who : "?");
+    free(what);
+    free(who);
     return now;
 }
 
@@ -718,6 +838,8 @@ static void agent_forget_dead(struct agent *a, const char *node)
 {
     for (size_t i = 0; i < a->n_dead; i++)
         if (!strcmp(a->seen_dead[i], node)) {
+            json_decref(a->seen_assign[i]);
+            a->seen_assign[i] = a->seen_assign[a->n_dead - 1];
             a->seen_dead_ms[i] = a->seen_dead_ms[a->n_dead - 1];
             memcpy(a->seen_dead[i], a->seen_dead[a->n_dead - 1], 128);
             a->n_dead--;
@@ -734,16 +856,17 @@ static int agent_failed_here(struct agent *a, const char *id)
     return 0;
 }
 
-/* Restores task `id` of dead node `nd` here, if this node gets its lease. */
-static void agent_take_over(struct agent *a, const struct cluster_node *nd, const char *id,
-                            int64_t seen_ms)
+/* Restores task `id` of dead node `nd` here, if this node gets its lease:
+ * 1 when it did. */
+static int agent_take_over(struct agent *a, const struct cluster_node *nd, const char *id,
+                           int64_t seen_ms)
 {
     char name[192];
     struct task *out = NULL;
     cluster_lease_name(id, name);
     if (agent_find(a, id) || agent_failed_here(a, id) ||
         store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms) < 0)
-        return; /* ours, failed here, held by another node, or not expired yet */
+        return 0; /* ours, failed here, held by another node, or not expired yet */
     int64_t t0 = util_wall_us() / 1000;
     log_info("task %s of dead node %s: lease taken, restoring its newest checkpoint", id, nd->name);
     int rc = agent_restore_intact(a, NULL, id, NULL, &out);
@@ -758,7 +881,7 @@ static void agent_take_over(struct agent *a, const struct cluster_node *nd, cons
             snprintf(a->failed_here[a->n_failed++], 128, "%s", id);
         }
         store_unlease(a->env.store, name, a->cfg->node);
-        return;
+        return 0;
     }
     a->takeovers++;
     a->resume_s = (double)(t1 - seen_ms) / 1e3;
@@ -766,6 +889,7 @@ static void agent_take_over(struct agent *a, const struct cluster_node *nd, cons
              " ms (last heartbeat to detection), detection to running %" PRId64
              " ms (restore %" PRId64 " ms)",
              id, nd->name, seen_ms - nd->renewed_ms, t1 - seen_ms, t1 - t0);
+    return 1;
 }
 
 static void agent_watch(struct agent *a)
@@ -775,7 +899,6 @@ static void agent_watch(struct agent *a)
     int64_t now = util_wall_us() / 1000;
     if (cluster_nodes(a->env.store, &v, &n) < 0)
         return;
-    int rank = cluster_rank(v, n, a->cfg->node, now);
     for (size_t i = 0; i < n && !a->stopping; i++) {
         if (!strcmp(v[i].name, a->cfg->node))
             continue;
@@ -783,18 +906,19 @@ static void agent_watch(struct agent *a)
             agent_forget_dead(a, v[i].name);
             continue;
         }
-        int64_t seen = agent_seen_dead(a, &v[i], now);
-        /* The first node in the placement order goes first; the next one a
-         * renew interval later, in case the first one cannot. */
-        if (now - seen < (int64_t)rank * a->cfg->renew_ms)
-            continue;
+        json_t *assign = NULL;
+        int64_t seen = agent_seen_dead(a, &v[i], v, n, now, &assign);
         size_t k;
         json_t *id;
         json_array_foreach(v[i].tasks, k, id)
         {
+            /* Each task has a node it goes to first; any other node takes it
+             * only if that one has not within a lease. */
+            const char *to = json_string_value(json_array_get(assign, k));
+            if (to && strcmp(to, a->cfg->node) != 0 && now - seen < a->cfg->lease_ms)
+                continue;
             if (json_is_string(id))
                 agent_take_over(a, &v[i], json_string_value(id), seen);
-            break; /* one task per round: the placement order changes with it */
         }
     }
     cluster_nodes_free(v, n);
@@ -1109,6 +1233,9 @@ void agent_free(struct agent *a)
     free(a->lease_ok_ms);
     free(a->seen_dead);
     free(a->seen_dead_ms);
+    for (size_t i = 0; i < a->n_dead; i++)
+        json_decref(a->seen_assign[i]);
+    free(a->seen_assign);
     free(a->failed_here);
     if (a->listen_fd >= 0) {
         close(a->listen_fd);

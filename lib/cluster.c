@@ -141,18 +141,27 @@ static int cluster_before(const struct cluster_node *a, const struct cluster_nod
     return strcmp(a->name, b->name) < 0;
 }
 
-int cluster_rank(const struct cluster_node *v, size_t n, const char *me, int64_t now_ms)
+static int cluster_cmp(const void *x, const void *y)
 {
-    const struct cluster_node *self = NULL;
-    int rank = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(v[i].name, me))
-            self = &v[i];
-    if (!self)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (&v[i] != self && cluster_state_of(&v[i], now_ms) == CLUSTER_ALIVE &&
-            cluster_before(&v[i], self))
-            rank++;
-    return rank;
+    const struct cluster_node *a = *(const struct cluster_node *const *)x;
+    const struct cluster_node *b = *(const struct cluster_node *const *)y;
+    return cluster_before(a, b) ? -1 : cluster_before(b, a) ? 1 : 0;
+}
+
+void cluster_assign(const struct cluster_node *v, size_t n, int64_t now_ms, size_t i,
+                    char out[128])
+{
+    const struct cluster_node **live = malloc((n + 1) * sizeof(*live));
+    size_t k = 0;
+    out[0] = '\0';
+    if (!live)
+        return;
+    for (size_t j = 0; j < n; j++)
+        if (cluster_state_of(&v[j], now_ms) == CLUSTER_ALIVE)
+            live[k++] = &v[j];
+    if (k > 0) {
+        qsort(live, k, sizeof(*live), cluster_cmp);
+        snprintf(out, 128, "%s", live[i % k]->name);
+    }
+    free(live);
 }

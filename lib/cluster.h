@@ -38,10 +38,12 @@ int cluster_nodes(struct store *s, struct cluster_node **out, size_t *out_n);
 void cluster_nodes_free(struct cluster_node *v, size_t n);
 enum cluster_state cluster_state_of(const struct cluster_node *n, int64_t now_ms);
 const char *cluster_state_name(enum cluster_state st);
-/* This node's place (0 = first) among the live nodes in the order in which
- * they should take over a dead node's task: fewer running tasks first, then
- * more free memory, then by name. Nodes in `skip` (names) are left out. */
-int cluster_rank(const struct cluster_node *v, size_t n, const char *me, int64_t now_ms);
+/* The node that should take over the i-th task of a dead node: the live
+ * nodes in placement order (fewer running tasks first, then more free
+ * memory, then by name), i modulo their number, so a dead node's tasks
+ * spread over the survivors. Its name into out; "" if no node is alive. */
+void cluster_assign(const struct cluster_node *v, size_t n, int64_t now_ms, size_t i,
+                    char out[128]);
 /* The task lease's object name. */
 void cluster_lease_name(const char *task, char out[192]);
 /* MemAvailable of this machine, in MiB (0 if unknown). */

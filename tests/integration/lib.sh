@@ -26,7 +26,9 @@ check_fails() {
 start_agent() {
     local name=$1; shift
     mkdir -p "$T/$name"
-    env ${AGENT_ENV:-} "$BIN/vmckptd" --state-dir "$T/$name/state" --store "file://$T/store" \
+    # AGENT_NETNS: run it (and so its VMs) inside that network namespace
+    ${AGENT_NETNS:+ip netns exec "$AGENT_NETNS"} env ${AGENT_ENV:-} "$BIN/vmckptd" \
+        --state-dir "$T/$name/state" --store "file://$T/store" \
         --set qemu.accel=tcg "$@" >>"$T/$name/agent.log" 2>&1 &
     local pid=$!
     AGENT_PIDS+=("$pid")

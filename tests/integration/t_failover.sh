@@ -1,0 +1,148 @@
+#!/bin/bash
+# Fail-over across nodes: three agents, each in its own network namespace
+# (made here), sharing a directory store, in cluster mode (lease 3 s, renewed
+# every 0.5 s). A node killed with everything in its namespace: its task
+# resumes on another node from its newest checkpoint, consistent. A node cut
+# off from the store: it kills its VM before its lease expires, the task
+# resumes elsewhere, and two copies never run at once. An agent restart moves
+# nothing. Two tasks of a dead node resume on different nodes.
+. "$(dirname "$0")/lib.sh"
+LEASE=3000
+RENEW=500
+NS="vkt-$$"
+for x in a b c; do ip netns add "$NS-$x" && ip -n "$NS-$x" link set lo up; done
+trap 'for x in a b c; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done' EXIT
+[ "$(ip netns list | grep -c "$NS-")" = 3 ] && ok "three network namespaces, one per node" || not_ok "network namespaces"
+
+node() { # node NAME [extra vmckptd args]: the agent of node NAME in its namespace
+    local x=$1; shift
+    AGENT_NETNS="$NS-$x" start_agent "$x" --set cluster.enabled=1 --set "cluster.node=node-$x" \
+        --set "cluster.lease_ms=$LEASE" --set "cluster.renew_ms=$RENEW" "$@"
+}
+kill_node() { ip netns pids "$NS-$1" | xargs -r kill -9; } # the node and its VMs, as a crash
+where() { # the node whose agent runs task $1 (per the cluster view of agent $2)
+    vk "$2" --json nodes | jq -r --arg t "$1" '.nodes[] | select(.state == "alive" and (.tasks | index($t))) | .node' | head -n1
+}
+wait_where() { # wait_where TASK VIEW SECONDS: prints the node once one runs it, not node-a
+    local w
+    for _ in $(seq $(($3 * 10))); do
+        w=$(where "$1" "$2")
+        [ -n "$w" ] && [ "$w" != node-a ] && { echo "$w"; return 0; }
+        sleep 0.1
+    done
+    return 1
+}
+copies() { pgrep -f "qemu-system.*/tasks/$1/run-" | wc -l; } # VMs of task $1, on any node
+alive() { [ -e "/proc/$1" ] && ! grep -q '^[^)]*) Z' "/proc/$1/stat" 2>/dev/null; } # (a zombie is dead)
+
+for x in a b c; do node "$x" || { not_ok "agent of node $x starts"; finish; exit 1; }; done
+ok "agents of nodes a, b, c start in cluster mode"
+sleep 1
+[ "$(vk b --json nodes | jq '[.nodes[] | select(.state == "alive")] | length')" = 3 ] \
+    && ok "vmckpt nodes: three nodes alive" || not_ok "three nodes alive" "$(vk b nodes)"
+
+# --- 1. kill -9 of node a (agent and VM) ---------------------------------------
+check "node a runs a counter task, checkpoint every 2 s" run_counter a c1 --first 2 --every 2
+S=$(serial_of a c1)
+wait_line "$S" '^counter 2$' 90
+n0=$(vk a --json ls c1 | jq ".checkpoints | length")
+# two checkpoints taken while the guest counts
+for _ in $(seq 100); do [ "$(vk a --json ls c1 | jq ".checkpoints | length")" -ge $((n0 + 2)) ] && break; sleep 0.2; done
+check_fails "node b refuses to start a second copy" "runs on another node" vk b restore c1
+sleep 0.7 # between two checkpoints
+last=$(vk a --json ls c1 | jq ".checkpoints[-1].seq")
+t0=$(date +%s%N)
+kill_node a
+ok "node a killed with everything in its namespace (last checkpoint $last)"
+if W=$(wait_where c1 b 30); then
+    t1=$(date +%s%N)
+    dt=$(( (t1 - t0) / 1000000 ))
+    ok "c1 resumes on $W, $dt ms after the crash"
+    [ "$dt" -le $((LEASE + 2000 + 3000)) ] && ok "crash to running ($dt ms) within lease + restore time" \
+        || not_ok "crash to running within lease + restore time" "$dt ms"
+else
+    not_ok "c1 resumes on another node" "$(tail -5 "$T/b/agent.log")"; finish; exit 1
+fi
+w=${W#node-}
+from=$(vk "$w" --json status c1 | jq .restore.from_seq)
+[ "$from" -ge "$last" ] && ok "from its newest checkpoint ($from)" || not_ok "from the newest checkpoint" "from $from, newest $last"
+S2=$(serial_of "$w" c1)
+wait_line "$S2" '^counter [0-9]' 30
+want=$(( $(counter_at "$w" c1 "$from" "$S") + 1 ))
+[ "$(first_counter "$S2")" = "$want" ] && ok "the guest resumes at counter $want" || not_ok "resumes at $want" "got $(first_counter "$S2")"
+wait_line "$S2" "^counter $((want + 2))\$" 30 && ! grep -aq MISMATCH "$S2" && ok "disk matches memory, and it counts on" \
+    || not_ok "consistent after take-over"
+[ "$(copies c1)" = 1 ] && ok "one copy of c1 runs" || not_ok "one copy" "$(copies c1)"
+grep -q "crash to detection" "$T/$w/agent.log" && ok "detection and restore times are logged" || not_ok "times logged"
+vk "$w" metrics | grep -q '^vmckpt_takeovers_total 1' && ok "metrics count the take-over" || not_ok "metrics" "$(vk "$w" metrics | grep -v '#')"
+vk b nodes | grep -q "node-a .*dead" && ok "vmckpt nodes shows node a dead" || not_ok "node a dead" "$(vk b nodes)"
+
+# --- 2. node a comes back: it forgets the task that moved -------------------------
+node a && ok "node a's agent starts again"
+for _ in $(seq 40); do [ -z "$(vk a --json status | jq -r '.tasks[].id')" ] && break; sleep 0.2; done
+[ -z "$(vk a --json status | jq -r '.tasks[].id')" ] && ok "node a drops c1, which runs on $W now" || not_ok "node a drops c1" "$(vk a status)"
+[ "$(copies c1)" = 1 ] && ok "still one copy of c1" || not_ok "still one copy" "$(pgrep -af /tasks/c1/run- | cut -c1-300)"
+
+# --- 3. two tasks on node a, node a crashes ---------------------------------------
+check "node a runs t2" run_counter a t2 --first 2 --every 3
+check "node a runs t3" run_counter a t3 --first 2 --every 3
+for t in t2 t3; do for _ in $(seq 100); do [ "$(vk a --json ls $t | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done; done
+kill_node a
+W2=; W3=
+W2=$(wait_where t2 b 40) && W3=$(wait_where t3 b 40) && ok "both resume: t2 on $W2, t3 on $W3" \
+    || { not_ok "both resume" "$(vk b nodes)"; finish; exit 1; }
+[ "$W2" != "$W3" ] && ok "on different nodes" || not_ok "on different nodes" "$W2 / $W3"
+
+# --- 4. agent restart on a live node moves nothing --------------------------------
+n_before=$(vk "${W2#node-}" --json status | jq '.tasks | length')
+pid_before=$(pid_of "${W2#node-}" t2)
+eval "p=\$AGENT_${W2#node-}"; kill -9 "$p"; wait "$p" 2>/dev/null
+node "${W2#node-}" && ok "the agent of $W2 restarts"
+sleep $((LEASE / 1000 + 1))
+[ "$(pid_of "${W2#node-}" t2)" = "$pid_before" ] && [ "$(copies t2)" = 1 ] && ok "t2 stays on $W2, same VM, one copy" \
+    || not_ok "t2 stays" "pid $(pid_of "${W2#node-}" t2) vs $pid_before, copies $(copies t2)"
+[ "$(vk "${W2#node-}" --json status | jq '.tasks | length')" = "$n_before" ] && ok "no task moved or doubled" || not_ok "no task moved"
+
+# --- 5. node a cut off from the store: it fences its VM ---------------------------
+CUT=$T/cut-a
+AGENT_ENV="VMCKPT_FAULT_DOWN_FILE=$CUT" node a --store "fault://file://$T/store" && ok "node a back, its store reached through a switch"
+check "node a runs p1" run_counter a p1 --first 2 --every 2
+for _ in $(seq 100); do [ "$(vk a --json ls p1 | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done
+QA=$(pid_of a p1)
+touch "$CUT"
+t0=$(date +%s%N); fenced=; resumed=; max=0
+for _ in $(seq 400); do # 40 s, every 0.1 s: never two copies
+    c=$(copies p1); [ "$c" -gt "$max" ] && max=$c
+    [ -z "$fenced" ] && ! alive "$QA" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
+    [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); break; }
+    sleep 0.1
+done
+[ -n "$fenced" ] && [ "$fenced" -lt "$LEASE" ] && ok "node a kills its VM $fenced ms after losing the store (lease $LEASE ms)" \
+    || not_ok "node a fences before its lease expires" "fenced after ${fenced:-never} ms"
+[ -n "$resumed" ] && ok "p1 resumes elsewhere ($resumed ms after the cut)" || not_ok "p1 resumes elsewhere" "$(vk b nodes)"
+[ "$max" -le 1 ] && ok "never two copies of p1 at once" || not_ok "never two copies" "saw $max"
+{ grep -q "killing its VM so that it never runs twice" "$T/a/agent.log" || cat "$T"/a/state/tasks/p1/run-*/fence.log 2>/dev/null | grep -q killed; } \
+    && ok "the fencing is logged" || not_ok "fencing logged"
+rm -f "$CUT"
+for _ in $(seq 40); do [ -z "$(vk a --json status | jq -r '.tasks[] | select(.state != "removed") | .id')" ] && break; sleep 0.2; done
+[ "$(copies p1)" = 1 ] && ok "store back: still one copy of p1" || not_ok "one copy after the cut heals" "$(copies p1)"
+
+# --- 6. an agent that stalls (SIGSTOP) while its VMs run: their fences kill them ---
+V=${W3#node-}
+QV=$(pid_of "$V" t3)
+eval "p=\$AGENT_$V"; kill -STOP "$p"
+t0=$(date +%s%N); fenced=; max=0; resumed=
+for _ in $(seq 400); do
+    c=$(copies t3); [ "$c" -gt "$max" ] && max=$c
+    [ -z "$fenced" ] && ! alive "$QV" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
+    [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); break; }
+    sleep 0.1
+done
+[ -n "$fenced" ] && [ "$fenced" -lt "$LEASE" ] && ok "agent of $W3 stalled: its fence process kills t3's VM after $fenced ms" \
+    || not_ok "a stalled agent's VM is fenced before the lease expires" "after ${fenced:-never} ms"
+[ -n "$resumed" ] && ok "t3 resumes on another node ($resumed ms)" || not_ok "t3 resumes elsewhere"
+[ "$max" -le 1 ] && ok "never two copies of t3 at once" || not_ok "never two copies of t3" "saw $max"
+kill -CONT "$p"
+
+for x in a b c; do stop_agent "$x"; done
+finish
