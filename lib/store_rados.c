@@ -485,11 +485,30 @@ static void srados_put_abort(struct store_writer *sw)
 
 /* ---- leases --------------------------------------------------------------------------- */
 
+/* RADOS ties a lock to the client instance that took it; a lease belongs to
+ * its owner (a node), whose agent may have restarted since: a lock with our
+ * owner's cookie held by another client instance is ours, broken and taken
+ * again. */
+static int srados_break_own(struct srados_store *r, const char *name, const char *owner)
+{
+    char tag[256], clients[1024], cookies[1024], addrs[1024];
+    size_t tl = sizeof(tag), cl = sizeof(clients), kl = sizeof(cookies), al = sizeof(addrs);
+    int excl = 0;
+    ssize_t n = rados_list_lockers(r->io, name, "vmckpt", &excl, tag, &tl, clients, &cl, cookies,
+                                   &kl, addrs, &al);
+    if (n != 1 || strcmp(cookies, owner) != 0)
+        return -EBUSY; /* another owner's */
+    return rados_break_lock(r->io, name, "vmckpt", clients, cookies);
+}
+
 static int srados_lease(struct store *s, const char *name, const char *owner, int duration_ms)
 {
     struct srados_store *r = (struct srados_store *)s;
     struct timeval d = {.tv_sec = duration_ms / 1000, .tv_usec = (duration_ms % 1000) * 1000};
     int ret = rados_lock_exclusive(r->io, name, "vmckpt", owner, "vmckpt lease", &d,
+                                   LIBRADOS_LOCK_FLAG_MAY_RENEW);
+    if (ret == -EBUSY && srados_break_own(r, name, owner) == 0)
+        ret = rados_lock_exclusive(r->io, name, "vmckpt", owner, "vmckpt lease", &d,
                                    LIBRADOS_LOCK_FLAG_MAY_RENEW);
     if (ret == -EEXIST) /* ours already */
         return 0;

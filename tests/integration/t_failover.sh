@@ -112,8 +112,8 @@ QA=$(pid_of a p1)
 touch "$CUT"
 t0=$(date +%s%N); fenced=; resumed=; max=0
 for _ in $(seq 400); do # 40 s, every 0.1 s: never two copies
-    c=$(copies p1); [ "$c" -gt "$max" ] && max=$c
     [ -z "$fenced" ] && ! alive "$QA" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
+    c=$(copies p1); [ "$c" -gt "$max" ] && max=$c
     [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); break; }
     sleep 0.1
 done
@@ -133,8 +133,8 @@ QV=$(pid_of "$V" t3)
 eval "p=\$AGENT_$V"; kill -STOP "$p"
 t0=$(date +%s%N); fenced=; max=0; resumed=
 for _ in $(seq 400); do
-    c=$(copies t3); [ "$c" -gt "$max" ] && max=$c
     [ -z "$fenced" ] && ! alive "$QV" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
+    c=$(copies t3); [ "$c" -gt "$max" ] && max=$c
     [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); break; }
     sleep 0.1
 done

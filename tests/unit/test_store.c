@@ -20,6 +20,7 @@
 static char root[256];
 static char pfx[64]; /* this test's names start with it */
 static int remote;
+static char uri_used[300]; /* the store of this test */
 
 /* The name NAME of this test, in buf (static per call site: fine for tests). */
 static const char *N(const char *name)
@@ -46,6 +47,7 @@ static int setup(void **state)
         assert_non_null(mkdtemp(root));
         snprintf(uri, sizeof(uri), "file://%s", root);
     }
+    snprintf(uri_used, sizeof(uri_used), "%s", uri);
     if (store_open(uri, &s) != 0)
         fail_msg("cannot open %s: %s", uri, err_msg());
     *state = s;
@@ -294,6 +296,13 @@ static void test_leases(void **state)
     assert_int_equal(store_unlease(s, N("lease/x"), "owner-b"), 0);
     assert_int_equal(store_lease(s, N("lease/x"), "owner-a", 5000), 0);
     assert_int_equal(store_unlease(s, N("lease/x"), "owner-a"), 0);
+    /* An owner's lease survives a restart of its process (another connection). */
+    struct store *s2 = NULL;
+    assert_int_equal(store_lease(s, N("lease/y"), "owner-c", 5000), 0);
+    assert_int_equal(store_open(uri_used, &s2), 0);
+    assert_int_equal(store_lease(s2, N("lease/y"), "owner-c", 5000), 0);
+    assert_int_equal(store_lease(s2, N("lease/y"), "owner-d", 5000), VK_EBUSY);
+    store_free(s2);
 }
 
 int main(void)
