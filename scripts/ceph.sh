@@ -17,8 +17,14 @@ set -euo pipefail
 cmd=${1:?usage: ceph.sh start|stop|kill-osd|start-osd|uri DIR ...}
 dir=${2:?usage: ceph.sh start|stop|kill-osd|start-osd|uri DIR ...}
 NOSD=${VMCKPT_CEPH_OSDS:-3}
+# Where the daemons listen: 127.0.0.1 by default; the fail-over tests run the
+# cluster inside a network namespace of their own (VMCKPT_CEPH_NETNS) on a
+# bridge address (VMCKPT_CEPH_ADDR, VMCKPT_CEPH_NET) that the nodes' namespaces reach.
+ADDR=${VMCKPT_CEPH_ADDR:-127.0.0.1}
+NET=${VMCKPT_CEPH_NET:-127.0.0.0/8}
+IN=${VMCKPT_CEPH_NETNS:+ip netns exec $VMCKPT_CEPH_NETNS}
 conf=$dir/ceph.conf
-C() { ceph -c "$conf" --connect-timeout 10 "$@"; }
+C() { $IN ceph -c "$conf" --connect-timeout 10 "$@"; }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -27,8 +33,8 @@ write_conf() {
     cat > "$conf" <<EOF
 [global]
 fsid = $fsid
-mon host = v2:127.0.0.1:$port
-public network = 127.0.0.0/8
+mon host = v2:$ADDR:$port
+public network = $NET
 auth cluster required = cephx
 auth service required = cephx
 auth client required = cephx
@@ -86,11 +92,11 @@ start() {
         ceph-authtool --create-keyring "$dir/keyring" --gen-key -n client.admin \
             --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
         ceph-authtool "$dir/mon.keyring" --import-keyring "$dir/keyring" >/dev/null
-        monmaptool --create --addv a "[v2:127.0.0.1:$port]" --fsid "$fsid" "$dir/monmap" >/dev/null
-        ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/mon.keyring"
+        monmaptool --create --addv a "[v2:$ADDR:$port]" --fsid "$fsid" "$dir/monmap" >/dev/null
+        $IN ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/mon.keyring"
         touch "$dir/mon/done"
     fi
-    pid_alive "$dir/run/mon.a.pid" || ceph-mon -c "$conf" -i a 2>>"$dir/log/daemons.log"
+    pid_alive "$dir/run/mon.a.pid" || $IN ceph-mon -c "$conf" -i a 2>>"$dir/log/daemons.log"
     for i in $(seq 0 $((NOSD - 1))); do
         if [ ! -f "$dir/osd$i/done" ]; then
             local uuid
@@ -99,14 +105,14 @@ start() {
             C osd new "$uuid" "$i" >/dev/null # idempotent with the same uuid and id
             rm -rf "$dir/osd$i"
             mkdir -p "$dir/osd$i"
-            ceph-osd -c "$conf" -i "$i" --mkfs --mkkey --osd-uuid "$uuid" --no-mon-config \
+            $IN ceph-osd -c "$conf" -i "$i" --mkfs --mkkey --osd-uuid "$uuid" --no-mon-config \
                 >>"$dir/log/mkfs.log" 2>&1 || { echo "ceph.sh: mkfs of osd.$i failed; see $dir/log/mkfs.log" >&2; exit 1; }
             ceph-authtool "$dir/osd$i/keyring" -n "osd.$i" --cap osd 'allow *' \
                 --cap mon 'allow profile osd' --cap mgr 'allow profile osd' >/dev/null
             C auth import -i "$dir/osd$i/keyring" 2>>"$dir/log/mkfs.log" # replaces an older key
             touch "$dir/osd$i/done"
         fi
-        pid_alive "$dir/run/osd.$i.pid" || ceph-osd -c "$conf" -i "$i" 2>>"$dir/log/daemons.log"
+        pid_alive "$dir/run/osd.$i.pid" || $IN ceph-osd -c "$conf" -i "$i" 2>>"$dir/log/daemons.log"
     done
     # Ready when every OSD is up.
     for _ in $(seq 120); do
@@ -137,7 +143,7 @@ start) start "${3:-}" ;;
 stop) stop ;;
 kill) for f in "$dir"/run/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done ;;
 kill-osd) kill -9 "$(cat "$dir/run/osd.${3:?N}.pid")" ;;
-start-osd) ceph-osd -c "$conf" -i "${3:?N}" 2>>"$dir/log/daemons.log" ;;
+start-osd) $IN ceph-osd -c "$conf" -i "${3:?N}" 2>>"$dir/log/daemons.log" ;;
 uri) echo "rados://${3:?POOL}?conf=$conf&id=admin&keyring=$dir/keyring&replicas=${4:-3}" ;;
 *) echo "usage: ceph.sh start|stop|kill|kill-osd|start-osd|uri DIR ..." >&2; exit 2 ;;
 esac

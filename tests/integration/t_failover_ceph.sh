@@ -1,0 +1,94 @@
+#!/bin/bash
+# Fail-over on a Ceph store. The cluster (1 monitor, 3 OSDs) runs in a network
+# namespace of its own, on a bridge; each of the nodes a, b, c is a namespace
+# of its own with one agent, linked to that bridge by a veth pair (all made
+# here). A node killed with everything in it: its task resumes on another node
+# from its newest checkpoint, consistent. A node whose link is cut (it keeps
+# running): it kills its VM before its lease expires, the task resumes
+# elsewhere, and two copies never run at once.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/cluster.sh"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+LEASE=4000
+RENEW=500
+NS="vkc-$$"
+SUB=10.78.$(( $$ % 200 + 20 ))
+CEPH=$T/ceph
+cleanup_all() {
+    VMCKPT_CEPH_NETNS="$NS-ceph" "$ROOT/scripts/ceph.sh" kill "$CEPH" 2>/dev/null
+    for x in a b c ceph; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done
+}
+trap cleanup_all EXIT
+
+ip netns add "$NS-ceph" && ip -n "$NS-ceph" link set lo up &&
+    ip -n "$NS-ceph" link add br0 type bridge && ip -n "$NS-ceph" addr add "$SUB.1/24" dev br0 &&
+    ip -n "$NS-ceph" link set br0 up || { not_ok "the storage namespace and its bridge"; finish; exit 1; }
+i=10
+for x in a b c; do
+    i=$((i + 1))
+    ip netns add "$NS-$x" && ip -n "$NS-$x" link set lo up &&
+        ip link add "vk$$$x" type veth peer name "vp$$$x" &&
+        ip link set "vk$$$x" netns "$NS-$x" && ip link set "vp$$$x" netns "$NS-ceph" &&
+        ip -n "$NS-$x" link set "vk$$$x" name eth0 && ip -n "$NS-$x" addr add "$SUB.$i/24" dev eth0 &&
+        ip -n "$NS-$x" link set eth0 up && ip -n "$NS-ceph" link set "vp$$$x" master br0 &&
+        ip -n "$NS-ceph" link set "vp$$$x" up || { not_ok "namespace of node $x"; finish; exit 1; }
+done
+
+export VMCKPT_CEPH_NETNS="$NS-ceph" VMCKPT_CEPH_ADDR="$SUB.1" VMCKPT_CEPH_NET="$SUB.0/24"
+"$ROOT/scripts/ceph.sh" start "$CEPH" 33600 > "$T/ceph.out" 2>&1 && ok "Ceph runs in the storage namespace on $SUB.1" \
+    || { not_ok "Ceph starts" "$(tail -15 "$T/ceph.out")"; finish; exit 1; }
+for x in a b c; do
+    ip netns exec "$NS-$x" timeout 5 bash -c "exec 3<>/dev/tcp/$SUB.1/33600" || { not_ok "node $x reaches the monitor"; finish; exit 1; }
+done
+ok "nodes a, b, c reach the monitor over their links"
+NODE_ARGS="--store $("$ROOT/scripts/ceph.sh" uri "$CEPH" vmckpt 3)&timeout=10"
+for x in a b c; do node "$x" || { not_ok "agent of node $x starts"; finish; exit 1; }; done
+ok "agents of nodes a, b, c start on the Ceph store"
+sleep 2
+[ "$(vk b --json nodes | jq '[.nodes[] | select(.state == "alive")] | length')" = 3 ] \
+    && ok "three nodes alive" || not_ok "three nodes alive" "$(vk b nodes)"
+
+# --- kill -9 of node a --------------------------------------------------------------
+check "node a runs a counter task, checkpoint every 2 s" run_counter a c1 --first 2 --every 2
+S=$(serial_of a c1)
+wait_line "$S" '^counter 2$' 90
+n0=$(vk a --json ls c1 | jq ".checkpoints | length")
+for _ in $(seq 100); do [ "$(vk a --json ls c1 | jq ".checkpoints | length")" -ge $((n0 + 2)) ] && break; sleep 0.2; done
+last=$(vk a --json ls c1 | jq ".checkpoints[-1].seq")
+t0=$(date +%s%N)
+kill_node a
+if W=$(wait_where c1 b 40); then
+    dt=$(( ($(date +%s%N) - t0) / 1000000 ))
+    ok "c1 resumes on $W, $dt ms after node a was killed (lease $LEASE ms)"
+else
+    not_ok "c1 resumes on another node" "$(tail -5 "$T/b/agent.log")"; finish; exit 1
+fi
+w=${W#node-}
+from=$(vk "$w" --json status c1 | jq .restore.from_seq)
+[ "$from" -ge "$last" ] && ok "from its newest checkpoint ($from)" || not_ok "from the newest checkpoint" "from $from, newest $last"
+S2=$(serial_of "$w" c1)
+wait_line "$S2" '^counter [0-9]' 30
+want=$(( $(counter_at "$w" c1 "$from" "$S") + 1 ))
+[ "$(first_counter "$S2")" = "$want" ] && ok "the guest resumes at counter $want" || not_ok "resumes at $want" "got $(first_counter "$S2")"
+wait_line "$S2" "^counter $((want + 2))\$" 30 && ! grep -aq MISMATCH "$S2" && ok "disk matches memory, and it counts on" \
+    || not_ok "consistent after take-over"
+
+# --- node b's link is cut ---------------------------------------------------------
+check "node b runs p1" run_counter b p1 --first 2 --every 2
+for _ in $(seq 100); do [ "$(vk b --json ls p1 | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done
+QB=$(pid_of b p1)
+ip -n "$NS-b" link set eth0 down
+t0=$(date +%s%N); fenced=; resumed=; max=0
+for _ in $(seq 500); do
+    [ -z "$fenced" ] && ! alive "$QB" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
+    c=$(copies p1); [ "$c" -gt "$max" ] && max=$c
+    [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); break; }
+    sleep 0.1
+done
+[ -n "$fenced" ] && [ "$fenced" -lt "$LEASE" ] && ok "node b, cut off, kills its VM after $fenced ms (lease $LEASE ms)" \
+    || not_ok "node b fences before its lease expires" "after ${fenced:-never} ms"
+[ -n "$resumed" ] && ok "p1 resumes on another node ($resumed ms after the cut)" || not_ok "p1 resumes elsewhere" "$(vk c nodes)"
+[ "$max" -le 1 ] && ok "never two copies of p1 at once" || not_ok "never two copies" "saw $max"
+ip -n "$NS-b" link set eth0 up
+for x in b c; do stop_agent "$x"; done
+finish
