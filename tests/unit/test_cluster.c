@@ -1,0 +1,93 @@
+/* Cluster membership: node states from heartbeat ages, the placement of a
+ * dead node's tasks, heartbeats written and read back on a directory store. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "cluster.h"
+#include "err.h"
+#include "store.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct cluster_node mk(const char *name, int64_t renewed, int running, int64_t mem)
+{
+    struct cluster_node n = {.renewed_ms = renewed, .lease_ms = 3000, .renew_ms = 500,
+                             .running = running, .memory_free_mib = mem};
+    snprintf(n.name, sizeof(n.name), "%s", name);
+    return n;
+}
+
+static void test_states(void **state)
+{
+    (void)state;
+    struct cluster_node n = mk("x", 10000, 0, 0);
+    assert_int_equal(cluster_state_of(&n, 10500), CLUSTER_ALIVE);
+    assert_int_equal(cluster_state_of(&n, 11001), CLUSTER_SUSPECT); /* > 2 renewals */
+    assert_int_equal(cluster_state_of(&n, 13001), CLUSTER_DEAD);    /* > the lease */
+    assert_string_equal(cluster_state_name(CLUSTER_DEAD), "dead");
+}
+
+static void test_assign_spreads_and_prefers_room(void **state)
+{
+    (void)state;
+    struct cluster_node v[4] = {mk("dead", 0, 2, 900), mk("busy", 9900, 3, 9000),
+                                mk("idle", 9900, 0, 1000), mk("roomy", 9900, 0, 8000)};
+    char to[128];
+    /* idle nodes first, the one with more memory first; then the busy one */
+    cluster_assign(v, 4, 10000, 0, to);
+    assert_string_equal(to, "roomy");
+    cluster_assign(v, 4, 10000, 1, to);
+    assert_string_equal(to, "idle");
+    cluster_assign(v, 4, 10000, 2, to);
+    assert_string_equal(to, "busy");
+    cluster_assign(v, 4, 10000, 3, to);
+    assert_string_equal(to, "roomy");
+    /* nobody alive: nobody */
+    cluster_assign(v, 1, 10000, 0, to);
+    assert_string_equal(to, "");
+}
+
+static void test_beat_roundtrip(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/vmckpt-test-cluster.XXXXXX", uri[128];
+    struct store *s = NULL;
+    struct cluster_node *v = NULL;
+    size_t n = 0;
+    assert_non_null(mkdtemp(root));
+    snprintf(uri, sizeof(uri), "file://%s", root);
+    assert_int_equal(store_open(uri, &s), 0);
+    json_t *tasks = json_pack("[s, s]", "t1", "t2");
+    assert_int_equal(cluster_beat(s, "node-1", 3000, 500, tasks, 2), 0);
+    json_t *none = json_array();
+    assert_int_equal(cluster_beat(s, "node-2", 3000, 500, none, 0), 0);
+    json_decref(none);
+    json_decref(tasks);
+    assert_int_equal(cluster_nodes(s, &v, &n), 0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(cluster_state_of(&v[i], util_wall_us() / 1000), CLUSTER_ALIVE);
+        if (!strcmp(v[i].name, "node-1")) {
+            assert_int_equal(json_array_size(v[i].tasks), 2);
+            assert_int_equal(v[i].running, 2);
+        }
+    }
+    cluster_nodes_free(v, n);
+    store_free(s);
+    util_rm_rf(root);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_states),
+        cmocka_unit_test(test_assign_spreads_and_prefers_room),
+        cmocka_unit_test(test_beat_roundtrip),
+    };
+    return cmocka_run_group_tests_name("cluster", tests, NULL, NULL);
+}
