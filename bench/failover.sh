@@ -123,17 +123,19 @@ if [[ " $PARTS " == *" 2 "* ]]; then
             for i in $(seq "$n"); do run_cpu a "r$store$n-$i"; done
             sleep 8
             for i in $(seq "$n"); do vk a checkpoint "r$store$n-$i" >/dev/null; done
-            pkill -9 -f "$D/a/" || true
+            pkill -9 -f "$D/a/tasks/" || true # node a's VMs; its agent is left alone
             t=$(now_ms)
+            pids=()
             for i in $(seq "$n"); do
                 x=$([ $((i % 2)) = 1 ] && echo b || echo c)
                 vk "$x" restore "r$store$n-$i" >/dev/null &
+                pids+=($!)
             done
-            wait
+            wait "${pids[@]}"
             dt=$(( $(now_ms) - t ))
             rows+=("| $([ $store = ceph ] && echo 'Ceph RADOS, 3 replicas' || echo 'FTP (vsftpd)') | $n | $(printf '%.2f' "$(echo "$dt / 1000" | bc -l)") |")
             echo "${rows[-1]}"
-            pkill -9 -f "$D/[abc]/" || true
+            pkill -9 -f "$D/[abc]( |/)" || true # the agents and VMs of this round
             sleep 0.5
         done
     done

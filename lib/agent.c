@@ -969,6 +969,20 @@ static enum MHD_Result agent_nodes(struct agent *a, struct MHD_Connection *c)
     return agent_send(c, 200, json_pack("{s:s, s:o}", "node", a->cfg->node, "nodes", nodes));
 }
 
+/* One gauge per task, from a field of its last checkpoint divided by scale. */
+static void agent_task_gauge(FILE *f, struct task **v, size_t n, const char *metric,
+                             const char *help, const char *field, double scale)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", metric, help, metric);
+    for (size_t k = 0; k < n; k++) {
+        json_t *j = task_json(v[k]), *x = json_object_get(json_object_get(j, "last_checkpoint"), field);
+        if (json_is_integer(x))
+            fprintf(f, "%s{task=\"%s\"} %.12g\n", metric, task_id(v[k]),
+                    (double)json_integer_value(x) / scale);
+        json_decref(j);
+    }
+}
+
 /* The metrics in Prometheus' text format. */
 static char *agent_metrics_text(struct agent *a)
 {
@@ -982,33 +996,12 @@ static char *agent_metrics_text(struct agent *a)
         free(idx);
         return NULL;
     }
-    fprintf(f, "# HELP vmckpt_checkpoint_stop_seconds VM stop time of the task's last checkpoint\n"
-               "# TYPE vmckpt_checkpoint_stop_seconds gauge\n");
-    for (size_t k = 0; k < n; k++) {
-        json_t *j = task_json(v[k]), *l = json_object_get(j, "last_checkpoint");
-        if (json_integer_value(json_object_get(l, "stopped_us")) > 0)
-            fprintf(f, "vmckpt_checkpoint_stop_seconds{task=\"%s\"} %.6f\n", task_id(v[k]),
-                    (double)json_integer_value(json_object_get(l, "stopped_us")) / 1e6);
-        json_decref(j);
-    }
-    fprintf(f, "# HELP vmckpt_checkpoint_upload_bytes bytes the task's last checkpoint added to the store\n"
-               "# TYPE vmckpt_checkpoint_upload_bytes gauge\n");
-    for (size_t k = 0; k < n; k++) {
-        json_t *j = task_json(v[k]), *l = json_object_get(j, "last_checkpoint");
-        if (json_object_get(l, "uploaded_bytes"))
-            fprintf(f, "vmckpt_checkpoint_upload_bytes{task=\"%s\"} %lld\n", task_id(v[k]),
-                    (long long)json_integer_value(json_object_get(l, "uploaded_bytes")));
-        json_decref(j);
-    }
-    fprintf(f, "# HELP vmckpt_checkpoint_upload_seconds time to store the task's last checkpoint\n"
-               "# TYPE vmckpt_checkpoint_upload_seconds gauge\n");
-    for (size_t k = 0; k < n; k++) {
-        json_t *j = task_json(v[k]), *l = json_object_get(j, "last_checkpoint");
-        if (json_object_get(l, "store_us"))
-            fprintf(f, "vmckpt_checkpoint_upload_seconds{task=\"%s\"} %.6f\n", task_id(v[k]),
-                    (double)json_integer_value(json_object_get(l, "store_us")) / 1e6);
-        json_decref(j);
-    }
+    agent_task_gauge(f, v, n, "vmckpt_checkpoint_stop_seconds",
+                     "VM stop time of the task's last checkpoint", "stopped_us", 1e6);
+    agent_task_gauge(f, v, n, "vmckpt_checkpoint_upload_bytes",
+                     "bytes the task's last checkpoint added to the store", "uploaded_bytes", 1);
+    agent_task_gauge(f, v, n, "vmckpt_checkpoint_upload_seconds",
+                     "time to store the task's last checkpoint", "store_us", 1e6);
     fprintf(f,
             "# HELP vmckpt_tasks tasks on this node\n# TYPE vmckpt_tasks gauge\n"
             "vmckpt_tasks %zu\n"
