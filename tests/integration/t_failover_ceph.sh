@@ -42,18 +42,11 @@ for x in a b c; do
 done
 ok "nodes a, b, c reach the monitor over their links"
 NODE_ARGS="--store $("$ROOT/scripts/ceph.sh" uri "$CEPH" vmckpt 3)&timeout=10"
-for x in a b c; do node "$x" || { not_ok "agent of node $x starts"; finish; exit 1; }; done
-ok "agents of nodes a, b, c start on the Ceph store"
-sleep 2
-[ "$(vk b --json nodes | jq '[.nodes[] | select(.state == "alive")] | length')" = 3 ] \
-    && ok "three nodes alive" || not_ok "three nodes alive" "$(vk b nodes)"
+start_nodes || { finish; exit 1; }
 
 # --- kill -9 of node a --------------------------------------------------------------
-check "node a runs a counter task, checkpoint every 2 s" run_counter a c1 --first 2 --every 2
+counting_task a c1 || { finish; exit 1; }
 S=$(serial_of a c1)
-wait_line "$S" '^counter 2$' 90
-n0=$(vk a --json ls c1 | jq ".checkpoints | length")
-for _ in $(seq 100); do [ "$(vk a --json ls c1 | jq ".checkpoints | length")" -ge $((n0 + 2)) ] && break; sleep 0.2; done
 last=$(vk a --json ls c1 | jq ".checkpoints[-1].seq")
 t0=$(date +%s%N)
 kill_node a
@@ -64,14 +57,7 @@ else
     not_ok "c1 resumes on another node" "$(tail -5 "$T/b/agent.log")"; finish; exit 1
 fi
 w=${W#node-}
-from=$(vk "$w" --json status c1 | jq .restore.from_seq)
-[ "$from" -ge "$last" ] && ok "from its newest checkpoint ($from)" || not_ok "from the newest checkpoint" "from $from, newest $last"
-S2=$(serial_of "$w" c1)
-wait_line "$S2" '^counter [0-9]' 30
-want=$(( $(counter_at "$w" c1 "$from" "$S") + 1 ))
-[ "$(first_counter "$S2")" = "$want" ] && ok "the guest resumes at counter $want" || not_ok "resumes at $want" "got $(first_counter "$S2")"
-wait_line "$S2" "^counter $((want + 2))\$" 30 && ! grep -aq MISMATCH "$S2" && ok "disk matches memory, and it counts on" \
-    || not_ok "consistent after take-over"
+resumed_consistently "$w" c1 "$last" "$S"
 
 # --- node b's link is cut ---------------------------------------------------------
 check "node b runs p1" run_counter b p1 --first 2 --every 2
