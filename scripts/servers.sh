@@ -72,8 +72,10 @@ pam_service_name=vsftpd
 chroot_local_user=NO
 pasv_enable=YES
 pasv_address=127.0.0.1
-pasv_min_port=$((port + 100))
-pasv_max_port=$((port + 299))
+# A wide passive range: every transfer leaves its data port in TIME_WAIT for a
+# minute, and vsftpd waits a second for each port it finds taken.
+pasv_min_port=40000
+pasv_max_port=49999
 max_clients=200
 max_per_ip=200
 seccomp_sandbox=NO
