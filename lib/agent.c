@@ -643,8 +643,8 @@ static size_t agent_snapshot(struct agent *a, struct task ***out, size_t **idx)
  * RUN_DIR/lease.ok has not been touched for lease_ms - renew_ms. The agent
  * touches it at every renewal. So a VM outlives neither a dead or stalled
  * agent nor a cut-off store by more than its lease. Its pid is in
- * RUN_DIR/fence.pid; one per VM. */
-static void agent_touch_fence(struct agent *a, struct task *t)
+ * RUN_DIR/fence.pid; one per VM. Returns 1 when the task's VM runs. */
+static int agent_touch_fence(struct agent *a, struct task *t)
 {
     json_t *j = task_json(t);
     const char *run_dir = json_string_value(json_object_get(j, "run_dir"));
@@ -653,8 +653,9 @@ static void agent_touch_fence(struct agent *a, struct task *t)
     char *ok = run_dir ? util_fmt("%s/lease.ok", run_dir) : NULL;
     char *pidf = run_dir ? util_fmt("%s/fence.pid", run_dir) : NULL;
     char *logf = run_dir ? util_fmt("%s/fence.log", run_dir) : NULL;
+    int64_t limit_ms = a->cfg->lease_ms - a->cfg->renew_ms;
     char *msg = util_fmt("fence: killed VM %d of task %s: its lease was not renewed for %d ms\n",
-                         (int)qpid, task_id(t), a->cfg->lease_ms - a->cfg->renew_ms);
+                         (int)qpid, task_id(t), (int)limit_ms);
     json_decref(j);
     if (!ok || !pidf || !logf || !msg || !running || qpid <= 0)
         goto out;
@@ -671,7 +672,6 @@ static void agent_touch_fence(struct agent *a, struct task *t)
     }
     err_clear();
     free(text);
-    int64_t limit_ms = a->cfg->lease_ms - a->cfg->renew_ms;
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0)
         goto out;
@@ -725,6 +725,7 @@ out:
     free(pidf);
     free(logf);
     free(msg);
+    return running && qpid > 0;
 }
 
 /* Renews the lease of every task of this node; a task another node holds
@@ -743,8 +744,7 @@ static void agent_renew(struct agent *a, json_t *ids, int *running)
             a->lease_ok_ms[idx[k]] = util_wall_us() / 1000;
             pthread_mutex_unlock(&a->lock);
             json_array_append_new(ids, json_string(id));
-            *running += agent_task_running(v[k]);
-            agent_touch_fence(a, v[k]);
+            *running += agent_touch_fence(a, v[k]);
         } else if (rc == VK_EBUSY) {
             log_warn("task %s: another node holds its lease (it was taken over while this node "
                      "could not renew it): stopping and forgetting the copy here", id);

@@ -1154,11 +1154,9 @@ int repo_verify_stream(struct repo *r, const struct mf_obj *o, const char *what)
 
 int repo_get_file(struct repo *r, const struct mf_obj *o, const char *path, const char *what)
 {
-    /* A name of its own: restores running at once may fetch the same blob
-     * (a shared kernel or base); whichever renames last wins, both whole. */
-    static unsigned long seq;
-    char *part = util_fmt("%s.part-%d-%lu", path, (int)getpid(),
-                          __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+    /* Restores running at once may fetch the same blob (a shared kernel or
+     * base): each into its own part file; whichever renames last wins, both whole. */
+    char *part = util_part_path(path);
     int fd, rc;
     if (!part)
         return err_set(VK_ENOMEM, "out of memory");

@@ -274,7 +274,7 @@ int store_get_file(struct store *s, const char *name, const char *path, uint64_t
                    const char *want_sha)
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    char *buf = malloc(STORE_IO_BUF), *part = util_fmt("%s.part", path);
+    char *buf = malloc(STORE_IO_BUF), *part = util_part_path(path);
     char sha[UTIL_SHA256_HEX];
     uint64_t off = 0, size = 0;
     int fd = -1, rc;

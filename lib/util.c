@@ -178,6 +178,13 @@ int util_fsync_dir_of(const char *path)
     return rc;
 }
 
+char *util_part_path(const char *path)
+{
+    static unsigned long seq;
+    return util_fmt("%s.part-%d-%lu", path, (int)getpid(),
+                    __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+}
+
 int util_write_file_atomic(const char *path, const void *data, size_t len)
 {
     char *tmp = util_fmt("%s.tmp.%d", path, (int)getpid());

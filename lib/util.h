@@ -31,6 +31,9 @@ int util_rm_rf(const char *path);
 int util_read_file(const char *path, char **out, size_t *out_len);
 /* Writes via path.tmp + fsync + rename + fsync(dir): all or nothing. */
 int util_write_file_atomic(const char *path, const void *data, size_t len);
+/* A name of its own beside path for a file being written, to be renamed to
+ * path when whole: writers of the same path at once never share one. free(). */
+char *util_part_path(const char *path);
 /* fsync of the directory holding path (makes a rename durable). */
 int util_fsync_dir_of(const char *path);
 

@@ -52,3 +52,14 @@ resumed_consistently() { # resumed_consistently NODE TASK NEWEST_SEQ ORIGINAL_SE
     wait_line "$s2" "^counter $((want + 2))\$" 30 && ! grep -aq MISMATCH "$s2" && ok "disk matches memory, and it counts on" \
         || not_ok "consistent after take-over"
 }
+watch_fence() { # watch_fence TASK VM_PID SECONDS: sets fenced and resumed (ms from now, or
+    # empty) and max (most copies of TASK seen at once), sampling every 0.1 s
+    local t0 c
+    t0=$(date +%s%N); fenced=; resumed=; max=0
+    for _ in $(seq $(($3 * 10))); do
+        [ -z "$fenced" ] && ! alive "$2" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
+        c=$(copies "$1"); [ "$c" -gt "$max" ] && max=$c
+        [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); return 0; }
+        sleep 0.1
+    done
+}

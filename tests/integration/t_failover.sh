@@ -75,13 +75,7 @@ check "node a runs p1" run_counter a p1 --first 2 --every 2
 for _ in $(seq 100); do [ "$(vk a --json ls p1 | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done
 QA=$(pid_of a p1)
 touch "$CUT"
-t0=$(date +%s%N); fenced=; resumed=; max=0
-for _ in $(seq 400); do # 40 s, every 0.1 s: never two copies
-    [ -z "$fenced" ] && ! alive "$QA" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
-    c=$(copies p1); [ "$c" -gt "$max" ] && max=$c
-    [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); break; }
-    sleep 0.1
-done
+watch_fence p1 "$QA" 40
 [ -n "$fenced" ] && [ "$fenced" -lt "$LEASE" ] && ok "node a kills its VM $fenced ms after losing the store (lease $LEASE ms)" \
     || not_ok "node a fences before its lease expires" "fenced after ${fenced:-never} ms"
 [ -n "$resumed" ] && ok "p1 resumes elsewhere ($resumed ms after the cut)" || not_ok "p1 resumes elsewhere" "$(vk b nodes)"
@@ -96,13 +90,7 @@ for _ in $(seq 40); do [ -z "$(vk a --json status | jq -r '.tasks[] | select(.st
 V=${W3#node-}
 QV=$(pid_of "$V" t3)
 eval "p=\$AGENT_$V"; kill -STOP "$p"
-t0=$(date +%s%N); fenced=; max=0; resumed=
-for _ in $(seq 400); do
-    [ -z "$fenced" ] && ! alive "$QV" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
-    c=$(copies t3); [ "$c" -gt "$max" ] && max=$c
-    [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); break; }
-    sleep 0.1
-done
+watch_fence t3 "$QV" 40
 [ -n "$fenced" ] && [ "$fenced" -lt "$LEASE" ] && ok "agent of $W3 stalled: its fence process kills t3's VM after $fenced ms" \
     || not_ok "a stalled agent's VM is fenced before the lease expires" "after ${fenced:-never} ms"
 [ -n "$resumed" ] && ok "t3 resumes on another node ($resumed ms)" || not_ok "t3 resumes elsewhere"

@@ -64,13 +64,7 @@ check "node b runs p1" run_counter b p1 --first 2 --every 2
 for _ in $(seq 100); do [ "$(vk b --json ls p1 | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done
 QB=$(pid_of b p1)
 ip -n "$NS-b" link set eth0 down
-t0=$(date +%s%N); fenced=; resumed=; max=0
-for _ in $(seq 500); do
-    [ -z "$fenced" ] && ! alive "$QB" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
-    c=$(copies p1); [ "$c" -gt "$max" ] && max=$c
-    [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); break; }
-    sleep 0.1
-done
+watch_fence p1 "$QB" 50
 [ -n "$fenced" ] && [ "$fenced" -lt "$LEASE" ] && ok "node b, cut off, kills its VM after $fenced ms (lease $LEASE ms)" \
     || not_ok "node b fences before its lease expires" "after ${fenced:-never} ms"
 [ -n "$resumed" ] && ok "p1 resumes on another node ($resumed ms after the cut)" || not_ok "p1 resumes elsewhere" "$(vk c nodes)"
