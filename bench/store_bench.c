@@ -3,6 +3,9 @@
  *       FILL_PCT % of it data (random: incompressible; text: compressible), the rest zeros
  *   store_bench put STORE_URI PATH CODEC [CHUNK_KIB]   stores PATH as one stream and
  *       prints a JSON line: bytes, seconds, MB/s, new bytes, chunks by codec
+ *   store_bench upload STORE_URI PATH   the upload stage alone: PATH's bytes written as
+ *       8 MiB objects (the size of a pack) by 2 threads, as the upload workers write packs,
+ *       then synced; prints bytes, seconds, MB/s
  *   store_bench putobj STORE_URI NAME MIB   writes one object of MIB MiB (store tests)
  *   store_bench stat STORE_URI NAME          prints its size, or fails
  *   store_bench roundtrip STORE_URI PATH OUT|-   stores PATH, reads it back (times both)
@@ -14,9 +17,13 @@
 #include "store.h"
 #include "util.h"
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int mkfile(const char *path, long mib, long fill, const char *kind, uint64_t seed)
@@ -80,6 +87,77 @@ static int put(const char *uri, const char *path, const char *codec, long chunk_
     free(o.name);
     repo_free(r);
     store_free(s);
+    return 0;
+}
+
+/* upload: threads take the next 8 MiB of the file, read it into their own
+ * page-aligned buffer (as a pack is built in one) and write it as an object. */
+struct upload {
+    struct store *s;
+    int fd;
+    uint64_t size;
+    atomic_uint_fast64_t next;
+    atomic_int rc;
+};
+
+#define UPLOAD_OBJ (8u << 20)
+
+static void *upload_thread(void *arg)
+{
+    struct upload *u = arg;
+    uint8_t *buf = NULL;
+    if (posix_memalign((void **)&buf, 4096, UPLOAD_OBJ) != 0) {
+        atomic_store(&u->rc, VK_ENOMEM);
+        return NULL;
+    }
+    for (;;) {
+        uint64_t off = atomic_fetch_add(&u->next, UPLOAD_OBJ);
+        if (off >= u->size || atomic_load(&u->rc) < 0)
+            break;
+        size_t len = u->size - off < UPLOAD_OBJ ? (size_t)(u->size - off) : UPLOAD_OBJ;
+        char name[64];
+        struct store_writer *w = NULL;
+        int rc = pread(u->fd, buf, len, (off_t)off) == (ssize_t)len ? 0 : VK_EIO;
+        snprintf(name, sizeof(name), "upload/%08llu", (unsigned long long)(off / UPLOAD_OBJ));
+        if (rc == 0)
+            rc = store_put_begin(u->s, name, &w);
+        if (rc == 0) {
+            w->lazy = 1; /* as packs: synced once, before the manifest */
+            rc = store_put_write(w, buf, len);
+            rc = rc == 0 ? store_put_commit(w) : (store_put_abort(w), rc);
+        }
+        if (rc < 0)
+            atomic_store(&u->rc, rc);
+    }
+    free(buf);
+    return NULL;
+}
+
+static int upload(const char *uri, const char *path)
+{
+    struct upload u = {.fd = open(path, O_RDONLY)};
+    pthread_t th[2];
+    struct stat st;
+    if (u.fd < 0 || fstat(u.fd, &st) < 0 || store_open(uri, &u.s) < 0) {
+        fprintf(stderr, "store_bench: cannot open %s or %s\n", path, uri);
+        return 1;
+    }
+    u.size = (uint64_t)st.st_size;
+    int64_t t0 = util_now_us();
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, upload_thread, &u);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    int rc = atomic_load(&u.rc) == 0 ? store_sync(u.s) : atomic_load(&u.rc);
+    double secs = (double)(util_now_us() - t0) / 1e6;
+    close(u.fd);
+    store_free(u.s);
+    if (rc < 0) {
+        fprintf(stderr, "store_bench: %s\n", err_msg());
+        return 1;
+    }
+    printf("{\"bytes\":%llu,\"seconds\":%f,\"MBps\":%f}\n", (unsigned long long)u.size, secs,
+           (double)u.size / secs / 1e6);
     return 0;
 }
 
@@ -259,10 +337,13 @@ int main(int argc, char **argv)
     if ((argc == 6 || argc == 7) && !strcmp(argv[1], "mkfile"))
         return mkfile(argv[2], atol(argv[3]), atol(argv[4]), argv[5],
                       argc == 7 ? (uint64_t)atoll(argv[6]) : 0);
+    if (argc == 4 && !strcmp(argv[1], "upload"))
+        return upload(argv[2], argv[3]);
     if ((argc == 5 || argc == 6) && !strcmp(argv[1], "put"))
         return put(argv[2], argv[3], argv[4], argc == 6 ? atol(argv[5]) : 32);
     fprintf(stderr, "usage: store_bench mkfile PATH MIB FILL_PCT random|text [SEED]\n"
                     "       store_bench put STORE_URI PATH CODEC [CHUNK_KIB]\n"
+                    "       store_bench upload STORE_URI PATH\n"
                     "       store_bench putobj STORE_URI NAME MIB\n"
                     "       store_bench stat STORE_URI NAME\n"
                     "       store_bench roundtrip STORE_URI PATH OUT|-\n"

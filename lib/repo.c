@@ -146,7 +146,11 @@ struct up_ctx {
     void *arg;
     struct pack_map *pending; /* chunks of this stream not yet in an indexed pack */
     uint8_t *pbuf;            /* the pack being filled, and its records */
-    size_t plen, pcap;
+    size_t plen, pcap;        /* pcap: every pack buffer's size */
+    /* Written packs' buffers, kept for the next packs: fresh memory costs a
+     * page fault and zeroing per page, as much as the copy into it. */
+    uint8_t *spare[2];
+    int nspare;
     struct pack_idx open;
 };
 
@@ -204,16 +208,21 @@ static int repo_up_take(struct up_ctx *u, uint8_t **buf, size_t *len, struct pac
     *len = u->plen;
     *idx = u->open;
     u->pbuf = NULL;
-    u->plen = u->pcap = 0;
+    u->plen = 0;
     memset(&u->open, 0, sizeof(u->open));
     return pack_new_id(u->open.id);
 }
 
-/* Writes a pack taken from the stream (lock not held) and frees it. */
+/* Writes a pack taken from the stream (lock not held) and keeps or frees
+ * its buffer. */
 static int repo_up_flush(struct up_ctx *u, uint8_t *buf, size_t len, struct pack_idx *idx,
                          struct repo_stats *st)
 {
     int rc = repo_store_pack(u->r, buf, len, idx, &st->retries);
+    pthread_mutex_lock(&u->lock);
+    if (u->nspare < (int)(sizeof(u->spare) / sizeof(u->spare[0])))
+        u->spare[u->nspare++] = buf, buf = NULL;
+    pthread_mutex_unlock(&u->lock);
     free(buf);
     pack_idx_clear(idx);
     return rc;
@@ -237,16 +246,13 @@ static int repo_up_append(struct up_ctx *u, struct up_entry *e, const uint8_t *p
         pthread_mutex_unlock(&u->lock);
         return 0;
     }
-    if (rc == 0 && u->plen + REPO_HDR + n > u->pcap) {
-        size_t ncap = u->pcap ? u->pcap : u->r->pack_size + REPO_HDR + n;
-        while (ncap < u->plen + REPO_HDR + n)
-            ncap *= 2;
-        uint8_t *nb = realloc(u->pbuf, ncap);
-        if (!nb)
+    if (rc == 0 && !u->pbuf) {
+        u->pbuf = u->nspare > 0 ? u->spare[--u->nspare] : aligned_alloc(4096, u->pcap);
+        if (!u->pbuf)
             rc = err_set(VK_ENOMEM, "out of memory");
-        else
-            u->pbuf = nb, u->pcap = ncap;
     }
+    if (rc == 0 && u->plen + REPO_HDR + n > u->pcap) /* pcap allows for the largest record */
+        rc = err_set(VK_EINVAL, "pack record of %zu bytes does not fit (internal error)", n);
     if (rc == 0) {
         pack_hdr(u->pbuf + u->plen, e->codec, plain_len);
         memcpy(u->pbuf + u->plen + REPO_HDR, payload, n);
@@ -637,6 +643,10 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct mf_o
         if (!r->cfg.no_dedup && (rc = repo_known_file(r, file_sha, out)) != VK_ENOTFOUND)
             return rc; /* stored once for every task that uses it */
     }
+    /* A pack is written once it holds pack_size bytes, and a record is never
+     * larger than a plain chunk: one more record always fits. */
+    u.pcap = r->pack_size + REPO_HDR + r->cp.max;
+    u.pcap = (u.pcap + 4095) & ~(size_t)4095; /* page-aligned: stores may DMA from it */
     rc = pack_map_new(&u.pending);
     if (rc == 0)
         rc = pack_new_id(u.open.id);
@@ -668,9 +678,9 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct mf_o
     pthread_mutex_unlock(&u.lock);
     for (int i = 0; i < nth; i++)
         pthread_join(th[i], NULL);
-    close(fd);
     if (u.err[0]) /* a worker failed: its message says why */
         rc = err_set(u.rc, "%s", u.err);
+    close(fd);
     if (rc == 0 && u.plen > 0) { /* the last, partly filled pack */
         struct pack_idx idx;
         uint8_t *buf;
@@ -697,6 +707,8 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct mf_o
     }
     free(u.entries);
     free(u.pbuf);
+    while (u.nspare > 0)
+        free(u.spare[--u.nspare]);
     pack_idx_clear(&u.open);
     pack_map_free(u.pending);
     pthread_mutex_destroy(&u.lock);

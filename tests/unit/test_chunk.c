@@ -65,6 +65,67 @@ static void test_sizes_respected(void **state)
     free(buf);
 }
 
+/* The gear hash and cut rule written the plain way, one byte a step: the
+ * chunker must give exactly these cuts (chunks stored by earlier versions
+ * and by other nodes keep deduplicating). The table is part of the format. */
+static uint64_t ref_gear[256];
+
+static size_t ref_cut(const struct chunk_params *p, const uint8_t *src, size_t n)
+{
+    size_t i, normal = p->avg, end = p->max;
+    uint64_t fp = 0;
+    if (n <= p->min)
+        return n;
+    if (n < end)
+        end = n;
+    if (normal > end)
+        normal = end;
+    for (i = p->min; i < normal; i++) {
+        fp = (fp << 1) + ref_gear[src[i]];
+        if (!(fp & p->mask_hard))
+            return i + 1;
+    }
+    for (; i < end; i++) {
+        fp = (fp << 1) + ref_gear[src[i]];
+        if (!(fp & p->mask_easy))
+            return i + 1;
+    }
+    return end;
+}
+
+static void test_cuts_match_reference(void **state)
+{
+    (void)state;
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 256; i++) {
+        uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        ref_gear[i] = z ^ (z >> 31);
+    }
+    static const size_t avgs[] = {1024, 4096, 32768};
+    size_t n = 4 << 20;
+    uint8_t *buf = random_bytes(n, 7);
+    for (size_t a = 0; a < sizeof(avgs) / sizeof(avgs[0]); a++) {
+        struct chunk_params p;
+        size_t off = 0, cuts = 0;
+        assert_int_equal(chunk_params_init(&p, avgs[a]), 0);
+        while (off < n) {
+            /* odd lengths too: the scan's 4-byte steps must end anywhere */
+            size_t avail = n - off > 3 * p.max + 3 ? 3 * p.max + (off % 4) : n - off;
+            size_t c = chunk_cut(&p, buf + off, avail);
+            assert_int_equal(c, ref_cut(&p, buf + off, avail));
+            off += c;
+            cuts++;
+        }
+        assert_true(cuts > n / p.max);
+        /* short inputs, at every length around the thresholds */
+        for (size_t len = p.min - 3; len < p.avg + 9; len += (len < p.min + 9 || len > p.avg - 9) ? 1 : 997)
+            assert_int_equal(chunk_cut(&p, buf + 12345, len), ref_cut(&p, buf + 12345, len));
+    }
+    free(buf);
+}
+
 static void test_stable_under_insertion(void **state)
 {
     (void)state;
@@ -188,6 +249,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sizes_respected),
         cmocka_unit_test(test_stable_under_insertion),
+        cmocka_unit_test(test_cuts_match_reference),
         cmocka_unit_test(test_codecs_roundtrip),
         cmocka_unit_test(test_policy_break_even),
     };

@@ -179,6 +179,42 @@ static void test_large_in_parts_parallel_readers(void **state)
     free(data);
 }
 
+/* Large page-aligned writes (the directory store sends them around the page
+ * cache) mixed with small and unaligned ones: the object is still exactly
+ * the bytes written, in order, lazily written or not. */
+static void test_aligned_large_writes(void **state)
+{
+    struct store *s = *state;
+    size_t total = (3u << 20) + 4096 + 123 + (2u << 20) + 77;
+    unsigned char *data = NULL, *back = malloc(total);
+    size_t got = 0;
+
+    assert_int_equal(posix_memalign((void **)&data, 4096, total), 0);
+    assert_non_null(back);
+    for (size_t i = 0; i < total; i++)
+        data[i] = (unsigned char)(i * 2654435761u >> 11);
+    for (int lazy = 0; lazy < 2; lazy++) {
+        struct store_writer *w = NULL;
+        const char *name = lazy ? N("aligned/lazy") : N("aligned/plain");
+        assert_int_equal(store_put_begin(s, name, &w), 0);
+        w->lazy = lazy;
+        /* aligned head + unaligned tail, then a small write, then a large
+         * write that starts unaligned in the object */
+        assert_int_equal(store_put_write(w, data, (3u << 20) + 4096 + 123), 0);
+        assert_int_equal(store_put_write(w, data + (3u << 20) + 4096 + 123, 77), 0);
+        assert_int_equal(store_put_write(w, data + (3u << 20) + 4096 + 200, (2u << 20)), 0);
+        assert_int_equal(store_put_commit(w), 0);
+        if (lazy)
+            assert_int_equal(store_sync(s), 0);
+        memset(back, 0, total);
+        assert_int_equal(store_read(s, name, 0, back, total, &got), 0);
+        assert_int_equal(got, total);
+        assert_memory_equal(back, data, total);
+    }
+    free(back);
+    free(data);
+}
+
 static void test_get_file_checks(void **state)
 {
     struct store *s = *state;
@@ -312,6 +348,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uncommitted_invisible, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_in_parts_parallel_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_aligned_large_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_file_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
