@@ -122,6 +122,7 @@ if [[ " $PARTS " == *" 3 "* ]]; then
         "$B/store_bench" put "file://$D/st3" "$D/src.img" auto | jq .seconds >> "$D/st"
     done
     med() { sort -g "$1" | sed -n 3p; }
+    for f in cp up st; do echo "# $f: $(sort -g "$D/$f" | tr "\n" " ")"; done
     cpm=$(med "$D/cp"); upm=$(med "$D/up"); stm=$(med "$D/st")
     row() { printf '| %s | %.2f | %.0f | %.0f%% |\n' "$1" "$2" "$(echo "838.8608 / $2" | bc -l)" \
                    "$(echo "$cpm / $2 * 100" | bc -l)"; }

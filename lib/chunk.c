@@ -45,6 +45,22 @@ int chunk_params_init(struct chunk_params *p, size_t avg)
     return 0;
 }
 
+/* Where the zero bytes from src[i] end, at most at n; whole 64-byte blocks
+ * only, as the scan's steps must stay aligned to its start. */
+static size_t chunk_skip_zeros(const uint8_t *src, size_t i, size_t n)
+{
+    while (i + 64 <= n) {
+        uint64_t w[8], any = 0;
+        memcpy(w, src + i, sizeof(w));
+        for (int k = 0; k < 8; k++)
+            any |= w[k];
+        if (any)
+            break;
+        i += 64;
+    }
+    return i;
+}
+
 /* First i in [from, to) where the hash after byte i has no bit of mask set,
  * or `to`. The hash h_i = (h_{i-1} << 1) + gear[src[i]] is a chain of
  * dependent shifts and adds, two cycles a byte. Taking two bytes a step,
@@ -53,6 +69,10 @@ int chunk_params_init(struct chunk_params *p, size_t avg)
  * those of the byte-by-byte loop. */
 static size_t chunk_scan(const uint8_t *src, size_t from, size_t to, uint64_t mask, uint64_t *fp)
 {
+    /* After 64 zero bytes the hash is zfix = -gear[0], which a zero byte
+     * maps to itself; it is tested (and passed) once, so every zero byte
+     * after it is skipped without hashing: zero pages cost a memory read. */
+    const uint64_t zfix = 0 - gear[0];
     uint64_t h = *fp;
     size_t i = from;
     for (; i + 4 <= to; i += 4) {
@@ -70,6 +90,8 @@ static size_t chunk_scan(const uint8_t *src, size_t from, size_t to, uint64_t ma
             return *fp = h3, i + 3;
         }
         h = h3;
+        if (__builtin_expect(h == zfix, 0))
+            i = chunk_skip_zeros(src, i + 4, to) - 4;
     }
     for (; i < to; i++) {
         h = (h << 1) + gear[src[i]];

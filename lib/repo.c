@@ -41,10 +41,12 @@ int repo_open(struct repo **out, struct store *s, const struct repo_cfg *cfg)
     r->cfg = *cfg;
     if (r->cfg.workers == 0) {
         /* A local store is bound by CPU (hashing, compression): a thread per
-         * core. A remote one by latency: more requests in flight. */
+         * core, and two more to hash while others wait for the disk (packs
+         * go to it by DMA). A remote one by latency: more requests in flight. */
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         ncpu = ncpu < 1 ? 1 : ncpu > 32 ? 32 : ncpu;
-        r->cfg.workers = (int)(strcmp(s->ops->scheme, "file") == 0 ? ncpu : 2 * ncpu < 8 ? 8 : 2 * ncpu);
+        r->cfg.workers = (int)(strcmp(s->ops->scheme, "file") == 0 ? ncpu + 2
+                                                                   : 2 * ncpu < 8 ? 8 : 2 * ncpu);
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     r->cpu_par = ncpu < 1 ? 1 : ncpu < r->cfg.workers ? (int)ncpu : r->cfg.workers;
@@ -54,6 +56,7 @@ int repo_open(struct repo **out, struct store *s, const struct repo_cfg *cfg)
         r->pack_size = cfg->mem_budget / 2;
     codec_policy_init(&r->policy, cfg->forced_codec);
     pthread_rwlock_init(&r->gc_lock, NULL);
+    pthread_mutex_init(&r->zero_lock, NULL);
     *out = r;
     return 0;
 }
@@ -65,6 +68,7 @@ void repo_free(struct repo *r)
     codec_policy_destroy(&r->policy);
     pack_map_free(r->map);
     pthread_rwlock_destroy(&r->gc_lock);
+    pthread_mutex_destroy(&r->zero_lock);
     free(r);
 }
 
@@ -118,6 +122,7 @@ struct up_entry {
  * workers without a copy. Freed when the last chunk in it is stored. */
 struct up_block {
     uint8_t *data;
+    struct up_block *next; /* in up_ctx.idle */
     int refs; /* the reader's, and one per queued chunk; under up_ctx.lock */
 };
 
@@ -149,8 +154,10 @@ struct up_ctx {
     size_t plen, pcap;        /* pcap: every pack buffer's size */
     /* Written packs' buffers, kept for the next packs: fresh memory costs a
      * page fault and zeroing per page, as much as the copy into it. */
-    uint8_t *spare[2];
+    uint8_t *spare[8];
     int nspare;
+    struct up_block *idle; /* the same for the reader's blocks (a list by next):
+                            * the memory budget bounds how many exist */
     struct pack_idx open;
 };
 
@@ -337,6 +344,41 @@ static int repo_probe(struct repo *r, struct up_job *j, int other, int *codec, u
     return 0;
 }
 
+/* The SHA-256 of len zero bytes. Zero runs are cut into chunks of a few
+ * lengths (mostly the largest), so their hashes are kept, not recomputed:
+ * zero pages then cost a compare, not a hash. */
+static void repo_zero_sha(struct repo *r, size_t len, char sha[UTIL_SHA256_HEX])
+{
+    static const uint8_t zeros[4096];
+    struct repo_zero *z = &r->zero[len % REPO_ZERO_SLOTS];
+    pthread_mutex_lock(&r->zero_lock);
+    if (z->len == len) {
+        memcpy(sha, z->sha, UTIL_SHA256_HEX);
+        pthread_mutex_unlock(&r->zero_lock);
+        return;
+    }
+    pthread_mutex_unlock(&r->zero_lock);
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned char md[32];
+    unsigned mdlen = 0;
+    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    for (size_t done = 0; ok && done < len; done += sizeof(zeros))
+        ok = EVP_DigestUpdate(c, zeros, len - done < sizeof(zeros) ? len - done : sizeof(zeros));
+    ok = ok && EVP_DigestFinal_ex(c, md, &mdlen);
+    EVP_MD_CTX_free(c);
+    if (!ok) { /* out of memory in OpenSSL: hash the chunk the usual way */
+        uint8_t *buf = calloc(1, len);
+        util_sha256_buf(buf ? buf : zeros, buf ? len : 0, sha);
+        free(buf);
+        return;
+    }
+    util_hex(md, 32, sha);
+    pthread_mutex_lock(&r->zero_lock);
+    z->len = len;
+    memcpy(z->sha, sha, UTIL_SHA256_HEX);
+    pthread_mutex_unlock(&r->zero_lock);
+}
+
 /* Hashes, deduplicates, compresses and stores one chunk. */
 static int repo_up_chunk(struct up_ctx *u, struct up_job *j, struct up_entry *e,
                          struct repo_stats *st)
@@ -348,13 +390,14 @@ static int repo_up_chunk(struct up_ctx *u, struct up_job *j, struct up_entry *e,
     int rc, codec, probe, dup = 0;
 
     e->len = (uint32_t)j->len;
-    util_sha256_buf(j->data, j->len, e->sha);
     st->chunks++;
     if (chunk_is_zero(j->data, j->len)) {
+        repo_zero_sha(r, j->len, e->sha);
         e->codec = CODEC_ZERO;
         st->zero_chunks++;
         return 0;
     }
+    util_sha256_buf(j->data, j->len, e->sha);
     if (!r->cfg.no_dedup &&
         (pack_map_find(u->pending, e->sha, &loc) == 0 || pack_map_find(r->map, e->sha, &loc) == 0)) {
         e->codec = loc.codec;
@@ -391,11 +434,11 @@ static void repo_block_unref(struct up_ctx *u, struct up_block *b)
 {
     pthread_mutex_lock(&u->lock);
     int last = --b->refs == 0;
-    pthread_mutex_unlock(&u->lock);
-    if (last) {
-        free(b->data);
-        free(b);
+    if (last) { /* kept for the reader's next block */
+        b->next = u->idle;
+        u->idle = b;
     }
+    pthread_mutex_unlock(&u->lock);
 }
 
 static void *repo_up_worker(void *arg)
@@ -476,14 +519,22 @@ static int repo_up_push(struct up_ctx *u, struct up_block *blk, const uint8_t *d
     return rc;
 }
 
-/* A new block holding the `keep` bytes at the end of the previous one. */
-static struct up_block *repo_block_new(size_t size, const uint8_t *keep, size_t keep_len)
+/* A block (a kept one, or a new one of `size` bytes) holding the `keep`
+ * bytes at the end of the previous one. */
+static struct up_block *repo_block_new(struct up_ctx *u, size_t size, const uint8_t *keep,
+                                       size_t keep_len)
 {
-    struct up_block *b = malloc(sizeof(*b));
-    if (!b || !(b->data = malloc(size))) {
+    struct up_block *b = NULL;
+    pthread_mutex_lock(&u->lock);
+    if ((b = u->idle))
+        u->idle = b->next;
+    pthread_mutex_unlock(&u->lock);
+    if (!b && (b = malloc(sizeof(*b))) && !(b->data = malloc(size))) {
         free(b);
         return NULL;
     }
+    if (!b)
+        return NULL;
     b->refs = 1;
     if (keep_len)
         memcpy(b->data, keep, keep_len);
@@ -503,11 +554,11 @@ static int repo_up_read(struct up_ctx *u, int fd, const char *path, uint64_t *ou
 
     if (cap < 4 * r->cp.max)
         cap = 4 * r->cp.max;
-    if (!(blk = repo_block_new(cap, NULL, 0)))
+    if (!(blk = repo_block_new(u, cap, NULL, 0)))
         return err_set(VK_ENOMEM, "out of memory");
     while (rc == 0) {
         if (!eof && avail - off < r->cp.max) { /* refill, in a new block */
-            struct up_block *nb = repo_block_new(cap, blk->data + off, avail - off);
+            struct up_block *nb = repo_block_new(u, cap, blk->data + off, avail - off);
             if (!nb) {
                 rc = err_set(VK_ENOMEM, "out of memory");
                 break;
@@ -709,6 +760,12 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct mf_o
     free(u.pbuf);
     while (u.nspare > 0)
         free(u.spare[--u.nspare]);
+    while (u.idle) {
+        struct up_block *b = u.idle;
+        u.idle = b->next;
+        free(b->data);
+        free(b);
+    }
     pack_idx_clear(&u.open);
     pack_map_free(u.pending);
     pthread_mutex_destroy(&u.lock);

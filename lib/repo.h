@@ -33,6 +33,13 @@ struct repo_cfg {
     size_t pack_size;     /* bytes of new chunks per pack object; 0: 8 MiB */
 };
 
+#define REPO_ZERO_SLOTS 8
+
+struct repo_zero {
+    size_t len; /* 0: empty */
+    char sha[UTIL_SHA256_HEX];
+};
+
 struct repo {
     struct store *store; /* not owned */
     struct repo_cfg cfg;
@@ -45,6 +52,8 @@ struct repo {
     /* Uploads hold it shared, GC exclusive: a GC on this node never deletes a
      * chunk that an upload on this node has just found and is about to name. */
     pthread_rwlock_t gc_lock;
+    struct repo_zero zero[REPO_ZERO_SLOTS]; /* hashes of zero chunks, by length */
+    pthread_mutex_t zero_lock;
 };
 
 /* What storing a stream did (added up over the streams of a checkpoint). */

@@ -14,6 +14,7 @@
 #include "util.h"
 
 #include <dirent.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,27 @@ static void test_roundtrip_dedup_zero(void **state)
     assert_int_equal(repo_get_file(f->r, &o2, out, "test stream"), 0);
     assert_true(same_files(in, out));
     assert_int_equal(repo_verify_stream(f->r, &o, "test stream"), 0);
+    /* Zero chunks are named without hashing them (kept hashes): the names
+     * must still be the SHA-256 of their zeros. */
+    char *text = NULL;
+    size_t len = 0, zeros = 0;
+    assert_int_equal(store_get_buf(f->s, o.name, &text, &len), 0);
+    json_t *idx = json_loads(text, 0, NULL), *c;
+    size_t i;
+    assert_non_null(idx);
+    json_array_foreach(json_object_get(idx, "chunks"), i, c) {
+        if (strcmp(json_string_value(json_array_get(c, 2)), "zero") != 0)
+            continue;
+        size_t n = (size_t)json_integer_value(json_array_get(c, 1));
+        char *z = calloc(1, n), sha[UTIL_SHA256_HEX];
+        util_sha256_buf(z, n, sha);
+        assert_string_equal(json_string_value(json_array_get(c, 0)), sha);
+        free(z);
+        zeros++;
+    }
+    assert_true(zeros > 0);
+    json_decref(idx);
+    free(text);
     free(o.name);
     free(o2.name);
     free(in);
