@@ -3,6 +3,7 @@
 #include "err.h"
 
 #include <lz4.h>
+#include <math.h>
 #include <string.h>
 #include <zstd.h>
 
@@ -108,7 +109,9 @@ int codec_decompress(int codec, const void *src, size_t n, void *dst, size_t raw
 
 #define CODEC_EWMA 0.2   /* weight of the newest sample */
 #define CODEC_DECAY 0.98 /* forgetting factor of the upload fit, per sample */
-#define CODEC_PROBE 16   /* one chunk in this many is a probe */
+#define CODEC_PROBE 16   /* one chunk in this many is a probe, at first */
+#define CODEC_PROBE_MAX 256 /* ...backing off to this while the estimates hold */
+#define CODEC_SURPRISE 0.05 /* a ratio this far from its estimate: probe often again */
 #define CODEC_FAR_EVERY 8
 
 void codec_policy_init(struct codec_policy *p, int forced)
@@ -121,6 +124,7 @@ void codec_policy_init(struct codec_policy *p, int forced)
     p->forced = forced;
     memcpy(p->speed, speed0, sizeof(speed0));
     memcpy(p->ratio, ratio0, sizeof(ratio0));
+    p->probe_every = CODEC_PROBE;
 }
 
 void codec_policy_destroy(struct codec_policy *p) { pthread_mutex_destroy(&p->lock); }
@@ -157,6 +161,13 @@ double codec_policy_cost(struct codec_policy *p, int c)
     return v;
 }
 
+static void codec_probe_soon(struct codec_policy *p)
+{
+    p->probe_every = CODEC_PROBE;
+    if (p->probe_at > p->decisions + CODEC_PROBE)
+        p->probe_at = p->decisions + CODEC_PROBE;
+}
+
 int codec_policy_choose(struct codec_policy *p, int *probe)
 {
     int best = CODEC_NONE;
@@ -168,10 +179,15 @@ int codec_policy_choose(struct codec_policy *p, int *probe)
     for (int c = 1; c < CODEC_COUNT; c++)
         if (codec_cost_locked(p, c) < codec_cost_locked(p, best))
             best = c;
-    if (d % CODEC_PROBE == 0) {
+    if (best != p->last_best) { /* the data or the store changed: look closer */
+        p->last_best = best;
+        codec_probe_soon(p);
+    }
+    if (d >= p->probe_at) {
         /* One other codec per probe, in turn; one far behind the best (a slow
          * zstd level on incompressible data) only every CODEC_FAR_EVERY-th
-         * turn, so probing stays a small share of the work. */
+         * turn. While probes leave the choice as it is, they come half as
+         * often each time: probing stays a small share of the work. */
         int c = (int)(p->next_probe++ % (CODEC_COUNT - 1));
         c = c >= best ? c + 1 : c;
         if (codec_cost_locked(p, c) <= 2 * codec_cost_locked(p, best) ||
@@ -179,6 +195,9 @@ int codec_policy_choose(struct codec_policy *p, int *probe)
             *probe = c;
             p->probes++;
         }
+        p->probe_at = d + p->probe_every;
+        if (p->probe_every < CODEC_PROBE_MAX)
+            p->probe_every *= 2;
     }
     pthread_mutex_unlock(&p->lock);
     return best;
@@ -197,7 +216,10 @@ void codec_policy_note_compress(struct codec_policy *p, int codec, size_t raw, s
     pthread_mutex_lock(&p->lock);
     if (seconds > 0 && codec != CODEC_NONE)
         codec_ewma(&p->speed[codec], (double)raw / seconds);
-    codec_ewma(&p->ratio[codec], (double)stored / (double)raw);
+    double ratio = (double)stored / (double)raw;
+    if (fabs(ratio - p->ratio[codec]) > CODEC_SURPRISE)
+        codec_probe_soon(p); /* the estimates are off: refresh them before backing off */
+    codec_ewma(&p->ratio[codec], ratio);
     pthread_mutex_unlock(&p->lock);
 }
 

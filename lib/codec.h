@@ -52,6 +52,8 @@ struct codec_policy {
     double ratio[CODEC_COUNT]; /* stored bytes / raw bytes */
     double sw, sx, sy, sxx, sxy; /* decayed sums of the upload fit (x bytes, y seconds) */
     uint64_t decisions, probes, next_probe;
+    uint64_t probe_at, probe_every; /* the next probe's decision; the gap to the one after */
+    int last_best;
     uint64_t far_skips[CODEC_COUNT];
 };
 

@@ -225,6 +225,45 @@ static int settle(double upload_bps, double ratio_lz4, double ratio_zstd)
     return best;
 }
 
+/* One decision of the policy on data of the given ratios, as repo.c does it:
+ * the chosen codec's result and a probe's are noted. Returns the choice. */
+static int step(struct codec_policy *p, double upload_bps, double ratio_c, int *probed)
+{
+    int probe, c = codec_policy_choose(p, &probe);
+    size_t raw = 65536;
+    for (int k = 0; k < 2; k++) {
+        int x = k ? probe : c;
+        if (x < 0)
+            continue;
+        double ratio = x == CODEC_NONE ? 1.0 : ratio_c;
+        codec_policy_note_compress(p, x, raw, (size_t)(raw * ratio), x ? raw / 400e6 : 0);
+    }
+    *probed += probe >= 0;
+    codec_policy_note_upload(p, raw, 0.0001 + raw / upload_bps);
+    return c;
+}
+
+static void test_policy_probes_back_off(void **state)
+{
+    (void)state;
+    struct codec_policy p;
+    int probed = 0, c = -1, switched = -1;
+    codec_policy_init(&p, CODEC_AUTO);
+    /* Incompressible data on a slow store: once the estimates have settled,
+     * probes come rarely (one in 16 without back-off would be 250). */
+    for (int i = 0; i < 4000; i++)
+        c = step(&p, 50e6, 1.0, &probed);
+    assert_int_equal(c, CODEC_NONE);
+    assert_true(probed < 125);
+    /* The data turns compressible: a probe notices within the longest gap,
+     * and the policy switches soon after. */
+    for (int i = 0; i < 2000 && switched < 0; i++)
+        if (step(&p, 50e6, 0.3, &probed) != CODEC_NONE)
+            switched = i;
+    assert_true(switched >= 0 && switched < 256 + 200);
+    codec_policy_destroy(&p);
+}
+
 static void test_policy_break_even(void **state)
 {
     (void)state;
@@ -257,6 +296,7 @@ int main(void)
         cmocka_unit_test(test_cuts_match_reference),
         cmocka_unit_test(test_codecs_roundtrip),
         cmocka_unit_test(test_policy_break_even),
+        cmocka_unit_test(test_policy_probes_back_off),
     };
     return cmocka_run_group_tests_name("chunk_codec", tests, NULL, NULL);
 }
