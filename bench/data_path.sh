@@ -17,7 +17,7 @@ FIG5_MIB=${BENCH_FIG5_MIB:-800}; FIG5_ROUNDS=${BENCH_FIG5_ROUNDS:-9}
 D=$(mktemp -d /var/tmp/vmckpt-bench.XXXXXX)   # on disk, not tmpfs
 G=$(pwd)/build/guest
 AGENT=
-cleanup() { [ -n "$AGENT" ] && kill "$AGENT" 2>/dev/null; pkill -9 -f "$D/" 2>/dev/null; rm -rf "$D"; }
+cleanup() { [ -n "$AGENT" ] && kill "$AGENT" 2>/dev/null; pkill -9 -f "$D/" 2>/dev/null || true; rm -rf "$D"; }
 trap cleanup EXIT
 mib() { awk -v v="$1" 'BEGIN {printf "%.1f", v / 1048576}'; }
 

@@ -26,7 +26,7 @@ D=$(mktemp -d /var/tmp/vmckpt-failover.XXXXXX)
 chmod 755 "$D"
 NS="vkb-$$"
 cleanup() {
-    for x in a b c; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done
+    for x in a b c; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null || true; done
     pkill -9 -f "$D/" 2>/dev/null || true
     "$ROOT/scripts/servers.sh" stop ftp "$D/ftp" 2>/dev/null || true
     "$ROOT/scripts/ceph.sh" stop "$D/ceph" 2>/dev/null || true

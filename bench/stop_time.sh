@@ -14,7 +14,7 @@ ACCEL=${BENCH_ACCEL:-tcg}
 D=$(mktemp -d /tmp/vmckpt-bench.XXXXXX)
 G=$(pwd)/build/guest
 vk() { "$B/vmckpt" --socket "$D/state/vmckptd.sock" "$@"; }
-cleanup() { kill "$AGENT" 2>/dev/null; wait "$AGENT" 2>/dev/null; pkill -9 -f "$D/" 2>/dev/null; rm -rf "$D"; }
+cleanup() { kill "$AGENT" 2>/dev/null; wait "$AGENT" 2>/dev/null; pkill -9 -f "$D/" 2>/dev/null || true; rm -rf "$D"; }
 "$B/vmckptd" --state-dir "$D/state" --set "qemu.accel=$ACCEL" >"$D/agent.log" 2>&1 &
 AGENT=$!
 trap cleanup EXIT
