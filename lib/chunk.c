@@ -63,10 +63,11 @@ static size_t chunk_skip_zeros(const uint8_t *src, size_t i, size_t n)
 
 /* First i in [from, to) where the hash after byte i has no bit of mask set,
  * or `to`. The hash h_i = (h_{i-1} << 1) + gear[src[i]] is a chain of
- * dependent shifts and adds, two cycles a byte. Taking two bytes a step,
- * h_{i+1} = (h_{i-1} << 2) + ((gear[a] << 1) + gear[b]), halves the chain;
- * h_i is still computed and tested, off the chain, so the cuts are exactly
- * those of the byte-by-byte loop. */
+ * dependent shifts and adds, two cycles a byte. Taking two bytes at a time,
+ * h_{i+1} = (h_{i-1} << 2) + ((gear[a] << 1) + gear[b]), halves the chain
+ * (the loop takes four, as two such steps); h_i is still computed and
+ * tested, off the chain, so the cuts are exactly those of the byte-by-byte
+ * loop. */
 static size_t chunk_scan(const uint8_t *src, size_t from, size_t to, uint64_t mask, uint64_t *fp)
 {
     /* After 64 zero bytes the hash is zfix = -gear[0], which a zero byte

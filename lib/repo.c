@@ -119,7 +119,8 @@ struct up_entry {
 };
 
 /* A buffer the reader fills; chunks are cut in place and handed to the
- * workers without a copy. Freed when the last chunk in it is stored. */
+ * workers without a copy. When the last chunk in it is stored it goes to
+ * up_ctx.idle for the reader to fill again; freed with the stream. */
 struct up_block {
     uint8_t *data;
     struct up_block *next; /* in up_ctx.idle */

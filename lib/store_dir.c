@@ -129,6 +129,8 @@ static ssize_t dir_write_direct(struct dir_writer *w, const char *p, size_t len)
             continue;
         if (k < 0 && errno == EINVAL && done == 0) /* alignment the device refuses */
             atomic_store(&d->no_direct, 1);
+        if (k == 0)
+            errno = EIO; /* not expected from a file */
         if (k <= 0)
             break;
         done += (size_t)k;
