@@ -15,6 +15,7 @@
 
 #define REPO_HDR PACK_HDR
 #define REPO_PACK_DEFAULT (8u << 20)
+#define REPO_ALIGN 4096 /* pack buffers: page-aligned, so a store may DMA from them */
 
 int repo_open(struct repo **out, struct store *s, const struct repo_cfg *cfg)
 {
@@ -255,7 +256,7 @@ static int repo_up_append(struct up_ctx *u, struct up_entry *e, const uint8_t *p
         return 0;
     }
     if (rc == 0 && !u->pbuf) {
-        u->pbuf = u->nspare > 0 ? u->spare[--u->nspare] : aligned_alloc(4096, u->pcap);
+        u->pbuf = u->nspare > 0 ? u->spare[--u->nspare] : aligned_alloc(REPO_ALIGN, u->pcap);
         if (!u->pbuf)
             rc = err_set(VK_ENOMEM, "out of memory");
     }
@@ -345,35 +346,21 @@ static int repo_probe(struct repo *r, struct up_job *j, int other, int *codec, u
     return 0;
 }
 
-/* The SHA-256 of len zero bytes. Zero runs are cut into chunks of a few
- * lengths (mostly the largest), so their hashes are kept, not recomputed:
- * zero pages then cost a compare, not a hash. */
-static void repo_zero_sha(struct repo *r, size_t len, char sha[UTIL_SHA256_HEX])
+/* The SHA-256 of the zero chunk data (len bytes). Zero runs are cut into
+ * chunks of a few lengths (mostly the largest), so their hashes are kept,
+ * not recomputed: zero pages then cost a compare, not a hash. */
+static void repo_zero_sha(struct repo *r, const uint8_t *data, size_t len,
+                          char sha[UTIL_SHA256_HEX])
 {
-    static const uint8_t zeros[4096];
     struct repo_zero *z = &r->zero[len % REPO_ZERO_SLOTS];
     pthread_mutex_lock(&r->zero_lock);
-    if (z->len == len) {
+    int kept = z->len == len;
+    if (kept)
         memcpy(sha, z->sha, UTIL_SHA256_HEX);
-        pthread_mutex_unlock(&r->zero_lock);
-        return;
-    }
     pthread_mutex_unlock(&r->zero_lock);
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    unsigned char md[32];
-    unsigned mdlen = 0;
-    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL);
-    for (size_t done = 0; ok && done < len; done += sizeof(zeros))
-        ok = EVP_DigestUpdate(c, zeros, len - done < sizeof(zeros) ? len - done : sizeof(zeros));
-    ok = ok && EVP_DigestFinal_ex(c, md, &mdlen);
-    EVP_MD_CTX_free(c);
-    if (!ok) { /* out of memory in OpenSSL: hash the chunk the usual way */
-        uint8_t *buf = calloc(1, len);
-        util_sha256_buf(buf ? buf : zeros, buf ? len : 0, sha);
-        free(buf);
+    if (kept)
         return;
-    }
-    util_hex(md, 32, sha);
+    util_sha256_buf(data, len, sha);
     pthread_mutex_lock(&r->zero_lock);
     z->len = len;
     memcpy(z->sha, sha, UTIL_SHA256_HEX);
@@ -393,7 +380,7 @@ static int repo_up_chunk(struct up_ctx *u, struct up_job *j, struct up_entry *e,
     e->len = (uint32_t)j->len;
     st->chunks++;
     if (chunk_is_zero(j->data, j->len)) {
-        repo_zero_sha(r, j->len, e->sha);
+        repo_zero_sha(r, j->data, j->len, e->sha);
         e->codec = CODEC_ZERO;
         st->zero_chunks++;
         return 0;
@@ -698,7 +685,7 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct mf_o
     /* A pack is written once it holds pack_size bytes, and a record is never
      * larger than a plain chunk: one more record always fits. */
     u.pcap = r->pack_size + REPO_HDR + r->cp.max;
-    u.pcap = (u.pcap + 4095) & ~(size_t)4095; /* page-aligned: stores may DMA from it */
+    u.pcap = (u.pcap + REPO_ALIGN - 1) & ~(size_t)(REPO_ALIGN - 1);
     rc = pack_map_new(&u.pending);
     if (rc == 0)
         rc = pack_new_id(u.open.id);
