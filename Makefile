@@ -8,7 +8,8 @@ CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Ilib \
 LDLIBS += $(shell pkg-config --libs $(PKGS)) -lrados -pthread
 SAN ?=
 ifeq ($(SAN),1)
-CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
+          -DVMCKPT_TEST_HOOKS
 LDFLAGS += -fsanitize=address,undefined
 endif
 B ?= build/$(if $(filter 1,$(SAN)),san,rel)
@@ -20,7 +21,7 @@ TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
 
 all: $(B)/vmckptd $(B)/vmckpt $(B)/store_bench
 
-$(B)/lib/%.o: lib/%.c $(wildcard lib/*.h)
+$(B)/lib/%.o: lib/%.c $(wildcard lib/*.h) Makefile
 	@mkdir -p $(dir $@)
 	@echo "  CC $<"; $(CC) $(CFLAGS) -c -o $@ $<
 
@@ -54,10 +55,15 @@ check:
 	$(MAKE) SAN=1 all tests
 	bash tests/run.sh build/san
 
+# The suite three times in a row while stress-ng loads every CPU.
+check-load:
+	$(MAKE) SAN=1 all tests
+	bash tests/load.sh build/san
+
 bench: all guest
 	bash bench/stop_time.sh $(B)
 
 clean:
 	rm -rf build/rel build/san
 
-.PHONY: all tests guest demo check bench clean
+.PHONY: all tests guest demo check check-load bench clean

@@ -293,8 +293,10 @@ static int putobj(const char *uri, const char *name, long mib)
     for (long i = 0; rc == 0 && i < mib; i++) {
         memset(buf, (int)i, 1 << 20);
         rc = store_put_write(w, buf, 1 << 20);
-        if (pause)
+        if (pause) { /* and says how far it got, so a test can cut it mid-way */
+            fprintf(stderr, "putobj: %ld MiB written\n", i + 1);
             usleep((useconds_t)atoi(pause) * 1000);
+        }
     }
     if (rc == 0)
         rc = store_put_commit(w);

@@ -33,6 +33,17 @@
 
 #define AGENT_MAX_BODY (1 << 20)
 
+/* A take-over in progress. The restore runs on a thread of its own so that
+ * the cluster thread goes on renewing this node's leases and heartbeat (a
+ * restore can outlast a lease) and renews this task's lease too. */
+struct agent_takeover {
+    struct agent *a;
+    char id[128], from[128]; /* the task, and the dead node it ran on */
+    int64_t from_renewed_ms; /* the dead node's last heartbeat */
+    int64_t seen_ms;         /* when this node found it dead */
+    int lost;                /* another node got its lease meanwhile (a->lock) */
+};
+
 struct agent {
     const struct cfg *cfg;
     struct task_env env;
@@ -52,6 +63,8 @@ struct agent {
     size_t n_dead;
     char (*failed_here)[128]; /* tasks whose take-over failed on this node */
     size_t n_failed;
+    struct agent_takeover **restoring; /* take-overs whose restore runs now */
+    size_t n_restoring;
     /* metrics */
     uint64_t detections, takeovers, fences, renew_failures;
     double renew_s, detect_s, resume_s;
@@ -728,6 +741,52 @@ out:
     return running && qpid > 0;
 }
 
+static int agent_json_has(json_t *strings, const char *s)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(strings, i, v)
+    {
+        if (json_is_string(v) && !strcmp(json_string_value(v), s))
+            return 1;
+    }
+    return 0;
+}
+
+/* Renews the leases of the tasks being restored here (take-overs), which
+ * count as this node's in its heartbeat: should this node die now, they
+ * are taken over again. */
+static void agent_renew_restoring(struct agent *a, json_t *ids)
+{
+    pthread_mutex_lock(&a->lock);
+    size_t n = a->n_restoring;
+    char(*v)[128] = n ? malloc(n * sizeof(*v)) : NULL;
+    for (size_t i = 0; v && i < n; i++)
+        memcpy(v[i], a->restoring[i]->id, sizeof(v[i]));
+    pthread_mutex_unlock(&a->lock);
+    for (size_t i = 0; v && i < n; i++) {
+        char name[192];
+        cluster_lease_name(v[i], name);
+        int rc = store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms);
+        if (rc == 0) {
+            if (!agent_json_has(ids, v[i])) /* added to the table since the copy */
+                json_array_append_new(ids, json_string(v[i]));
+            continue;
+        }
+        if (rc != VK_EBUSY) {
+            a->renew_failures++;
+            log_warn("task %s: cannot renew its lease during its restore: %s", v[i], err_msg());
+            continue;
+        }
+        pthread_mutex_lock(&a->lock);
+        for (size_t k = 0; k < a->n_restoring; k++)
+            if (!strcmp(a->restoring[k]->id, v[i]))
+                a->restoring[k]->lost = 1;
+        pthread_mutex_unlock(&a->lock);
+    }
+    free(v);
+}
+
 /* Renews the lease of every task of this node; a task another node holds
  * was taken over while this node was cut off: its copy here is stopped. */
 static void agent_renew(struct agent *a, json_t *ids, int *running)
@@ -757,6 +816,7 @@ static void agent_renew(struct agent *a, json_t *ids, int *running)
     }
     free(v);
     free(idx);
+    agent_renew_restoring(a, ids);
 }
 
 /* Kills the VM of every task whose lease was not renewed in time: before it
@@ -848,47 +908,128 @@ static void agent_forget_dead(struct agent *a, const char *node)
         }
 }
 
-static int agent_failed_here(struct agent *a, const char *id)
+
+/* Whether task `id` failed to restore here, or is being restored here. */
+static int agent_taking_or_failed(struct agent *a, const char *id)
 {
-    for (size_t i = 0; i < a->n_failed; i++)
-        if (!strcmp(a->failed_here[i], id))
-            return 1;
-    return 0;
+    int found = 0;
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->n_failed && !found; i++)
+        found = !strcmp(a->failed_here[i], id);
+    for (size_t i = 0; i < a->n_restoring && !found; i++)
+        found = !strcmp(a->restoring[i]->id, id);
+    pthread_mutex_unlock(&a->lock);
+    return found;
 }
 
-/* Restores task `id` of dead node `nd` here, if this node gets its lease:
- * 1 when it did. */
+/* Ends take-over tk (frees it); failed: remember not to try it here again. */
+static void agent_takeover_end(struct agent_takeover *tk, int failed)
+{
+    struct agent *a = tk->a;
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->n_restoring; i++)
+        if (a->restoring[i] == tk) {
+            a->restoring[i] = a->restoring[--a->n_restoring];
+            break;
+        }
+    if (failed) {
+        char(*nf)[128] = realloc(a->failed_here, (a->n_failed + 1) * sizeof(*nf));
+        if (nf) {
+            a->failed_here = nf;
+            snprintf(a->failed_here[a->n_failed++], 128, "%s", tk->id);
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
+    free(tk);
+}
+
+static void *agent_takeover_run(void *arg)
+{
+    struct agent_takeover *tk = arg;
+    struct agent *a = tk->a;
+    struct task *out = NULL;
+    int64_t t0 = util_wall_us() / 1000;
+    log_info("task %s of dead node %s: lease taken, restoring its newest checkpoint", tk->id,
+             tk->from);
+    int rc = agent_restore_intact(a, NULL, tk->id, NULL, &out);
+    pthread_mutex_lock(&a->lock);
+    int lost = tk->lost;
+    pthread_mutex_unlock(&a->lock);
+    if (rc == 0 && lost) {
+        log_error("task %s: another node took its lease during the restore here: stopping the "
+                  "copy here", tk->id);
+        task_kill(out);
+        task_remove(out);
+        task_free(out);
+        agent_takeover_end(tk, 0);
+        return NULL;
+    }
+    if (rc == 0 && (rc = agent_add(a, out)) < 0)
+        task_free(out);
+    int64_t t1 = util_wall_us() / 1000;
+    if (rc < 0) {
+        log_error("task %s: take-over failed here (%s); leaving it to another node", tk->id,
+                  err_msg());
+        agent_drop_lease(a, tk->id);
+        agent_takeover_end(tk, 1);
+        return NULL;
+    }
+    pthread_mutex_lock(&a->lock);
+    a->takeovers++;
+    a->resume_s = (double)(t1 - tk->seen_ms) / 1e3;
+    pthread_mutex_unlock(&a->lock);
+    log_info("task %s of dead node %s runs here: crash to detection <= %" PRId64
+             " ms (last heartbeat to detection), detection to running %" PRId64
+             " ms (restore %" PRId64 " ms)",
+             tk->id, tk->from, tk->seen_ms - tk->from_renewed_ms, t1 - tk->seen_ms, t1 - t0);
+    agent_takeover_end(tk, 0);
+    return NULL;
+}
+
+/* Starts restoring task `id` of dead node `nd` here, if this node gets its
+ * lease: 1 when it did. */
 static int agent_take_over(struct agent *a, const struct cluster_node *nd, const char *id,
                            int64_t seen_ms)
 {
     char name[192];
-    struct task *out = NULL;
     cluster_lease_name(id, name);
-    if (agent_find(a, id) || agent_failed_here(a, id) ||
+    if (agent_find(a, id) || agent_taking_or_failed(a, id) ||
         store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms) < 0)
-        return 0; /* ours, failed here, held by another node, or not expired yet */
-    int64_t t0 = util_wall_us() / 1000;
-    log_info("task %s of dead node %s: lease taken, restoring its newest checkpoint", id, nd->name);
-    int rc = agent_restore_intact(a, NULL, id, NULL, &out);
-    if (rc == 0)
-        rc = agent_add(a, out);
-    int64_t t1 = util_wall_us() / 1000;
-    if (rc < 0) {
-        log_error("task %s: take-over failed here (%s); leaving it to another node", id, err_msg());
-        char(*nf)[128] = realloc(a->failed_here, (a->n_failed + 1) * sizeof(*nf));
-        if (nf) {
-            a->failed_here = nf;
-            snprintf(a->failed_here[a->n_failed++], 128, "%s", id);
+        return 0; /* ours, being restored, failed here, held by another node, or not expired */
+    struct agent_takeover *tk = calloc(1, sizeof(*tk));
+    struct agent_takeover **nr = NULL;
+    pthread_t th;
+    pthread_attr_t attr;
+    if (tk) {
+        tk->a = a;
+        snprintf(tk->id, sizeof(tk->id), "%s", id);
+        snprintf(tk->from, sizeof(tk->from), "%s", nd->name);
+        tk->from_renewed_ms = nd->renewed_ms;
+        tk->seen_ms = seen_ms;
+        pthread_mutex_lock(&a->lock);
+        nr = realloc(a->restoring, (a->n_restoring + 1) * sizeof(*nr));
+        if (nr) {
+            a->restoring = nr;
+            a->restoring[a->n_restoring++] = tk;
         }
-        store_unlease(a->env.store, name, a->cfg->node);
+        pthread_mutex_unlock(&a->lock);
+    }
+    if (!nr) {
+        free(tk);
+        log_error("task %s: out of memory for its take-over; leaving it to another node", id);
+        agent_drop_lease(a, id);
         return 0;
     }
-    a->takeovers++;
-    a->resume_s = (double)(t1 - seen_ms) / 1e3;
-    log_info("task %s of dead node %s runs here: crash to detection <= %" PRId64
-             " ms (last heartbeat to detection), detection to running %" PRId64
-             " ms (restore %" PRId64 " ms)",
-             id, nd->name, seen_ms - nd->renewed_ms, t1 - seen_ms, t1 - t0);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &attr, agent_takeover_run, tk) != 0) {
+        log_error("task %s: cannot start a thread for its take-over; leaving it to another node", id);
+        agent_drop_lease(a, id);
+        agent_takeover_end(tk, 1);
+        pthread_attr_destroy(&attr);
+        return 0;
+    }
+    pthread_attr_destroy(&attr);
     return 1;
 }
 
@@ -1216,6 +1357,16 @@ void agent_free(struct agent *a)
         pthread_join(a->cluster, NULL);
     if (a->fence)
         pthread_join(a->fence, NULL);
+    for (int waited = 0;; waited++) { /* take-overs in progress hold pointers to a */
+        pthread_mutex_lock(&a->lock);
+        size_t left = a->n_restoring;
+        pthread_mutex_unlock(&a->lock);
+        if (!left)
+            break;
+        if (waited == 0)
+            log_info("waiting for %zu take-over restore(s) to end", left);
+        usleep(50000);
+    }
     if (a->httpd)
         MHD_stop_daemon(a->httpd);
     for (int i = 0; i < 600 && agent_busy(a); i++) /* let uploads finish, 60 s at most */
@@ -1230,6 +1381,7 @@ void agent_free(struct agent *a)
         json_decref(a->seen_assign[i]);
     free(a->seen_assign);
     free(a->failed_here);
+    free(a->restoring);
     if (a->listen_fd >= 0) {
         close(a->listen_fd);
         unlink(a->cfg->socket);

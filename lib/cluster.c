@@ -136,8 +136,11 @@ static int cluster_before(const struct cluster_node *a, const struct cluster_nod
 {
     if (a->running != b->running)
         return a->running < b->running;
-    if (a->memory_free_mib != b->memory_free_mib)
-        return a->memory_free_mib > b->memory_free_mib;
+    /* In whole GiB: a few MiB either way is noise that changes between two
+     * heartbeats, and two survivors reading them a moment apart must still
+     * compute the same order. */
+    if (a->memory_free_mib / 1024 != b->memory_free_mib / 1024)
+        return a->memory_free_mib / 1024 > b->memory_free_mib / 1024;
     return strcmp(a->name, b->name) < 0;
 }
 
@@ -157,7 +160,7 @@ void cluster_assign(const struct cluster_node *v, size_t n, int64_t now_ms, size
     if (!live)
         return;
     for (size_t j = 0; j < n; j++)
-        if (cluster_state_of(&v[j], now_ms) == CLUSTER_ALIVE)
+        if (cluster_state_of(&v[j], now_ms) != CLUSTER_DEAD)
             live[k++] = &v[j];
     if (k > 0) {
         qsort(live, k, sizeof(*live), cluster_cmp);

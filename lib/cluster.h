@@ -38,10 +38,14 @@ int cluster_nodes(struct store *s, struct cluster_node **out, size_t *out_n);
 void cluster_nodes_free(struct cluster_node *v, size_t n);
 enum cluster_state cluster_state_of(const struct cluster_node *n, int64_t now_ms);
 const char *cluster_state_name(enum cluster_state st);
-/* The node that should take over the i-th task of a dead node: the live
- * nodes in placement order (fewer running tasks first, then more free
- * memory, then by name), i modulo their number, so a dead node's tasks
- * spread over the survivors. Its name into out; "" if no node is alive. */
+/* The node that should take over the i-th task of a dead node: the nodes
+ * not dead (alive or suspect: a survivor slow to beat under load is still a
+ * survivor, and if it does not take its task within a lease another node
+ * does) in placement order (fewer running tasks first, then more free memory
+ * in whole GiB, then by name), i modulo their number, so a dead node's tasks
+ * spread over the survivors. Memory counts in whole GiB so that survivors
+ * reading the heartbeats a moment apart compute the same placement. Its name
+ * into out; "" if no node is alive. */
 void cluster_assign(const struct cluster_node *v, size_t n, int64_t now_ms, size_t i,
                     char out[128]);
 /* The task lease's object name. */

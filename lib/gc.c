@@ -4,6 +4,7 @@
 #include "err.h"
 #include "log.h"
 #include "manifest.h"
+#include "testhook.h"
 #include "util.h"
 
 #include <inttypes.h>
@@ -124,13 +125,12 @@ struct gc_sweep {
     int64_t *idx_mtime;
     size_t idx_cap;
     struct gc_set made; /* ids of the packs this GC wrote */
-    const char *pause;
 };
 
-static void gc_pause(const struct gc_sweep *sw)
+/* Between two deletions: tests hold GC here to kill it half-way. */
+static void gc_pause(void)
 {
-    if (sw->pause) /* fault injection for tests: room to kill GC half-way */
-        usleep((useconds_t)atoi(sw->pause) * 1000);
+    testhook_gate("VMCKPT_TEST_GC_GATE", "sweep");
 }
 
 static int gc_consider(void *arg, const char *name, uint64_t size, int64_t mtime)
@@ -260,7 +260,7 @@ static int gc_pack(struct gc_sweep *sw, size_t k)
         pack_index_name(id, name);
         if (rc == 0)
             rc = store_remove(sw->r->store, name);
-        gc_pause(sw);
+        gc_pause();
         pack_object_name(id, name);
         if (rc == 0 && (rc = store_remove(sw->r->store, name)) == VK_ENOTFOUND)
             rc = 0;
@@ -316,7 +316,7 @@ static int gc_sweep(struct gc_sweep *sw)
             rc = d;
         else if (!strncmp(sw->doomed.v[i], "indexes/", 8))
             sw->g->indexes_deleted++;
-        gc_pause(sw);
+        gc_pause();
     }
     return rc;
 }
@@ -324,8 +324,7 @@ static int gc_sweep(struct gc_sweep *sw)
 int gc_run(struct repo *r, int grace_s, struct gc_result *out)
 {
     struct gc_set live = {0};
-    struct gc_sweep sw = {.r = r, .live = &live, .g = out,
-                          .pause = getenv("VMCKPT_TEST_GC_PAUSE_MS")};
+    struct gc_sweep sw = {.r = r, .live = &live, .g = out};
     int rc;
 
     memset(out, 0, sizeof(*out));

@@ -13,6 +13,7 @@
  * they are rounded up, which errs on the side of keeping an object. */
 #include "err.h"
 #include "store.h"
+#include "testhook.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -435,9 +436,9 @@ static int curl_put_commit(struct store_writer *sw)
     curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)w->len);
     curl_easy_setopt(h, CURLOPT_FTP_CREATE_MISSING_DIRS, (long)CURLFTP_CREATE_DIR_RETRY);
     curl_easy_setopt(h, CURLOPT_POSTQUOTE, post);
-    const char *bps = getenv("VMCKPT_TEST_SEND_BPS"); /* tests: a slow link to cut */
-    if (bps)
-        curl_easy_setopt(h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)atoll(bps));
+    long bps = testhook_num("VMCKPT_TEST_SEND_BPS"); /* tests: a slow link to cut */
+    if (bps > 0)
+        curl_easy_setopt(h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)bps);
     CURLcode res = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
     rc = res == CURLE_OK ? 0 : curl_fail(c, res, errbuf, "write", name);

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "qmp.h"
+#include "testhook.h"
 #include "util.h"
 #include "vm.h"
 
@@ -987,10 +988,11 @@ static int task_upload(struct task_upload *u, struct manifest **out)
         }
         free(path);
     }
-    /* Fault injection for the crash tests: widen the window between objects. */
-    const char *pause = getenv("VMCKPT_TEST_UPLOAD_PAUSE_MS");
-    if (rc == 0 && pause)
-        usleep((useconds_t)atoi(pause) * 1000);
+    if (rc == 0) { /* tests: hold an upload in flight, between its objects */
+        char tag[160];
+        snprintf(tag, sizeof(tag), "%s.%" PRIu64, t->id, u->seq);
+        testhook_gate("VMCKPT_TEST_UPLOAD_GATE", tag);
+    }
     if (rc == 0)
         rc = task_put(t, u->mem_path, 0, &m.memory, &stats);
     if (rc == 0) {

@@ -14,7 +14,9 @@ wait_where() { # wait_where TASK VIEW SECONDS: prints the node once one runs it,
     local w
     for _ in $(seq $(($3 * 10))); do
         w=$(where "$1" "$2")
-        [ -n "$w" ] && [ "$w" != node-a ] && { echo "$w"; return 0; }
+        # (a node's heartbeat names a task from its take-over on, before it runs)
+        [ -n "$w" ] && [ "$w" != node-a ] && [ "$(vk "${w#node-}" --json status "$1" 2>/dev/null | jq -r .state)" = running ] \
+            && { echo "$w"; return 0; }
         sleep 0.1
     done
     return 1

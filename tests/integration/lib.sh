@@ -109,3 +109,17 @@ cleanup() {
 }
 trap cleanup EXIT
 finish() { echo "1..$n"; [ "$nfail" -eq 0 ]; }
+
+# Upload gate (test builds; lib/testhook.h): with AGENT_ENV="$GATE_ENV", an
+# upload stops between its objects while the gate is closed. gate_close;
+# start a checkpoint; gate_held TASK SEQ: it is now certainly in flight;
+# gate_open lets it go on.
+GATE=$T/upload-gate
+GATE_ENV="VMCKPT_TEST_UPLOAD_GATE=$GATE"
+gate_close() { touch "$GATE"; }
+gate_open() { rm -f "$GATE"; }
+gate_held() { # gate_held TASK SEQ [SECONDS]  (SEQ may be '*': any checkpoint)
+    local s=${3:-120}
+    for _ in $(seq $((s * 10))); do compgen -G "$GATE.$1.$2" >/dev/null && return 0; sleep 0.1; done
+    return 1
+}

@@ -26,13 +26,18 @@ store_is_consistent() { # every manifest names stream indexes whose chunks are a
     done
 }
 
-crash_during() { # crash_during WHAT DELAY MODE
+crash_during() { # crash_during WHAT DELAY|gate MODE
     local what=$1 delay=$2 mode=$3 before
     before=$(ls "$T"/store/tasks/c1/manifests | wc -l)
     vk a checkpoint c1 --mode "$mode" --no-wait >/dev/null 2>&1 &
-    sleep "$delay"
+    if [ "$delay" = gate ]; then
+        gate_held c1 '*' && ok "the upload is in flight, held at the gate" || not_ok "the upload reaches the gate"
+    else
+        sleep "$delay"
+    fi
     kill -9 "$AGENT_a"; wait "$AGENT_a" 2>/dev/null
     ok "agent killed during $what"
+    [ "$delay" = gate ] && gate_open
     [ "$(ls "$T"/store/tasks/c1/manifests | wc -l)" = "$before" ] && ok "the cut checkpoint did not commit ($what)" \
         || not_ok "the cut checkpoint did not commit ($what)"
     store_is_consistent && ok "store holds only complete checkpoints after a crash during $what" \
@@ -51,10 +56,11 @@ crash_during() { # crash_during WHAT DELAY MODE
 
 crash_during "a paused stop-copy memory save" 0.25 stop-copy
 crash_during "a copy-on-write checkpoint" 0.15 cow
-# The agent pauses 3 s between the delta and the memory upload: kill it there.
-AGENT_ENV="VMCKPT_TEST_UPLOAD_PAUSE_MS=3000"
+# The upload stops at a gate between the delta and the memory: kill it there.
+AGENT_ENV="$GATE_ENV"
 stop_agent a; start_agent a
-crash_during "an upload" 1.5 cow
+gate_close
+crash_during "an upload" gate cow
 unset AGENT_ENV
 
 check "vmckpt verify after the crashes" vk a verify c1

@@ -34,7 +34,8 @@ ceph -c "$CEPH/ceph.conf" osd pool get vk3 size | grep -q "size: 3" && ok "the p
 U="$(uri vk3 3)&timeout=5"
 VMCKPT_TEST_PUT_PAUSE_MS=100 "$BIN/store_bench" putobj "$U" cut/obj 40 > "$T/cut.out" 2>&1 &
 pid=$!
-sleep 1.5
+# certainly in the middle: 3 of 40 MiB written, at least 3.7 s of writing left
+for _ in $(seq 600); do grep -q "^putobj: 3 MiB written" "$T/cut.out" && break; sleep 0.1; done
 "$ROOT/scripts/ceph.sh" kill "$CEPH"
 t0=$(date +%s)
 if wait "$pid"; then not_ok "a write cut by the cluster going away fails" "it succeeded"
@@ -48,7 +49,7 @@ check "the write works once the cluster is back" "$BIN/store_bench" putobj "$U" 
 [ "$("$BIN/store_bench" stat "$U" cut/obj)" = $((40 << 20)) ] && ok "and the object is whole" || not_ok "and the object is whole"
 
 # A guest on the 3-replica pool; osd.2 is killed during a checkpoint's upload.
-AGENT_ENV="VMCKPT_TEST_UPLOAD_PAUSE_MS=3000"
+AGENT_ENV="$GATE_ENV"
 start_agent a --store "$(uri vmckpt 3)" || { not_ok "agent starts on Ceph"; finish; exit 1; }
 unset AGENT_ENV
 check "run a counter task on Ceph" run_counter a c1 || { finish; exit 1; }
@@ -56,9 +57,11 @@ S=$(serial_of a c1)
 wait_line "$S" '^counter 2$' 90
 check "checkpoint 1 commits" vk a checkpoint c1
 sleep 1
+gate_close
 check "checkpoint 2 starts" vk a checkpoint c1 --no-wait
-sleep 1
+gate_held c1 2 || not_ok "checkpoint 2's upload reaches the gate"
 "$ROOT/scripts/ceph.sh" kill-osd "$CEPH" 2 && ok "osd.2 killed during the upload of checkpoint 2"
+gate_open
 for _ in $(seq 120); do vk a ls c1 2>/dev/null | grep -q '^2 ' && break; sleep 0.5; done
 vk a ls c1 | grep -q '^2 ' && ok "checkpoint 2 commits with one OSD down" || not_ok "checkpoint 2 commits with one OSD down" "$(vk a ls c1 2>&1 | tail -3)"
 want=$(( $(counter_at a c1 2 "$S") + 1 ))

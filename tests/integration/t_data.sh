@@ -60,10 +60,13 @@ echo "# second task, first checkpoint: $a1 bytes added; the base is $base bytes"
 # GC killed half-way breaks nothing.
 rm -f "$M/0000000004.json"   # as retention would: its chunks become garbage
 stop_agent a
-AGENT_ENV="VMCKPT_TEST_GC_PAUSE_MS=50"
+# GC stops at a gate after its first deletion: the agent is killed there.
+AGENT_ENV="VMCKPT_TEST_GC_GATE=$T/gc-gate"
+touch "$T/gc-gate"
 start_agent a --set data.gc_grace=0
 vk a gc --grace 0 >/dev/null 2>&1 &
-sleep 1
+for _ in $(seq 1200); do [ -e "$T/gc-gate.sweep" ] && break; sleep 0.1; done
+[ -e "$T/gc-gate.sweep" ] && ok "GC has deleted an object and is held half-way" || not_ok "GC reaches its first deletion"
 kill -9 "$AGENT_a"; wait "$AGENT_a" 2>/dev/null
 unset AGENT_ENV
 ok "agent killed during garbage collection"

@@ -52,6 +52,31 @@ static void test_assign_spreads_and_prefers_room(void **state)
     assert_string_equal(to, "");
 }
 
+/* Two survivors decide a dead node's placement each from the heartbeats it
+ * reads: a moment apart, with free memory a few MiB off and one of them late
+ * to beat (suspect). They must agree, and spread the tasks. */
+static void test_assign_views_agree(void **state)
+{
+    (void)state;
+    struct cluster_node seen_by_b[3] = {mk("a", 0, 2, 20000), mk("b", 9900, 1, 20110),
+                                        mk("c", 9900, 1, 20050)};
+    struct cluster_node seen_by_c[3] = {mk("a", 0, 2, 20000), mk("b", 8800, 1, 20020),
+                                        mk("c", 10300, 1, 20140)};
+    char b0[128], b1[128], c0[128], c1[128];
+    assert_int_equal(cluster_state_of(&seen_by_c[1], 10400), CLUSTER_SUSPECT);
+    cluster_assign(seen_by_b, 3, 10000, 0, b0);
+    cluster_assign(seen_by_b, 3, 10000, 1, b1);
+    cluster_assign(seen_by_c, 3, 10400, 0, c0);
+    cluster_assign(seen_by_c, 3, 10400, 1, c1);
+    assert_string_equal(b0, c0);
+    assert_string_equal(b1, c1);
+    assert_string_not_equal(b0, b1); /* spread */
+    /* a node past its lease is no candidate */
+    struct cluster_node late[2] = {mk("b", 9900, 0, 20000), mk("c", 6000, 0, 20000)};
+    cluster_assign(late, 2, 10000, 1, b0);
+    assert_string_equal(b0, "b");
+}
+
 static void test_beat_roundtrip(void **state)
 {
     (void)state;
@@ -87,6 +112,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_states),
         cmocka_unit_test(test_assign_spreads_and_prefers_room),
+        cmocka_unit_test(test_assign_views_agree),
         cmocka_unit_test(test_beat_roundtrip),
     };
     return cmocka_run_group_tests_name("cluster", tests, NULL, NULL);
