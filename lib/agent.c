@@ -92,6 +92,17 @@ static struct task *agent_find(struct agent *a, const char *id)
     return found;
 }
 
+/* Whether task `id` of a dead node is being restored here (a take-over). */
+static int agent_taking_over(struct agent *a, const char *id)
+{
+    int found = 0;
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->n_restoring && !found; i++)
+        found = !strcmp(a->restoring[i]->id, id);
+    pthread_mutex_unlock(&a->lock);
+    return found;
+}
+
 static int agent_add(struct agent *a, struct task *t)
 {
     pthread_mutex_lock(&a->lock);
@@ -221,7 +232,7 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
     if (sp.memory_mib < 16 || sp.vcpus < 1 || sp.first_s < 0 || sp.every_s < 0)
         return agent_send_err(c, err_set(VK_EINVAL, "memory must be >= 16 MiB, vcpus >= 1, "
                                                     "checkpoint times >= 0"));
-    if (sp.id && agent_find(a, sp.id))
+    if (sp.id && (agent_find(a, sp.id) || agent_taking_over(a, sp.id)))
         return agent_send_err(c, err_set(VK_EEXISTS, "task %s already exists on this node",
                                          sp.id));
     if (sp.id && (rc = agent_take_lease(a, sp.id)) < 0)
@@ -286,6 +297,9 @@ static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, 
     int rc;
     if (seq < 0)
         return agent_send_err(c, err_set(VK_EINVAL, "checkpoint number must be positive"));
+    if (!t && agent_taking_over(a, id))
+        return agent_send_err(c, err_set(VK_EBUSY, "task %s is being taken over by this node "
+                                                   "(restoring); see vmckpt status", id));
     if ((rc = agent_take_lease(a, id)) < 0)
         return agent_send_err(c, rc);
     if (seq == 0 && json_is_true(json_object_get(body, "latest_intact")))
@@ -907,8 +921,6 @@ static void agent_forget_dead(struct agent *a, const char *node)
             return;
         }
 }
-
-
 /* Whether task `id` failed to restore here, or is being restored here. */
 static int agent_taking_or_failed(struct agent *a, const char *id)
 {
@@ -916,10 +928,8 @@ static int agent_taking_or_failed(struct agent *a, const char *id)
     pthread_mutex_lock(&a->lock);
     for (size_t i = 0; i < a->n_failed && !found; i++)
         found = !strcmp(a->failed_here[i], id);
-    for (size_t i = 0; i < a->n_restoring && !found; i++)
-        found = !strcmp(a->restoring[i]->id, id);
     pthread_mutex_unlock(&a->lock);
-    return found;
+    return found || agent_taking_over(a, id);
 }
 
 /* Ends take-over tk (frees it); failed: remember not to try it here again. */

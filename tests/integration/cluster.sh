@@ -28,7 +28,7 @@ alive() { [ -e "/proc/$1" ] && ! grep -q '^[^)]*) Z' "/proc/$1/stat" 2>/dev/null
 start_nodes() { # the agents of nodes a, b, c; all three must see each other alive
     for x in a b c; do node "$x" || { not_ok "agent of node $x starts"; return 1; }; done
     ok "agents of nodes a, b, c start in cluster mode"
-    for _ in $(seq 30); do
+    for _ in $(seq 150); do
         [ "$(vk b --json nodes | jq '[.nodes[] | select(.state == "alive")] | length')" = 3 ] && break
         sleep 0.2
     done
@@ -41,17 +41,17 @@ counting_task() { # counting_task NODE TASK: a counter task with two checkpoints
     wait_line "$(serial_of "$1" "$2")" '^counter 2$' 90
     local n0
     n0=$(ncheckpoints "$1" "$2")
-    for _ in $(seq 100); do [ "$(ncheckpoints "$1" "$2")" -ge $((n0 + 2)) ] && break; sleep 0.2; done
+    for _ in $(seq 300); do [ "$(ncheckpoints "$1" "$2")" -ge $((n0 + 2)) ] && break; sleep 0.2; done
 }
 resumed_consistently() { # resumed_consistently NODE TASK NEWEST_SEQ ORIGINAL_SERIAL_LOG
     local w=$1 t=$2 last=$3 s=$4 from s2 want
     from=$(vk "$w" --json status "$t" | jq .restore.from_seq)
     [ "$from" -ge "$last" ] && ok "from its newest checkpoint ($from)" || not_ok "from the newest checkpoint" "from $from, newest $last"
     s2=$(serial_of "$w" "$t")
-    wait_line "$s2" '^counter [0-9]' 30
+    wait_line "$s2" '^counter [0-9]' 60
     want=$(( $(counter_at "$w" "$t" "$from" "$s") + 1 ))
     [ "$(first_counter "$s2")" = "$want" ] && ok "the guest resumes at counter $want" || not_ok "resumes at $want" "got $(first_counter "$s2")"
-    wait_line "$s2" "^counter $((want + 2))\$" 30 && ! grep -aq MISMATCH "$s2" && ok "disk matches memory, and it counts on" \
+    wait_line "$s2" "^counter $((want + 2))\$" 60 && ! grep -aq MISMATCH "$s2" && ok "disk matches memory, and it counts on" \
         || not_ok "consistent after take-over"
 }
 watch_fence() { # watch_fence TASK VM_PID SECONDS: sets fenced and resumed (ms from now, or

@@ -33,7 +33,7 @@ start_agent() {
     local pid=$!
     AGENT_PIDS+=("$pid")
     eval "AGENT_$name=$pid"
-    for _ in $(seq 100); do
+    for _ in $(seq 300); do
         # (a socket file may be left by an agent killed with -9: ask, don't look)
         "$BIN/vmckpt" --socket "$T/$name/state/vmckptd.sock" status >/dev/null 2>&1 && return 0
         kill -0 "$pid" 2>/dev/null || { echo "# agent $name died:"; sed 's/^/#   /' "$T/$name/agent.log" | tail -5; return 1; }

