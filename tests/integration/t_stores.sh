@@ -34,7 +34,10 @@ for k in $kinds; do
     # committed; the same write works once it is back.
     VMCKPT_TEST_SEND_BPS=8000000 "$BIN/store_bench" putobj "${URI[$k]}" cut/obj 48 > "$T/$k.cut" 2>&1 &
     pid=$!
-    sleep 2
+    # certainly in the middle: 2 MiB have reached the server, 46 to go (5.7 s at 8 MB/s)
+    part() { find "$T/$k/root/cut" -name "obj.tmp-*" -size +2048k 2>/dev/null; }
+    for _ in $(seq 600); do [ -n "$(part)" ] && break; sleep 0.1; done
+    [ -n "$(part)" ] || not_ok "$k: the write reaches the server" "no part of cut/obj over 2 MiB there"
     "$ROOT/scripts/servers.sh" stop "$k" "$T/$k"
     if wait "$pid"; then
         not_ok "$k: a write cut by the server going away fails" "it succeeded"
