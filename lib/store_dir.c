@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 extern const struct store_ops store_dir_ops;
@@ -343,67 +344,159 @@ static int dir_sync(struct store *s)
 }
 
 /* ---- leases ------------------------------------------------------------------------
- * A lease is the object `name` holding "OWNER EXPIRY_MS\n" (wall clock, so the
- * nodes' clocks must agree to well within a lease). Reading and replacing it
- * happens under an exclusive lock on .tmp/leases.lock, which every agent
- * sharing the directory takes (flock; on NFS the client turns it into an NFS
- * lock), so two owners never both see a lease free. */
+ * A lease is the directory NAME.lease/ of generations: files named by a
+ * 20-digit number, each holding "OWNER EXPIRY_MS\n" (wall clock, so the nodes'
+ * clocks must agree to well within a lease) or nothing (released); the
+ * highest number is the lease's state. Every change (take, renew, release)
+ * writes generation g+1 with link(2), which fails if it exists: of two agents
+ * that read generation g, only one moves the lease on (a compare-and-swap).
+ * No lock is held, so an agent that stalls at any instant (SIGSTOP, swap)
+ * blocks no other. One that stalled between its read and its link may link a
+ * number already passed and removed: it then finds a higher one and counts as
+ * beaten. link and rename are atomic on a local file system and on NFS. */
 
-static int dir_lease_lock(struct dir_store *d)
+#define DIR_LEASE_DIGITS 20
+#define DIR_LEASE_TRIES 5
+
+static int dir_lease_gen_of(const char *fname, uint64_t *gen)
 {
-    char *path = util_fmt("%s/.tmp/leases.lock", d->root);
-    int fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
-    int rc = fd;
-    if (fd < 0)
-        rc = err_errno(errno, "store %s: cannot open the lease lock %s", d->base.uri,
-                       path ? path : "");
-    else if (flock(fd, LOCK_EX) < 0) {
-        rc = err_errno(errno, "store %s: cannot lock %s", d->base.uri, path);
-        close(fd);
+    if (strlen(fname) != DIR_LEASE_DIGITS || strspn(fname, "0123456789") != DIR_LEASE_DIGITS)
+        return 0;
+    *gen = strtoull(fname, NULL, 10);
+    return 1;
+}
+
+/* The highest generation in dir (0: none, or the directory does not exist). */
+static int dir_lease_top_gen(struct dir_store *d, const char *dir, uint64_t *top)
+{
+    DIR *dh = opendir(dir);
+    struct dirent *e;
+    *top = 0;
+    if (!dh)
+        return errno == ENOENT ? 0 : err_errno(errno, "store %s: cannot read lease %s",
+                                                d->base.uri, dir);
+    while ((e = readdir(dh))) {
+        uint64_t g;
+        if (dir_lease_gen_of(e->d_name, &g) && g > *top)
+            *top = g;
     }
+    closedir(dh);
+    return 0;
+}
+
+/* The lease's generation, holder and expiry; owner "" when free. */
+static int dir_lease_read(struct dir_store *d, const char *dir, uint64_t *gen, char owner[256],
+                          int64_t *expiry_ms)
+{
+    for (int i = 0; i < DIR_LEASE_TRIES; i++) {
+        char *text = NULL, *path;
+        size_t len = 0;
+        int rc = dir_lease_top_gen(d, dir, gen);
+        owner[0] = '\0';
+        *expiry_ms = 0;
+        if (rc < 0 || *gen == 0)
+            return rc;
+        path = util_fmt("%s/%0*" PRIu64, dir, DIR_LEASE_DIGITS, *gen);
+        if (!path)
+            return err_set(VK_ENOMEM, "out of memory");
+        rc = util_read_file(path, &text, &len);
+        free(path);
+        if (rc == 0) {
+            if (len == 0 || sscanf(text, "%255s %" SCNd64, owner, expiry_ms) != 2)
+                owner[0] = '\0'; /* released, or not ours to understand: free */
+            free(text);
+            return 0;
+        }
+        err_clear(); /* removed by a newer writer since the listing: list again */
+    }
+    return err_set(VK_EIO, "store %s: lease %s keeps changing while read", d->base.uri, dir);
+}
+
+/* Removes the generations below gen, and temporaries older than a minute
+ * (left by a writer that died). Best effort. */
+static void dir_lease_prune(const char *dir, uint64_t gen)
+{
+    DIR *dh = opendir(dir);
+    struct dirent *e;
+    time_t old = time(NULL) - 60;
+    while (dh && (e = readdir(dh))) {
+        uint64_t g;
+        struct stat st;
+        char *path = NULL;
+        if (dir_lease_gen_of(e->d_name, &g) ? g < gen : !strncmp(e->d_name, ".tmp-", 5))
+            path = util_fmt("%s/%s", dir, e->d_name);
+        if (path && (e->d_name[0] != '.' || (stat(path, &st) == 0 && st.st_mtime < old)))
+            unlink(path);
+        free(path);
+    }
+    if (dh)
+        closedir(dh);
+}
+
+/* Writes generation gen of the lease: VK_EBUSY when another writer got there
+ * first (that generation or a higher one exists). */
+static int dir_lease_write(struct dir_store *d, const char *dir, uint64_t gen, const char *text)
+{
+    char *tmp = util_fmt("%s/.tmp-%d.%u", dir, (int)getpid(), atomic_fetch_add(&dir_tmp_seq, 1));
+    char *path = util_fmt("%s/%0*" PRIu64, dir, DIR_LEASE_DIGITS, gen);
+    uint64_t top = 0;
+    int rc = tmp && path ? dir_mkparent(tmp) : err_set(VK_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = util_write_file_atomic(tmp, text, strlen(text));
+    if (rc == 0 && link(tmp, path) < 0)
+        rc = errno == EEXIST ? VK_EBUSY
+                             : err_errno(errno, "store %s: cannot write lease %s", d->base.uri, path);
+    if (tmp)
+        unlink(tmp);
+    if (rc == 0 && (rc = dir_lease_top_gen(d, dir, &top)) == 0 && top > gen) {
+        unlink(path); /* a stale writer: the lease moved on while it stalled */
+        rc = VK_EBUSY;
+    }
+    if (rc == 0)
+        dir_lease_prune(dir, gen);
+    free(tmp);
     free(path);
     return rc;
 }
 
-/* The lease's holder and expiry; *owner = "" when there is none. */
-static void dir_lease_read(struct dir_store *d, const char *name, char owner[256],
-                           int64_t *expiry_ms)
+/* Moves the lease from generation gen to (owner, expiry), owner NULL to
+ * release it. */
+static char *dir_lease_text(const char *owner, int64_t expiry_ms)
 {
-    char *path = dir_path(d, name), *text = NULL;
-    size_t len = 0;
-    owner[0] = '\0';
-    *expiry_ms = 0;
-    if (path && util_read_file(path, &text, &len) == 0 &&
-        sscanf(text, "%255s %" SCNd64, owner, expiry_ms) != 2)
-        owner[0] = '\0';
-    err_clear();
-    free(text);
-    free(path);
+    return owner ? util_fmt("%s %" PRId64 "\n", owner, expiry_ms) : strdup("");
 }
 
 static int dir_lease(struct store *s, const char *name, const char *owner, int duration_ms)
 {
     struct dir_store *d = (struct dir_store *)s;
-    char holder[256], *path = NULL, *text = NULL;
-    int64_t expiry, now = util_wall_us() / 1000;
-    int rc, fd = dir_lease_lock(d);
-    if (fd < 0)
-        return fd;
-    dir_lease_read(d, name, holder, &expiry);
-    if (holder[0] && strcmp(holder, owner) != 0 && expiry > now) {
-        rc = err_set(VK_EBUSY, "store %s: lease %s is held by another owner (%s, %" PRId64
-                               " ms left)", s->uri, name, holder, expiry - now);
-    } else {
-        path = dir_path(d, name);
-        text = util_fmt("%s %" PRId64 "\n", owner, now + duration_ms);
-        rc = path && text ? dir_mkparent(path) : err_set(VK_ENOMEM, "out of memory");
-        if (rc == 0)
-            rc = util_write_file_atomic(path, text, strlen(text));
-        if (rc < 0)
-            err_wrap(rc, "store %s: cannot take lease %s", s->uri, name);
+    char holder[256], *dir = util_fmt("%s/%s.lease", d->root, name), *text = NULL;
+    int rc = dir ? 0 : err_set(VK_ENOMEM, "out of memory");
+    for (int i = 0; rc == 0 && i < DIR_LEASE_TRIES; i++) {
+        uint64_t gen;
+        int64_t expiry, now = util_wall_us() / 1000;
+        if ((rc = dir_lease_read(d, dir, &gen, holder, &expiry)) < 0)
+            break;
+        if (holder[0] && strcmp(holder, owner) != 0 && expiry > now) {
+            rc = err_set(VK_EBUSY, "store %s: lease %s is held by another owner (%s, %" PRId64
+                                   " ms left)", s->uri, name, holder, expiry - now);
+            break;
+        }
+        free(text);
+        if (!(text = dir_lease_text(owner, now + duration_ms))) {
+            rc = err_set(VK_ENOMEM, "out of memory");
+            break;
+        }
+        rc = dir_lease_write(d, dir, gen + 1, text);
+        if (rc != VK_EBUSY)
+            break;
+        rc = 0; /* another agent changed it meanwhile: read it again */
+        if (i == DIR_LEASE_TRIES - 1)
+            rc = err_set(VK_EBUSY, "store %s: lease %s changed under every attempt to take it",
+                         s->uri, name);
     }
-    close(fd); /* unlocks */
-    free(path);
+    if (rc < 0 && rc != VK_EBUSY)
+        err_wrap(rc, "store %s: cannot take lease %s", s->uri, name);
+    free(dir);
     free(text);
     return rc;
 }
@@ -411,22 +504,16 @@ static int dir_lease(struct store *s, const char *name, const char *owner, int d
 static int dir_unlease(struct store *s, const char *name, const char *owner)
 {
     struct dir_store *d = (struct dir_store *)s;
-    char holder[256], *path;
+    char holder[256], *dir = util_fmt("%s/%s.lease", d->root, name);
+    uint64_t gen;
     int64_t expiry;
-    int rc = 0, fd = dir_lease_lock(d);
-    if (fd < 0)
-        return fd;
-    dir_lease_read(d, name, holder, &expiry);
-    if (strcmp(holder, owner) != 0)
+    int rc = dir ? dir_lease_read(d, dir, &gen, holder, &expiry) : err_set(VK_ENOMEM, "out of memory");
+    if (rc == 0 && strcmp(holder, owner) != 0)
         rc = err_set(VK_ENOTFOUND, "store %s: lease %s is not held by %s", s->uri, name, owner);
-    else if (!(path = dir_path(d, name)))
-        rc = err_set(VK_ENOMEM, "out of memory");
-    else {
-        if (unlink(path) < 0)
-            rc = err_errno(errno, "store %s: cannot release lease %s", s->uri, name);
-        free(path);
-    }
-    close(fd);
+    if (rc == 0 && (rc = dir_lease_write(d, dir, gen + 1, "")) == VK_EBUSY)
+        rc = err_set(VK_ENOTFOUND, "store %s: lease %s was taken by another owner meanwhile",
+                     s->uri, name);
+    free(dir);
     return rc;
 }
 

@@ -100,12 +100,19 @@ stored_chunks() {
     done | sort -u
 }
 
+# at_exit 'COMMANDS': run at exit before the common clean-up (a test's own
+# servers, namespaces); a test never sets its own EXIT trap, which would
+# replace this one and leave its directory behind.
+EXIT_HOOKS=()
+at_exit() { EXIT_HOOKS+=("$1"); }
 cleanup() {
+    local h
+    for h in "${EXIT_HOOKS[@]}"; do eval "$h"; done
     for p in "${AGENT_PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
     pkill -9 -f "$T/" 2>/dev/null
     sleep 0.2
     for m in $(awk -v t="$T" '$2 ~ "^"t {print $2}' /proc/mounts); do umount -l "$m"; done
-    rm -rf "$T"
+    if [ -n "${VMCKPT_TEST_KEEP:-}" ]; then echo "# kept: $T"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
 finish() { echo "1..$n"; [ "$nfail" -eq 0 ]; }

@@ -8,7 +8,7 @@
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CEPH=$T/ceph
 MON_PORT=${VMCKPT_TEST_CEPH_PORT:-33400}
-trap '"$ROOT/scripts/ceph.sh" stop "$CEPH" >/dev/null 2>&1' EXIT
+at_exit '"$ROOT/scripts/ceph.sh" stop "$CEPH" >/dev/null 2>&1'
 uri() { "$ROOT/scripts/ceph.sh" uri "$CEPH" "$1" "$2"; }
 
 t0=$(date +%s.%N)

@@ -12,7 +12,7 @@ LEASE=3000
 RENEW=500
 NS="vkt-$$"
 for x in a b c; do ip netns add "$NS-$x" && ip -n "$NS-$x" link set lo up; done
-trap 'for x in a b c; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done' EXIT
+at_exit 'for x in a b c; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done'
 [ "$(ip netns list | grep -c "$NS-")" = 3 ] && ok "three network namespaces, one per node" || not_ok "network namespaces"
 
 start_nodes || { finish; exit 1; }
@@ -44,7 +44,7 @@ vk b nodes | grep -q "node-a .*dead" && ok "vmckpt nodes shows node a dead" || n
 node a && ok "node a's agent starts again"
 for _ in $(seq 150); do [ -z "$(vk a --json status | jq -r '.tasks[].id')" ] && break; sleep 0.2; done
 [ -z "$(vk a --json status | jq -r '.tasks[].id')" ] && ok "node a drops c1, which runs on $W now" || not_ok "node a drops c1" "$(vk a status)"
-[ "$(copies c1)" = 1 ] && ok "still one copy of c1" || not_ok "still one copy" "$(pgrep -af /tasks/c1/run- | cut -c1-300)"
+[ "$(copies c1)" = 1 ] && ok "still one copy of c1" || not_ok "still one copy" "$(pgrep -af "$T/.*/tasks/c1/run-" | cut -c1-300)"
 
 # --- 3. two tasks on node a, node a crashes ---------------------------------------
 check "node a runs t2" run_counter a t2 --first 2 --every 3

@@ -18,7 +18,7 @@ cleanup_all() {
     VMCKPT_CEPH_NETNS="$NS-ceph" "$ROOT/scripts/ceph.sh" kill "$CEPH" 2>/dev/null
     for x in a b c ceph; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done
 }
-trap cleanup_all EXIT
+at_exit cleanup_all
 
 ip netns add "$NS-ceph" && ip -n "$NS-ceph" link set lo up &&
     ip -n "$NS-ceph" link add br0 type bridge && ip -n "$NS-ceph" addr add "$SUB.1/24" dev br0 &&

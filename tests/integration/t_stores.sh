@@ -9,7 +9,7 @@ chmod 755 "$T" # the servers run as their own user
 PORT_BASE=${VMCKPT_TEST_PORT_BASE:-21400}
 kinds="ftp sftp"
 stop_servers() { for k in $kinds; do "$ROOT/scripts/servers.sh" stop "$k" "$T/$k" 2>/dev/null; done; }
-trap 'stop_servers' EXIT
+at_exit stop_servers
 
 declare -A URI
 port=$PORT_BASE

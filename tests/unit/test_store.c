@@ -341,6 +341,101 @@ static void test_leases(void **state)
     store_free(s2);
 }
 
+/* Agents racing for one lease, each on its own connection, released at once
+ * by a barrier: exactly one gets it, every round. */
+#define RACERS 6
+#define RACE_ROUNDS 4
+struct racer {
+    pthread_barrier_t *go;
+    const char *name;
+    char owner[32];
+    int rc;
+};
+
+static void *race(void *arg)
+{
+    struct racer *r = arg;
+    struct store *s = NULL;
+    int opened = store_open(uri_used, &s);
+    pthread_barrier_wait(r->go);
+    r->rc = opened == 0 ? store_lease(s, r->name, r->owner, 5000) : opened;
+    store_free(s);
+    return NULL;
+}
+
+static void test_lease_race(void **state)
+{
+    struct store *s = *state;
+    if (store_lease(s, N("race/probe"), "owner-a", 1500) == VK_EINVAL &&
+        strstr(err_msg(), "has no leases")) {
+        skip();
+        return;
+    }
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        char name[256];
+        pthread_barrier_t go;
+        pthread_t th[RACERS];
+        struct racer r[RACERS];
+        int won = 0;
+        snprintf(name, sizeof(name), "%s", N("race/x"));
+        snprintf(name + strlen(name), sizeof(name) - strlen(name), "%d", round);
+        pthread_barrier_init(&go, NULL, RACERS);
+        for (int i = 0; i < RACERS; i++) {
+            r[i] = (struct racer){.go = &go, .name = name};
+            snprintf(r[i].owner, sizeof(r[i].owner), "racer-%d", i);
+            assert_int_equal(pthread_create(&th[i], NULL, race, &r[i]), 0);
+        }
+        for (int i = 0; i < RACERS; i++) {
+            pthread_join(th[i], NULL);
+            if (r[i].rc == 0)
+                won++;
+            else
+                assert_int_equal(r[i].rc, VK_EBUSY);
+        }
+        pthread_barrier_destroy(&go);
+        assert_int_equal(won, 1);
+    }
+}
+
+/* Directory store: a lease is a directory of generations, the highest one
+ * rules, and writers prune the older ones. */
+static int count_entries(const char *dir)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "ls -A '%s' | wc -l", dir);
+    FILE *f = popen(cmd, "r");
+    int n = -1;
+    if (f && fscanf(f, "%d", &n) != 1)
+        n = -1;
+    if (f)
+        pclose(f);
+    return n;
+}
+
+static void test_dir_lease_generations(void **state)
+{
+    struct store *s = *state;
+    char dir[600], gen[700], text[64];
+    if (remote) {
+        skip(); /* the layout is the directory store's */
+        return;
+    }
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(store_lease(s, N("gen/x"), "owner-a", 5000), 0);
+    snprintf(dir, sizeof(dir), "%s/%sgen/x.lease", root, pfx);
+    assert_int_equal(count_entries(dir), 1); /* the older generations are gone */
+    /* another owner's newer generation wins: as if it took the lease while
+     * owner-a stalled */
+    snprintf(gen, sizeof(gen), "%s/00000000000000000099", dir);
+    snprintf(text, sizeof(text), "owner-b %lld\n", (long long)(util_wall_us() / 1000 + 60000));
+    assert_int_equal(util_write_file_atomic(gen, text, strlen(text)), 0);
+    assert_int_equal(store_lease(s, N("gen/x"), "owner-a", 5000), VK_EBUSY);
+    assert_non_null(strstr(err_msg(), "owner-b"));
+    assert_int_equal(store_unlease(s, N("gen/x"), "owner-a"), VK_ENOTFOUND);
+    assert_int_equal(store_unlease(s, N("gen/x"), "owner-b"), 0);
+    assert_int_equal(store_lease(s, N("gen/x"), "owner-a", 5000), 0); /* released: free */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -353,6 +448,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leases, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dir_lease_generations, setup, teardown),
     };
     const char *env = getenv("VMCKPT_TEST_STORE");
     return cmocka_run_group_tests_name(env && *env ? env : "store (directory)", tests, NULL, NULL);
