@@ -27,6 +27,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <stdint.h>
 #include <unistd.h>
@@ -65,6 +66,7 @@ struct agent {
     size_t n_failed;
     struct agent_takeover **restoring; /* take-overs whose restore runs now */
     size_t n_restoring;
+    atomic_int policy_jobs; /* periodic checkpoints running (agent_job) */
     /* metrics */
     uint64_t detections, takeovers, fences, renew_failures;
     double renew_s, detect_s, resume_s;
@@ -604,17 +606,41 @@ static void agent_done(void *cls, struct MHD_Connection *c, void **ctx,
 
 /* ---- scheduler --------------------------------------------------------------- */
 
+/* A periodic checkpoint, on a thread of its own; counted in a->policy_jobs
+ * until it returns, so that the agent frees no task one still uses. */
 struct agent_job {
+    struct agent *a;
     struct task *t;
 };
 
 static void *agent_policy_checkpoint(void *arg)
 {
-    struct task *t = arg;
+    struct agent_job *job = arg;
     uint64_t seq;
-    if (task_checkpoint(t, NULL, &seq) < 0)
-        log_error("task %s: periodic checkpoint failed: %s", task_id(t), err_msg());
+    if (task_checkpoint(job->t, NULL, &seq) < 0)
+        log_error("task %s: periodic checkpoint failed: %s", task_id(job->t), err_msg());
+    atomic_fetch_sub(&job->a->policy_jobs, 1);
+    free(job);
     return NULL;
+}
+
+static void agent_start_policy_checkpoint(struct agent *a, struct task *t)
+{
+    struct agent_job *job = malloc(sizeof(*job));
+    pthread_t th;
+    if (!job) {
+        log_error("task %s: out of memory for its periodic checkpoint", task_id(t));
+        return;
+    }
+    *job = (struct agent_job){.a = a, .t = t};
+    atomic_fetch_add(&a->policy_jobs, 1);
+    if (pthread_create(&th, NULL, agent_policy_checkpoint, job) != 0) {
+        atomic_fetch_sub(&a->policy_jobs, 1);
+        free(job);
+        log_error("task %s: cannot start a thread for its periodic checkpoint", task_id(t));
+        return;
+    }
+    pthread_detach(th);
 }
 
 static void *agent_sched(void *arg)
@@ -627,11 +653,9 @@ static void *agent_sched(void *arg)
         if (copy && n)
             memcpy(copy, a->tasks, n * sizeof(*copy));
         pthread_mutex_unlock(&a->lock);
-        for (size_t i = 0; copy && i < n; i++) {
-            pthread_t th;
-            if (task_poll(copy[i]) && pthread_create(&th, NULL, agent_policy_checkpoint, copy[i]) == 0)
-                pthread_detach(th);
-        }
+        for (size_t i = 0; copy && i < n && !a->stopping; i++)
+            if (task_poll(copy[i]))
+                agent_start_policy_checkpoint(a, copy[i]);
         free(copy);
         usleep(100000);
     }
@@ -1367,6 +1391,8 @@ void agent_free(struct agent *a)
         pthread_join(a->cluster, NULL);
     if (a->fence)
         pthread_join(a->fence, NULL);
+    while (atomic_load(&a->policy_jobs) > 0) /* they hold tasks: checkpoints are bounded */
+        usleep(50000);
     for (int waited = 0;; waited++) { /* take-overs in progress hold pointers to a */
         pthread_mutex_lock(&a->lock);
         size_t left = a->n_restoring;

@@ -8,6 +8,7 @@ GUEST=${GUEST:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/guest}
 T=$(mktemp -d /tmp/vkt.XXXXXX)
 MEM=${VMCKPT_TEST_MEMORY:-128}
 n=0; nfail=0
+LOGS_KEPT=${VMCKPT_TEST_LOGS:-/tmp/vmckpt-test-logs} # logs of agents that failed, kept
 AGENT_PIDS=()
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
@@ -44,14 +45,25 @@ start_agent() {
 # vk NAME ARGS...: the client against agent NAME
 vk() { local name=$1; shift; "$BIN/vmckpt" --socket "$T/$name/state/vmckptd.sock" "$@"; }
 # stop_agent NAME: SIGTERM, and the agent must exit 0 with no sanitizer report
+# agent_report NAME: its sanitizer report (or its last lines) as TAP comments,
+# and its log kept where it outlives the test
+agent_report() {
+    local log=$T/$1/agent.log keep
+    keep=$LOGS_KEPT/$(basename "$0" .sh)-$1.log
+    mkdir -p "$LOGS_KEPT" && cp "$log" "$keep"
+    { sed -n '/ERROR: .*Sanitizer\|runtime error/,/^SUMMARY/p' "$log" | head -n 60
+      tail -n 5 "$log"; echo "(log kept: $keep)"; } | sed 's/^/#   /'
+}
 stop_agent() {
     local name=$1 pid; eval "pid=\$AGENT_$name"
     kill -TERM "$pid" 2>/dev/null
     if wait "$pid"; then
         if grep -q "ERROR: .*Sanitizer\|runtime error" "$T/$name/agent.log"; then
-            not_ok "agent $name is clean under the sanitizers" "$(grep -m3 -A5 Sanitizer "$T/$name/agent.log")"
+            not_ok "agent $name is clean under the sanitizers"; agent_report "$name"
         else ok "agent $name stops cleanly"; fi
-    else not_ok "agent $name stops cleanly" "$(tail -5 "$T/$name/agent.log")"; fi
+    else
+        not_ok "agent $name stops cleanly"; agent_report "$name"
+    fi
 }
 run_counter() { # run_counter AGENT TASK [more run args]
     local name=$1 task=$2; shift 2
