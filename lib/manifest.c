@@ -84,13 +84,30 @@ int manifest_encode(const struct manifest *m, char **out)
     return *out ? 0 : err_set(VK_ENOMEM, "out of memory");
 }
 
-static int mf_obj_from(const json_t *j, struct mf_obj *o)
+/* A digest names local files (blobs/<sha256>): 64 lowercase hex digits and
+ * nothing else, whatever the store says. */
+static int mf_is_hex64(const char *s)
+{
+    return s && strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
+}
+
+/* A word QEMU takes whole: no comma (its option separator), no '=' or space. */
+static int mf_is_word(const char *s)
+{
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+    return s && *s && strspn(s, ok) == strlen(s);
+}
+
+static int mf_obj_from(const json_t *j, struct mf_obj *o, const char **why)
 {
     const char *name = json_string_value(json_object_get(j, "name"));
     const char *sha = json_string_value(json_object_get(j, "sha256"));
     json_t *size = json_object_get(j, "size");
-    if (!name || !sha || strlen(sha) != 64 || !json_is_integer(size) ||
-        json_integer_value(size) < 0)
+    if (sha && !mf_is_hex64(sha)) {
+        *why = "a stream's sha256 is not 64 hexadecimal digits";
+        return -1;
+    }
+    if (!name || !sha || !json_is_integer(size) || json_integer_value(size) < 0)
         return -1;
     o->name = strdup(name);
     o->size = (uint64_t)json_integer_value(size);
@@ -104,7 +121,9 @@ static char *mf_str(const json_t *j, const char *key)
     return s ? strdup(s) : NULL;
 }
 
-static int mf_from_json(const json_t *j, struct manifest *m)
+/* Fills m from j: -1 when a field is missing or unusable, with *why set
+ * when there is more to say than "missing". */
+static int mf_from_json(const json_t *j, struct manifest *m, const char **why)
 {
     json_t *vm = json_object_get(j, "vm"), *t = json_object_get(j, "timings_us");
     json_t *deltas = json_object_get(j, "deltas");
@@ -132,17 +151,29 @@ static int mf_from_json(const json_t *j, struct manifest *m)
     if (!m->task || !m->mode || !m->machine || !m->append || !m->base_format || m->seq == 0 ||
         m->memory_mib <= 0 || m->vcpus <= 0 || !json_is_array(deltas))
         return -1;
-    if (mf_obj_from(json_object_get(j, "kernel"), &m->kernel) < 0 ||
-        mf_obj_from(json_object_get(j, "initrd"), &m->initrd) < 0 ||
-        mf_obj_from(json_object_get(j, "base"), &m->base) < 0 ||
-        mf_obj_from(json_object_get(j, "memory"), &m->memory) < 0)
+    if (!mf_is_word(m->machine)) {
+        *why = "its machine type is not one word (QEMU would parse the rest as options)";
+        return -1;
+    }
+    if (strcmp(m->base_format, "qcow2") != 0 && strcmp(m->base_format, "raw") != 0) {
+        *why = "its base format is neither qcow2 nor raw";
+        return -1;
+    }
+    if (json_array_size(deltas) == 0) {
+        *why = "its delta chain is empty";
+        return -1;
+    }
+    if (mf_obj_from(json_object_get(j, "kernel"), &m->kernel, why) < 0 ||
+        mf_obj_from(json_object_get(j, "initrd"), &m->initrd, why) < 0 ||
+        mf_obj_from(json_object_get(j, "base"), &m->base, why) < 0 ||
+        mf_obj_from(json_object_get(j, "memory"), &m->memory, why) < 0)
         return -1;
     m->n_deltas = json_array_size(deltas);
     m->deltas = calloc(m->n_deltas ? m->n_deltas : 1, sizeof(*m->deltas));
     if (!m->deltas)
         return -1;
     for (size_t i = 0; i < m->n_deltas; i++)
-        if (mf_obj_from(json_array_get(deltas, i), &m->deltas[i]) < 0)
+        if (mf_obj_from(json_array_get(deltas, i), &m->deltas[i], why) < 0)
             return -1;
     return 0;
 }
@@ -178,9 +209,11 @@ int manifest_decode(const char *text, size_t len, const char *where, struct mani
         rc = err_set(VK_ENOMEM, "out of memory");
         goto out;
     }
-    if (mf_from_json(j, m) < 0) {
-        rc = err_set(VK_ECORRUPT, "manifest %s lacks required fields (format %d expected)",
-                     where, MANIFEST_FORMAT);
+    const char *why = NULL;
+    if (mf_from_json(j, m, &why) < 0) {
+        rc = why ? err_set(VK_ECORRUPT, "manifest %s is damaged: %s", where, why)
+                 : err_set(VK_ECORRUPT, "manifest %s lacks required fields (format %d expected)",
+                           where, MANIFEST_FORMAT);
         goto out;
     }
     *out = m;

@@ -104,6 +104,44 @@ static void test_damage_detected(void **state)
     free(text);
 }
 
+/* A hostile store can write a manifest with a valid checksum: every field
+ * that becomes a path or a QEMU argument is checked anyway. */
+static void expect_refused(struct manifest *m, const char *why)
+{
+    struct manifest *d = NULL;
+    char *text = NULL;
+    assert_int_equal(manifest_encode(m, &text), 0);
+    assert_int_equal(manifest_decode(text, strlen(text), "forged", &d), VK_ECORRUPT);
+    assert_null(d);
+    if (!strstr(err_msg(), why))
+        fail_msg("error '%s' does not say '%s'", err_msg(), why);
+    free(text);
+}
+
+static void test_forged_fields(void **state)
+{
+    (void)state;
+    struct manifest m;
+    struct mf_obj deltas[2];
+    sample(&m, deltas); /* a digest that is a path out of the blob cache */
+    snprintf(m.base.sha256, sizeof(m.base.sha256), "%s",
+             "././././././././././././././././././././././././../../secret.raw");
+    assert_int_equal(strlen(m.base.sha256), 64);
+    expect_refused(&m, "not 64 hexadecimal digits");
+    sample(&m, deltas);
+    memset(m.memory.sha256, 'A', 64); /* upper case: not what we write */
+    expect_refused(&m, "not 64 hexadecimal digits");
+    sample(&m, deltas);
+    m.n_deltas = 0;
+    expect_refused(&m, "delta chain is empty");
+    sample(&m, deltas);
+    m.machine = "pc,firmware=/etc/shadow";
+    expect_refused(&m, "machine type");
+    sample(&m, deltas);
+    m.base_format = "vmdk";
+    expect_refused(&m, "base format");
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -122,6 +160,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_damage_detected),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_forged_fields),
     };
     return cmocka_run_group_tests_name("manifest", tests, NULL, NULL);
 }
