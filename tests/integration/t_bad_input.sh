@@ -102,6 +102,7 @@ cp "$IDX" "$T/idx.good"
 sed -i 's/"lz4"/"brotli"/; s/"none"/"brotli"/; s/"zstd[0-9]"/"brotli"/' "$IDX"
 check_fails "an unknown codec is named" "unknown codec 'brotli'" vk a restore c1 --checkpoint 3
 cp "$T/idx.good" "$IDX"
+check_fails "restore with an accelerator that carries QEMU options" "kvm or tcg" vk a restore c1 --checkpoint 3 --accel "tcg,thread=single"
 check "verify is clean once the objects are repaired" vk a verify c1
 check "restore works again" vk a restore c1 --checkpoint 3
 S3=$(serial_of a c1)
