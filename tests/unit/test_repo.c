@@ -195,6 +195,9 @@ static void commit(struct fixture *f, uint64_t seq, const struct mf_obj *o)
     m.append = "x";
     m.base_format = "raw";
     m.kernel = m.initrd = m.base = m.memory = *o;
+    struct mf_obj delta = *o; /* a checkpoint always seals a delta */
+    m.deltas = &delta;
+    m.n_deltas = 1;
     assert_int_equal(ckpt_commit(f->s, &m), 0);
 }
 
