@@ -360,7 +360,9 @@ static int dir_sync(struct store *s)
 
 static int dir_lease_gen_of(const char *fname, uint64_t *gen)
 {
-    if (strlen(fname) != DIR_LEASE_DIGITS || strspn(fname, "0123456789") != DIR_LEASE_DIGITS)
+    /* a leading 0 keeps it below 10^19, so g + 1 never wraps */
+    if (strlen(fname) != DIR_LEASE_DIGITS || strspn(fname, "0123456789") != DIR_LEASE_DIGITS ||
+        fname[0] != '0')
         return 0;
     *gen = strtoull(fname, NULL, 10);
     return 1;
@@ -413,24 +415,30 @@ static int dir_lease_read(struct dir_store *d, const char *dir, uint64_t *gen, c
 }
 
 /* Removes the generations below gen, and temporaries older than a minute
- * (left by a writer that died). Best effort. */
-static void dir_lease_prune(const char *dir, uint64_t gen)
+ * (left by a writer that died); returns the highest generation seen. One
+ * pass, best effort. */
+static uint64_t dir_lease_prune(const char *dir, uint64_t gen)
 {
     DIR *dh = opendir(dir);
     struct dirent *e;
     time_t old = time(NULL) - 60;
+    uint64_t top = 0;
     while (dh && (e = readdir(dh))) {
-        uint64_t g;
+        uint64_t g = 0;
         struct stat st;
         char *path = NULL;
-        if (dir_lease_gen_of(e->d_name, &g) ? g < gen : !strncmp(e->d_name, ".tmp-", 5))
+        int is_gen = dir_lease_gen_of(e->d_name, &g);
+        if (is_gen && g > top)
+            top = g;
+        if (is_gen ? g < gen : !strncmp(e->d_name, ".tmp-", 5))
             path = util_fmt("%s/%s", dir, e->d_name);
-        if (path && (e->d_name[0] != '.' || (stat(path, &st) == 0 && st.st_mtime < old)))
+        if (path && (is_gen || (stat(path, &st) == 0 && st.st_mtime < old)))
             unlink(path);
         free(path);
     }
     if (dh)
         closedir(dh);
+    return top;
 }
 
 /* Writes generation gen of the lease: VK_EBUSY when another writer got there
@@ -439,7 +447,6 @@ static int dir_lease_write(struct dir_store *d, const char *dir, uint64_t gen, c
 {
     char *tmp = util_fmt("%s/.tmp-%d.%u", dir, (int)getpid(), atomic_fetch_add(&dir_tmp_seq, 1));
     char *path = util_fmt("%s/%0*" PRIu64, dir, DIR_LEASE_DIGITS, gen);
-    uint64_t top = 0;
     int rc = tmp && path ? dir_mkparent(tmp) : err_set(VK_ENOMEM, "out of memory");
     if (rc == 0)
         rc = util_write_file_atomic(tmp, text, strlen(text));
@@ -448,19 +455,16 @@ static int dir_lease_write(struct dir_store *d, const char *dir, uint64_t gen, c
                              : err_errno(errno, "store %s: cannot write lease %s", d->base.uri, path);
     if (tmp)
         unlink(tmp);
-    if (rc == 0 && (rc = dir_lease_top_gen(d, dir, &top)) == 0 && top > gen) {
+    if (rc == 0 && dir_lease_prune(dir, gen) > gen) {
         unlink(path); /* a stale writer: the lease moved on while it stalled */
         rc = VK_EBUSY;
     }
-    if (rc == 0)
-        dir_lease_prune(dir, gen);
     free(tmp);
     free(path);
     return rc;
 }
 
-/* Moves the lease from generation gen to (owner, expiry), owner NULL to
- * release it. */
+/* A generation's content: "OWNER EXPIRY_MS\n", or empty (owner NULL: released). */
 static char *dir_lease_text(const char *owner, int64_t expiry_ms)
 {
     return owner ? util_fmt("%s %" PRId64 "\n", owner, expiry_ms) : strdup("");

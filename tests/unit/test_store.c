@@ -434,6 +434,10 @@ static void test_dir_lease_generations(void **state)
     assert_int_equal(store_unlease(s, N("gen/x"), "owner-a"), VK_ENOTFOUND);
     assert_int_equal(store_unlease(s, N("gen/x"), "owner-b"), 0);
     assert_int_equal(store_lease(s, N("gen/x"), "owner-a", 5000), 0); /* released: free */
+    /* a hostile generation number that would wrap g + 1 is not a generation */
+    snprintf(gen, sizeof(gen), "%s/99999999999999999999", dir);
+    assert_int_equal(util_write_file_atomic(gen, text, strlen(text)), 0);
+    assert_int_equal(store_lease(s, N("gen/x"), "owner-a", 5000), 0);
 }
 
 int main(void)
