@@ -5,6 +5,7 @@
 #include "err.h"
 #include "gc.h"
 #include "log.h"
+#include "peer.h"
 #include "manifest.h"
 #include "repo.h"
 #include "store.h"
@@ -27,6 +28,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <stdint.h>
@@ -50,6 +52,7 @@ struct agent {
     struct task_env env;
     int lock_fd, listen_fd, stop_pipe[2];
     struct MHD_Daemon *httpd;
+    struct peer_table *peers; /* who may call, and their connections */
     pthread_mutex_t lock; /* guards the task table */
     struct task **tasks;  /* live and removed tasks; freed at exit only */
     size_t n_tasks;
@@ -179,8 +182,12 @@ static enum MHD_Result agent_send(struct MHD_Connection *c, unsigned status, jso
     struct MHD_Response *r;
     enum MHD_Result ret;
     json_decref(j);
+    if (!text) { /* never a success status with an error body */
+        text = strdup("{\"error\": \"the reply could not be built\"}");
+        status = 500;
+    }
     if (!text)
-        text = strdup("{\"error\": \"out of memory\"}");
+        return MHD_NO;
     r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, "Content-Type", "application/json");
     ret = MHD_queue_response(c, status, r);
@@ -207,6 +214,48 @@ static int agent_jint(json_t *j, const char *key, int def)
     return json_is_integer(v) ? (int)json_integer_value(v) : def;
 }
 
+/* The fields a request body may have, and their JSON types: a field of the
+ * wrong type, an unknown one or a number out of range is refused (400),
+ * never read as "absent" and replaced by a default (a "seq": "4" must not
+ * restore the newest checkpoint). */
+struct agent_field {
+    const char *key;
+    char type; /* 's' string, 'i' integer 0..INT_MAX, 'b' boolean */
+};
+
+static int agent_check_body(json_t *body, const struct agent_field *f)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        const struct agent_field *k = f;
+        while (k->key && strcmp(k->key, key))
+            k++;
+        if (!k->key)
+            return err_set(VK_EINVAL, "unknown request field '%.64s'", key);
+        if (k->type == 's' && !json_is_string(v))
+            return err_set(VK_EINVAL, "request field '%s' must be a string", key);
+        if (k->type == 'b' && !json_is_boolean(v))
+            return err_set(VK_EINVAL, "request field '%s' must be true or false", key);
+        if (k->type == 'i' &&
+            (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT_MAX))
+            return err_set(VK_EINVAL, "request field '%s' must be a whole number from 0 to %d",
+                           key, INT_MAX);
+    }
+    return 0;
+}
+
+static const struct agent_field agent_run_fields[] = {
+    {"id", 's'}, {"kernel", 's'}, {"initrd", 's'}, {"base", 's'}, {"work", 's'},
+    {"accel", 's'}, {"mode", 's'}, {"memory_mib", 'i'}, {"vcpus", 'i'},
+    {"checkpoint_first", 'i'}, {"checkpoint_every", 'i'}, {NULL, 0}};
+static const struct agent_field agent_restore_fields[] = {
+    {"seq", 'i'}, {"accel", 's'}, {"latest_intact", 'b'}, {NULL, 0}};
+static const struct agent_field agent_gc_fields[] = {{"grace", 'i'}, {NULL, 0}};
+static const struct agent_field agent_ckpt_fields[] = {{"mode", 's'}, {NULL, 0}};
+static const struct agent_field agent_no_fields[] = {{NULL, 0}};
+
 static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json_t *body)
 {
     const struct cfg *cfg = a->cfg;
@@ -224,8 +273,10 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
         .every_s = agent_jint(body, "checkpoint_every", cfg->every_s),
     };
     struct task *t;
-    int rc;
+    int rc = agent_check_body(body, agent_run_fields);
 
+    if (rc < 0)
+        return agent_send_err(c, rc);
     if (sp.accel && strcmp(sp.accel, "kvm") && strcmp(sp.accel, "tcg"))
         return agent_send_err(c, err_set(VK_EINVAL, "accel must be kvm or tcg, not '%s'", sp.accel));
     if (sp.mode && strcmp(sp.mode, "cow") && strcmp(sp.mode, "stop-copy"))
@@ -296,9 +347,9 @@ static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, 
 {
     struct task *t = agent_find(a, id), *out = NULL;
     json_int_t seq = json_integer_value(json_object_get(body, "seq"));
-    int rc;
-    if (seq < 0)
-        return agent_send_err(c, err_set(VK_EINVAL, "checkpoint number must be positive"));
+    int rc = agent_check_body(body, agent_restore_fields);
+    if (rc < 0)
+        return agent_send_err(c, rc);
     if (!t && agent_taking_over(a, id))
         return agent_send_err(c, err_set(VK_EBUSY, "task %s is being taken over by this node "
                                                    "(restoring); see vmckpt status", id));
@@ -447,8 +498,9 @@ static enum MHD_Result agent_gc(struct agent *a, struct MHD_Connection *c, json_
 {
     struct gc_result g;
     int grace = agent_jint(body, "grace", a->cfg->gc_grace_s);
-    int rc = grace < 0 ? err_set(VK_EINVAL, "grace must be >= 0 seconds")
-                       : gc_run(a->env.repo, grace, &g);
+    int rc = agent_check_body(body, agent_gc_fields);
+    if (rc == 0)
+        rc = gc_run(a->env.repo, grace, &g);
     return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, gc_result_json(&g));
 }
 
@@ -461,6 +513,9 @@ static enum MHD_Result agent_task_op(struct agent *a, struct MHD_Connection *c, 
 
     if (!strcmp(op, "restore") && !strcmp(method, "POST"))
         return agent_restore(a, c, id, body);
+    rc = agent_check_body(body, !strcmp(op, "checkpoint") ? agent_ckpt_fields : agent_no_fields);
+    if (rc < 0)
+        return agent_send_err(c, rc);
     if (!t)
         return agent_send_err(c, err_set(VK_ENOTFOUND, "no task '%s' on this node", id));
     if (!op[0] && !strcmp(method, "GET"))
@@ -512,6 +567,12 @@ static enum MHD_Result agent_dispatch(struct agent *a, struct MHD_Connection *c,
     const char *rest;
     char *end;
 
+    /* Paths name tasks and numbers: printable ASCII only (a %FF decodes to a
+     * byte no reply could even quote). */
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++)
+        if (*p <= 0x20 || *p >= 0x7f)
+            return agent_send_err(c, err_set(VK_EINVAL, "request path has a byte that is not "
+                                                        "printable ASCII (0x%02x)", *p));
     if (!strcmp(url, "/v1/tasks") && !strcmp(method, "GET"))
         return agent_list(a, c);
     if (!strcmp(url, "/v1/tasks") && !strcmp(method, "POST"))
@@ -542,6 +603,8 @@ static enum MHD_Result agent_dispatch(struct agent *a, struct MHD_Connection *c,
     return agent_send_err(c, err_set(VK_ENOTFOUND, "no such request: %s %s", method, url));
 }
 
+static int agent_caller_ok(struct agent *a, struct MHD_Connection *c);
+
 static enum MHD_Result agent_handler(void *cls, struct MHD_Connection *c, const char *url,
                                      const char *method, const char *version,
                                      const char *upload_data, size_t *upload_size, void **ctx)
@@ -552,7 +615,9 @@ static enum MHD_Result agent_handler(void *cls, struct MHD_Connection *c, const 
     enum MHD_Result ret;
     (void)version;
 
-    if (!req) {
+    if (!req) { /* headers in: the caller is checked before any body is read */
+        if (!agent_caller_ok(a, c))
+            return agent_send(c, 403, json_pack("{s:s}", "error", err_msg()));
         req = calloc(1, sizeof(*req));
         *ctx = req;
         return req ? MHD_YES : MHD_NO;
@@ -710,7 +775,7 @@ static int agent_touch_fence(struct agent *a, struct task *t)
     json_decref(j);
     if (!ok || !pidf || !logf || !msg || !running || qpid <= 0)
         goto out;
-    int fd = open(ok, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(ok, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd >= 0) {
         futimens(fd, NULL);
         close(fd);
@@ -748,7 +813,7 @@ static int agent_touch_fence(struct agent *a, struct task *t)
                                                    (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
             if (age > limit_ms) {
                 kill(qpid, SIGKILL);
-                int lf = open(logf, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                int lf = open(logf, O_WRONLY | O_CREAT | O_APPEND, 0600);
                 if (lf >= 0) {
                     (void)!write(lf, msg, strlen(msg));
                     close(lf);
@@ -1230,7 +1295,7 @@ static int agent_lock_state(struct agent *a)
     char pid[32] = "";
     int rc = 0;
 
-    a->lock_fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
+    a->lock_fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
     if (a->lock_fd < 0) {
         rc = err_errno(errno, "cannot open lock file %s", path ? path : "");
     } else if (flock(a->lock_fd, LOCK_EX | LOCK_NB) < 0) {
@@ -1256,11 +1321,79 @@ static int agent_listen(struct agent *a)
         return err_set(VK_EINVAL, "socket path too long: %s", path);
     strcpy(sa.sun_path, path);
     unlink(path); /* stale: we hold the state lock */
+    gid_t group = (gid_t)-1;
+    int rc = a->cfg->group ? peer_group_id(a->cfg->group, &group) : 0;
+    if (rc == 0)
+        rc = peer_table_new(&a->peers, a->cfg->max_conns / 8 > 4 ? a->cfg->max_conns / 8 : 4,
+                            group);
+    if (rc < 0)
+        return rc;
     a->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (a->listen_fd < 0 || bind(a->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        listen(a->listen_fd, 64) < 0)
+    if (a->listen_fd < 0 || bind(a->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        return err_errno(errno, "cannot listen on %s", path);
+    /* Before listen(): no caller gets in while the mode is still the umask's. */
+    if ((group != (gid_t)-1 && chown(path, (uid_t)-1, group) < 0) ||
+        chmod(path, group != (gid_t)-1 ? 0660 : 0600) < 0)
+        return err_errno(errno, "cannot set the owner or mode of socket %s", path);
+    if (listen(a->listen_fd, 64) < 0)
         return err_errno(errno, "cannot listen on %s", path);
     return 0;
+}
+
+/* A connection as the daemon sees it: its caller, and whether it counts. */
+struct agent_conn {
+    struct peer who;
+    int known, counted;
+};
+
+/* Counts each connection against its caller's share as it opens, before any
+ * byte is read: an idle caller holds at most its share, never the API. */
+static void agent_conn_notify(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                              enum MHD_ConnectionNotificationCode code)
+{
+    struct agent *a = cls;
+    struct agent_conn *ac = *socket_ctx;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (ac && ac->counted)
+            peer_leave(a->peers, &ac->who);
+        free(ac);
+        *socket_ctx = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!(ac = calloc(1, sizeof(*ac))) || !ci)
+        goto refuse;
+    *socket_ctx = ac;
+    ac->known = peer_of_fd(ci->connect_fd, &ac->who) == 0;
+    if (ac->known && peer_enter(a->peers, &ac->who) == 0) {
+        ac->counted = 1;
+        return;
+    }
+    log_warn("API connection refused: %s", err_msg());
+refuse:
+    if (ci)
+        shutdown(ci->connect_fd, SHUT_RDWR); /* the daemon then closes it */
+}
+
+/* 1 if the caller of c may use the API. */
+static int agent_caller_ok(struct agent *a, struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const struct agent_conn *ac = ci ? ci->socket_context : NULL;
+    if (!ac || !ac->known) {
+        err_set(VK_ESTATE, "cannot tell who is calling: refused");
+        return 0;
+    }
+    if (!peer_allowed(a->peers, &ac->who)) {
+        err_set(VK_ESTATE, "uid %u (pid %d) may not use this agent: only root, uid %u%s%s may",
+                (unsigned)ac->who.uid, (int)ac->who.pid, (unsigned)geteuid(),
+                a->cfg->group ? " and group " : "", a->cfg->group ? a->cfg->group : "");
+        log_warn("API: %s", err_msg());
+        return 0;
+    }
+    return 1;
 }
 
 static int agent_adopt_all(struct agent *a)
@@ -1297,11 +1430,11 @@ int agent_open(struct agent **out, const struct cfg *cfg)
     a->env.cfg = cfg;
     a->env.tasks_dir = util_fmt("%s/tasks", cfg->state_dir);
     a->env.blob_dir = util_fmt("%s/blobs", cfg->state_dir);
-    rc = util_mkdir_p(cfg->state_dir, 0755);
+    rc = util_private_dir(cfg->state_dir);
     if (rc == 0)
         rc = agent_lock_state(a);
     if (rc == 0)
-        rc = util_mkdir_p(a->env.tasks_dir, 0755);
+        rc = util_mkdir_p(a->env.tasks_dir, 0700);
     if (rc == 0)
         rc = store_open(cfg->store_uri, &a->env.store);
     if (rc == 0) {
@@ -1329,10 +1462,12 @@ int agent_open(struct agent **out, const struct cfg *cfg)
     if (rc == 0 && pipe2(a->stop_pipe, O_CLOEXEC) < 0)
         rc = err_errno(errno, "pipe");
     if (rc == 0) {
-        a->httpd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION,
-                                    0, NULL, NULL, agent_handler, a, MHD_OPTION_LISTEN_SOCKET,
-                                    a->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, agent_done, a,
-                                    MHD_OPTION_END);
+        a->httpd = MHD_start_daemon(
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL,
+            agent_handler, a, MHD_OPTION_LISTEN_SOCKET, a->listen_fd,
+            MHD_OPTION_NOTIFY_COMPLETED, agent_done, a, MHD_OPTION_NOTIFY_CONNECTION,
+            agent_conn_notify, a, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_conns,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_s, MHD_OPTION_END);
         if (!a->httpd)
             rc = err_set(VK_EIO, "cannot start the HTTP server on %s", cfg->socket);
     }
@@ -1405,6 +1540,7 @@ void agent_free(struct agent *a)
     }
     if (a->httpd)
         MHD_stop_daemon(a->httpd);
+    peer_table_free(a->peers);
     for (int i = 0; i < 600 && agent_busy(a); i++) /* let uploads finish, 60 s at most */
         usleep(100000);
     for (size_t i = 0; i < a->n_tasks; i++)

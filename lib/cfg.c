@@ -45,6 +45,12 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
         return cfg_str(&c->state_dir, value);
     if (IS("agent", "socket"))
         return cfg_str(&c->socket, value);
+    if (IS("agent", "group"))
+        return cfg_str(&c->group, value);
+    if (IS("agent", "max_connections"))
+        return cfg_int(&c->max_conns, "agent.max_connections", value, 4, 65536);
+    if (IS("agent", "idle_timeout"))
+        return cfg_int(&c->idle_s, "agent.idle_timeout", value, 1, 3600);
     if (IS("store", "uri"))
         return cfg_str(&c->store_uri, value);
     if (IS("cluster", "enabled"))
@@ -75,8 +81,11 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
         return cfg_str(&c->qemu_img, value);
     if (IS("qemu", "accel"))
         return cfg_choice(&c->accel, "qemu.accel", value, "kvm", "tcg");
-    if (IS("qemu", "machine"))
-        return cfg_str(&c->machine, value);
+    if (IS("qemu", "machine")) /* one word: QEMU would parse a comma as more options */
+        return util_valid_id(value) ? cfg_str(&c->machine, value)
+                                    : err_set(VK_EINVAL, "qemu.machine '%s' is not a machine "
+                                                         "type name (letters, digits, '-', '_', '.')",
+                                              value);
     if (IS("task", "memory_mib"))
         return cfg_int(&c->memory_mib, "task.memory_mib", value, 16, 1 << 20);
     if (IS("task", "vcpus"))
@@ -186,6 +195,8 @@ int cfg_load(struct cfg **out, const char *path)
     c->keep = 0;
     c->max_chain = 8;
     c->ceph_replicas = 3;
+    c->max_conns = 256;
+    c->idle_s = 10;
     c->lease_ms = 10000;
     c->renew_ms = 2000;
     c->ceph_timeout = 30;
@@ -222,6 +233,7 @@ void cfg_free(struct cfg *c)
         return;
     free(c->state_dir);
     free(c->socket);
+    free(c->group);
     free(c->store_uri);
     free(c->ceph_pool);
     free(c->node);

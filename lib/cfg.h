@@ -8,6 +8,9 @@
 struct cfg {
     char *state_dir; /* [agent] state_dir: tasks, run directories, blob cache */
     char *socket;    /* [agent] socket: the API's UNIX socket */
+    char *group;     /* [agent] group: a group allowed to use the socket (0660), or NULL */
+    int max_conns;   /* [agent] max_connections: API connections at once */
+    int idle_s;      /* [agent] idle_timeout: seconds an API connection may sit idle */
     char *store_uri; /* [store] uri */
     /* [ceph] pool, conf, client, keyring, replicas, timeout: the rados:// store
      * when [store] uri is not set */

@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The longest chunk any parameters cut (4 MiB average * 4): a longer length
+ * read from a store is damage, never a size to allocate. */
+#define CHUNK_LEN_MAX ((size_t)16 << 20)
+
 struct chunk_params {
     size_t min, avg, max;
     uint64_t mask_hard; /* before avg: more bits, cuts are rarer */

@@ -5,7 +5,10 @@
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -294,18 +297,61 @@ void ckpt_local_free(struct ckpt_local *l)
     memset(l, 0, sizeof(*l));
 }
 
-/* A blob in the local cache is reused when its size matches (it was verified
- * against its hash when fetched). */
+/* What a blob file was when this node fetched and verified it. A file can
+ * be changed in place without its size changing (a damaged disk, a stray
+ * writer, a blob left by a version that trusted zero chunks blindly), but
+ * not without its ctime changing: a blob is reused only while its identity,
+ * size and times are those noted right after its check. */
+static void ckpt_blob_stamp(const struct stat *st, char out[160])
+{
+    snprintf(out, 160, "vmckpt-blob 1 %ju %ju %jd %ld %ld %ld %ld\n", (uintmax_t)st->st_dev,
+             (uintmax_t)st->st_ino, (intmax_t)st->st_size, (long)st->st_mtim.tv_sec,
+             st->st_mtim.tv_nsec, (long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
+}
+
+static int ckpt_blob_checked(const char *path, const char *stamp_path, uint64_t size)
+{
+    char want[160], have[160] = "";
+    struct stat st;
+    int fd = open(stamp_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    ssize_t n = fd >= 0 ? read(fd, have, sizeof(have) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0 || lstat(path, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != size)
+        return 0;
+    have[n] = '\0';
+    ckpt_blob_stamp(&st, want);
+    return strcmp(want, have) == 0;
+}
+
+/* Fetches stream o into the blob cache (blob_dir/<sha256>), or reuses the
+ * copy there when ckpt_blob_checked() says it is the one this node checked. */
 static int ckpt_fetch_blob(struct repo *r, const struct mf_obj *o, const char *blob_dir,
                            const char *what, char **out)
 {
     struct stat st;
+    char stamp[160];
+    char *stamp_path = util_fmt("%s/%s.checked", blob_dir, o->sha256);
+    int rc;
     *out = util_fmt("%s/%s", blob_dir, o->sha256);
-    if (!*out)
+    if (!*out || !stamp_path) {
+        free(stamp_path);
         return err_set(VK_ENOMEM, "out of memory");
-    if (stat(*out, &st) == 0 && (uint64_t)st.st_size == o->size)
+    }
+    if (ckpt_blob_checked(*out, stamp_path, o->size)) {
+        free(stamp_path);
         return 0;
-    return repo_get_file(r, o, *out, what);
+    }
+    unlink(stamp_path);
+    rc = repo_get_file(r, o, *out, what);
+    if (rc == 0 && stat(*out, &st) < 0)
+        rc = err_errno(errno, "cannot stat %s", *out);
+    if (rc == 0) {
+        ckpt_blob_stamp(&st, stamp);
+        rc = util_write_file_atomic(stamp_path, stamp, strlen(stamp));
+    }
+    free(stamp_path);
+    return rc;
 }
 
 int ckpt_fetch(struct repo *r, const struct manifest *m, const char *blob_dir,
@@ -315,13 +361,16 @@ int ckpt_fetch(struct repo *r, const struct manifest *m, const char *blob_dir,
     int rc;
 
     memset(out, 0, sizeof(*out));
-    rc = util_mkdir_p(blob_dir, 0755);
+    rc = util_mkdir_p(blob_dir, 0700);
     if (rc == 0)
         rc = ckpt_fetch_blob(r, &m->kernel, blob_dir, "kernel", &out->kernel);
     if (rc == 0)
         rc = ckpt_fetch_blob(r, &m->initrd, blob_dir, "initrd", &out->initrd);
     if (rc == 0)
         rc = ckpt_fetch_blob(r, &m->base, blob_dir, "base image", &out->base);
+    /* What a store holds may name host files (see img_check_refs). */
+    if (rc == 0 && img_check_refs(out->base, m->base_format, 0, "stored base image") < 0)
+        rc = VK_ECORRUPT; /* damaged for --latest-intact and take-over too */
     if (rc == 0) {
         out->deltas = calloc(m->n_deltas + 1, sizeof(char *));
         rc = out->deltas ? 0 : err_set(VK_ENOMEM, "out of memory");
@@ -331,6 +380,8 @@ int ckpt_fetch(struct repo *r, const struct manifest *m, const char *blob_dir,
         out->n_deltas = i + 1;
         snprintf(what, sizeof(what), "delta %zu", i + 1);
         rc = repo_get_file(r, &m->deltas[i], out->deltas[i], what);
+        if (rc == 0 && img_check_refs(out->deltas[i], "qcow2", 1, "stored delta") < 0)
+            rc = VK_ECORRUPT;
         if (rc == 0)
             rc = i == 0 ? img_rebase(out->deltas[0], out->base, m->base_format)
                         : img_rebase(out->deltas[i], out->deltas[i - 1], "qcow2");

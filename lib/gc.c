@@ -238,6 +238,10 @@ static int gc_pack(struct gc_sweep *sw, size_t k)
     int rc = pack_idx_load(sw->r->store, id, &idx);
     if (rc == VK_ENOTFOUND)
         return 0;
+    if (rc == VK_ECORRUPT) { /* kept, pack and all: it may be repaired */
+        log_warn("garbage collection leaves pack %s alone: %s", id, err_msg());
+        return 0;
+    }
     if (rc < 0)
         return err_wrap(rc, "garbage collection stopped");
     mask = calloc(idx.n + 1, 1);

@@ -28,6 +28,41 @@ static int img_ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+/* A qcow2 can name other host files: a backing file and an external data
+ * file. QEMU, run as root, would open them. A base must hold its own data;
+ * a delta's backing file is set by vmckpt (img_rebase) and its data must be
+ * its own. info: qemu-img info's JSON. */
+static int img_refuse_refs(const char *path, json_t *info, int backing_ok, const char *what)
+{
+    const char *b = json_string_value(json_object_get(info, "backing-filename"));
+    json_t *spec = json_object_get(json_object_get(info, "format-specific"), "data");
+    const char *d = json_string_value(json_object_get(spec, "data-file"));
+    if (b && !backing_ok)
+        return err_set(VK_EINVAL, "%s %s has a backing file (%.200s): a base image must hold "
+                                  "all its data (flatten it: qemu-img convert -O qcow2 %s new.qcow2)",
+                       what, path, b, path);
+    if (d)
+        return err_set(VK_EINVAL, "%s %s keeps its data in an external file (%.200s): vmckpt "
+                                  "takes images that hold their own data",
+                       what, path, d);
+    return 0;
+}
+
+int img_check_refs(const char *path, const char *fmt, int backing_ok, const char *what)
+{
+    char *argv[] = {(char *)img_bin, "info", "--output=json", "-f", (char *)fmt, (char *)path, NULL};
+    char *out = NULL;
+    int rc = img_run(argv, &out, what);
+    json_t *j = rc == 0 ? json_loads(out, 0, NULL) : NULL;
+    if (rc == 0 && !j)
+        rc = err_set(VK_EIO, "%s %s: qemu-img info gave no JSON", what, path);
+    if (rc == 0)
+        rc = img_refuse_refs(path, j, backing_ok, what);
+    json_decref(j);
+    free(out);
+    return rc;
+}
+
 int img_check_base(const char *path, char fmt[16], uint64_t *out_virtual_size)
 {
     char *argv[] = {(char *)img_bin, "info", "--output=json", (char *)path, NULL};
@@ -54,6 +89,8 @@ int img_check_base(const char *path, char fmt[16], uint64_t *out_virtual_size)
                                   "(damaged or not an image)", path);
         goto out;
     }
+    if ((rc = img_refuse_refs(path, j, 0, "base image")) < 0)
+        goto out;
     strcpy(fmt, f);
     if (out_virtual_size)
         *out_virtual_size = (uint64_t)json_integer_value(json_object_get(j, "virtual-size"));

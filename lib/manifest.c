@@ -84,13 +84,6 @@ int manifest_encode(const struct manifest *m, char **out)
     return *out ? 0 : err_set(VK_ENOMEM, "out of memory");
 }
 
-/* A digest names local files (blobs/<sha256>): 64 lowercase hex digits and
- * nothing else, whatever the store says. */
-static int mf_is_hex64(const char *s)
-{
-    return s && strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
-}
-
 /* A word QEMU takes whole: no comma (its option separator), no '=' or space. */
 static int mf_is_word(const char *s)
 {
@@ -103,7 +96,7 @@ static int mf_obj_from(const json_t *j, struct mf_obj *o, const char **why)
     const char *name = json_string_value(json_object_get(j, "name"));
     const char *sha = json_string_value(json_object_get(j, "sha256"));
     json_t *size = json_object_get(j, "size");
-    if (sha && !mf_is_hex64(sha)) {
+    if (sha && !util_is_sha256_hex(sha)) {
         *why = "a stream's sha256 is not 64 hexadecimal digits";
         return -1;
     }

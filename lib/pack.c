@@ -1,7 +1,9 @@
 #include "pack.h"
 
+#include "chunk.h"
 #include "codec.h"
 #include "err.h"
+#include "log.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -110,7 +112,8 @@ int pack_idx_load(struct store *s, const char *id, struct pack_idx *out)
         json_int_t bytes = json_integer_value(json_array_get(r, 2));
         const char *cn = json_string_value(json_array_get(r, 3));
         int codec = cn ? codec_by_name(cn) : -1;
-        if (!sha || strlen(sha) != 64 || off < 0 || bytes <= PACK_HDR || bytes > (1 << 30) ||
+        if (!util_is_sha256_hex(sha) || !json_is_integer(json_array_get(r, 1)) || off < 0 ||
+            off > PACK_OFF_MAX || bytes <= PACK_HDR || (uint64_t)bytes > PACK_REC_MAX ||
             codec < 0) {
             rc = err_set(VK_ECORRUPT, "store %s: pack index %s: record %zu is damaged", s->uri,
                          name, i);
@@ -158,6 +161,18 @@ int pack_idx_store(struct store *s, const struct pack_idx *idx)
 
 /* ---- the map ----------------------------------------------------------------- */
 
+/* An index object as a listing shows it: when either changes, it was
+ * rewritten and is read again. */
+struct pack_stamp {
+    uint64_t size;
+    int64_t mtime;
+};
+
+struct pack_listed {
+    char id[PACK_ID_HEX];
+    struct pack_stamp st;
+};
+
 struct pack_slot {
     uint8_t key[32];
     struct pack_loc loc;
@@ -170,7 +185,10 @@ struct pack_map {
     size_t cap, n; /* cap: a power of two */
     char (*ids)[PACK_ID_HEX]; /* pack number -> id */
     uint64_t *sizes;          /* pack number -> bytes */
+    struct pack_stamp *stamps; /* pack number -> its index as listed when loaded */
     size_t n_ids, cap_ids;
+    struct pack_listed *bad;  /* damaged indexes, as listed when found so */
+    size_t n_bad;
 };
 
 int pack_map_new(struct pack_map **out)
@@ -189,9 +207,11 @@ static void pack_map_clear(struct pack_map *m)
     free(m->slots);
     free(m->ids);
     free(m->sizes);
+    free(m->stamps);
     m->slots = NULL;
     m->ids = NULL;
     m->sizes = NULL;
+    m->stamps = NULL;
     m->cap = m->n = m->n_ids = m->cap_ids = 0;
 }
 
@@ -200,6 +220,7 @@ void pack_map_free(struct pack_map *m)
     if (!m)
         return;
     pack_map_clear(m);
+    free(m->bad);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -254,14 +275,18 @@ static int pack_map_add_locked(struct pack_map *m, const struct pack_idx *idx)
         if (ni)
             m->ids = ni;
         uint64_t *ns = ni ? realloc(m->sizes, ncap * sizeof(*ns)) : NULL;
-        if (!ns)
+        if (ns)
+            m->sizes = ns;
+        struct pack_stamp *nt = ns ? realloc(m->stamps, ncap * sizeof(*nt)) : NULL;
+        if (!nt)
             return err_set(VK_ENOMEM, "out of memory");
-        m->sizes = ns;
+        m->stamps = nt;
         m->cap_ids = ncap;
     }
     uint32_t p = (uint32_t)m->n_ids++;
     memcpy(m->ids[p], idx->id, PACK_ID_HEX);
     m->sizes[p] = 0;
+    m->stamps[p] = (struct pack_stamp){0, 0};
     for (size_t i = 0; i < idx->n; i++)
         if (idx->recs[i].off + idx->recs[i].bytes > m->sizes[p])
             m->sizes[p] = idx->recs[i].off + idx->recs[i].bytes;
@@ -360,9 +385,9 @@ void pack_map_pack_name(struct pack_map *m, uint32_t pack, char out[80])
     pthread_mutex_unlock(&m->lock);
 }
 
-/* The ids of the store's pack indexes. */
+/* The store's pack indexes, sorted by id. */
 struct pack_list {
-    char (*ids)[PACK_ID_HEX];
+    struct pack_listed *v;
     size_t n, cap;
 };
 
@@ -370,25 +395,91 @@ static int pack_list_add(void *arg, const char *name, uint64_t size, int64_t mti
 {
     struct pack_list *l = arg;
     const char *id = name + strlen("packidx/");
-    (void)size;
-    (void)mtime;
-    if (strlen(id) != PACK_ID_HEX - 1 || strchr(id, '.'))
+    if (!pack_valid_id(id))
         return 0; /* not an index (a leftover temporary file, say) */
     if (l->n == l->cap) {
         size_t ncap = l->cap ? l->cap * 2 : 64;
-        char(*ni)[PACK_ID_HEX] = realloc(l->ids, ncap * sizeof(*ni));
-        if (!ni)
+        struct pack_listed *nv = realloc(l->v, ncap * sizeof(*nv));
+        if (!nv)
             return err_set(VK_ENOMEM, "out of memory");
-        l->ids = ni;
+        l->v = nv;
         l->cap = ncap;
     }
-    memcpy(l->ids[l->n++], id, PACK_ID_HEX);
+    memcpy(l->v[l->n].id, id, PACK_ID_HEX);
+    l->v[l->n++].st = (struct pack_stamp){size, mtime};
     return 0;
 }
 
 static int pack_id_cmp(const void *a, const void *b)
 {
-    return strcmp(a, b);
+    return strcmp(a, b); /* struct pack_listed and ids both start with the id */
+}
+
+static int pack_stamp_eq(struct pack_stamp a, struct pack_stamp b)
+{
+    return a.size == b.size && a.mtime == b.mtime;
+}
+
+/* Whether the known packs are still what the listing shows: 0 when one is
+ * gone or was rewritten (then the map is rebuilt). Lock held. */
+static int pack_map_current(struct pack_map *m, const struct pack_list *l)
+{
+    for (size_t i = 0; i < m->n_ids; i++) {
+        const struct pack_listed *e = bsearch(m->ids[i], l->v, l->n, sizeof(*l->v), pack_id_cmp);
+        if (!e)
+            return 0;
+        if (m->stamps[i].size == 0 && m->stamps[i].mtime == 0)
+            m->stamps[i] = e->st; /* written here (pack_map_add): first seen listed */
+        else if (!pack_stamp_eq(e->st, m->stamps[i]))
+            return 0;
+    }
+    return 1;
+}
+
+/* Notes a damaged index (so it is not read again until it changes) and says
+ * so once. Lock held. */
+static void pack_map_note_bad(struct pack_map *m, struct store *s, const struct pack_listed *e)
+{
+    for (size_t i = 0; i < m->n_bad; i++)
+        if (!strcmp(m->bad[i].id, e->id)) {
+            m->bad[i].st = e->st;
+            return;
+        }
+    struct pack_listed *nb = realloc(m->bad, (m->n_bad + 1) * sizeof(*nb));
+    log_warn("store %s: %s; its chunks are not used until it is repaired", s->uri, err_msg());
+    if (!nb)
+        return; /* it is read again next time: slower, still correct */
+    m->bad = nb;
+    m->bad[m->n_bad++] = *e;
+}
+
+static int pack_map_known_bad(struct pack_map *m, const struct pack_listed *e)
+{
+    for (size_t i = 0; i < m->n_bad; i++)
+        if (!strcmp(m->bad[i].id, e->id))
+            return pack_stamp_eq(m->bad[i].st, e->st);
+    return 0;
+}
+
+/* Loads one listed index into the map. A damaged one is named and skipped:
+ * it costs only the chunks it lists, never other tasks. Lock held. */
+static int pack_map_load(struct pack_map *m, struct store *s, const struct pack_listed *e)
+{
+    struct pack_idx idx;
+    int rc;
+    if (pack_map_known_bad(m, e))
+        return 0;
+    rc = pack_idx_load(s, e->id, &idx);
+    if (rc == VK_ENOTFOUND) /* deleted since the listing */
+        return 0;
+    if (rc == VK_ECORRUPT) {
+        pack_map_note_bad(m, s, e);
+        return 0;
+    }
+    if (rc == 0 && (rc = pack_map_add_locked(m, &idx)) == 0)
+        m->stamps[m->n_ids - 1] = e->st;
+    pack_idx_clear(&idx);
+    return rc;
 }
 
 int pack_map_refresh(struct pack_map *m, struct store *s, int full)
@@ -396,43 +487,30 @@ int pack_map_refresh(struct pack_map *m, struct store *s, int full)
     struct pack_list l = {0};
     int rc = store_list(s, "packidx/", pack_list_add, &l);
     if (rc < 0) {
-        free(l.ids);
+        free(l.v);
         return err_wrap(rc, "store %s: cannot list the pack indexes", s->uri);
     }
     if (l.n)
-        qsort(l.ids, l.n, sizeof(*l.ids), pack_id_cmp);
+        qsort(l.v, l.n, sizeof(*l.v), pack_id_cmp);
     pthread_mutex_lock(&m->lock);
-    /* Known packs that are gone: rebuild from scratch. */
-    for (size_t i = 0; !full && i < m->n_ids; i++)
-        full = l.n == 0 || !bsearch(m->ids[i], l.ids, l.n, sizeof(*l.ids), pack_id_cmp);
-    char(*known)[PACK_ID_HEX] = NULL;
-    size_t n_known = 0;
-    if (full) {
+    if (full || !pack_map_current(m, &l))
         pack_map_clear(m);
-    } else if (m->n_ids) {
-        known = malloc(m->n_ids * sizeof(*known));
+    char(*known)[PACK_ID_HEX] = NULL;
+    size_t n_known = m->n_ids;
+    if (n_known) {
+        known = malloc(n_known * sizeof(*known));
         if (!known)
             rc = err_set(VK_ENOMEM, "out of memory");
         else
-            memcpy(known, m->ids, m->n_ids * sizeof(*known));
-        n_known = m->n_ids;
-        qsort(known, n_known, sizeof(*known), pack_id_cmp);
+            memcpy(known, m->ids, n_known * sizeof(*known));
+        if (known)
+            qsort(known, n_known, sizeof(*known), pack_id_cmp);
     }
-    for (size_t i = 0; rc == 0 && i < l.n; i++) {
-        struct pack_idx idx;
-        if (n_known && bsearch(l.ids[i], known, n_known, sizeof(*known), pack_id_cmp))
-            continue;
-        rc = pack_idx_load(s, l.ids[i], &idx);
-        if (rc == VK_ENOTFOUND) { /* deleted since the listing */
-            rc = 0;
-            continue;
-        }
-        if (rc == 0)
-            rc = pack_map_add_locked(m, &idx);
-        pack_idx_clear(&idx);
-    }
+    for (size_t i = 0; rc == 0 && i < l.n; i++)
+        if (!n_known || !bsearch(l.v[i].id, known, n_known, sizeof(*known), pack_id_cmp))
+            rc = pack_map_load(m, s, &l.v[i]);
     pthread_mutex_unlock(&m->lock);
     free(known);
-    free(l.ids);
+    free(l.v);
     return rc;
 }

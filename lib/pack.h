@@ -19,11 +19,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chunk.h"
 #include "store.h"
 #include "util.h"
 
 #define PACK_HDR 12 /* "VKCH", codec, 3 zero bytes, plain size (u32 LE) */
 #define PACK_ID_HEX 33
+/* Bounds on what a pack index may say: a record is a header and at most one
+ * chunk's bytes (a chunk is stored compressed only when that is smaller). */
+#define PACK_REC_MAX (PACK_HDR + (uint64_t)CHUNK_LEN_MAX)
+#define PACK_OFF_MAX ((int64_t)1 << 40)
 
 /* Where a chunk's record is. */
 struct pack_loc {
@@ -57,8 +62,9 @@ struct pack_map;
 int pack_map_new(struct pack_map **out);
 void pack_map_free(struct pack_map *m);
 /* Loads the pack indexes written since the last refresh; with full, or when a
- * known pack index is gone (GC rewrote or deleted it), reloads everything.
- * Thread-safe. */
+ * known pack index is gone or changed (GC rewrote or deleted it), reloads
+ * everything. A damaged index is logged and skipped (its chunks are missing
+ * until it is repaired), and read again when it changes. Thread-safe. */
 int pack_map_refresh(struct pack_map *m, struct store *s, int full);
 /* VK_ENOTFOUND when no known pack holds the chunk. Thread-safe. */
 int pack_map_find(struct pack_map *m, const char *sha, struct pack_loc *out);

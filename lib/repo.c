@@ -367,6 +367,19 @@ static void repo_zero_sha(struct repo *r, const uint8_t *data, size_t len,
     pthread_mutex_unlock(&r->zero_lock);
 }
 
+/* 1 if sha names len zero bytes. The stream hash covers each chunk's name
+ * and length but not its codec, so a chunk marked zero (returned without a
+ * read) is held to its name like any other. */
+static int repo_is_zero_sha(struct repo *r, size_t len, const char *sha)
+{
+    static uint8_t zeros[CHUNK_LEN_MAX]; /* never written: costs no memory */
+    char want[UTIL_SHA256_HEX];
+    if (len > CHUNK_LEN_MAX)
+        return 0;
+    repo_zero_sha(r, zeros, len, want);
+    return strcmp(want, sha) == 0;
+}
+
 /* Hashes, deduplicates, compresses and stores one chunk. */
 static int repo_up_chunk(struct up_ctx *u, struct up_job *j, struct up_entry *e,
                          struct repo_stats *st)
@@ -651,11 +664,13 @@ static int repo_known_file(struct repo *r, const char *file_sha, struct mf_obj *
     int rc = name ? store_get_buf(r->store, name, &text, &len) : err_set(VK_ENOMEM, "out of memory");
     json_t *j = rc == 0 ? json_loadb(text, len, 0, NULL) : NULL;
     const char *root = json_string_value(json_object_get(j, "sha256"));
-    if (rc == 0 && (!root || strlen(root) != 64))
+    json_t *size = json_object_get(j, "size");
+    if (rc == 0 && (!util_is_sha256_hex(root) || !json_is_integer(size) ||
+                    json_integer_value(size) < 0))
         rc = err_set(VK_ECORRUPT, "store %s: index %s is damaged", r->store->uri, name);
     if (rc == 0) {
         memcpy(o->sha256, root, UTIL_SHA256_HEX);
-        o->size = (uint64_t)json_integer_value(json_object_get(j, "size"));
+        o->size = (uint64_t)json_integer_value(size);
         o->name = name;
         name = NULL;
     }
@@ -835,13 +850,19 @@ static int repo_load_index(struct repo *r, const struct mf_obj *o, const char *w
         const char *cn = json_string_value(json_array_get(c, 2));
         json_int_t n = json_integer_value(json_array_get(c, 1));
         int codec = cn ? codec_by_name(cn) : -2;
-        if (!h || strlen(h) != 64 || n <= 0 || n > (1 << 30)) {
+        if (!util_is_sha256_hex(h) || n <= 0 || (uint64_t)n > CHUNK_LEN_MAX) {
             rc = err_set(VK_ECORRUPT, "%s: index %s: chunk %zu is malformed", what, o->name, i);
             goto out;
         }
         if (codec < 0 && codec != CODEC_ZERO) {
             rc = err_set(VK_ECORRUPT, "%s: index %s: chunk %zu has unknown codec '%s'", what,
                          o->name, i, cn ? cn : "?");
+            goto out;
+        }
+        if (codec == CODEC_ZERO && !repo_is_zero_sha(r, (size_t)n, h)) {
+            rc = err_set(VK_ECORRUPT, "%s: index %s: chunk %zu is marked zero but its name "
+                                      "is not the hash of %" JSON_INTEGER_FORMAT " zero bytes",
+                         what, o->name, i, n);
             goto out;
         }
         memcpy(e[i].sha, h, UTIL_SHA256_HEX);
@@ -1217,7 +1238,7 @@ int repo_get_file(struct repo *r, const struct mf_obj *o, const char *path, cons
     int fd, rc;
     if (!part)
         return err_set(VK_ENOMEM, "out of memory");
-    fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = err_errno(errno, "cannot create %s", part);
         free(part);

@@ -291,7 +291,7 @@ int store_get_file(struct store *s, const char *name, const char *path, uint64_t
                      name, s->uri, (unsigned long long)size, (unsigned long long)want_size);
         goto out;
     }
-    fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = err_errno(errno, "cannot create %s", part);
         goto out;

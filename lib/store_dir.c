@@ -63,7 +63,9 @@ static int dir_open(const char *uri, struct store **out)
     while (strlen(d->root) > 1 && d->root[strlen(d->root) - 1] == '/')
         d->root[strlen(d->root) - 1] = '\0';
     tmp = util_fmt("%s/.tmp", d->root);
-    rc = util_mkdir_p(tmp, 0755);
+    rc = tmp ? util_private_dir(d->root) : err_set(VK_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = util_mkdir_p(tmp, 0700);
     free(tmp);
     if (rc < 0) {
         err_wrap(rc, "cannot open store %s", d->base.uri);
@@ -91,7 +93,7 @@ static int dir_put_begin(struct store *s, const char *name, struct store_writer 
     w->base.store = s;
     w->base.name = strdup(name);
     w->tmp = util_fmt("%s/.tmp/%d.%u", d->root, (int)getpid(), atomic_fetch_add(&dir_tmp_seq, 1));
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (w->fd < 0) {
         int rc = err_errno(errno, "store %s: cannot create %s for object %s", s->uri, w->tmp,
                            name);
@@ -193,7 +195,7 @@ static int dir_mkparent(const char *path)
     slash = strrchr(copy, '/');
     if (slash) {
         *slash = '\0';
-        rc = util_mkdir_p(copy, 0755);
+        rc = util_mkdir_p(copy, 0700);
     }
     free(copy);
     return rc;

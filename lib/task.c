@@ -388,7 +388,7 @@ static int task_new_run_dir(struct task *t)
     if (strlen(t->run_dir) > 90)
         return err_set(VK_EINVAL, "state directory path too long for QEMU's sockets: %s",
                        t->run_dir);
-    return util_mkdir_p(t->run_dir, 0755);
+    return util_mkdir_p(t->run_dir, 0700);
 }
 
 static uint64_t task_store_next_seq(struct task *t)
@@ -452,7 +452,7 @@ int task_run(const struct task_env *env, const struct task_spec *sp, struct task
         rc = img_check_base(t->base, t->base_fmt, NULL);
     if (rc < 0)
         goto out_free;
-    rc = util_mkdir_p(t->dir, 0755);
+    rc = util_mkdir_p(t->dir, 0700);
     if (rc == 0)
         rc = task_new_run_dir(t);
     if (rc < 0)
@@ -623,7 +623,7 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     }
     rc = ckpt_load(env->store, id, seq, &m);
     if (rc == 0)
-        rc = util_mkdir_p(t->dir, 0755);
+        rc = util_mkdir_p(t->dir, 0700);
     if (rc == 0)
         rc = task_new_run_dir(t);
     if (rc == 0)

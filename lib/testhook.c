@@ -22,7 +22,7 @@ void testhook_gate(const char *name, const char *tag)
         return;
     char mark[4096];
     snprintf(mark, sizeof(mark), "%s.%s", gate, tag);
-    int fd = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd >= 0)
         close(fd);
     log_info("test gate %s: held at %s", gate, tag);

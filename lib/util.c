@@ -94,6 +94,25 @@ int util_mkdir_p(const char *path, mode_t mode)
     return 0;
 }
 
+int util_private_dir(const char *path)
+{
+    struct stat st;
+    int rc = util_mkdir_p(path, 0700);
+    if (rc < 0)
+        return rc;
+    if (lstat(path, &st) < 0)
+        return err_errno(errno, "cannot stat directory %s", path);
+    if (!S_ISDIR(st.st_mode))
+        return err_set(VK_EINVAL, "%s is not a directory", path);
+    if (st.st_uid != geteuid())
+        return err_set(VK_EINVAL, "directory %s belongs to uid %u, not to this process (uid %u): "
+                                  "others could change what it holds",
+                       path, (unsigned)st.st_uid, (unsigned)geteuid());
+    if ((st.st_mode & 077) && chmod(path, 0700) < 0)
+        return err_errno(errno, "cannot make directory %s private (chmod 0700)", path);
+    return 0;
+}
+
 int util_rm_rf(const char *path)
 {
     struct stat st;
@@ -193,7 +212,7 @@ int util_write_file_atomic(const char *path, const void *data, size_t len)
 
     if (!tmp)
         return err_set(VK_ENOMEM, "out of memory");
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = err_errno(errno, "cannot create %s", tmp);
         goto out_free;
@@ -228,6 +247,11 @@ out_unlink:
 out_free:
     free(tmp);
     return rc;
+}
+
+int util_is_sha256_hex(const char *s)
+{
+    return s && strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
 }
 
 void util_hex(const unsigned char *md, unsigned n, char *out)

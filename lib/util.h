@@ -24,6 +24,9 @@ int util_valid_id(const char *id);
 
 /* mkdir -p; 0 or VK_EIO with a message naming the path. */
 int util_mkdir_p(const char *path, mode_t mode);
+/* mkdir -p, then makes path 0700 if it is looser. VK_EINVAL when path is
+ * not a directory (a symlink included) or belongs to another user. */
+int util_private_dir(const char *path);
 /* rm -rf of a directory tree we own (never follows symlinks). */
 int util_rm_rf(const char *path);
 
@@ -40,6 +43,10 @@ int util_fsync_dir_of(const char *path);
 /* SHA-256 of a file or buffer as lowercase hex into out[UTIL_SHA256_HEX]. */
 int util_sha256_file(const char *path, char out[UTIL_SHA256_HEX], uint64_t *out_size);
 void util_sha256_buf(const void *data, size_t len, char out[UTIL_SHA256_HEX]);
+/* 1 if s is a SHA-256 as we write it: 64 lowercase hex digits, nothing else.
+ * Digests read from a store name local files and map keys, so they are
+ * checked with this before any use. */
+int util_is_sha256_hex(const char *s);
 /* n bytes as lowercase hex into out (2n + 1 bytes). */
 void util_hex(const unsigned char *bytes, unsigned n, char *out);
 

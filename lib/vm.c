@@ -31,7 +31,7 @@ static char *vm_opt_escape(const char *s)
 
 static void vm_child(const struct vm_spec *s, char **argv, int errfd)
 {
-    int logfd = open(s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int logfd = open(s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     int nullfd = open("/dev/null", O_RDONLY);
     if (logfd >= 0) {
         dup2(logfd, 1);

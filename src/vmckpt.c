@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -754,6 +755,10 @@ int main(int argc, char **argv)
 {
     const char *config = NULL;
     int i = 1, rc;
+
+    /* Guest memory, disks and logs are private whatever the caller's umask;
+     * QEMU and qemu-img create files under it too. */
+    umask(077);
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);

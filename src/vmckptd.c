@@ -6,6 +6,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,10 @@ int main(int argc, char **argv)
     const char *config = NULL;
     struct cfg *c = NULL;
     int rc, i;
+
+    /* Guest memory, disks and logs are private whatever the caller's umask;
+     * QEMU and qemu-img create files under it too. */
+    umask(077);
 
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
