@@ -39,7 +39,11 @@ agent() { # agent NODE STORE_URI [cluster]
     local x=$1 uri=$2 extra=()
     [ "${3:-}" = cluster ] && extra=(--set cluster.enabled=1 --set "cluster.node=node-$x"
         --set "cluster.lease_ms=$LEASE" --set "cluster.renew_ms=$RENEW")
-    ip netns exec "$NS-$x" "$B/vmckptd" --state-dir "$D/$x" --store "$uri" --set qemu.accel=tcg \
+    local pw=
+    if [[ $uri == ftp://*:*@* ]]; then # the password from the environment, not argv
+        pw=${uri#ftp://*:}; pw=${pw%%@*}; uri=${uri/:$pw@/@}
+    fi
+    ip netns exec "$NS-$x" env ${pw:+VMCKPT_STORE_PASSWORD=$pw} "$B/vmckptd" --state-dir "$D/$x" --store "$uri" --set qemu.accel=tcg \
         "${extra[@]}" >>"$D/$x.log" 2>&1 &
     for _ in $(seq 100); do vk "$x" status >/dev/null 2>&1 && return 0; sleep 0.1; done
     echo "agent $x does not start: $(tail -3 "$D/$x.log")" >&2; return 1

@@ -2,6 +2,7 @@
 
 #include "codec.h"
 #include "err.h"
+#include "uri.h"
 #include "util.h"
 
 #include <ini.h>
@@ -53,6 +54,8 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
         return cfg_int(&c->idle_s, "agent.idle_timeout", value, 1, 3600);
     if (IS("store", "uri"))
         return cfg_str(&c->store_uri, value);
+    if (IS("store", "password"))
+        return cfg_str(&c->store_password, value);
     if (IS("cluster", "enabled"))
         return cfg_int(&c->cluster, "cluster.enabled", value, 0, 1);
     if (IS("cluster", "node"))
@@ -149,6 +152,28 @@ static int cfg_handler(void *arg, const char *section, const char *key, const ch
     return p->rc == 0;
 }
 
+/* Puts the store password (setting or environment) into the URI, in this
+ * process only: it is never in an argv, and stores print URIs without it. */
+static int cfg_store_password(struct cfg *c)
+{
+    const char *env = getenv("VMCKPT_STORE_PASSWORD");
+    const char *pw = c->store_password ? c->store_password : env;
+    char *with = NULL;
+    int rc;
+    if (!pw || !*pw || !c->store_uri ||
+        (strncmp(c->store_uri, "ftp://", 6) && strncmp(c->store_uri, "sftp://", 7)))
+        return 0;
+    if (uri_has_password(c->store_uri))
+        return err_set(VK_EINVAL, "the store URI has a password and [store] password or "
+                                  "VMCKPT_STORE_PASSWORD gives one too: keep one");
+    rc = uri_with_password(c->store_uri, pw, &with);
+    if (rc == 0) {
+        free(c->store_uri);
+        c->store_uri = with;
+    }
+    return rc;
+}
+
 int cfg_finish(struct cfg *c)
 {
     if (!c->socket && !(c->socket = util_fmt("%s/vmckptd.sock", c->state_dir)))
@@ -174,7 +199,7 @@ int cfg_finish(struct cfg *c)
     }
     if (!c->store_uri && !(c->store_uri = util_fmt("file://%s/store", c->state_dir)))
         return err_set(VK_ENOMEM, "out of memory");
-    return 0;
+    return cfg_store_password(c);
 }
 
 int cfg_load(struct cfg **out, const char *path)
@@ -233,6 +258,7 @@ void cfg_free(struct cfg *c)
         return;
     free(c->state_dir);
     free(c->socket);
+    free(c->store_password);
     free(c->group);
     free(c->store_uri);
     free(c->ceph_pool);

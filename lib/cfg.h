@@ -12,6 +12,7 @@ struct cfg {
     int max_conns;   /* [agent] max_connections: API connections at once */
     int idle_s;      /* [agent] idle_timeout: seconds an API connection may sit idle */
     char *store_uri; /* [store] uri */
+    char *store_password; /* [store] password, or $VMCKPT_STORE_PASSWORD: never on a command line */
     /* [ceph] pool, conf, client, keyring, replicas, timeout: the rados:// store
      * when [store] uri is not set */
     char *ceph_pool, *ceph_conf, *ceph_client, *ceph_keyring;

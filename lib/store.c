@@ -61,7 +61,8 @@ int store_open(const char *uri, struct store **out)
             return ops->open(uri, out);
         }
     }
-    return err_set(VK_EINVAL, "store '%s': unknown scheme (supported: file://, rados://, ftp://, sftp://)", uri);
+    return err_set(VK_EINVAL, "store URI: unknown scheme '%.*s' (supported: file://, rados://, "
+                              "ftp://, sftp://)", (int)(n > 16 ? 16 : n), uri);
 }
 
 void store_free(struct store *s)

@@ -12,8 +12,11 @@
  * Listings come from LIST (ls -l lines), so their times are good to a minute;
  * they are rounded up, which errs on the side of keeping an object. */
 #include "err.h"
+#include "log.h"
 #include "store.h"
 #include "testhook.h"
+#include "uri.h"
+#include "util.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -52,26 +55,8 @@ static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 /* ---- URI --------------------------------------------------------------------- */
 
-static char *curl_query(const char *q, const char *key)
-{
-    size_t n = strlen(key);
-    for (const char *p = q; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL)
-        if (!strncmp(p, key, n) && p[n] == '=') {
-            const char *v = p + n + 1;
-            return strndup(v, strcspn(v, "&"));
-        }
-    return NULL;
-}
-
-/* The URI as shown in messages: without the password. */
-static char *curl_public_uri(const char *uri)
-{
-    const char *at = strchr(uri, '@'), *scheme_end = strstr(uri, "://");
-    const char *colon = scheme_end ? strchr(scheme_end + 3, ':') : NULL;
-    if (!at || !colon || colon > at)
-        return strndup(uri, strcspn(uri, "?"));
-    return util_fmt("%.*s:***%.*s", (int)(colon - uri), uri, (int)strcspn(at, "?"), at);
-}
+static const char *const curl_ftp_params[] = {NULL};
+static const char *const curl_sftp_params[] = {"key", "known_hosts", "host_key_check", NULL};
 
 static void curl_free_store(struct store *s)
 {
@@ -92,38 +77,61 @@ static void curl_free_store(struct store *s)
 
 static int curl_probe(struct curl_store *c);
 
+/* Fills c from uri (checked with uri_parse). */
+static int curl_from_uri(struct curl_store *c, const char *uri, const struct uri *u)
+{
+    const char *q = strchr(uri, '?'); /* uri parsed: no '?' before its query */
+    int rc = uri_check_params(u, c->sftp ? curl_sftp_params : curl_ftp_params);
+    if (rc < 0)
+        return rc;
+    c->base.uri = uri_public(u);
+    c->url = strndup(uri, q ? (size_t)(q - uri) : strlen(uri));
+    while (c->url && strlen(c->url) > 1 && c->url[strlen(c->url) - 1] == '/')
+        c->url[strlen(c->url) - 1] = '\0';
+    c->path = strdup(u->path);
+    while (c->path && strlen(c->path) > 1 && c->path[strlen(c->path) - 1] == '/')
+        c->path[strlen(c->path) - 1] = '\0';
+    c->key = uri_param(u, "key");
+    c->known_hosts = uri_param(u, "known_hosts");
+    c->pubkey = c->key ? util_fmt("%s.pub", c->key) : NULL;
+    if (!c->base.uri || !c->url || !c->path || (c->key && !c->pubkey))
+        return err_set(VK_ENOMEM, "out of memory");
+    if (c->sftp && !c->known_hosts) {
+        char *check = uri_param(u, "host_key_check");
+        int off = check && !strcmp(check, "no");
+        free(check);
+        if (!off)
+            return err_set(VK_EINVAL, "store %s: no known_hosts=FILE given, so the server's host "
+                                      "key would not be checked; add known_hosts=FILE (or "
+                                      "host_key_check=no to accept any server)", c->base.uri);
+        log_warn("store %s: the server's host key is not checked (host_key_check=no)",
+                 c->base.uri);
+    }
+    return 0;
+}
+
 static int curl_open_any(const char *uri, int sftp, struct store **out)
 {
-    const char *rest = strstr(uri, "://"), *q = strchr(uri, '?');
     struct curl_store *c;
+    struct uri u;
     int rc;
 
     *out = NULL;
     pthread_once(&curl_once, curl_init_once);
-    if (!rest || !strchr(rest + 3, '/'))
-        return err_set(VK_EINVAL, "store '%s': expected %s://USER@HOST:PORT/DIR", uri,
-                       sftp ? "sftp" : "ftp");
+    if ((rc = uri_parse(uri, &u)) < 0)
+        return err_wrap(rc, "%s store", sftp ? "sftp" : "ftp");
     c = calloc(1, sizeof(*c));
-    if (!c)
+    if (!c) {
+        uri_clear(&u);
         return err_set(VK_ENOMEM, "out of memory");
+    }
     pthread_mutex_init(&c->lock, NULL);
     c->base.ops = sftp ? &store_sftp_ops : &store_ftp_ops;
     c->sftp = sftp;
-    c->base.uri = curl_public_uri(uri);
-    c->url = strndup(uri, q ? (size_t)(q - uri) : strlen(uri));
-    while (c->url && strlen(c->url) > 1 && c->url[strlen(c->url) - 1] == '/')
-        c->url[strlen(c->url) - 1] = '\0';
-    c->path = c->url ? strdup(strchr(strstr(c->url, "://") + 3, '/')) : NULL;
-    if (q) {
-        c->key = curl_query(q + 1, "key");
-        c->known_hosts = curl_query(q + 1, "known_hosts");
-        c->pubkey = c->key ? util_fmt("%s.pub", c->key) : NULL;
-    }
-    if (!c->base.uri || !c->url || !c->path) {
-        curl_free_store(&c->base);
-        return err_set(VK_ENOMEM, "out of memory");
-    }
-    rc = curl_probe(c);
+    rc = curl_from_uri(c, uri, &u);
+    uri_clear(&u);
+    if (rc == 0)
+        rc = curl_probe(c);
     if (rc < 0) {
         curl_free_store(&c->base);
         return rc;

@@ -349,6 +349,10 @@ static int task_start_vm(struct task *t, const char *incoming, const volatile in
             }
             usleep(10000);
         }
+        /* A feed cut short by QEMU (EPIPE) means QEMU is on its way out with
+         * the real reason in its log: give it a moment to get there. */
+        for (int i = 0; rc < 0 && i < 100 && vm_alive(t->pid); i++)
+            usleep(20000);
         if (rc < 0 && !vm_alive(t->pid)) {
             char *tail = util_file_tail(log, 600);
             rc = err_set(VK_EQEMU, "QEMU could not load the checkpoint's memory: %s", tail);
@@ -583,7 +587,9 @@ static int task_load_memory(struct task *t, const struct manifest *m)
     rc = task_start_vm(t, uri, &f.failed);
     f.stop = 1;
     pthread_join(th, NULL);
-    if (f.rc < 0) { /* the feed knows better what went wrong (a damaged chunk ...) */
+    /* The feed knows better what went wrong (a damaged chunk ...), unless it
+     * only saw QEMU go away (a write error): then QEMU's own words stand. */
+    if (f.rc < 0 && !(rc == VK_EQEMU && f.rc == VK_EIO)) {
         rc = err_set(f.rc, "%s", f.err);
         if (t->pid > 0)
             task_stop_vm(t);

@@ -3,6 +3,7 @@
 #include "cfg.h"
 #include "err.h"
 #include "log.h"
+#include "uri.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -34,8 +35,11 @@ static void usage(FILE *f)
             "  --state-dir DIR   [agent] state_dir (default /var/lib/vmckpt)\n"
             "  --store URI       [store] uri (default file://STATE_DIR/store): file:///DIR,\n"
             "                    rados://POOL?conf=CEPH_CONF&id=CLIENT&keyring=FILE&replicas=N,\n"
-            "                    ftp://USER:PASSWORD@HOST:PORT/DIR or\n"
+            "                    ftp://USER@HOST:PORT/DIR (password: [store] password in\n"
+            "                    the settings file or $VMCKPT_STORE_PASSWORD, never here:\n"
+            "                    every user sees a command line) or\n"
             "                    sftp://USER@HOST:PORT/DIR?key=PRIVATE_KEY&known_hosts=FILE\n"
+            "                    (host_key_check=no instead of known_hosts: any server)\n"
             "  --socket PATH     [agent] socket (default STATE_DIR/vmckptd.sock)\n"
             "  --set S.K=V       any setting, e.g. --set qemu.accel=tcg\n"
             "  --debug           verbose log\n");
@@ -78,8 +82,16 @@ int main(int argc, char **argv)
             i++;
         else if (!strcmp(a, "--state-dir") && v)
             rc = cfg_set(c, "agent", "state_dir", argv[++i]);
+        else if (!strcmp(a, "--store") && v && uri_has_password(v))
+            rc = err_set(VK_EINVAL, "--store: the URI holds a password, which every user of this "
+                                    "host can read on a command line (ps); put it in [store] "
+                                    "password in the settings file or in VMCKPT_STORE_PASSWORD");
         else if (!strcmp(a, "--store") && v)
             rc = cfg_set(c, "store", "uri", argv[++i]);
+        else if (!strcmp(a, "--set") && v && !strncmp(v, "store.password=", 15))
+            rc = err_set(VK_EINVAL, "--set store.password: a password on a command line is "
+                                    "readable by every user (ps); use the settings file or "
+                                    "VMCKPT_STORE_PASSWORD");
         else if (!strcmp(a, "--socket") && v)
             rc = cfg_set(c, "agent", "socket", argv[++i]);
         else if (!strcmp(a, "--set") && v)

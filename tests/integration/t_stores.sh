@@ -57,7 +57,25 @@ done
 # A guest checkpointed to each store, killed, and restored from it.
 for k in $kinds; do
     [ -n "${URI[$k]:-}" ] || continue
-    start_agent "a$k" --store "${URI[$k]}" || { not_ok "$k: agent starts on the store"; continue; }
+    U=${URI[$k]} AGENT_ENV=
+    if [ "$k" = ftp ]; then # the password never on a command line: from the environment
+        pw=$(cat "$T/ftp/ftp.pass")
+        U=${U/:$pw@/@}
+        check_fails "ftp: a password on the agent's command line is refused" "VMCKPT_STORE_PASSWORD" \
+            "$BIN/vmckptd" --state-dir "$T/pw" --store "${URI[$k]}"
+        ! grep -q "$pw" "$T/last.out" && ok "ftp: and the refusal does not print it" || not_ok "ftp: the refusal prints the password"
+        "$BIN/vmckptd" --state-dir "$T/pw" --store "${URI[$k]%%/root}x y/root" > "$T/bad.out" 2>&1
+        ! grep -q "$pw" "$T/bad.out" && ok "ftp: a malformed URI's error does not print its password" \
+            || not_ok "ftp: a malformed URI's error prints the password" "$(cat "$T/bad.out")"
+        AGENT_ENV="VMCKPT_STORE_PASSWORD=$pw"
+    else
+        check_fails "sftp: a store without known_hosts is refused" "host key would not be checked" \
+            "$BIN/vmckptd" --state-dir "$T/pw" --store "${U%%&known_hosts=*}"
+    fi
+    start_agent "a$k" --store "$U" || { not_ok "$k: agent starts on the store"; continue; }
+    AGENT_ENV=
+    ! tr '\0' ' ' < "/proc/$(eval echo "\$AGENT_a$k")/cmdline" | grep -q "${pw:-no-password-here}" \
+        && ok "$k: no password on the agent's command line" || not_ok "$k: the agent's command line holds the password"
     check "$k: run a counter task" run_counter "a$k" "c$k" || continue
     S=$(serial_of "a$k" "c$k")
     wait_line "$S" '^counter 2$' 90
