@@ -60,10 +60,37 @@ check-load:
 	$(MAKE) SAN=1 all tests
 	bash tests/load.sh build/san
 
+# Fuzzing (libFuzzer, clang): each harness of tests/fuzz for FUZZ_SECONDS,
+# from its seed corpus, under ASan+UBSan. A crash fails the target and
+# leaves its input in build/fuzz/crash-<harness>-*.
+FUZZ_SECONDS ?= 30
+FUZZ_CC = clang
+FUZZ_FLAGS = -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Ilib \
+             -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+             $(shell pkg-config --cflags $(PKGS))
+FUZZ_SRC = $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN = $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_LIB_OBJ = $(LIB_SRC:lib/%.c=build/fuzz/lib/%.o)
+
+build/fuzz/lib/%.o: lib/%.c $(wildcard lib/*.h) Makefile
+	@mkdir -p $(dir $@)
+	@echo "  FUZZCC $<"; $(FUZZ_CC) $(FUZZ_FLAGS) -c -o $@ $<
+
+build/fuzz/libvmckpt.a: $(FUZZ_LIB_OBJ)
+	ar rcs $@ $^
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libvmckpt.a
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: fuzz-build
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
 bench: all guest
 	bash bench/stop_time.sh $(B)
 
 clean:
-	rm -rf build/rel build/san
+	rm -rf build/rel build/san build/fuzz
 
-.PHONY: all tests guest demo check check-load bench clean
+.PHONY: all tests guest demo check check-load fuzz fuzz-build bench clean

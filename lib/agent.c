@@ -4,6 +4,7 @@
 #include "cluster.h"
 #include "err.h"
 #include "gc.h"
+#include "api.h"
 #include "log.h"
 #include "peer.h"
 #include "manifest.h"
@@ -34,7 +35,6 @@
 #include <stdint.h>
 #include <unistd.h>
 
-#define AGENT_MAX_BODY (1 << 20)
 
 /* A take-over in progress. The restore runs on a thread of its own so that
  * the cluster thread goes on renewing this node's leases and heartbeat (a
@@ -214,48 +214,6 @@ static int agent_jint(json_t *j, const char *key, int def)
     return json_is_integer(v) ? (int)json_integer_value(v) : def;
 }
 
-/* The fields a request body may have, and their JSON types: a field of the
- * wrong type, an unknown one or a number out of range is refused (400),
- * never read as "absent" and replaced by a default (a "seq": "4" must not
- * restore the newest checkpoint). */
-struct agent_field {
-    const char *key;
-    char type; /* 's' string, 'i' integer 0..INT_MAX, 'b' boolean */
-};
-
-static int agent_check_body(json_t *body, const struct agent_field *f)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v)
-    {
-        const struct agent_field *k = f;
-        while (k->key && strcmp(k->key, key))
-            k++;
-        if (!k->key)
-            return err_set(VK_EINVAL, "unknown request field '%.64s'", key);
-        if (k->type == 's' && !json_is_string(v))
-            return err_set(VK_EINVAL, "request field '%s' must be a string", key);
-        if (k->type == 'b' && !json_is_boolean(v))
-            return err_set(VK_EINVAL, "request field '%s' must be true or false", key);
-        if (k->type == 'i' &&
-            (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT_MAX))
-            return err_set(VK_EINVAL, "request field '%s' must be a whole number from 0 to %d",
-                           key, INT_MAX);
-    }
-    return 0;
-}
-
-static const struct agent_field agent_run_fields[] = {
-    {"id", 's'}, {"kernel", 's'}, {"initrd", 's'}, {"base", 's'}, {"work", 's'},
-    {"accel", 's'}, {"mode", 's'}, {"memory_mib", 'i'}, {"vcpus", 'i'},
-    {"checkpoint_first", 'i'}, {"checkpoint_every", 'i'}, {NULL, 0}};
-static const struct agent_field agent_restore_fields[] = {
-    {"seq", 'i'}, {"accel", 's'}, {"latest_intact", 'b'}, {NULL, 0}};
-static const struct agent_field agent_gc_fields[] = {{"grace", 'i'}, {NULL, 0}};
-static const struct agent_field agent_ckpt_fields[] = {{"mode", 's'}, {NULL, 0}};
-static const struct agent_field agent_no_fields[] = {{NULL, 0}};
-
 static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json_t *body)
 {
     const struct cfg *cfg = a->cfg;
@@ -273,10 +231,8 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
         .every_s = agent_jint(body, "checkpoint_every", cfg->every_s),
     };
     struct task *t;
-    int rc = agent_check_body(body, agent_run_fields);
+    int rc;
 
-    if (rc < 0)
-        return agent_send_err(c, rc);
     if (sp.accel && strcmp(sp.accel, "kvm") && strcmp(sp.accel, "tcg"))
         return agent_send_err(c, err_set(VK_EINVAL, "accel must be kvm or tcg, not '%s'", sp.accel));
     if (sp.mode && strcmp(sp.mode, "cow") && strcmp(sp.mode, "stop-copy"))
@@ -347,9 +303,7 @@ static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, 
 {
     struct task *t = agent_find(a, id), *out = NULL;
     json_int_t seq = json_integer_value(json_object_get(body, "seq"));
-    int rc = agent_check_body(body, agent_restore_fields);
-    if (rc < 0)
-        return agent_send_err(c, rc);
+    int rc;
     if (!t && agent_taking_over(a, id))
         return agent_send_err(c, err_set(VK_EBUSY, "task %s is being taken over by this node "
                                                    "(restoring); see vmckpt status", id));
@@ -498,109 +452,60 @@ static enum MHD_Result agent_gc(struct agent *a, struct MHD_Connection *c, json_
 {
     struct gc_result g;
     int grace = agent_jint(body, "grace", a->cfg->gc_grace_s);
-    int rc = agent_check_body(body, agent_gc_fields);
-    if (rc == 0)
-        rc = gc_run(a->env.repo, grace, &g);
+    int rc = gc_run(a->env.repo, grace, &g);
     return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, gc_result_json(&g));
 }
 
-static enum MHD_Result agent_task_op(struct agent *a, struct MHD_Connection *c, const char *method,
-                                     const char *id, const char *op, json_t *body)
+static enum MHD_Result agent_task_op(struct agent *a, struct MHD_Connection *c,
+                                     const struct api_req *q)
 {
-    struct task *t = agent_find(a, id);
+    struct task *t = agent_find(a, q->id);
     uint64_t seq = 0;
     int rc;
 
-    if (!strcmp(op, "restore") && !strcmp(method, "POST"))
-        return agent_restore(a, c, id, body);
-    rc = agent_check_body(body, !strcmp(op, "checkpoint") ? agent_ckpt_fields : agent_no_fields);
-    if (rc < 0)
-        return agent_send_err(c, rc);
     if (!t)
-        return agent_send_err(c, err_set(VK_ENOTFOUND, "no task '%s' on this node", id));
-    if (!op[0] && !strcmp(method, "GET"))
+        return agent_send_err(c, err_set(VK_ENOTFOUND, "no task '%s' on this node", q->id));
+    switch (q->op) {
+    case API_TASK_SHOW:
         return agent_send(c, 200, task_json(t));
-    if (!op[0] && !strcmp(method, "DELETE")) {
+    case API_TASK_REMOVE:
         rc = task_remove(t);
         if (rc == 0)
-            agent_drop_lease(a, id);
-        return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, json_pack("{s:s}", "removed", id));
-    }
-    if (!strcmp(op, "checkpoint") && !strcmp(method, "POST")) {
-        rc = task_checkpoint(t, agent_jstr(body, "mode"), &seq);
+            agent_drop_lease(a, q->id);
         return rc < 0 ? agent_send_err(c, rc)
-                      : agent_send(c, 202, json_pack("{s:s, s:I}", "task", id, "seq", (json_int_t)seq));
-    }
-    if (!strcmp(op, "kill") && !strcmp(method, "POST")) {
+                      : agent_send(c, 200, json_pack("{s:s}", "removed", q->id));
+    case API_CHECKPOINT:
+        rc = task_checkpoint(t, agent_jstr(q->body, "mode"), &seq);
+        return rc < 0 ? agent_send_err(c, rc)
+                      : agent_send(c, 202, json_pack("{s:s, s:I}", "task", q->id, "seq",
+                                                     (json_int_t)seq));
+    default: /* API_KILL */
         rc = task_kill(t);
         return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, task_json(t));
     }
-    return agent_send_err(c, err_set(VK_ENOTFOUND, "no such request: %s /v1/tasks/%s/%s", method,
-                                     id, op));
-}
-
-/* Splits "/v1/<kind>/<id>[/<rest>]". */
-static int agent_route(const char *url, const char *kind, char *id, size_t idlen, const char **rest)
-{
-    size_t k = strlen(kind);
-    const char *p, *slash;
-    if (strncmp(url, "/v1/", 4) || strncmp(url + 4, kind, k) || url[4 + k] != '/')
-        return 0;
-    p = url + 5 + k;
-    slash = strchr(p, '/');
-    size_t n = slash ? (size_t)(slash - p) : strlen(p);
-    if (n == 0 || n >= idlen)
-        return 0;
-    memcpy(id, p, n);
-    id[n] = '\0';
-    *rest = slash ? slash + 1 : "";
-    return 1;
 }
 
 static enum MHD_Result agent_nodes(struct agent *a, struct MHD_Connection *c);
 static enum MHD_Result agent_metrics(struct agent *a, struct MHD_Connection *c, int as_json);
 
-static enum MHD_Result agent_dispatch(struct agent *a, struct MHD_Connection *c, const char *url,
-                                      const char *method, json_t *body)
+static enum MHD_Result agent_dispatch(struct agent *a, struct MHD_Connection *c,
+                                      const struct api_req *q)
 {
-    char id[128];
-    const char *rest;
-    char *end;
-
-    /* Paths name tasks and numbers: printable ASCII only (a %FF decodes to a
-     * byte no reply could even quote). */
-    for (const unsigned char *p = (const unsigned char *)url; *p; p++)
-        if (*p <= 0x20 || *p >= 0x7f)
-            return agent_send_err(c, err_set(VK_EINVAL, "request path has a byte that is not "
-                                                        "printable ASCII (0x%02x)", *p));
-    if (!strcmp(url, "/v1/tasks") && !strcmp(method, "GET"))
-        return agent_list(a, c);
-    if (!strcmp(url, "/v1/tasks") && !strcmp(method, "POST"))
-        return agent_run(a, c, body);
-    if (!strcmp(url, "/v1/verify") && !strcmp(method, "GET"))
-        return agent_verify_all(a, c);
-    if (!strcmp(url, "/v1/gc") && !strcmp(method, "POST"))
-        return agent_gc(a, c, body);
-    if (!strcmp(url, "/v1/nodes") && !strcmp(method, "GET"))
-        return agent_nodes(a, c);
-    if (!strcmp(url, "/v1/metrics") && !strcmp(method, "GET"))
-        return agent_metrics(a, c, 1);
-    if (!strcmp(url, "/metrics") && !strcmp(method, "GET"))
-        return agent_metrics(a, c, 0);
-    if (agent_route(url, "tasks", id, sizeof(id), &rest))
-        return agent_task_op(a, c, method, id, rest, body);
-    if (agent_route(url, "checkpoints", id, sizeof(id), &rest) && !strcmp(method, "GET")) {
-        if (!rest[0])
-            return agent_checkpoints(a, c, id);
-        uint64_t seq = strtoull(rest, &end, 10);
-        if (!strcmp(end, "/verify"))
-            return agent_verify(a, c, id, seq);
-        if (!*end && seq > 0)
-            return agent_show(a, c, id, seq);
+    switch (q->op) {
+    case API_LIST: return agent_list(a, c);
+    case API_RUN: return agent_run(a, c, q->body);
+    case API_VERIFY_ALL: return agent_verify_all(a, c);
+    case API_GC: return agent_gc(a, c, q->body);
+    case API_NODES: return agent_nodes(a, c);
+    case API_METRICS_JSON: return agent_metrics(a, c, 1);
+    case API_METRICS: return agent_metrics(a, c, 0);
+    case API_RESTORE: return agent_restore(a, c, q->id, q->body);
+    case API_CHECKPOINTS: return agent_checkpoints(a, c, q->id);
+    case API_CKPT_SHOW: return agent_show(a, c, q->id, q->seq);
+    case API_CKPT_VERIFY: return agent_verify(a, c, q->id, q->seq);
+    case API_TASK_VERIFY: return agent_verify(a, c, q->id, 0);
+    default: return agent_task_op(a, c, q);
     }
-    if (agent_route(url, "verify", id, sizeof(id), &rest) && !strcmp(method, "GET"))
-        return agent_verify(a, c, id, 0);
-    return agent_send_err(c, err_set(VK_ENOTFOUND, "no such request: %s %s", method, url));
 }
 
 static int agent_caller_ok(struct agent *a, struct MHD_Connection *c);
@@ -611,7 +516,6 @@ static enum MHD_Result agent_handler(void *cls, struct MHD_Connection *c, const 
 {
     struct agent *a = cls;
     struct agent_req *req = *ctx;
-    json_t *body = NULL;
     enum MHD_Result ret;
     (void)version;
 
@@ -623,7 +527,7 @@ static enum MHD_Result agent_handler(void *cls, struct MHD_Connection *c, const 
         return req ? MHD_YES : MHD_NO;
     }
     if (*upload_size) {
-        if (req->len + *upload_size > AGENT_MAX_BODY) {
+        if (req->len + *upload_size > API_MAX_BODY) {
             req->too_big = 1;
         } else {
             char *nb = realloc(req->body, req->len + *upload_size + 1);
@@ -637,21 +541,12 @@ static enum MHD_Result agent_handler(void *cls, struct MHD_Connection *c, const 
         return MHD_YES;
     }
     err_clear();
-    if (req->too_big)
-        return agent_send_err(c, err_set(VK_EINVAL, "request body over %d bytes", AGENT_MAX_BODY));
-    if (req->len) {
-        json_error_t jerr;
-        body = json_loadb(req->body, req->len, 0, &jerr);
-        if (!json_is_object(body)) {
-            json_decref(body);
-            return agent_send_err(c, err_set(VK_EINVAL, "request body is not a JSON object: %s",
-                                             jerr.text));
-        }
-    } else {
-        body = json_object();
-    }
-    ret = agent_dispatch(a, c, url, method, body);
-    json_decref(body);
+    struct api_req q;
+    int rc = api_parse(method, url, req->body, req->too_big ? API_MAX_BODY + 1 : req->len, &q);
+    if (rc < 0)
+        return agent_send_err(c, rc);
+    ret = agent_dispatch(a, c, &q);
+    api_req_clear(&q);
     return ret;
 }
 

@@ -54,6 +54,15 @@ int pack_hdr_parse(const uint8_t hdr[PACK_HDR], int *codec, uint32_t *plain_len)
     return 0;
 }
 
+int pack_record_decode(const uint8_t *raw, size_t got, uint32_t want_len, uint8_t *plain)
+{
+    int codec;
+    uint32_t n = 0;
+    if (got < PACK_HDR || pack_hdr_parse(raw, &codec, &n) < 0 || n != want_len)
+        return err_set(VK_ECORRUPT, "bad header or truncated");
+    return codec_decompress(codec, raw + PACK_HDR, got - PACK_HDR, plain, want_len);
+}
+
 int pack_idx_add(struct pack_idx *idx, const char *sha, uint64_t off, uint32_t bytes, int codec)
 {
     if (idx->n == idx->cap) {
@@ -87,22 +96,38 @@ static int pack_valid_id(const char *id)
 int pack_idx_load(struct store *s, const char *id, struct pack_idx *out)
 {
     char name[80], *text = NULL;
-    size_t len = 0, i;
-    json_t *j = NULL, *recs, *r;
+    size_t len = 0;
     int rc;
 
     memset(out, 0, sizeof(*out));
     pack_index_name(id, name);
     if (!pack_valid_id(id))
         return err_set(VK_ECORRUPT, "store %s: %s is not a pack index name", s->uri, name);
-    snprintf(out->id, sizeof(out->id), "%s", id);
     rc = store_get_buf(s, name, &text, &len);
     if (rc < 0)
         return rc;
+    rc = pack_idx_parse(text, len, id, s->uri, out);
+    free(text);
+    return rc;
+}
+
+int pack_idx_parse(const char *text, size_t len, const char *id, const char *where,
+                   struct pack_idx *out)
+{
+    char name[80];
+    size_t i;
+    json_t *j = NULL, *recs, *r;
+    int rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    pack_index_name(id, name);
+    if (!pack_valid_id(id))
+        return err_set(VK_ECORRUPT, "store %s: %s is not a pack index name", where, name);
+    snprintf(out->id, sizeof(out->id), "%s", id);
     j = json_loadb(text, len, 0, NULL);
     recs = json_object_get(j, "records");
     if (json_integer_value(json_object_get(j, "format")) != 1 || !json_is_array(recs)) {
-        rc = err_set(VK_ECORRUPT, "store %s: pack index %s is damaged", s->uri, name);
+        rc = err_set(VK_ECORRUPT, "store %s: pack index %s is damaged", where, name);
         goto out;
     }
     json_array_foreach(recs, i, r)
@@ -115,7 +140,7 @@ int pack_idx_load(struct store *s, const char *id, struct pack_idx *out)
         if (!util_is_sha256_hex(sha) || !json_is_integer(json_array_get(r, 1)) || off < 0 ||
             off > PACK_OFF_MAX || bytes <= PACK_HDR || (uint64_t)bytes > PACK_REC_MAX ||
             codec < 0) {
-            rc = err_set(VK_ECORRUPT, "store %s: pack index %s: record %zu is damaged", s->uri,
+            rc = err_set(VK_ECORRUPT, "store %s: pack index %s: record %zu is damaged", where,
                          name, i);
             goto out;
         }
@@ -127,7 +152,6 @@ out:
     if (rc < 0)
         pack_idx_clear(out);
     json_decref(j);
-    free(text);
     return rc;
 }
 

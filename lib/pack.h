@@ -90,11 +90,19 @@ int pack_idx_add(struct pack_idx *idx, const char *sha, uint64_t off, uint32_t b
 void pack_idx_clear(struct pack_idx *idx);
 /* Reads packidx/<id>; checks its form. */
 int pack_idx_load(struct store *s, const char *id, struct pack_idx *out);
+/* Decodes the text of pack index <id> (len bytes, from store `where`) into
+ * out, checking every record: VK_ECORRUPT naming it. */
+int pack_idx_parse(const char *text, size_t len, const char *id, const char *where,
+                   struct pack_idx *out);
 /* Writes packidx/<idx->id> (lazily: synced by the store_sync before a manifest). */
 int pack_idx_store(struct store *s, const struct pack_idx *idx);
 
 /* Fills a record header. */
 void pack_hdr(uint8_t hdr[PACK_HDR], int codec, uint32_t plain_len);
+/* Decodes a record (raw, got bytes) of a chunk of want_len plain bytes into
+ * plain (want_len bytes): VK_ECORRUPT when its header, length or payload is
+ * wrong. The caller checks the result against the chunk's name. */
+int pack_record_decode(const uint8_t *raw, size_t got, uint32_t want_len, uint8_t *plain);
 /* Checks a record header: VK_OK and *codec, *plain_len, or VK_ECORRUPT. */
 int pack_hdr_parse(const uint8_t hdr[PACK_HDR], int *codec, uint32_t *plain_len);
 

@@ -807,14 +807,14 @@ static struct repo_chunk_ref repo_down_at(const void *v, size_t i)
 }
 
 /* Loads and checks the index of stream o. *out: free(). */
+static int repo_index_parse(struct repo *r, const struct mf_obj *o, const char *what,
+                            const char *text, size_t len, struct down_entry **out, size_t *out_n);
+
 static int repo_load_index(struct repo *r, const struct mf_obj *o, const char *what,
                            struct down_entry **out, size_t *out_n)
 {
     char *text = NULL;
-    size_t len = 0, i;
-    json_t *j = NULL, *c;
-    struct down_entry *e = NULL;
-    uint64_t off = 0;
+    size_t len = 0;
     int rc = VK_EIO;
 
     *out = NULL;
@@ -825,6 +825,22 @@ static int repo_load_index(struct repo *r, const struct mf_obj *o, const char *w
     }
     if (rc < 0)
         return err_wrap(rc, "%s", what);
+    rc = repo_index_parse(r, o, what, text, len, out, out_n);
+    free(text);
+    return rc;
+}
+
+/* Decodes and checks the index text of stream o. *out: free(). */
+static int repo_index_parse(struct repo *r, const struct mf_obj *o, const char *what,
+                            const char *text, size_t len, struct down_entry **out, size_t *out_n)
+{
+    size_t i;
+    json_t *j = NULL, *c;
+    struct down_entry *e = NULL;
+    uint64_t off = 0;
+    int rc = 0;
+
+    *out = NULL;
     j = json_loadb(text, len, 0, NULL);
     json_t *chunks = json_object_get(j, "chunks");
     const char *sha = json_string_value(json_object_get(j, "sha256"));
@@ -889,7 +905,15 @@ static int repo_load_index(struct repo *r, const struct mf_obj *o, const char *w
 out:
     free(e);
     json_decref(j);
-    free(text);
+    return rc;
+}
+
+int repo_index_check(struct repo *r, const struct mf_obj *o, const char *text, size_t len)
+{
+    struct down_entry *e = NULL;
+    size_t n = 0;
+    int rc = repo_index_parse(r, o, "stream", text, len, &e, &n);
+    free(e);
     return rc;
 }
 
@@ -983,16 +1007,11 @@ static int repo_decode(const struct down_entry *e, const uint8_t *raw, size_t go
 {
     uint8_t *plain = malloc(e->len ? e->len : 1);
     char sha[UTIL_SHA256_HEX];
-    uint32_t n = 0;
-    int codec, rc;
+    int rc;
     *out = NULL;
     if (!plain)
         return err_set(VK_ENOMEM, "out of memory");
-    if (got < REPO_HDR || pack_hdr_parse(raw, &codec, &n) < 0 || n != e->len)
-        rc = err_set(VK_ECORRUPT, "%s: chunk %s in pack %s at offset %" PRIu64
-                                  " is damaged (bad header or truncated)",
-                     what, e->sha, pack, e->loc.off);
-    else if ((rc = codec_decompress(codec, raw + REPO_HDR, got - REPO_HDR, plain, e->len)) < 0)
+    if ((rc = pack_record_decode(raw, got, e->len, plain)) < 0)
         err_wrap(rc, "%s: chunk %s in pack %s at offset %" PRIu64 " is damaged", what, e->sha,
                  pack, e->loc.off);
     else if (util_sha256_buf(plain, e->len, sha), strcmp(sha, e->sha) != 0)

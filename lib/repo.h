@@ -85,6 +85,9 @@ int repo_get_file(struct repo *r, const struct mf_obj *o, const char *path, cons
 /* Reads and checks every chunk of stream o without writing it anywhere. */
 int repo_verify_stream(struct repo *r, const struct mf_obj *o, const char *what);
 
+/* Decodes and checks index text (len bytes) as the index of stream o, as a
+ * read does: 0 or VK_ECORRUPT naming what is wrong. */
+int repo_index_check(struct repo *r, const struct mf_obj *o, const char *text, size_t len);
 /* Calls fn with the hash of every stored (non-zero) chunk of stream o. */
 int repo_stream_chunks(struct repo *r, const struct mf_obj *o,
                        int (*fn)(void *arg, const char *chunk_sha), void *arg);
