@@ -85,7 +85,7 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libvmckpt.a
 fuzz-build: $(FUZZ_BIN)
 
 fuzz: fuzz-build
-	bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 bench: all guest
 	bash bench/stop_time.sh $(B)

@@ -77,9 +77,10 @@ static int put(const char *uri, const char *path, const char *codec, long chunk_
         fprintf(stderr, "store_bench: %s\n", err_msg());
         return 1;
     }
-    json_t *j = json_pack("{s:I, s:f, s:f, s:f, s:o}", "bytes", (json_int_t)o.size, "seconds", secs,
-                          "sync_seconds", sync_secs,
-                          "MBps", (double)o.size / secs / 1e6, "stored", repo_stats_json(&st));
+    json_t *j = json_pack("{s:I, s:f, s:f, s:f, s:o, s:{s:s, s:s, s:I}}", "bytes",
+                          (json_int_t)o.size, "seconds", secs, "sync_seconds", sync_secs, "MBps",
+                          (double)o.size / secs / 1e6, "stored", repo_stats_json(&st), "stream",
+                          "name", o.name, "sha256", o.sha256, "size", (json_int_t)o.size);
     char *text = json_dumps(j, JSON_COMPACT);
     puts(text);
     free(text);
@@ -324,8 +325,32 @@ static int statobj(const char *uri, const char *name)
     return rc < 0;
 }
 
+/* reseal: recomputes the checksum of a manifest edited by hand, as a store
+ * writer could (the checksum catches damage, not forgery). The tests use it
+ * to play a hostile store. */
+static int reseal(const char *path)
+{
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    char *canon, sha[UTIL_SHA256_HEX];
+    if (!j) {
+        fprintf(stderr, "store_bench: %s: %s\n", path, jerr.text);
+        return 1;
+    }
+    json_object_del(j, "sha256");
+    canon = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    util_sha256_buf(canon, strlen(canon), sha);
+    free(canon);
+    json_object_set_new(j, "sha256", json_string(sha));
+    int rc = json_dump_file(j, path, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    return rc != 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && !strcmp(argv[1], "reseal"))
+        return reseal(argv[2]);
     if (argc == 5 && !strcmp(argv[1], "putobj"))
         return putobj(argv[2], argv[3], atol(argv[4]));
     if (argc >= 4 && !strcmp(argv[1], "putset"))
@@ -344,6 +369,7 @@ int main(int argc, char **argv)
     if ((argc == 5 || argc == 6) && !strcmp(argv[1], "put"))
         return put(argv[2], argv[3], argv[4], argc == 6 ? atol(argv[5]) : 32);
     fprintf(stderr, "usage: store_bench mkfile PATH MIB FILL_PCT random|text [SEED]\n"
+                    "       store_bench reseal MANIFEST_FILE\n"
                     "       store_bench put STORE_URI PATH CODEC [CHUNK_KIB]\n"
                     "       store_bench upload STORE_URI PATH\n"
                     "       store_bench putobj STORE_URI NAME MIB\n"

@@ -448,6 +448,8 @@ static int pack_stamp_eq(struct pack_stamp a, struct pack_stamp b)
  * gone or was rewritten (then the map is rebuilt). Lock held. */
 static int pack_map_current(struct pack_map *m, const struct pack_list *l)
 {
+    if (l->n == 0)
+        return m->n_ids == 0;
     for (size_t i = 0; i < m->n_ids; i++) {
         const struct pack_listed *e = bsearch(m->ids[i], l->v, l->n, sizeof(*l->v), pack_id_cmp);
         if (!e)
@@ -462,7 +464,7 @@ static int pack_map_current(struct pack_map *m, const struct pack_list *l)
 
 /* Notes a damaged index (so it is not read again until it changes) and says
  * so once. Lock held. */
-static void pack_map_note_bad(struct pack_map *m, struct store *s, const struct pack_listed *e)
+static void pack_map_note_bad(struct pack_map *m, const struct pack_listed *e)
 {
     for (size_t i = 0; i < m->n_bad; i++)
         if (!strcmp(m->bad[i].id, e->id)) {
@@ -470,7 +472,7 @@ static void pack_map_note_bad(struct pack_map *m, struct store *s, const struct 
             return;
         }
     struct pack_listed *nb = realloc(m->bad, (m->n_bad + 1) * sizeof(*nb));
-    log_warn("store %s: %s; its chunks are not used until it is repaired", s->uri, err_msg());
+    log_warn("%s; its chunks are not used until it is repaired", err_msg());
     if (!nb)
         return; /* it is read again next time: slower, still correct */
     m->bad = nb;
@@ -497,7 +499,7 @@ static int pack_map_load(struct pack_map *m, struct store *s, const struct pack_
     if (rc == VK_ENOTFOUND) /* deleted since the listing */
         return 0;
     if (rc == VK_ECORRUPT) {
-        pack_map_note_bad(m, s, e);
+        pack_map_note_bad(m, e);
         return 0;
     }
     if (rc == 0 && (rc = pack_map_add_locked(m, &idx)) == 0)

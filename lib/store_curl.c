@@ -118,6 +118,10 @@ static int curl_open_any(const char *uri, int sftp, struct store **out)
 
     *out = NULL;
     pthread_once(&curl_once, curl_init_once);
+    const char *rest = strstr(uri, "://");
+    if (!rest || !strchr(rest + 3, '/'))
+        return err_set(VK_EINVAL, "%s store: expected %s://USER@HOST:PORT/DIR", sftp ? "sftp" : "ftp",
+                       sftp ? "sftp" : "ftp");
     if ((rc = uri_parse(uri, &u)) < 0)
         return err_wrap(rc, "%s store", sftp ? "sftp" : "ftp");
     c = calloc(1, sizeof(*c));

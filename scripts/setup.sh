@@ -18,13 +18,15 @@ PKGS=(
     # linux-image-amd64 through apt-get download, the initramfs from busybox)
     qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils zstd openssl
     # the demo, the tests and the benchmarks
-    jq bc procps iproute2 perl util-linux coreutils git mmdebstrap
+    jq bc procps iproute2 perl util-linux coreutils git mmdebstrap curl
+    # the fuzz harnesses (libFuzzer comes with clang's runtime)
+    clang libclang-rt-14-dev
     ceph-mon ceph-osd ceph-common vsftpd openssh-server openssh-client stress-ng
 )
 # Commands that must work once the packages are in (a package can be
 # "installed" and still broken or diverted).
 CMDS=(cc make pkg-config qemu-system-x86_64 qemu-img busybox cpio gzip xz zstd openssl
-      jq bc pkill ip perl git mmdebstrap ceph-mon ceph-osd ceph vsftpd ssh-keygen stress-ng)
+      jq bc pkill ip perl git mmdebstrap curl clang setpriv ceph-mon ceph-osd ceph vsftpd ssh-keygen stress-ng)
 
 say() { echo "setup: $*"; }
 die() { echo "setup: FAILED: $*" >&2; exit 1; }

@@ -25,6 +25,14 @@ for t in "$B"/tests/test_*; do
     CMOCKA_MESSAGE_OUTPUT=TAP "$t" >"$log" 2>&1; rc=$?
     cat "$log"; count "$(basename "$t")" "$log" "$rc"
 done
+# Every parser of outside input, fuzzed for a bounded time (libFuzzer, ASan+UBSan).
+echo "# fuzz: ${VMCKPT_FUZZ_SECONDS:-30} s per harness"
+if make -s fuzz-build >"$log" 2>&1; then
+    bash tests/fuzz/run.sh "${VMCKPT_FUZZ_SECONDS:-30}" >"$log" 2>&1; rc=$?
+else
+    rc=1; echo "not ok - the fuzz harnesses build" >>"$log"
+fi
+cat "$log"; count fuzz "$log" "$rc"
 bash guest/build.sh || { echo "cannot build the test guest"; exit 1; }
 for t in tests/integration/t_*.sh; do
     echo "# integration: $(basename "$t")"

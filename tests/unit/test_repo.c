@@ -182,6 +182,108 @@ static void test_damage_named(void **state)
     free(cmd);
 }
 
+/* Rewrites the index of stream o with fn applied to its chunk list. */
+static void edit_index(struct fixture *f, const struct mf_obj *o, void (*fn)(json_t *chunks))
+{
+    char *text = NULL, *out;
+    size_t len = 0;
+    assert_int_equal(store_get_buf(f->s, o->name, &text, &len), 0);
+    json_t *idx = json_loads(text, 0, NULL);
+    assert_non_null(idx);
+    fn(json_object_get(idx, "chunks"));
+    out = json_dumps(idx, JSON_COMPACT);
+    assert_int_equal(store_put_buf(f->s, o->name, out, strlen(out)), 0);
+    free(out);
+    json_decref(idx);
+    free(text);
+}
+
+static void mark_first_stored_zero(json_t *chunks)
+{
+    json_t *c;
+    size_t i;
+    json_array_foreach(chunks, i, c) {
+        if (strcmp(json_string_value(json_array_get(c, 2)), "zero") != 0) {
+            json_array_set_new(c, 2, json_string("zero"));
+            return;
+        }
+    }
+}
+
+static void make_first_huge(json_t *chunks)
+{
+    json_array_set_new(json_array_get(chunks, 0), 1, json_integer((json_int_t)1 << 30));
+}
+
+/* Finding 3 of issue 11: the stream hash covers names and lengths, not the
+ * codec; a stored chunk marked "zero" must not be returned as zeros. */
+static void test_forged_index(void **state)
+{
+    struct fixture *f = *state;
+    char *in = make_file(f, "in", 2), *out = util_fmt("%s/out", f->root);
+    struct mf_obj o;
+    assert_int_equal(repo_put_file(f->r, in, 0, &o, NULL, NULL, NULL), 0);
+    edit_index(f, &o, mark_first_stored_zero);
+    assert_int_equal(repo_verify_stream(f->r, &o, "base"), VK_ECORRUPT);
+    assert_non_null(strstr(err_msg(), "marked zero"));
+    assert_int_equal(repo_get_file(f->r, &o, out, "base"), VK_ECORRUPT);
+    assert_int_equal(access(out, F_OK), -1); /* nothing written where a blob would be */
+    free(o.name);
+    assert_int_equal(repo_put_file(f->r, in, 0, &o, NULL, NULL, NULL), 0); /* repaired */
+    assert_int_equal(repo_verify_stream(f->r, &o, "base"), 0);
+    edit_index(f, &o, make_first_huge);
+    assert_int_equal(repo_verify_stream(f->r, &o, "base"), VK_ECORRUPT);
+    assert_non_null(strstr(err_msg(), "malformed"));
+    free(o.name);
+    free(in);
+    free(out);
+}
+
+/* Finding 4 of issue 11: one damaged pack index costs only its own chunks,
+ * and is read again once repaired, without a restart. */
+static void test_bad_pack_index(void **state)
+{
+    struct fixture *f = *state;
+    char *a = make_file(f, "a", 3), *b = make_file(f, "b", 4), *c = make_file(f, "c", 5);
+    struct mf_obj oa, ob, oc;
+    struct repo *r2 = NULL;
+    struct repo_cfg cfg = {.chunk_avg = 16384, .workers = 2, .mem_budget = 1 << 20,
+                           .retries = 2, .retry_base_ms = 1, .forced_codec = CODEC_AUTO};
+    assert_int_equal(repo_put_file(f->r, a, 0, &oa, NULL, NULL, NULL), 0);
+    assert_int_equal(store_sync(f->s), 0);
+    /* The pack index of stream a: the only one so far. */
+    char *cmd = util_fmt("ls %s/store/packidx", f->root), id[64] = "";
+    FILE *p = popen(cmd, "r");
+    assert_non_null(fgets(id, sizeof(id), p));
+    pclose(p);
+    id[strcspn(id, "\n")] = '\0';
+    assert_int_equal(repo_put_file(f->r, b, 0, &ob, NULL, NULL, NULL), 0);
+    char *name = util_fmt("packidx/%s", id), *good = NULL;
+    size_t good_len = 0;
+    assert_int_equal(store_get_buf(f->s, name, &good, &good_len), 0);
+    assert_int_equal(store_put_buf(f->s, name, "{\"format\":1,\"records\":[[\"../x\",0,9,\"none\"]]}", 44), 0);
+    assert_int_equal(store_put_buf(f->s, "packidx/0123456789abcdef0123456789abcdef", "junk", 4), 0);
+    /* A node that starts now: the damaged indexes are skipped, not fatal. */
+    assert_int_equal(repo_open(&r2, f->s, &cfg), 0);
+    assert_int_equal(repo_verify_stream(r2, &ob, "b"), 0);
+    assert_int_equal(repo_verify_stream(r2, &oa, "a"), VK_ENOTFOUND);
+    assert_int_equal(repo_put_file(r2, c, 0, &oc, NULL, NULL, NULL), 0); /* checkpoints go on */
+    assert_int_equal(repo_verify_stream(r2, &oc, "c"), 0);
+    /* Repaired: read again on the next look, same process. */
+    assert_int_equal(store_put_buf(f->s, name, good, good_len), 0);
+    assert_int_equal(repo_verify_stream(r2, &oa, "a"), 0);
+    repo_free(r2);
+    free(oa.name);
+    free(ob.name);
+    free(oc.name);
+    free(name);
+    free(good);
+    free(cmd);
+    free(a);
+    free(b);
+    free(c);
+}
+
 /* A manifest naming stream o as every one of its streams. */
 static void commit(struct fixture *f, uint64_t seq, const struct mf_obj *o)
 {
@@ -302,6 +404,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_roundtrip_dedup_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forged_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_pack_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_and_gc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_repacks, setup, teardown),
     };
