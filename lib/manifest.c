@@ -3,6 +3,7 @@
 #include "err.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -127,8 +128,18 @@ static int mf_from_json(const json_t *j, struct manifest *m, const char **why)
     m->seq = (uint64_t)json_integer_value(json_object_get(j, "seq"));
     m->created_us = json_integer_value(json_object_get(j, "created_us"));
     m->mode = mf_str(j, "mode");
-    m->memory_mib = (int)json_integer_value(json_object_get(vm, "memory_mib"));
-    m->vcpus = (int)json_integer_value(json_object_get(vm, "vcpus"));
+    json_int_t mib = json_integer_value(json_object_get(vm, "memory_mib"));
+    json_int_t vcpus = json_integer_value(json_object_get(vm, "vcpus"));
+    json_int_t first = json_integer_value(json_object_get(json_object_get(j, "policy"), "first_s"));
+    json_int_t every = json_integer_value(json_object_get(json_object_get(j, "policy"), "every_s"));
+    /* Sizes become QEMU arguments and allocations: in range before any cast. */
+    if (mib < 16 || mib > (1 << 20) || vcpus < 1 || vcpus > 256 || first < 0 ||
+        first > INT_MAX || every < 0 || every > INT_MAX) {
+        *why = "its memory size, vCPU count or checkpoint times are out of range";
+        return -1;
+    }
+    m->memory_mib = (int)mib;
+    m->vcpus = (int)vcpus;
     m->machine = mf_str(vm, "machine");
     m->append = mf_str(vm, "append");
     m->base_format = mf_str(j, "base_format");
@@ -139,11 +150,23 @@ static int mf_from_json(const json_t *j, struct manifest *m, const char **why)
     m->uploaded_bytes = (uint64_t)json_integer_value(json_object_get(j, "uploaded_bytes"));
     m->serial_bytes = (uint64_t)json_integer_value(json_object_get(j, "serial_bytes"));
     m->data = json_incref(json_object_get(j, "data"));
-    m->first_s = (int)json_integer_value(json_object_get(json_object_get(j, "policy"), "first_s"));
-    m->every_s = (int)json_integer_value(json_object_get(json_object_get(j, "policy"), "every_s"));
+    m->first_s = (int)first;
+    m->every_s = (int)every;
     if (!m->task || !m->mode || !m->machine || !m->append || !m->base_format || m->seq == 0 ||
         m->memory_mib <= 0 || m->vcpus <= 0 || !json_is_array(deltas))
         return -1;
+    if (!util_valid_id(m->task)) {
+        *why = "its task name is not a valid task id";
+        return -1;
+    }
+    if (strcmp(m->mode, "cow") != 0 && strcmp(m->mode, "stop-copy") != 0) {
+        *why = "its mode is neither cow nor stop-copy";
+        return -1;
+    }
+    if (json_array_size(deltas) > MANIFEST_MAX_CHAIN) {
+        *why = "its delta chain is longer than any vmckpt writes";
+        return -1;
+    }
     if (!mf_is_word(m->machine)) {
         *why = "its machine type is not one word (QEMU would parse the rest as options)";
         return -1;

@@ -14,6 +14,8 @@
 #include "util.h"
 
 #define MANIFEST_FORMAT 1
+/* The longest delta chain a manifest may name ([data] max_chain at most). */
+#define MANIFEST_MAX_CHAIN (1 << 20)
 
 struct mf_obj {
     char *name; /* object name in the store */

@@ -74,6 +74,27 @@ check "--latest-intact moves past it" vk a restore c1 --latest-intact
     || not_ok "it restored checkpoint 3" "$(vk a --json status c1 | jq -c .restore)"
 check "kill the VM" vk a kill c1
 
+# --- findings 1 and 2: manifests that are well sealed but say harmful things
+forge() { # forge SEQ JQ_FILTER: checkpoint SEQ = checkpoint 3 edited, sealed again
+    jq --argjson s "$1" ".seq = \$s | $2" "$(mf 3)" > "$(mf "$1")" && "$SB" reseal "$(mf "$1")"
+}
+cp "$T/secret.raw" "$T/a/secret.raw"
+forge 4 '.base.sha256 = "./././././././././././././././././././././././../../secret.raw"'
+forge 5 '.deltas = []'
+forge 6 '.vm.machine = "pc,firmware=/etc/passwd"'
+for k in 4 5 6; do
+    vk a ls c1 | grep -q "^$k .*damaged" && ok "ls: forged checkpoint $k is damaged" \
+        || not_ok "ls: forged checkpoint $k is damaged" "$(vk a ls c1 | grep "^$k ")"
+    check_fails "restore of forged checkpoint $k is refused" "damaged\|not valid\|refused" vk a restore c1 --checkpoint $k
+done
+check_fails "verify names a forged checkpoint" "damaged" vk a verify c1 4
+check "--latest-intact moves past all three" vk a restore c1 --latest-intact
+[ "$(vk a --json status c1 | jq '.restore.from_seq')" = 3 ] && ok "it restored checkpoint 3 again" \
+    || not_ok "it restored checkpoint 3 again" "$(vk a --json status c1 | jq -c .restore)"
+! pgrep -af "qemu.*secret.raw" >/dev/null && ok "no QEMU has the host file open" || not_ok "a QEMU opened the host file"
+check "kill the VM" vk a kill c1
+rm -f "$(mf 4)" "$(mf 5)" "$(mf 6)"
+
 # --- a failed restore shows QEMU's reason, not the feed's "Broken pipe"
 head -c $((8 << 20)) /dev/urandom > "$T/noise"
 noise=$("$SB" put "file://$T/store" "$T/noise" none | jq -c .stream)

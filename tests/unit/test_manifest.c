@@ -140,6 +140,18 @@ static void test_forged_fields(void **state)
     sample(&m, deltas);
     m.base_format = "vmdk";
     expect_refused(&m, "base format");
+    sample(&m, deltas);
+    m.memory_mib = 1 << 21; /* 2 TiB: an allocation, not a guest */
+    expect_refused(&m, "out of range");
+    sample(&m, deltas);
+    m.vcpus = 0;
+    expect_refused(&m, "out of range");
+    sample(&m, deltas);
+    m.task = "../other";
+    expect_refused(&m, "task name");
+    sample(&m, deltas);
+    m.mode = "cow,x";
+    expect_refused(&m, "mode");
 }
 
 static void test_names(void **state)
