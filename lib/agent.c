@@ -1,13 +1,13 @@
 #include "agent.h"
 
+#include "api.h"
 #include "ckpt.h"
 #include "cluster.h"
 #include "err.h"
 #include "gc.h"
-#include "api.h"
 #include "log.h"
-#include "peer.h"
 #include "manifest.h"
+#include "peer.h"
 #include "repo.h"
 #include "store.h"
 #include "task.h"
@@ -29,12 +29,10 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <limits.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <stdint.h>
 #include <unistd.h>
-
 
 /* A take-over in progress. The restore runs on a thread of its own so that
  * the cluster thread goes on renewing this node's leases and heartbeat (a
@@ -1230,7 +1228,9 @@ static int agent_listen(struct agent *a)
     if ((group != (gid_t)-1 && chown(path, (uid_t)-1, group) < 0) ||
         chmod(path, group != (gid_t)-1 ? 0660 : 0600) < 0)
         return err_errno(errno, "cannot set the owner or mode of socket %s", path);
-    if (listen(a->listen_fd, 64) < 0)
+    /* A deep backlog: a burst of connections (a flood among them) waits to be
+     * accepted and counted instead of making other callers' connect() fail. */
+    if (listen(a->listen_fd, SOMAXCONN) < 0)
         return err_errno(errno, "cannot listen on %s", path);
     return 0;
 }

@@ -112,9 +112,17 @@ static int api(const char *method, json_t *body, json_t **out, const char *fmt, 
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
     }
     cc = curl_easy_perform(c);
+    if (cc == CURLE_GOT_NOTHING || cc == CURLE_RECV_ERROR || cc == CURLE_SEND_ERROR) {
+        fprintf(stderr, "vmckpt: vmckptd at %s closed the connection without answering: %s\n"
+                        "  (this user may hold too many connections to it at once; its log "
+                        "says why)\n",
+                opt_socket, curl_easy_strerror(cc));
+        goto out;
+    }
     if (cc != CURLE_OK) {
         fprintf(stderr, "vmckpt: cannot reach vmckptd at %s: %s\n"
-                        "  (is the agent running? start it with: vmckptd --state-dir DIR)\n",
+                        "  (is the agent running, and may this user use its socket? start it "
+                        "with: vmckptd --state-dir DIR)\n",
                 opt_socket, curl_easy_strerror(cc));
         goto out;
     }
