@@ -67,6 +67,8 @@ struct agent {
     size_t n_failed;
     struct agent_takeover **restoring; /* take-overs whose restore runs now */
     size_t n_restoring;
+    char (*starting)[72]; /* ids a run or restore request is starting now */
+    size_t n_starting;
     atomic_int policy_jobs; /* periodic checkpoints running (agent_job) */
     /* metrics */
     uint64_t detections, takeovers, fences, renew_failures;
@@ -93,6 +95,42 @@ static struct task *agent_find(struct agent *a, const char *id)
             found = a->tasks[i];
     pthread_mutex_unlock(&a->lock);
     return found;
+}
+
+/* Reserves task id for a run or restore request, atomically with the check
+ * that no task, take-over or other request has it: two requests for one id
+ * at once never both start a VM. Each 0 is paired with agent_unreserve(). */
+static int agent_reserve(struct agent *a, const char *id)
+{
+    int busy = 0;
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->n_tasks && !busy; i++)
+        busy = !strcmp(task_id(a->tasks[i]), id) && !agent_is_removed(a->tasks[i]);
+    for (size_t i = 0; i < a->n_restoring && !busy; i++)
+        busy = !strcmp(a->restoring[i]->id, id);
+    for (size_t i = 0; i < a->n_starting && !busy; i++)
+        busy = !strcmp(a->starting[i], id);
+    char(*ns)[72] = busy ? NULL : realloc(a->starting, (a->n_starting + 1) * sizeof(*ns));
+    if (ns) {
+        a->starting = ns;
+        snprintf(a->starting[a->n_starting++], sizeof(*ns), "%s", id);
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (busy)
+        return err_set(VK_EEXISTS, "task %s already exists on this node, or is being started, "
+                                   "restored or taken over here", id);
+    return ns ? 0 : err_set(VK_ENOMEM, "out of memory");
+}
+
+static void agent_unreserve(struct agent *a, const char *id)
+{
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->n_starting; i++)
+        if (!strcmp(a->starting[i], id)) {
+            memcpy(a->starting[i], a->starting[--a->n_starting], sizeof(*a->starting));
+            break;
+        }
+    pthread_mutex_unlock(&a->lock);
 }
 
 /* Whether task `id` of a dead node is being restored here (a take-over). */
@@ -228,8 +266,8 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
         .first_s = agent_jint(body, "checkpoint_first", cfg->first_s),
         .every_s = agent_jint(body, "checkpoint_every", cfg->every_s),
     };
-    struct task *t;
-    int rc;
+    struct task *t = NULL;
+    int rc = 0;
 
     if (sp.accel && strcmp(sp.accel, "kvm") && strcmp(sp.accel, "tcg"))
         return agent_send_err(c, err_set(VK_EINVAL, "accel must be kvm or tcg, not '%s'", sp.accel));
@@ -239,22 +277,20 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
     if (sp.memory_mib < 16 || sp.vcpus < 1 || sp.first_s < 0 || sp.every_s < 0)
         return agent_send_err(c, err_set(VK_EINVAL, "memory must be >= 16 MiB, vcpus >= 1, "
                                                     "checkpoint times >= 0"));
-    if (sp.id && (agent_find(a, sp.id) || agent_taking_over(a, sp.id)))
-        return agent_send_err(c, err_set(VK_EEXISTS, "task %s already exists on this node",
-                                         sp.id));
-    if (sp.id && (rc = agent_take_lease(a, sp.id)) < 0)
+    if (sp.id && (rc = agent_reserve(a, sp.id)) < 0)
         return agent_send_err(c, rc);
-    rc = task_run(&a->env, &sp, &t);
+    int leased = sp.id && (rc = agent_take_lease(a, sp.id)) == 0;
+    if (rc == 0)
+        rc = task_run(&a->env, &sp, &t);
     if (rc == 0 && !sp.id && (rc = agent_take_lease(a, task_id(t))) < 0)
         task_remove(t);
     if (rc == 0)
         rc = agent_add(a, t);
-    if (rc < 0) {
-        if (sp.id)
-            agent_drop_lease(a, sp.id);
-        return agent_send_err(c, rc);
-    }
-    return agent_send(c, 201, task_json(t));
+    if (rc < 0 && leased)
+        agent_drop_lease(a, sp.id);
+    if (sp.id)
+        agent_unreserve(a, sp.id);
+    return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 201, task_json(t));
 }
 
 static enum MHD_Result agent_list(struct agent *a, struct MHD_Connection *c)
@@ -302,23 +338,24 @@ static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, 
     struct task *t = agent_find(a, id), *out = NULL;
     json_int_t seq = json_integer_value(json_object_get(body, "seq"));
     int rc;
-    if (!t && agent_taking_over(a, id))
-        return agent_send_err(c, err_set(VK_EBUSY, "task %s is being taken over by this node "
-                                                   "(restoring); see vmckpt status", id));
-    if ((rc = agent_take_lease(a, id)) < 0)
+    if (!t && (rc = agent_reserve(a, id)) < 0) /* a new task here: one request makes it */
         return agent_send_err(c, rc);
+    if ((rc = agent_take_lease(a, id)) < 0) {
+        if (!t)
+            agent_unreserve(a, id);
+        return agent_send_err(c, rc);
+    }
     if (seq == 0 && json_is_true(json_object_get(body, "latest_intact")))
         rc = agent_restore_intact(a, t, id, agent_jstr(body, "accel"), &out);
     else
         rc = task_restore(&a->env, t, id, (uint64_t)seq, agent_jstr(body, "accel"), &out);
     if (rc == 0 && !t)
         rc = agent_add(a, out);
-    if (rc < 0) {
-        if (!t)
-            agent_drop_lease(a, id);
-        return agent_send_err(c, rc);
-    }
-    return agent_send(c, 200, task_json(out));
+    if (rc < 0 && !t)
+        agent_drop_lease(a, id);
+    if (!t)
+        agent_unreserve(a, id);
+    return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, task_json(out));
 }
 
 static enum MHD_Result agent_checkpoints(struct agent *a, struct MHD_Connection *c,
@@ -1436,6 +1473,7 @@ void agent_free(struct agent *a)
     if (a->httpd)
         MHD_stop_daemon(a->httpd);
     peer_table_free(a->peers);
+    free(a->starting);
     for (int i = 0; i < 600 && agent_busy(a); i++) /* let uploads finish, 60 s at most */
         usleep(100000);
     for (size_t i = 0; i < a->n_tasks; i++)

@@ -58,8 +58,8 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
         return cfg_str(&c->store_password, value);
     if (IS("cluster", "enabled"))
         return cfg_int(&c->cluster, "cluster.enabled", value, 0, 1);
-    if (IS("cluster", "node"))
-        return util_valid_id(value) ? cfg_str(&c->node, value)
+    if (IS("cluster", "node")) /* ".tmp-" marks a store's temporary objects (FTP, SFTP) */
+        return util_valid_id(value) && !strstr(value, ".tmp-") ? cfg_str(&c->node, value)
                                     : err_set(VK_EINVAL, "cluster.node '%s' is not a valid name "
                                                          "(letters, digits, '-', '_', '.')", value);
     if (IS("cluster", "lease_ms"))

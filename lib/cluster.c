@@ -58,8 +58,8 @@ static int cluster_collect(void *arg, const char *name, uint64_t size, int64_t m
     size_t len = 0;
     (void)size;
     (void)mtime;
-    if (strchr(name + strlen("cluster/nodes/"), '.'))
-        return 0; /* a temporary file */
+    /* (no name filter here: a store lists committed objects only, and node
+     * names are host names, dots included) */
     if (store_get_buf(l->s, name, &text, &len) < 0)
         return 0; /* gone since the listing, or being replaced */
     json_t *j = json_loadb(text, len, 0, NULL);

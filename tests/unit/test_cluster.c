@@ -91,10 +91,16 @@ static void test_beat_roundtrip(void **state)
     assert_int_equal(cluster_beat(s, "node-1", 3000, 500, tasks, 2), 0);
     json_t *none = json_array();
     assert_int_equal(cluster_beat(s, "node-2", 3000, 500, none, 0), 0);
+    /* The default name is the host name, often a fully qualified one. */
+    assert_int_equal(cluster_beat(s, "node-3.dc1.example.com", 3000, 500, none, 0), 0);
     json_decref(none);
     json_decref(tasks);
     assert_int_equal(cluster_nodes(s, &v, &n), 0);
-    assert_int_equal(n, 2);
+    assert_int_equal(n, 3);
+    int dotted = 0;
+    for (size_t i = 0; i < n; i++)
+        dotted += !strcmp(v[i].name, "node-3.dc1.example.com");
+    assert_int_equal(dotted, 1);
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(cluster_state_of(&v[i], util_wall_us() / 1000), CLUSTER_ALIVE);
         if (!strcmp(v[i].name, "node-1")) {
