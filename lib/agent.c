@@ -684,6 +684,23 @@ static size_t agent_snapshot(struct agent *a, struct task ***out, size_t **idx)
     return k;
 }
 
+/* Whether the fence process named in pidf ("PID START") runs: that pid, and
+ * started when noted (a pid alone may since belong to another process; an
+ * empty or damaged file would have been kill(0, 0), which always succeeds). */
+static int agent_fence_runs(const char *pidf)
+{
+    char *text = NULL;
+    size_t len = 0;
+    long pid = 0;
+    unsigned long long start = 0;
+    int runs = util_read_file(pidf, &text, &len) == 0 &&
+               sscanf(text, "%ld %llu", &pid, &start) == 2 && pid > 1 && pid < INT32_MAX &&
+               start != 0 && util_proc_start((pid_t)pid) == start;
+    free(text);
+    err_clear();
+    return runs;
+}
+
 /* A fence per VM that does not need the agent: a process of its own (forked
  * twice, its own session, no inherited descriptors) kills the VM when
  * RUN_DIR/lease.ok has not been touched for lease_ms - renew_ms. The agent
@@ -710,14 +727,8 @@ static int agent_touch_fence(struct agent *a, struct task *t)
         futimens(fd, NULL);
         close(fd);
     }
-    char *text = NULL;
-    size_t len = 0;
-    if (util_read_file(pidf, &text, &len) == 0 && kill((pid_t)atoi(text), 0) == 0) {
-        free(text);
-        goto out; /* its fence runs */
-    }
-    err_clear();
-    free(text);
+    if (agent_fence_runs(pidf))
+        goto out;
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0)
         goto out;
@@ -757,8 +768,9 @@ static int agent_touch_fence(struct agent *a, struct task *t)
     if (child > 0) {
         pid_t g = 0;
         if (read(pfd[0], &g, sizeof(g)) == (ssize_t)sizeof(g)) {
-            char buf[32];
-            snprintf(buf, sizeof(buf), "%d\n", (int)g);
+            char buf[64];
+            snprintf(buf, sizeof(buf), "%d %llu\n", (int)g,
+                     (unsigned long long)util_proc_start(g));
             util_write_file_atomic(pidf, buf, strlen(buf));
             log_info("task %s: fence process %d watches VM %d (lease %d ms)", task_id(t), (int)g,
                      (int)qpid, a->cfg->lease_ms);
@@ -1243,6 +1255,30 @@ static int agent_lock_state(struct agent *a)
     return rc;
 }
 
+/* Clears the way for the API socket at path: a stale socket (nobody
+ * listens) is removed; a live one (another agent, maybe on another state
+ * directory) or anything that is not a socket is left alone and refused. */
+static int agent_free_socket_path(const char *path, const struct sockaddr_un *sa)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : err_errno(errno, "socket path %s", path);
+    if (!S_ISSOCK(st.st_mode))
+        return err_set(VK_EEXISTS, "socket path %s exists and is not a socket: not removing it",
+                       path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int live = fd >= 0 && (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 ||
+                           errno == EAGAIN); /* EAGAIN: it listens, its backlog is full */
+    if (fd >= 0)
+        close(fd);
+    if (live)
+        return err_set(VK_EBUSY, "socket %s is in use: another vmckptd listens there (set "
+                                 "[agent] socket to a path of its own)", path);
+    if (unlink(path) < 0 && errno != ENOENT)
+        return err_errno(errno, "cannot remove the stale socket %s", path);
+    return 0;
+}
+
 static int agent_listen(struct agent *a)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -1250,7 +1286,9 @@ static int agent_listen(struct agent *a)
     if (strlen(path) >= sizeof(sa.sun_path))
         return err_set(VK_EINVAL, "socket path too long: %s", path);
     strcpy(sa.sun_path, path);
-    unlink(path); /* stale: we hold the state lock */
+    int rc0 = agent_free_socket_path(path, &sa);
+    if (rc0 < 0)
+        return rc0;
     gid_t group = (gid_t)-1;
     int rc = a->cfg->group ? peer_group_id(a->cfg->group, &group) : 0;
     if (rc == 0)

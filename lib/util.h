@@ -24,6 +24,10 @@ int util_valid_id(const char *id);
 
 /* mkdir -p; 0 or VK_EIO with a message naming the path. */
 int util_mkdir_p(const char *path, mode_t mode);
+/* The start time of process pid (clock ticks since boot, from /proc), or 0
+ * when there is no such process (or pid <= 1). With the pid it names one
+ * process for good: a pid alone may be reused by another. */
+uint64_t util_proc_start(pid_t pid);
 /* mkdir -p, then makes path 0700 if it is looser. VK_EINVAL when path is
  * not a directory (a symlink included) or belongs to another user. */
 int util_private_dir(const char *path);
