@@ -332,7 +332,10 @@ int gc_run(struct repo *r, int grace_s, struct gc_result *out)
     int rc;
 
     memset(out, 0, sizeof(*out));
-    pthread_rwlock_wrlock(&r->gc_lock);
+    if (pthread_rwlock_trywrlock(&r->gc_lock) != 0) {
+        log_info("gc: waiting for the uploads in flight on this node to commit");
+        pthread_rwlock_wrlock(&r->gc_lock);
+    }
     rc = gc_mark(r, &live, out);
     if (rc == 0) {
         qsort(live.v, live.n, sizeof(*live.v), gc_cmp);

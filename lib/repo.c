@@ -56,11 +56,21 @@ int repo_open(struct repo **out, struct store *s, const struct repo_cfg *cfg)
     if (r->pack_size > cfg->mem_budget / 2)
         r->pack_size = cfg->mem_budget / 2;
     codec_policy_init(&r->policy, cfg->forced_codec);
-    pthread_rwlock_init(&r->gc_lock, NULL);
+    /* Readers first: an upload's hold nests with each stream's own (a reader
+     * locking twice must not queue behind a waiting GC). */
+    pthread_rwlockattr_t at;
+    pthread_rwlockattr_init(&at);
+    pthread_rwlockattr_setkind_np(&at, PTHREAD_RWLOCK_PREFER_READER_NP);
+    pthread_rwlock_init(&r->gc_lock, &at);
+    pthread_rwlockattr_destroy(&at);
     pthread_mutex_init(&r->zero_lock, NULL);
     *out = r;
     return 0;
 }
+
+void repo_hold(struct repo *r) { pthread_rwlock_rdlock(&r->gc_lock); }
+
+void repo_release(struct repo *r) { pthread_rwlock_unlock(&r->gc_lock); }
 
 void repo_free(struct repo *r)
 {

@@ -95,6 +95,12 @@ int repo_stream_chunks(struct repo *r, const struct mf_obj *o,
  * retries, and adds it to the map; *retries (may be NULL) counts failed tries. */
 int repo_store_pack(struct repo *r, const uint8_t *buf, size_t len, const struct pack_idx *idx,
                     uint64_t *retries);
+/* Holds off garbage collection on this node (gc_run waits) from the first
+ * stream of a checkpoint to its commit: GC must not delete what an upload
+ * stored but no manifest names yet. Pairs with repo_release(); may nest
+ * with the hold each stream takes itself. */
+void repo_hold(struct repo *r);
+void repo_release(struct repo *r);
 /* Adds b into a. */
 void repo_stats_add(struct repo_stats *a, const struct repo_stats *b);
 /* The stats as JSON (new reference). */

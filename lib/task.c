@@ -969,6 +969,7 @@ static int task_upload(struct task_upload *u, struct manifest **out)
     struct task *t = u->t;
     struct manifest m = {0};
     struct repo_stats stats = {0};
+    repo_hold(t->env->repo); /* until the commit: see repo_hold */
     int rc = task_put_blobs(t, &stats);
 
     *out = NULL;
@@ -1017,6 +1018,7 @@ static int task_upload(struct task_upload *u, struct manifest **out)
             log_warn("task %s: checkpoint %" PRIu64 " committed, but: %s", t->id, u->seq,
                      err_msg());
     }
+    repo_release(t->env->repo);
     free(m.deltas);
     free(m.memory.name);
     json_decref(m.data);

@@ -35,6 +35,24 @@ check "restore checkpoint 2" vk a restore o1 --checkpoint 2
 S2=$(serial_of a o1)
 wait_line "$S2" '^counter [0-9]' 60
 [ "$(first_counter "$S2")" = "$want" ] && ok "checkpoint 2 resumes at $want" || not_ok "checkpoint 2 resumes at $want" "got $(first_counter "$S2")"
+
+# Issue 12, finding 4: a GC on this node while an upload is in flight waits
+# for its commit; it never deletes what the upload stored but no manifest
+# names yet (before: the commit then named deleted indexes).
+gate_close
+check "checkpoint 4 starts" vk a checkpoint o1 --no-wait
+gate_held o1 4 && ok "checkpoint 4's upload is held between its deltas and its memory" || not_ok "checkpoint 4's upload is held"
+vk a gc --grace 0 > "$T/gc.out" 2>&1 &
+GCP=$!
+wait_line "$T/a/agent.log" "gc: waiting for the uploads in flight on this node to commit" 120 \
+    && ok "the GC waits for the upload in flight" || not_ok "the GC waits for the upload in flight"
+kill -0 $GCP 2>/dev/null && ok "and has not finished while the upload is held" || not_ok "the GC finished while the upload was held" "$(cat "$T/gc.out")"
+gate_open
+wait $GCP && ok "gc --grace 0 during the upload completes" || not_ok "gc --grace 0 during the upload completes" "$(cat "$T/gc.out")"
+for _ in $(seq 1200); do [ -e "$T/store/tasks/o1/manifests/0000000004.json" ] && break; sleep 0.1; done
+[ -e "$T/store/tasks/o1/manifests/0000000004.json" ] && ok "checkpoint 4 committed" || not_ok "checkpoint 4 committed"
+for _ in $(seq 600); do vk a --json status o1 | jq -e '.checkpoint == null' >/dev/null && break; sleep 0.1; done
+check "checkpoint 4 verifies: nothing it names was collected" vk a verify o1 4
 unset AGENT_ENV
 stop_agent a
 finish
