@@ -1279,6 +1279,20 @@ static int agent_free_socket_path(const char *path, const struct sockaddr_un *sa
     return 0;
 }
 
+/* task_env.may_commit: only the holder of a task's lease commits its
+ * checkpoints. A node that stalled past its lease (its VM fenced meanwhile)
+ * and wakes up mid-upload finds the lease taken and commits nothing. */
+static int agent_may_commit(void *arg, const char *id)
+{
+    struct agent *a = arg;
+    int rc = agent_take_lease(a, id);
+    if (rc == VK_EBUSY)
+        return err_set(VK_ELEASE, "task %s: this node (%s) lost the task's lease while the "
+                                  "checkpoint uploaded; not committed: the task runs elsewhere",
+                       id, a->cfg->node);
+    return rc;
+}
+
 static int agent_listen(struct agent *a)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -1398,6 +1412,10 @@ int agent_open(struct agent **out, const struct cfg *cfg)
     a->lock_fd = a->listen_fd = a->stop_pipe[0] = a->stop_pipe[1] = -1;
     pthread_mutex_init(&a->lock, NULL);
     a->env.cfg = cfg;
+    if (cfg->cluster) {
+        a->env.may_commit = agent_may_commit;
+        a->env.may_commit_arg = a;
+    }
     a->env.tasks_dir = util_fmt("%s/tasks", cfg->state_dir);
     a->env.blob_dir = util_fmt("%s/blobs", cfg->state_dir);
     rc = util_private_dir(cfg->state_dir);

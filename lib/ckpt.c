@@ -224,6 +224,16 @@ int ckpt_load(struct store *s, const char *task, uint64_t seq, struct manifest *
     return rc;
 }
 
+static int ckpt_same_text(struct store *s, const char *name, const char *text)
+{
+    char *got = NULL;
+    size_t len = 0;
+    int same = store_get_buf(s, name, &got, &len) == 0 && len == strlen(text) &&
+               memcmp(got, text, len) == 0;
+    free(got);
+    return same;
+}
+
 int ckpt_commit(struct store *s, const struct manifest *m)
 {
     char *name = manifest_name(m->task, m->seq), *text = NULL;
@@ -237,9 +247,17 @@ int ckpt_commit(struct store *s, const struct manifest *m)
     rc = store_sync(s); /* every chunk and index it names is durable first */
     if (rc == 0)
         rc = manifest_encode(m, &text);
+    /* Created, never replaced: of two writers of one number (a node that lost
+     * its lease while stalled, and the task's new node) one commits. A retry
+     * after a lost reply may find its own manifest: the same text is a commit. */
     for (int attempt = 0; attempt < 3 && rc == 0; attempt++) {
-        rc = store_put_buf(s, name, text, strlen(text));
-        if (rc == 0 || rc == VK_ENOSPC || attempt == 2)
+        rc = store_put_new(s, name, text, strlen(text));
+        if (rc == VK_EEXISTS && attempt > 0 && ckpt_same_text(s, name, text))
+            rc = 0;
+        if (rc == VK_EEXISTS)
+            err_set(rc, "checkpoint %s already exists in %s (written by another node)", name,
+                    s->uri);
+        if (rc == 0 || rc == VK_ENOSPC || rc == VK_EEXISTS || attempt == 2)
             break;
         log_warn("store %s: writing %s failed, retrying: %s", s->uri, name, err_msg());
         usleep(200000);

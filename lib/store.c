@@ -129,18 +129,30 @@ int store_sync(struct store *s)
     return s->ops->sync ? s->ops->sync(s) : 0;
 }
 
-int store_put_buf(struct store *s, const char *name, const void *data, size_t len)
+static int store_put_whole(struct store *s, const char *name, const void *data, size_t len,
+                           int exclusive)
 {
     struct store_writer *w;
     int rc = store_put_begin(s, name, &w);
     if (rc < 0)
         return rc;
+    w->exclusive = exclusive;
     rc = store_put_write(w, data, len);
     if (rc < 0) {
         store_put_abort(w);
         return rc;
     }
     return store_put_commit(w);
+}
+
+int store_put_buf(struct store *s, const char *name, const void *data, size_t len)
+{
+    return store_put_whole(s, name, data, len, 0);
+}
+
+int store_put_new(struct store *s, const char *name, const void *data, size_t len)
+{
+    return store_put_whole(s, name, data, len, 1);
 }
 
 int store_lease(struct store *s, const char *name, const char *owner, int duration_ms)

@@ -65,6 +65,11 @@ struct store_writer {
      * but need not make it durable until store_sync() (chunks are written
      * lazily and synced once before the manifest that names them). */
     int lazy;
+    /* Set by the caller before commit: the commit fails with VK_EEXISTS when
+     * an object of that name exists (a manifest is never overwritten).
+     * Atomic on the directory store (link), RADOS (exclusive create) and SFTP
+     * (its rename never replaces); FTP can only look first. */
+    int exclusive;
 };
 
 /* Opens the store named by uri ("file:///path", or a plain absolute path).
@@ -100,6 +105,8 @@ int store_unlease(struct store *s, const char *name, const char *owner);
 
 /* Convenience built on the calls above. */
 int store_put_buf(struct store *s, const char *name, const void *data, size_t len);
+/* store_put_buf of a new object: VK_EEXISTS when name exists (see exclusive). */
+int store_put_new(struct store *s, const char *name, const void *data, size_t len);
 /* Whole object into a malloc'd, NUL-terminated buffer (caller frees). */
 int store_get_buf(struct store *s, const char *name, char **out, size_t *out_len);
 /* Uploads a local file; hashes it on the way (out_sha may be NULL).

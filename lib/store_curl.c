@@ -424,13 +424,25 @@ static int curl_put_commit(struct store_writer *sw)
     long code = 0;
     int rc;
 
+    if (sw->exclusive) { /* SFTP's rename below never replaces; FTP can only look first */
+        rc = curl_stat_h(c, name, NULL, NULL);
+        if (rc == 0) {
+            curl_writer_free(w);
+            return err_set(VK_EEXISTS, "store %s: object %s exists already", c->base.uri, name);
+        }
+        if (rc != VK_ENOTFOUND) {
+            curl_writer_free(w);
+            return rc;
+        }
+        err_clear();
+    }
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
         memset(rnd, 0x5a, sizeof(rnd));
     util_hex(rnd, sizeof(rnd), tag);
     tmp = util_fmt("%s.tmp-%s", name, tag);
     url = tmp ? curl_obj_url(c, tmp) : NULL;
     if (c->sftp) { /* absolute paths; OpenSSH will not rename over a file */
-        cmd1 = util_fmt("*rm %s/%s", c->path, name);
+        cmd1 = sw->exclusive ? util_fmt("*pwd") : util_fmt("*rm %s/%s", c->path, name);
         cmd2 = util_fmt("rename %s/%s %s/%s", c->path, tmp, c->path, name);
     } else { /* after the upload the session is in the object's directory */
         cmd1 = util_fmt("RNFR %s.tmp-%s", base, tag);

@@ -201,6 +201,11 @@ static int dir_mkparent(const char *path)
     return rc;
 }
 
+static int dir_place(const char *tmp, const char *final, int exclusive)
+{
+    return exclusive ? link(tmp, final) : rename(tmp, final);
+}
+
 static int dir_put_commit(struct store_writer *sw)
 {
     struct dir_writer *w = (struct dir_writer *)sw;
@@ -216,13 +221,20 @@ static int dir_put_commit(struct store_writer *sw)
      * manifest has little left to wait for. */
     if (sw->lazy)
         (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    /* Most parents exist already: create them only when the rename says so. */
-    if (rename(w->tmp, final) < 0 && (errno != ENOENT || (rc = dir_mkparent(final)) < 0 ||
-                                      rename(w->tmp, final) < 0)) {
-        if (rc == 0)
+    /* Most parents exist already: create them only when the rename says so.
+     * Exclusive: link(2), which never replaces, then drop the temporary name. */
+    if (dir_place(w->tmp, final, sw->exclusive) < 0 &&
+        (errno != ENOENT || (rc = dir_mkparent(final)) < 0 ||
+         dir_place(w->tmp, final, sw->exclusive) < 0)) {
+        if (rc == 0 && errno == EEXIST && sw->exclusive)
+            rc = err_set(VK_EEXISTS, "store %s: object %s exists already", d->base.uri,
+                         sw->name);
+        else if (rc == 0)
             rc = err_errno(errno, "store %s: cannot commit object %s", d->base.uri, sw->name);
         goto out;
     }
+    if (sw->exclusive)
+        unlink(w->tmp);
     if (!sw->lazy)
         rc = util_fsync_dir_of(final);
 out:

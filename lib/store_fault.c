@@ -119,6 +119,7 @@ static int fault_put_commit(struct store_writer *sw)
         store_put_abort(w->inner);
     } else {
         w->inner->lazy = sw->lazy;
+        w->inner->exclusive = sw->exclusive;
         rc = store_put_commit(w->inner);
     }
     free(w);

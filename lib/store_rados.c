@@ -448,8 +448,15 @@ static int srados_put_commit(struct store_writer *sw)
         return err_set(VK_ENOMEM, "out of memory");
     }
     if (w->off == 0) { /* all of it in one operation: whole or nothing */
+        if (sw->exclusive)
+            rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
         rados_write_op_write_full(op, w->buf, w->len);
     } else {
+        if (sw->exclusive) { /* parts already written: it is ours, or refused at begin */
+            rc = err_set(VK_EINVAL, "store %s: an exclusive object must fit one operation (%s)",
+                         r->base.uri, sw->name);
+            goto out;
+        }
         if (w->len > 0 && (rc = srados_send_part(w)) < 0)
             goto out;
         while (w->nparts > 0)
@@ -462,7 +469,9 @@ static int srados_put_commit(struct store_writer *sw)
     }
     rados_write_op_setxattr(op, STORE_RADOS_DONE, "1", 1);
     ret = rados_write_op_operate(op, r->io, sw->name, NULL, 0);
-    if (ret < 0)
+    if (ret == -EEXIST && sw->exclusive)
+        rc = err_set(VK_EEXISTS, "store %s: object %s exists already", r->base.uri, sw->name);
+    else if (ret < 0)
         rc = srados_fail(r, ret, "commit", sw->name);
 out:
     rados_release_write_op(op);

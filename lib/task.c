@@ -1011,6 +1011,8 @@ static int task_upload(struct task_upload *u, struct manifest **out)
         m.uploaded_bytes = stats.new_bytes;
         m.data = json_pack("{s:o, s:o}", "stored", repo_stats_json(&stats), "codec_policy",
                            codec_policy_json(&t->env->repo->policy));
+        if (rc == 0 && t->env->may_commit)
+            rc = t->env->may_commit(t->env->may_commit_arg, t->id);
         if (rc == 0)
             rc = ckpt_commit(t->env->store, &m); /* the commit point */
         pthread_mutex_unlock(&t->lock);
@@ -1058,6 +1060,8 @@ static void task_upload_ends(struct task *t, struct task_upload *u, int rc, stru
 {
     if (rc == 0) {
         t->last_seq = u->seq;
+        if (t->failed_seq == u->seq)
+            t->failed_seq = 0; /* a number whose first try failed, used again */
         manifest_free(t->last);
         t->last = m;
         task_set_error(t, NULL);
@@ -1066,8 +1070,13 @@ static void task_upload_ends(struct task *t, struct task_upload *u, int rc, stru
                  (double)u->snap.stopped_us / 1000, m ? m->uploaded_bytes : 0,
                  (double)(util_now_us() - t->up_start_us) / 1e6);
     } else {
-        if (t->next_seq == u->seq + 1)
+        if (rc == VK_EEXISTS) { /* another node used the number: go on after the store's */
+            uint64_t next = task_store_next_seq(t);
+            if (next > t->next_seq)
+                t->next_seq = next;
+        } else if (t->next_seq == u->seq + 1) {
             t->next_seq = u->seq; /* the number was never used */
+        }
         t->failed_seq = u->seq;
         task_set_error(t, err_msg());
         log_error("task %s: checkpoint %" PRIu64 " failed, previous checkpoints stay valid: %s",

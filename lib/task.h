@@ -23,6 +23,11 @@ struct task_env {
     struct repo *repo; /* chunks and indexes on that store */
     char *tasks_dir; /* STATE/tasks */
     char *blob_dir;  /* STATE/blobs: local cache of kernels, initrds, bases */
+    /* Cluster mode: asked right before a manifest is written; 0 when this
+     * node still holds task id's lease (renewed by the call), else VK_ELEASE
+     * and the checkpoint is not committed. NULL: always allowed. */
+    int (*may_commit)(void *arg, const char *id);
+    void *may_commit_arg;
 };
 
 /* A new task, as the user asks for it. */

@@ -357,7 +357,10 @@ static int wait_checkpoint(const char *id, json_int_t seq)
         }
         if (tty)
             fprintf(stderr, "\r%90s\r", "");
-        if (api("GET", NULL, &m, "/v1/checkpoints/%s/%lld", id, (long long)seq) < 0) {
+        /* Committed by this agent, not merely "a manifest with that number exists"
+         * (another node may have written one). */
+        if (jint(t, "failed_seq") == seq ||
+            api("GET", NULL, &m, "/v1/checkpoints/%s/%lld", id, (long long)seq) < 0) {
             fprintf(stderr, "vmckpt: checkpoint %lld of %s failed: %s\n", (long long)seq, id,
                     jstr(t, "error"));
             json_decref(t);

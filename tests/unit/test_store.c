@@ -314,6 +314,22 @@ static void test_overwrite(void **state)
     assert_memory_equal(buf, "second", 6);
 }
 
+/* A new object (a manifest) is created, never replaced: the second writer of
+ * a name gets VK_EEXISTS and the first one's content stays. */
+static void test_put_new(void **state)
+{
+    struct store *s = *state;
+    char buf[16] = "";
+    size_t got = 0;
+    assert_int_equal(store_put_new(s, N("n/m.json"), "first", 5), 0);
+    assert_int_equal(store_put_new(s, N("n/m.json"), "second!", 7), VK_EEXISTS);
+    assert_non_null(strstr(err_msg(), "exists"));
+    assert_int_equal(store_read(s, N("n/m.json"), 0, buf, sizeof(buf), &got), 0);
+    assert_int_equal(got, 5);
+    assert_memory_equal(buf, "first", 5);
+    assert_int_equal(store_put_new(s, N("n/other.json"), "x", 1), 0); /* others still go in */
+}
+
 /* Leases, where the store has them: exclusive, renewable, and they expire. */
 static void test_leases(void **state)
 {
@@ -451,6 +467,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_get_file_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_new, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dir_lease_generations, setup, teardown),

@@ -1,0 +1,44 @@
+#!/bin/bash
+# Issue 12, finding 1: a node that stalls past its lease in the middle of an
+# upload, and wakes up after another node took its task over, commits
+# nothing; the new node's checkpoints go on; the client reports only what its
+# own agent committed. The stall comes at a certain point: the upload waits
+# at the test's gate, and the agent is stopped (SIGSTOP) there.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/cluster.sh"
+LEASE=3000
+RENEW=500
+NS="vks-$$"
+for x in a b; do ip netns add "$NS-$x" && ip -n "$NS-$x" link set lo up; done
+at_exit 'for x in a b; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done'
+M=$T/store/tasks/s1/manifests
+
+AGENT_ENV="$GATE_ENV" node a || { not_ok "node a starts"; finish; exit 1; }
+node b || { not_ok "node b starts"; finish; exit 1; }
+check "node a runs a counter task" run_counter a s1 || { finish; exit 1; }
+wait_line "$(serial_of a s1)" '^counter 2$' 90
+check "checkpoint 1 on node a" vk a checkpoint s1
+gate_close
+check "checkpoint 2 on node a starts" vk a checkpoint s1 --no-wait
+gate_held s1 2 && ok "its upload is held between its objects" || not_ok "its upload is held"
+kill -STOP "$AGENT_a"
+ok "node a's agent stopped (SIGSTOP) mid-upload"
+if W=$(wait_where s1 b 60); then ok "node b took the task over ($W)"; else not_ok "node b takes the task over" "$(tail -5 "$T/b/agent.log")"; fi
+[ "$(vk b --json status s1 | jq .restore.from_seq)" = 1 ] && ok "from checkpoint 1" || not_ok "from checkpoint 1" "$(vk b --json status s1 | jq -c .restore)"
+kill -CONT "$AGENT_a"
+gate_open
+for _ in $(seq 600); do grep -q "checkpoint 2 failed" "$T/a/agent.log" && break; sleep 0.1; done
+grep -q "checkpoint 2 failed.*lost the task's lease" "$T/a/agent.log" \
+    && ok "node a, awake again, does not commit checkpoint 2: it lost the lease" \
+    || not_ok "node a refuses its stale commit" "$(grep -m3 "s1" "$T/a/agent.log" | tail -3)" "$(ls "$M")"
+[ ! -e "$M/0000000002.json" ] && ok "no manifest 2 from node a" || not_ok "node a committed manifest 2 after losing the lease"
+check "node b's checkpoint commits" vk b checkpoint s1
+grep -q "^checkpoint 2 of s1 committed" "$T/last.out" && [ -e "$M/0000000002.json" ] \
+    && ok "it is number 2, and the client says so" || not_ok "node b's checkpoint is number 2" "$(cat "$T/last.out")" "$(ls "$M")"
+check "and the next one too" vk b checkpoint s1
+check "every checkpoint verifies" vk b verify s1
+[ "$(copies s1)" = 1 ] && ok "one copy of s1 runs" || not_ok "one copy of s1 runs" "$(copies s1)"
+vk b rm s1 >/dev/null 2>&1
+stop_agent a
+stop_agent b
+finish
