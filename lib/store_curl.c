@@ -426,12 +426,10 @@ static int curl_put_commit(struct store_writer *sw)
 
     if (sw->exclusive) { /* SFTP's rename below never replaces; FTP can only look first */
         rc = curl_stat_h(c, name, NULL, NULL);
-        if (rc == 0) {
-            curl_writer_free(w);
-            return err_set(VK_EEXISTS, "store %s: object %s exists already", c->base.uri, name);
-        }
+        if (rc == 0)
+            rc = err_set(VK_EEXISTS, "store %s: object %s exists already", c->base.uri, name);
         if (rc != VK_ENOTFOUND) {
-            curl_writer_free(w);
+            curl_writer_free(w); /* (name is the writer's: the message is set first) */
             return rc;
         }
         err_clear();
