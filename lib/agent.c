@@ -952,13 +952,16 @@ static void agent_forget_dead(struct agent *a, const char *node)
             return;
         }
 }
-/* Whether task `id` failed to restore here, or is being restored here. */
+/* Whether task `id` failed to restore here, or is being restored or started
+ * here (a take-over then leaves it alone). */
 static int agent_taking_or_failed(struct agent *a, const char *id)
 {
     int found = 0;
     pthread_mutex_lock(&a->lock);
     for (size_t i = 0; i < a->n_failed && !found; i++)
         found = !strcmp(a->failed_here[i], id);
+    for (size_t i = 0; i < a->n_starting && !found; i++)
+        found = !strcmp(a->starting[i], id);
     pthread_mutex_unlock(&a->lock);
     return found || agent_taking_over(a, id);
 }

@@ -1011,14 +1011,21 @@ static int task_upload(struct task_upload *u, struct manifest **out)
         m.uploaded_bytes = stats.new_bytes;
         m.data = json_pack("{s:o, s:o}", "stored", repo_stats_json(&stats), "codec_policy",
                            codec_policy_json(&t->env->repo->policy));
+        struct manifest *own = NULL; /* m borrows the task's strings: a copy of its own */
+        if (rc == 0)
+            rc = manifest_copy(&m, &own);
+        pthread_mutex_unlock(&t->lock);
+        /* Store calls without the task's lock: a store that stalls here must not
+         * stall what reads the task (status, lease renewal, the fence thread).
+         * Commits stay in order: one upload thread per task. */
         if (rc == 0 && t->env->may_commit)
             rc = t->env->may_commit(t->env->may_commit_arg, t->id);
         if (rc == 0)
-            rc = ckpt_commit(t->env->store, &m); /* the commit point */
-        pthread_mutex_unlock(&t->lock);
-        if (rc == 0 && manifest_copy(&m, out) < 0)
-            log_warn("task %s: checkpoint %" PRIu64 " committed, but: %s", t->id, u->seq,
-                     err_msg());
+            rc = ckpt_commit(t->env->store, own); /* the commit point */
+        if (rc == 0)
+            *out = own;
+        else
+            manifest_free(own);
     }
     repo_release(t->env->repo);
     free(m.deltas);
