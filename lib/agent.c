@@ -58,7 +58,8 @@ struct agent {
     volatile int stopping;
     /* cluster mode (cluster.h): */
     pthread_t cluster, fence;
-    int64_t *lease_ok_ms;  /* per task (same index): when its lease was last renewed */
+    int64_t *lease_ok_ms;  /* per task (same index): when its lease was last renewed
+                            * (monotonic: a clock step must not fence, nor delay a fence) */
     char (*seen_dead)[128]; /* nodes found dead, when, and who takes which task */
     int64_t *seen_dead_ms;
     json_t **seen_assign;
@@ -153,7 +154,7 @@ static int agent_add(struct agent *a, struct task *t)
         a->tasks = nt;
     if (nl) {
         a->lease_ok_ms = nl;
-        a->lease_ok_ms[a->n_tasks] = util_wall_us() / 1000; /* its lease was just taken */
+        a->lease_ok_ms[a->n_tasks] = util_now_us() / 1000; /* its lease was just taken */
         a->tasks[a->n_tasks++] = t;
     }
     pthread_mutex_unlock(&a->lock);
@@ -845,7 +846,7 @@ static void agent_renew(struct agent *a, json_t *ids, int *running)
         int rc = store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms);
         if (rc == 0) {
             pthread_mutex_lock(&a->lock);
-            a->lease_ok_ms[idx[k]] = util_wall_us() / 1000;
+            a->lease_ok_ms[idx[k]] = util_now_us() / 1000;
             pthread_mutex_unlock(&a->lock);
             json_array_append_new(ids, json_string(id));
             *running += agent_touch_fence(a, v[k]);
@@ -873,7 +874,7 @@ static void *agent_fence(void *arg)
     while (!a->stopping) {
         struct task **v = NULL;
         size_t *idx = NULL, n = agent_snapshot(a, &v, &idx);
-        int64_t now = util_wall_us() / 1000;
+        int64_t now = util_now_us() / 1000;
         for (size_t k = 0; k < n; k++) {
             pthread_mutex_lock(&a->lock);
             int64_t ok = a->lease_ok_ms[idx[k]];
