@@ -5,7 +5,6 @@
 #include "log.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -240,10 +239,6 @@ int ckpt_commit(struct store *s, const struct manifest *m)
     int rc;
     if (!name)
         return err_set(VK_ENOMEM, "out of memory");
-    if (store_stat(s, name, NULL) == 0) {
-        rc = err_set(VK_EEXISTS, "checkpoint %s already exists in %s", name, s->uri);
-        goto out;
-    }
     rc = store_sync(s); /* every chunk and index it names is durable first */
     if (rc == 0)
         rc = manifest_encode(m, &text);
@@ -263,7 +258,6 @@ int ckpt_commit(struct store *s, const struct manifest *m)
         usleep(200000);
         rc = 0;
     }
-out:
     free(text);
     free(name);
     return rc;
@@ -329,17 +323,18 @@ static void ckpt_blob_stamp(const struct stat *st, char out[160])
 
 static int ckpt_blob_checked(const char *path, const char *stamp_path, uint64_t size)
 {
-    char want[160], have[160] = "";
+    char want[160], *have = NULL;
+    size_t len = 0;
     struct stat st;
-    int fd = open(stamp_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    ssize_t n = fd >= 0 ? read(fd, have, sizeof(have) - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0 || lstat(path, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != size)
-        return 0;
-    have[n] = '\0';
-    ckpt_blob_stamp(&st, want);
-    return strcmp(want, have) == 0;
+    int same = util_read_file(stamp_path, &have, &len) == 0 && lstat(path, &st) == 0 &&
+               S_ISREG(st.st_mode) && (uint64_t)st.st_size == size;
+    if (same) {
+        ckpt_blob_stamp(&st, want);
+        same = strcmp(want, have) == 0;
+    }
+    free(have);
+    err_clear(); /* no stamp: not checked, fetched again; no error */
+    return same;
 }
 
 /* Fetches stream o into the blob cache (blob_dir/<sha256>), or reuses the

@@ -349,9 +349,10 @@ static int task_start_vm(struct task *t, const char *incoming, const volatile in
             }
             usleep(10000);
         }
-        /* A feed cut short by QEMU (EPIPE) means QEMU is on its way out with
-         * the real reason in its log: give it a moment to get there. */
-        for (int i = 0; rc < 0 && i < 100 && vm_alive(t->pid); i++)
+        /* A feed cut short by QEMU (a write error: EPIPE) means QEMU is on its
+         * way out with the real reason in its log: give it a moment to get there. */
+        int feed_cut = feed_failed && *feed_failed == VK_EIO;
+        for (int i = 0; rc < 0 && feed_cut && i < 100 && vm_alive(t->pid); i++)
             usleep(20000);
         if (rc < 0 && !vm_alive(t->pid)) {
             char *tail = util_file_tail(log, 600);
@@ -532,7 +533,7 @@ struct task_feed {
     const struct mf_obj *obj;
     const char *fifo;
     volatile int stop;
-    volatile int failed;
+    volatile int failed; /* 0, or the feed's error code */
     int rc;
     char err[1024];
 };
@@ -557,7 +558,7 @@ static void *task_feed_thread(void *arg)
     }
     if (f->rc < 0) {
         snprintf(f->err, sizeof(f->err), "%s", err_msg());
-        f->failed = 1;
+        f->failed = f->rc;
     }
     return NULL;
 }

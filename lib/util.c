@@ -96,24 +96,23 @@ int util_mkdir_p(const char *path, mode_t mode)
 
 uint64_t util_proc_start(pid_t pid)
 {
-    char path[64], buf[1024];
+    char path[64], *buf = NULL;
+    size_t len = 0;
     unsigned long long start = 0;
     if (pid <= 1)
         return 0;
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
+    if (util_read_file(path, &buf, &len) < 0) {
+        err_clear(); /* no such process: an answer, not an error */
         return 0;
-    buf[n] = '\0';
+    }
     /* The command name (field 2) may hold spaces and ')': fields count from
      * the last ')'. Field 22 is the start time. */
     char *p = strrchr(buf, ')');
     if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
                             "%*d %*d %*d %llu", &start) != 1)
-        return 0;
+        start = 0;
+    free(buf);
     return (uint64_t)start;
 }
 
