@@ -165,18 +165,23 @@ static int agent_add(struct agent *a, struct task *t)
 
 /* Takes the task's lease for this node (cluster mode only): VK_EBUSY naming
  * the situation when another node holds it. */
-static int agent_take_lease(struct agent *a, const char *id)
+static int agent_take_lease_fenced(struct agent *a, const char *id, struct store_fence *out)
 {
     char name[192];
     if (!a->cfg->cluster)
         return 0;
     cluster_lease_name(id, name);
-    int rc = store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms);
+    int rc = store_lease_fenced(a->env.store, name, a->cfg->node, a->cfg->lease_ms, out);
     if (rc == VK_EBUSY)
         return err_set(VK_EBUSY, "task %s runs on another node (its lease %s is held): "
                                  "restore it there, or wait until that node's lease expires",
                        id, name);
     return rc < 0 ? err_wrap(rc, "task %s: cannot take its lease", id) : 0;
+}
+
+static int agent_take_lease(struct agent *a, const char *id)
+{
+    return agent_take_lease_fenced(a, id, NULL);
 }
 
 static void agent_drop_lease(struct agent *a, const char *id)
@@ -1285,11 +1290,14 @@ static int agent_free_socket_path(const char *path, const struct sockaddr_un *sa
 
 /* task_env.may_commit: only the holder of a task's lease commits its
  * checkpoints. A node that stalled past its lease (its VM fenced meanwhile)
- * and wakes up mid-upload finds the lease taken and commits nothing. */
-static int agent_may_commit(void *arg, const char *id)
+ * and wakes up mid-upload finds the lease taken and commits nothing; one that
+ * stalls after this call and before its write holds a proof that the write
+ * checks (store_put_fenced), void once another node took the lease. */
+static int agent_may_commit(void *arg, const char *id, struct store_fence *out, int *fenced)
 {
     struct agent *a = arg;
-    int rc = agent_take_lease(a, id);
+    *fenced = a->cfg->cluster;
+    int rc = agent_take_lease_fenced(a, id, out);
     if (rc == VK_EBUSY)
         return err_set(VK_ELEASE, "task %s: this node (%s) lost the task's lease while the "
                                   "checkpoint uploaded; not committed: the task runs elsewhere",

@@ -233,7 +233,7 @@ static int ckpt_same_text(struct store *s, const char *name, const char *text)
     return same;
 }
 
-int ckpt_commit(struct store *s, const struct manifest *m)
+int ckpt_commit(struct store *s, const struct manifest *m, const struct store_fence *fence)
 {
     char *name = manifest_name(m->task, m->seq), *text = NULL;
     int rc;
@@ -246,13 +246,14 @@ int ckpt_commit(struct store *s, const struct manifest *m)
      * its lease while stalled, and the task's new node) one commits. A retry
      * after a lost reply may find its own manifest: the same text is a commit. */
     for (int attempt = 0; attempt < 3 && rc == 0; attempt++) {
-        rc = store_put_new(s, name, text, strlen(text));
+        rc = fence ? store_put_fenced(s, fence, name, text, strlen(text))
+                   : store_put_new(s, name, text, strlen(text));
         if (rc == VK_EEXISTS && attempt > 0 && ckpt_same_text(s, name, text))
             rc = 0;
         if (rc == VK_EEXISTS)
             err_set(rc, "checkpoint %s already exists in %s (written by another node)", name,
                     s->uri);
-        if (rc == 0 || rc == VK_ENOSPC || rc == VK_EEXISTS || attempt == 2)
+        if (rc == 0 || rc == VK_ENOSPC || rc == VK_EEXISTS || rc == VK_ELEASE || attempt == 2)
             break;
         log_warn("store %s: writing %s failed, retrying: %s", s->uri, name, err_msg());
         usleep(200000);

@@ -89,7 +89,19 @@ int store_put_write(struct store_writer *w, const void *data, size_t len)
     return rc;
 }
 
-int store_put_commit(struct store_writer *w) { return w->store->ops->put_commit(w); }
+int store_put_commit(struct store_writer *w)
+{
+    if (w->fence && (!w->exclusive || !w->store->ops->lease)) {
+        struct store *s = w->store;
+        char *name = strdup(w->name);
+        store_put_abort(w);
+        int rc = err_set(VK_EINVAL, "store %s: cannot fence object %s (no leases, or not new)",
+                         s->uri, name ? name : "?");
+        free(name);
+        return rc;
+    }
+    return w->store->ops->put_commit(w);
+}
 
 void store_put_abort(struct store_writer *w)
 {
@@ -130,13 +142,14 @@ int store_sync(struct store *s)
 }
 
 static int store_put_whole(struct store *s, const char *name, const void *data, size_t len,
-                           int exclusive)
+                           int exclusive, const struct store_fence *fence)
 {
     struct store_writer *w;
     int rc = store_put_begin(s, name, &w);
     if (rc < 0)
         return rc;
     w->exclusive = exclusive;
+    w->fence = fence;
     rc = store_put_write(w, data, len);
     if (rc < 0) {
         store_put_abort(w);
@@ -147,21 +160,45 @@ static int store_put_whole(struct store *s, const char *name, const void *data, 
 
 int store_put_buf(struct store *s, const char *name, const void *data, size_t len)
 {
-    return store_put_whole(s, name, data, len, 0);
+    return store_put_whole(s, name, data, len, 0, NULL);
 }
 
 int store_put_new(struct store *s, const char *name, const void *data, size_t len)
 {
-    return store_put_whole(s, name, data, len, 1);
+    return store_put_whole(s, name, data, len, 1, NULL);
+}
+
+int store_put_fenced(struct store *s, const struct store_fence *f, const char *name,
+                     const void *data, size_t len)
+{
+    if (!s->ops->lease)
+        return err_set(VK_EINVAL, "store %s has no leases to fence %s with", s->uri, name);
+    if (!store_valid_name(f->lease) || !f->owner[0])
+        return err_set(VK_EINVAL, "bad lease '%s' to fence %s with", f->lease, name);
+    return store_put_whole(s, name, data, len, 1, f);
+}
+
+int store_lease_fenced(struct store *s, const char *name, const char *owner, int duration_ms,
+                       struct store_fence *out)
+{
+    if (!store_valid_name(name))
+        return err_set(VK_EINVAL, "bad lease name '%s'", name);
+    if (!owner[0] || strlen(owner) >= sizeof(out->owner) || strlen(name) >= sizeof(out->lease) ||
+        strpbrk(owner, " \t\n"))
+        return err_set(VK_EINVAL, "bad lease owner '%s'", owner);
+    if (!s->ops->lease)
+        return err_set(VK_EINVAL, "store %s has no leases", s->uri);
+    if (out) {
+        memset(out, 0, sizeof(*out));
+        snprintf(out->lease, sizeof(out->lease), "%s", name);
+        snprintf(out->owner, sizeof(out->owner), "%s", owner);
+    }
+    return s->ops->lease(s, name, owner, duration_ms, out);
 }
 
 int store_lease(struct store *s, const char *name, const char *owner, int duration_ms)
 {
-    if (!store_valid_name(name))
-        return err_set(VK_EINVAL, "bad lease name '%s'", name);
-    if (!s->ops->lease)
-        return err_set(VK_EINVAL, "store %s has no leases", s->uri);
-    return s->ops->lease(s, name, owner, duration_ms);
+    return store_lease_fenced(s, name, owner, duration_ms, NULL);
 }
 
 int store_unlease(struct store *s, const char *name, const char *owner)

@@ -18,10 +18,23 @@
 
 #include "util.h"
 
-#define STORE_OPS_VERSION 2
+#define STORE_OPS_VERSION 3
 
 struct store;
 struct store_writer;
+
+/* A lease as its holder proves it in a commit (store_put_fenced): filled by
+ * store_lease_fenced. The epoch is raised each time the lease is taken by an
+ * owner that did not hold it (never by a renewal); client names the
+ * backend's connection the lease was taken through (RADOS: a connection
+ * that another node blocklisted is replaced, and a proof made through the
+ * old one is void). */
+struct store_fence {
+    char lease[192];
+    char owner[256];
+    uint64_t epoch;
+    uint64_t client;
+};
 
 /* Called once per object by store_list() with its size and the time it was
  * last written (seconds since the epoch); a non-zero return stops the walk
@@ -47,8 +60,9 @@ struct store_ops {
     int (*sync)(struct store *s);
     /* Takes, or renews, an exclusive hold on `name` for duration_ms, for
      * `owner`: VK_EBUSY while another owner holds it. NULL when the store has
-     * no leases. */
-    int (*lease)(struct store *s, const char *name, const char *owner, int duration_ms);
+     * no leases. out (may be NULL) gets the proof a fenced commit checks. */
+    int (*lease)(struct store *s, const char *name, const char *owner, int duration_ms,
+                 struct store_fence *out);
     int (*unlease)(struct store *s, const char *name, const char *owner);
 };
 
@@ -70,6 +84,14 @@ struct store_writer {
      * Atomic on the directory store (link), RADOS (exclusive create) and SFTP
      * (its rename never replaces); FTP can only look first. */
     int exclusive;
+    /* Set by the caller before commit (with exclusive): the commit happens
+     * only while fence's lease is held by its owner in its epoch, checked in
+     * the same step as the write, else VK_ELEASE. Directory store: the check
+     * and the link run under the lease's lock, which every change of the
+     * lease takes; RADOS: the node that takes a lease over blocklists the old
+     * holder's client first, so a write through it fails. Stores without
+     * leases refuse it (VK_EINVAL). */
+    const struct store_fence *fence;
 };
 
 /* Opens the store named by uri ("file:///path", or a plain absolute path).
@@ -101,12 +123,19 @@ int store_sync(struct store *s);
 
 /* Leases (see store_ops): VK_EINVAL when the store has none. */
 int store_lease(struct store *s, const char *name, const char *owner, int duration_ms);
+/* store_lease that also fills *out (see struct store_fence). */
+int store_lease_fenced(struct store *s, const char *name, const char *owner, int duration_ms,
+                       struct store_fence *out);
 int store_unlease(struct store *s, const char *name, const char *owner);
 
 /* Convenience built on the calls above. */
 int store_put_buf(struct store *s, const char *name, const void *data, size_t len);
 /* store_put_buf of a new object: VK_EEXISTS when name exists (see exclusive). */
 int store_put_new(struct store *s, const char *name, const void *data, size_t len);
+/* store_put_new that commits only while f proves its lease (see fence):
+ * VK_ELEASE naming the lease when it does not. */
+int store_put_fenced(struct store *s, const struct store_fence *f, const char *name,
+                     const void *data, size_t len);
 /* Whole object into a malloc'd, NUL-terminated buffer (caller frees). */
 int store_get_buf(struct store *s, const char *name, char **out, size_t *out_len);
 /* Uploads a local file; hashes it on the way (out_sha may be NULL).

@@ -201,6 +201,9 @@ static int dir_mkparent(const char *path)
     return rc;
 }
 
+static int dir_fence_hold(struct dir_store *d, const struct store_fence *f, const char *obj,
+                          int *fd);
+
 static int dir_place(const char *tmp, const char *final, int exclusive)
 {
     return exclusive ? link(tmp, final) : rename(tmp, final);
@@ -211,7 +214,7 @@ static int dir_put_commit(struct store_writer *sw)
     struct dir_writer *w = (struct dir_writer *)sw;
     struct dir_store *d = (struct dir_store *)sw->store;
     char *final = dir_path(d, sw->name);
-    int rc = 0;
+    int rc = 0, lock_fd = -1;
 
     if (!sw->lazy && fsync(w->fd) < 0) {
         rc = err_errno(errno, "store %s: cannot sync object %s", d->base.uri, sw->name);
@@ -221,6 +224,8 @@ static int dir_put_commit(struct store_writer *sw)
      * manifest has little left to wait for. */
     if (sw->lazy)
         (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    if (sw->fence && (rc = dir_fence_hold(d, sw->fence, sw->name, &lock_fd)) < 0)
+        goto out;
     /* Most parents exist already: create them only when the rename says so.
      * Exclusive: link(2), which never replaces, then drop the temporary name. */
     if (dir_place(w->tmp, final, sw->exclusive) < 0 &&
@@ -238,6 +243,8 @@ static int dir_put_commit(struct store_writer *sw)
     if (!sw->lazy)
         rc = util_fsync_dir_of(final);
 out:
+    if (lock_fd >= 0)
+        close(lock_fd); /* after the link (and its fsync): the commit is in */
     if (rc < 0)
         unlink(w->tmp);
     free(final);
@@ -359,18 +366,26 @@ static int dir_sync(struct store *s)
 
 /* ---- leases ------------------------------------------------------------------------
  * A lease is the directory NAME.lease/ of generations: files named by a
- * 20-digit number, each holding "OWNER EXPIRY_MS\n" (wall clock, so the nodes'
- * clocks must agree to well within a lease) or nothing (released); the
- * highest number is the lease's state. Every change (take, renew, release)
- * writes generation g+1 with link(2), which fails if it exists: of two agents
- * that read generation g, only one moves the lease on (a compare-and-swap).
- * No lock is held, so an agent that stalls at any instant (SIGSTOP, swap)
- * blocks no other. One that stalled between its read and its link may link a
- * number already passed and removed: it then finds a higher one and counts as
- * beaten. link and rename are atomic on a local file system and on NFS. */
+ * 20-digit number, each holding "OWNER EXPIRY_MS EPOCH\n" (wall clock, so the
+ * nodes' clocks must agree to well within a lease; OWNER "-" when released);
+ * the highest number is the lease's state. Every change (take, renew,
+ * release) writes generation g+1 with link(2), which fails if it exists: of
+ * two agents that read generation g, only one moves the lease on.
+ *
+ * Every change, and every fenced commit, also runs under the lease's lock
+ * (flock of NAME.lease/lock): a commit checks holder and epoch and links its
+ * object with the lock held, so no take-over can fall between its check and
+ * its write. The lock is held for a few system calls, never across a network
+ * or store call. A process stalled while holding it (SIGSTOP, swap) holds up
+ * that one lease until it runs again or dies (which drops the lock): it
+ * delays a take-over, it never lets a stale commit through. Takers give up
+ * after DIR_LEASE_LOCK_MS (VK_EBUSY) and try again at their next round, so
+ * renewals never wait long on it. flock is shared by every process of a
+ * host, and between NFS clients that have locking. */
 
 #define DIR_LEASE_DIGITS 20
 #define DIR_LEASE_TRIES 5
+#define DIR_LEASE_LOCK_MS 500
 
 static int dir_lease_gen_of(const char *fname, uint64_t *gen)
 {
@@ -400,32 +415,71 @@ static int dir_lease_top_gen(struct dir_store *d, const char *dir, uint64_t *top
     return 0;
 }
 
-/* The lease's generation, holder and expiry; owner "" when free. */
-static int dir_lease_read(struct dir_store *d, const char *dir, uint64_t *gen, char owner[256],
-                          int64_t *expiry_ms)
+struct dir_lease_state {
+    uint64_t gen;
+    char owner[256]; /* "" when free */
+    int64_t expiry_ms;
+    uint64_t epoch;
+};
+
+static void dir_lease_parse(const char *text, size_t len, struct dir_lease_state *st)
+{
+    int n = len ? sscanf(text, "%255s %" SCNd64 " %" SCNu64, st->owner, &st->expiry_ms,
+                         &st->epoch)
+                : 0;
+    if (n < 2 || !strcmp(st->owner, "-"))
+        st->owner[0] = '\0'; /* released, or not ours to understand: free */
+}
+
+/* The lease's generation, holder, expiry and epoch. */
+static int dir_lease_read(struct dir_store *d, const char *dir, struct dir_lease_state *st)
 {
     for (int i = 0; i < DIR_LEASE_TRIES; i++) {
         char *text = NULL, *path;
         size_t len = 0;
-        int rc = dir_lease_top_gen(d, dir, gen);
-        owner[0] = '\0';
-        *expiry_ms = 0;
-        if (rc < 0 || *gen == 0)
+        memset(st, 0, sizeof(*st));
+        int rc = dir_lease_top_gen(d, dir, &st->gen);
+        if (rc < 0 || st->gen == 0)
             return rc;
-        path = util_fmt("%s/%0*" PRIu64, dir, DIR_LEASE_DIGITS, *gen);
+        path = util_fmt("%s/%0*" PRIu64, dir, DIR_LEASE_DIGITS, st->gen);
         if (!path)
             return err_set(VK_ENOMEM, "out of memory");
         rc = util_read_file(path, &text, &len);
         free(path);
         if (rc == 0) {
-            if (len == 0 || sscanf(text, "%255s %" SCNd64, owner, expiry_ms) != 2)
-                owner[0] = '\0'; /* released, or not ours to understand: free */
+            dir_lease_parse(text, len, st);
             free(text);
             return 0;
         }
         err_clear(); /* removed by a newer writer since the listing: list again */
     }
     return err_set(VK_EIO, "store %s: lease %s keeps changing while read", d->base.uri, dir);
+}
+
+/* Takes the lease's lock: its fd into *fd (close() drops it); VK_EBUSY when
+ * another process holds it for longer than DIR_LEASE_LOCK_MS. */
+static int dir_lease_lock(struct dir_store *d, const char *dir, int *fd)
+{
+    char *path = util_fmt("%s/lock", dir);
+    int rc = path ? util_mkdir_p(dir, 0700) : err_set(VK_ENOMEM, "out of memory");
+    *fd = -1;
+    if (rc == 0 && (*fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
+        rc = err_errno(errno, "store %s: cannot open lease lock %s", d->base.uri, path);
+    for (int waited = 0; rc == 0 && flock(*fd, LOCK_EX | LOCK_NB) < 0; waited += 5) {
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            rc = err_errno(errno, "store %s: cannot lock lease %s", d->base.uri, dir);
+        else if (waited >= DIR_LEASE_LOCK_MS)
+            rc = err_set(VK_EBUSY, "store %s: lease %s stays locked by another process (a "
+                                   "stalled one?): try again", d->base.uri, dir);
+        else
+            usleep(5000);
+    }
+    if (rc < 0 && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    free(path);
+    return rc;
 }
 
 /* Removes the generations below gen, and temporaries older than a minute
@@ -457,11 +511,13 @@ static uint64_t dir_lease_prune(const char *dir, uint64_t gen)
 
 /* Writes generation gen of the lease: VK_EBUSY when another writer got there
  * first (that generation or a higher one exists). */
-static int dir_lease_write(struct dir_store *d, const char *dir, uint64_t gen, const char *text)
+static int dir_lease_write(struct dir_store *d, const char *dir, uint64_t gen, const char *owner,
+                           int64_t expiry_ms, uint64_t epoch)
 {
     char *tmp = util_fmt("%s/.tmp-%d.%u", dir, (int)getpid(), atomic_fetch_add(&dir_tmp_seq, 1));
     char *path = util_fmt("%s/%0*" PRIu64, dir, DIR_LEASE_DIGITS, gen);
-    int rc = tmp && path ? dir_mkparent(tmp) : err_set(VK_ENOMEM, "out of memory");
+    char *text = util_fmt("%s %" PRId64 " %" PRIu64 "\n", owner, expiry_ms, epoch);
+    int rc = tmp && path && text ? dir_mkparent(tmp) : err_set(VK_ENOMEM, "out of memory");
     if (rc == 0)
         rc = util_write_file_atomic(tmp, text, strlen(text));
     if (rc == 0 && link(tmp, path) < 0)
@@ -475,62 +531,90 @@ static int dir_lease_write(struct dir_store *d, const char *dir, uint64_t gen, c
     }
     free(tmp);
     free(path);
+    free(text);
     return rc;
 }
 
-/* A generation's content: "OWNER EXPIRY_MS\n", or empty (owner NULL: released). */
-static char *dir_lease_text(const char *owner, int64_t expiry_ms)
+/* One take or renewal, with the lease's lock held. */
+static int dir_lease_locked(struct dir_store *d, const char *dir, const char *name,
+                            const char *owner, int duration_ms, struct store_fence *out)
 {
-    return owner ? util_fmt("%s %" PRId64 "\n", owner, expiry_ms) : strdup("");
+    for (int i = 0; i < DIR_LEASE_TRIES; i++) {
+        struct dir_lease_state st;
+        int64_t now = util_wall_us() / 1000;
+        int rc = dir_lease_read(d, dir, &st);
+        if (rc < 0)
+            return rc;
+        if (st.owner[0] && strcmp(st.owner, owner) != 0 && st.expiry_ms > now)
+            return err_set(VK_EBUSY, "store %s: lease %s is held by another owner (%s, %" PRId64
+                                     " ms left)", d->base.uri, name, st.owner, st.expiry_ms - now);
+        uint64_t epoch = strcmp(st.owner, owner) == 0 ? st.epoch : st.epoch + 1;
+        rc = dir_lease_write(d, dir, st.gen + 1, owner, now + duration_ms, epoch);
+        if (rc == 0 && out)
+            out->epoch = epoch;
+        if (rc != VK_EBUSY)
+            return rc;
+        /* a writer that does not lock (an older agent) changed it: read it again */
+    }
+    return err_set(VK_EBUSY, "store %s: lease %s changed under every attempt to take it",
+                   d->base.uri, name);
 }
 
-static int dir_lease(struct store *s, const char *name, const char *owner, int duration_ms)
+static int dir_lease(struct store *s, const char *name, const char *owner, int duration_ms,
+                     struct store_fence *out)
 {
     struct dir_store *d = (struct dir_store *)s;
-    char holder[256], *dir = util_fmt("%s/%s.lease", d->root, name), *text = NULL;
-    int rc = dir ? 0 : err_set(VK_ENOMEM, "out of memory");
-    for (int i = 0; rc == 0 && i < DIR_LEASE_TRIES; i++) {
-        uint64_t gen;
-        int64_t expiry, now = util_wall_us() / 1000;
-        if ((rc = dir_lease_read(d, dir, &gen, holder, &expiry)) < 0)
-            break;
-        if (holder[0] && strcmp(holder, owner) != 0 && expiry > now) {
-            rc = err_set(VK_EBUSY, "store %s: lease %s is held by another owner (%s, %" PRId64
-                                   " ms left)", s->uri, name, holder, expiry - now);
-            break;
-        }
-        free(text);
-        if (!(text = dir_lease_text(owner, now + duration_ms))) {
-            rc = err_set(VK_ENOMEM, "out of memory");
-            break;
-        }
-        rc = dir_lease_write(d, dir, gen + 1, text);
-        if (rc != VK_EBUSY)
-            break;
-        rc = 0; /* another agent changed it meanwhile: read it again */
-        if (i == DIR_LEASE_TRIES - 1)
-            rc = err_set(VK_EBUSY, "store %s: lease %s changed under every attempt to take it",
-                         s->uri, name);
-    }
+    char *dir = util_fmt("%s/%s.lease", d->root, name);
+    int fd = -1, rc = dir ? dir_lease_lock(d, dir, &fd) : err_set(VK_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = dir_lease_locked(d, dir, name, owner, duration_ms, out);
+    if (fd >= 0)
+        close(fd);
     if (rc < 0 && rc != VK_EBUSY)
         err_wrap(rc, "store %s: cannot take lease %s", s->uri, name);
     free(dir);
-    free(text);
     return rc;
 }
 
 static int dir_unlease(struct store *s, const char *name, const char *owner)
 {
     struct dir_store *d = (struct dir_store *)s;
-    char holder[256], *dir = util_fmt("%s/%s.lease", d->root, name);
-    uint64_t gen;
-    int64_t expiry;
-    int rc = dir ? dir_lease_read(d, dir, &gen, holder, &expiry) : err_set(VK_ENOMEM, "out of memory");
-    if (rc == 0 && strcmp(holder, owner) != 0)
+    struct dir_lease_state st;
+    char *dir = util_fmt("%s/%s.lease", d->root, name);
+    int fd = -1, rc = dir ? dir_lease_lock(d, dir, &fd) : err_set(VK_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = dir_lease_read(d, dir, &st);
+    if (rc == 0 && strcmp(st.owner, owner) != 0)
         rc = err_set(VK_ENOTFOUND, "store %s: lease %s is not held by %s", s->uri, name, owner);
-    if (rc == 0 && (rc = dir_lease_write(d, dir, gen + 1, "")) == VK_EBUSY)
+    if (rc == 0 && (rc = dir_lease_write(d, dir, st.gen + 1, "-", 0, st.epoch)) == VK_EBUSY)
         rc = err_set(VK_ENOTFOUND, "store %s: lease %s was taken by another owner meanwhile",
                      s->uri, name);
+    if (fd >= 0)
+        close(fd);
+    free(dir);
+    return rc;
+}
+
+/* Before a fenced commit: takes the lease's lock (into *fd, for the caller
+ * to close after its link) and checks that f's owner still holds the lease
+ * in f's epoch. Expiry alone does not void it: a lease nobody has taken
+ * since is still its holder's, and a taker must hold the lock. */
+static int dir_fence_hold(struct dir_store *d, const struct store_fence *f, const char *obj,
+                          int *fd)
+{
+    struct dir_lease_state st;
+    char *dir = util_fmt("%s/%s.lease", d->root, f->lease);
+    int rc = dir ? dir_lease_lock(d, dir, fd) : err_set(VK_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = dir_lease_read(d, dir, &st);
+    if (rc == 0 && (strcmp(st.owner, f->owner) != 0 || st.epoch != f->epoch))
+        rc = err_set(VK_ELEASE, "store %s: %s not written: lease %s is held by %s (epoch %" PRIu64
+                                "), not by %s (epoch %" PRIu64 ")", d->base.uri, obj, f->lease,
+                     st.owner[0] ? st.owner : "nobody", st.epoch, f->owner, f->epoch);
+    if (rc < 0 && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
     free(dir);
     return rc;
 }

@@ -120,6 +120,7 @@ static int fault_put_commit(struct store_writer *sw)
     } else {
         w->inner->lazy = sw->lazy;
         w->inner->exclusive = sw->exclusive;
+        w->inner->fence = sw->fence;
         rc = store_put_commit(w->inner);
     }
     free(w);
@@ -169,10 +170,13 @@ static int fault_sync(struct store *s)
     return rc < 0 ? rc : store_sync(((struct fault_store *)s)->inner);
 }
 
-static int fault_lease(struct store *s, const char *name, const char *owner, int duration_ms)
+static int fault_lease(struct store *s, const char *name, const char *owner, int duration_ms,
+                       struct store_fence *out)
 {
     int rc = fault_down(s, name);
-    return rc < 0 ? rc : store_lease(((struct fault_store *)s)->inner, name, owner, duration_ms);
+    return rc < 0 ? rc
+                  : store_lease_fenced(((struct fault_store *)s)->inner, name, owner, duration_ms,
+                                       out);
 }
 
 static int fault_unlease(struct store *s, const char *name, const char *owner)

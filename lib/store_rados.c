@@ -16,12 +16,17 @@
  * acknowledged once on all replicas, so sync has nothing to do.
  *
  * Leases are RADOS exclusive locks with a duration (cls_lock), on an object
- * of the lease's name. */
+ * of the lease's name; a fenced commit is fenced by blocklisting (see
+ * "leases" below). */
 #include "err.h"
+#include "log.h"
 #include "store.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <rados/librados.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,12 +39,25 @@ extern const struct store_ops store_rados_ops;
 #define STORE_RADOS_INFLIGHT 4
 #define STORE_RADOS_DONE "vk.done"
 
-struct srados_store {
-    struct store base;
+/* A connection to the cluster. One that another node blocklisted (it took a
+ * lease of this node over) is marked dead and replaced at the next call; it
+ * is kept until the store is freed, as writers in flight may still hold it. */
+struct srados_conn {
     rados_t cluster;
     rados_ioctx_t io;
-    int connected;
+    uint64_t gen;
+    atomic_int dead;
+    char addr[128]; /* as the cluster sees it (from our own lock), once known */
+    struct srados_conn *older;
+};
+
+struct srados_store {
+    struct store base;
+    pthread_mutex_t mu; /* guards conn */
+    struct srados_conn *conn;
     char *pool;
+    char *conf, *id, *keyring; /* how to connect again */
+    int timeout;
 };
 
 struct srados_part {
@@ -49,6 +67,7 @@ struct srados_part {
 
 struct srados_writer {
     struct store_writer base;
+    struct srados_conn *c; /* the connection its parts went through */
     char *buf; /* the part being filled */
     size_t len;
     uint64_t off; /* bytes already sent */
@@ -82,8 +101,15 @@ static int srados_code(int r)
     }
 }
 
-static int srados_fail(struct srados_store *r, int ret, const char *what, const char *name)
+static int srados_fail(struct srados_store *r, struct srados_conn *c, int ret, const char *what,
+                       const char *name)
 {
+    if (ret == -ESHUTDOWN && c) { /* librados: EBLOCKLISTED */
+        atomic_store(&c->dead, 1);
+        return err_set(VK_ELEASE, "store %s: cannot %s %s: this node's client was blocklisted by "
+                                  "another node (one that took over a lease of this node); the "
+                                  "next call connects again", r->base.uri, what, name);
+    }
     return err_set(srados_code(ret), "store %s: cannot %s %s: %s", r->base.uri, what, name,
                    strerror(-ret));
 }
@@ -99,18 +125,98 @@ static char *srados_param(const char *q, const char *key)
     return NULL;
 }
 
+static void srados_conn_free(struct srados_conn *c)
+{
+    while (c) {
+        struct srados_conn *older = c->older;
+        if (c->io)
+            rados_ioctx_destroy(c->io);
+        if (c->cluster)
+            rados_shutdown(c->cluster);
+        free(c);
+        c = older;
+    }
+}
+
 static void srados_free_store(struct store *s)
 {
     struct srados_store *r = (struct srados_store *)s;
     if (!r)
         return;
-    if (r->io)
-        rados_ioctx_destroy(r->io);
-    if (r->cluster)
-        rados_shutdown(r->cluster);
+    srados_conn_free(r->conn);
+    pthread_mutex_destroy(&r->mu);
     free(r->pool);
+    free(r->conf);
+    free(r->id);
+    free(r->keyring);
     free(r->base.uri);
     free(r);
+}
+
+/* A new connection (*out, srados_conn_free()); open_pool: also its pool's
+ * context (0 before the pool is made). */
+static int srados_connect(struct srados_store *r, struct srados_conn **out)
+{
+    struct srados_conn *c = calloc(1, sizeof(*c));
+    char t[16];
+    int ret;
+    *out = c;
+    if (!c)
+        return err_set(VK_ENOMEM, "out of memory");
+    if ((ret = rados_create(&c->cluster, r->id ? r->id : "admin")) < 0)
+        return srados_fail(r, NULL, ret, "set up a client", "");
+    if ((ret = rados_conf_read_file(c->cluster, r->conf)) < 0)
+        return err_set(VK_EINVAL, "store %s: cannot read the Ceph configuration %s: %s",
+                       r->base.uri, r->conf ? r->conf : "(default places)", strerror(-ret));
+    snprintf(t, sizeof(t), "%d", r->timeout);
+    /* A cluster that is down or unreachable gives an error in bounded time. */
+    rados_conf_set(c->cluster, "client_mount_timeout", t);
+    rados_conf_set(c->cluster, "rados_mon_op_timeout", t);
+    rados_conf_set(c->cluster, "rados_osd_op_timeout", t);
+    rados_conf_set(c->cluster, "log_to_stderr", "false");
+    rados_conf_set(c->cluster, "err_to_stderr", "false");
+    if (r->keyring)
+        rados_conf_set(c->cluster, "keyring", r->keyring);
+    if ((ret = rados_connect(c->cluster)) < 0) {
+        rados_shutdown(c->cluster);
+        c->cluster = NULL; /* (shutdown of a client that never connected) */
+        return err_set(srados_code(ret) == VK_EINVAL ? VK_EINVAL : VK_EIO,
+                       "store %s: cannot connect to the Ceph cluster of %s within %d s: %s",
+                       r->base.uri, r->conf ? r->conf : "/etc/ceph/ceph.conf", r->timeout,
+                       strerror(-ret));
+    }
+    return 0;
+}
+
+static int srados_open_pool(struct srados_store *r, struct srados_conn *c)
+{
+    int ret = rados_ioctx_create(c->cluster, r->pool, &c->io);
+    return ret < 0 ? srados_fail(r, c, ret, "open pool", r->pool) : 0;
+}
+
+/* The connection to use: the current one, replaced first if it was
+ * blocklisted. A failed reconnect leaves the dead one (its calls fail). */
+static struct srados_conn *srados_use(struct srados_store *r)
+{
+    pthread_mutex_lock(&r->mu);
+    struct srados_conn *c = r->conn, *fresh = NULL;
+    if (atomic_load(&c->dead)) {
+        int rc = srados_connect(r, &fresh);
+        if (rc == 0)
+            rc = srados_open_pool(r, fresh);
+        if (rc == 0) {
+            fresh->gen = c->gen + 1;
+            fresh->older = c;
+            r->conn = c = fresh;
+            log_warn("store %s: connected again after this node's client was blocklisted",
+                     r->base.uri);
+        } else {
+            log_warn("store %s: %s", r->base.uri, err_msg());
+            srados_conn_free(fresh);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return c;
 }
 
 /* Runs a monitor command; *out (may be NULL) gets its JSON answer (free()). */
@@ -119,7 +225,7 @@ static int srados_mon(struct srados_store *r, const char *json, char **out_text)
     const char *cmd[] = {json};
     char *out = NULL, *outs = NULL;
     size_t outlen = 0, outslen = 0;
-    int ret = rados_mon_command(r->cluster, cmd, 1, "", 0, &out, &outlen, &outs, &outslen);
+    int ret = rados_mon_command(r->conn->cluster, cmd, 1, "", 0, &out, &outlen, &outs, &outslen);
     if (ret < 0)
         err_set(srados_code(ret), "store %s: the monitor refused %s: %s%s%.*s", r->base.uri, json,
                 strerror(-ret), outslen ? ": " : "", (int)outslen, outs ? outs : "");
@@ -158,10 +264,10 @@ static int srados_pool_set(struct srados_store *r, const char *var, int val)
 static int srados_pool(struct srados_store *r, int replicas)
 {
     char cmd[512];
-    int ret = rados_pool_lookup(r->cluster, r->pool), rc = 0;
+    int ret = rados_pool_lookup(r->conn->cluster, r->pool), rc = 0;
     if (ret == -ENOENT) {
-        if ((ret = rados_pool_create(r->cluster, r->pool)) < 0 && ret != -EEXIST)
-            return srados_fail(r, ret, "create pool", r->pool);
+        if ((ret = rados_pool_create(r->conn->cluster, r->pool)) < 0 && ret != -EEXIST)
+            return srados_fail(r, r->conn, ret, "create pool", r->pool);
         snprintf(cmd, sizeof(cmd),
                  "{\"prefix\": \"osd pool application enable\", \"pool\": \"%s\", "
                  "\"app\": \"rados\", \"yes_i_really_mean_it\": true}",
@@ -180,12 +286,13 @@ static int srados_open_store(const char *uri, struct store **out)
     const char *rest = uri + strlen("rados://"), *q = strchr(rest, '?');
     struct srados_store *r = calloc(1, sizeof(*r));
     char *conf = NULL, *id = NULL, *keyring = NULL, *reps = NULL, *tmo = NULL;
-    int rc = 0, ret, replicas = 0, timeout = 30;
+    int rc = 0, replicas = 0, timeout = 30;
 
     *out = NULL;
     if (!r)
         return err_set(VK_ENOMEM, "out of memory");
     r->base.ops = &store_rados_ops;
+    pthread_mutex_init(&r->mu, NULL);
     r->pool = strndup(rest, q ? (size_t)(q - rest) : strlen(rest));
     r->base.uri = strndup(uri, q ? (size_t)(q - uri) : strlen(uri));
     if (q) {
@@ -210,36 +317,16 @@ static int srados_open_store(const char *uri, struct store **out)
                      r->base.uri);
         goto out;
     }
-    if ((ret = rados_create(&r->cluster, id ? id : "admin")) < 0) {
-        rc = srados_fail(r, ret, "set up a client", "");
+    r->conf = conf;
+    r->id = id;
+    r->keyring = keyring;
+    r->timeout = timeout;
+    conf = id = keyring = NULL;
+    if ((rc = srados_connect(r, &r->conn)) < 0)
         goto out;
-    }
-    if ((ret = rados_conf_read_file(r->cluster, conf)) < 0) {
-        rc = err_set(VK_EINVAL, "store %s: cannot read the Ceph configuration %s: %s",
-                     r->base.uri, conf ? conf : "(default places)", strerror(-ret));
-        goto out;
-    }
-    char t[16];
-    snprintf(t, sizeof(t), "%d", timeout);
-    /* A cluster that is down or unreachable gives an error in bounded time. */
-    rados_conf_set(r->cluster, "client_mount_timeout", t);
-    rados_conf_set(r->cluster, "rados_mon_op_timeout", t);
-    rados_conf_set(r->cluster, "rados_osd_op_timeout", t);
-    rados_conf_set(r->cluster, "log_to_stderr", "false");
-    rados_conf_set(r->cluster, "err_to_stderr", "false");
-    if (keyring)
-        rados_conf_set(r->cluster, "keyring", keyring);
-    if ((ret = rados_connect(r->cluster)) < 0) {
-        rc = err_set(srados_code(ret) == VK_EINVAL ? VK_EINVAL : VK_EIO,
-                     "store %s: cannot connect to the Ceph cluster of %s within %d s: %s",
-                     r->base.uri, conf ? conf : "/etc/ceph/ceph.conf", timeout, strerror(-ret));
-        goto out;
-    }
-    r->connected = 1;
     if ((rc = srados_pool(r, replicas)) < 0)
         goto out;
-    if ((ret = rados_ioctx_create(r->cluster, r->pool, &r->io)) < 0)
-        rc = srados_fail(r, ret, "open pool", r->pool);
+    rc = srados_open_pool(r, r->conn);
 out:
     free(conf);
     free(id);
@@ -260,6 +347,7 @@ static int srados_read_obj(struct store *s, const char *name, uint64_t off, void
                           size_t *out_got)
 {
     struct srados_store *r = (struct srados_store *)s;
+    struct srados_conn *c = srados_use(r);
     rados_read_op_t op = rados_create_read_op();
     size_t got = 0;
     int prval = 0, ret;
@@ -268,20 +356,21 @@ static int srados_read_obj(struct store *s, const char *name, uint64_t off, void
         return err_set(VK_ENOMEM, "out of memory");
     rados_read_op_cmpxattr(op, STORE_RADOS_DONE, LIBRADOS_CMPXATTR_OP_EQ, "1", 1);
     rados_read_op_read(op, off, len, buf, &got, &prval);
-    ret = rados_read_op_operate(op, r->io, name, LIBRADOS_OPERATION_BALANCE_READS);
+    ret = rados_read_op_operate(op, c->io, name, LIBRADOS_OPERATION_BALANCE_READS);
     rados_release_read_op(op);
     if (ret == 0 && prval < 0)
         ret = prval;
     if (ret < 0 && srados_code(ret) == VK_ENOTFOUND)
         return err_set(VK_ENOTFOUND, "store %s: object %s does not exist", s->uri, name);
     if (ret < 0)
-        return srados_fail(r, ret, "read", name);
+        return srados_fail(r, c, ret, "read", name);
     *out_got = got;
     return 0;
 }
 
 static int srados_stat_obj(struct srados_store *r, const char *name, uint64_t *size, int64_t *mtime)
 {
+    struct srados_conn *c = srados_use(r);
     rados_read_op_t op = rados_create_read_op();
     uint64_t sz = 0;
     time_t mt = 0;
@@ -290,14 +379,14 @@ static int srados_stat_obj(struct srados_store *r, const char *name, uint64_t *s
         return err_set(VK_ENOMEM, "out of memory");
     rados_read_op_cmpxattr(op, STORE_RADOS_DONE, LIBRADOS_CMPXATTR_OP_EQ, "1", 1);
     rados_read_op_stat(op, &sz, &mt, &prval);
-    ret = rados_read_op_operate(op, r->io, name, LIBRADOS_OPERATION_BALANCE_READS);
+    ret = rados_read_op_operate(op, c->io, name, LIBRADOS_OPERATION_BALANCE_READS);
     rados_release_read_op(op);
     if (ret == 0 && prval < 0)
         ret = prval;
     if (ret < 0 && srados_code(ret) == VK_ENOTFOUND)
         return err_set(VK_ENOTFOUND, "store %s: object %s does not exist", r->base.uri, name);
     if (ret < 0)
-        return srados_fail(r, ret, "look up", name);
+        return srados_fail(r, c, ret, "look up", name);
     if (size)
         *size = sz;
     if (mtime)
@@ -313,12 +402,13 @@ static int srados_stat(struct store *s, const char *name, uint64_t *out_size)
 static int srados_list(struct store *s, const char *prefix, store_list_fn fn, void *arg)
 {
     struct srados_store *r = (struct srados_store *)s;
+    struct srados_conn *c = srados_use(r);
     rados_list_ctx_t ctx;
     const char *name;
     size_t pl = strlen(prefix);
-    int ret = rados_nobjects_list_open(r->io, &ctx), rc = 0;
+    int ret = rados_nobjects_list_open(c->io, &ctx), rc = 0;
     if (ret < 0)
-        return srados_fail(r, ret, "list", prefix[0] ? prefix : "the pool");
+        return srados_fail(r, c, ret, "list", prefix[0] ? prefix : "the pool");
     while (rc == 0 && (ret = rados_nobjects_list_next(ctx, &name, NULL, NULL)) == 0) {
         uint64_t size;
         int64_t mtime;
@@ -338,17 +428,18 @@ static int srados_list(struct store *s, const char *prefix, store_list_fn fn, vo
     }
     rados_nobjects_list_close(ctx);
     if (rc == 0 && ret < 0 && ret != -ENOENT)
-        rc = srados_fail(r, ret, "list", prefix[0] ? prefix : "the pool");
+        rc = srados_fail(r, c, ret, "list", prefix[0] ? prefix : "the pool");
     return rc;
 }
 
 static int srados_remove_obj(struct store *s, const char *name)
 {
     struct srados_store *r = (struct srados_store *)s;
-    int ret = rados_remove(r->io, name);
+    struct srados_conn *c = srados_use(r);
+    int ret = rados_remove(c->io, name);
     if (ret == -ENOENT)
         return err_set(VK_ENOTFOUND, "store %s: object %s does not exist", s->uri, name);
-    return ret < 0 ? srados_fail(r, ret, "delete", name) : 0;
+    return ret < 0 ? srados_fail(r, c, ret, "delete", name) : 0;
 }
 
 /* ---- writes ------------------------------------------------------------------------ */
@@ -363,6 +454,7 @@ static int srados_put_begin(struct store *s, const char *name, struct store_writ
         return err_set(VK_ENOMEM, "out of memory");
     }
     w->base.store = s;
+    w->c = srados_use((struct srados_store *)s);
     *out = &w->base;
     return 0;
 }
@@ -386,20 +478,20 @@ static int srados_send_part(struct srados_writer *w)
 {
     struct srados_store *r = (struct srados_store *)w->base.store;
     int ret;
-    if (w->off == 0 && (ret = rados_remove(r->io, w->base.name)) < 0 && ret != -ENOENT)
-        return srados_fail(r, ret, "replace", w->base.name);
+    if (w->off == 0 && (ret = rados_remove(w->c->io, w->base.name)) < 0 && ret != -ENOENT)
+        return srados_fail(r, w->c, ret, "replace", w->base.name);
     if (w->nparts == STORE_RADOS_INFLIGHT)
         srados_wait_one(w);
     if (w->rc < 0)
-        return srados_fail(r, w->rc, "write", w->base.name);
+        return srados_fail(r, w->c, w->rc, "write", w->base.name);
     struct srados_part *p = &w->parts[w->nparts];
     if (rados_aio_create_completion2(NULL, NULL, &p->c) < 0)
         return err_set(VK_ENOMEM, "out of memory");
     p->buf = w->buf;
-    ret = rados_aio_write(r->io, w->base.name, p->c, p->buf, w->len, w->off);
+    ret = rados_aio_write(w->c->io, w->base.name, p->c, p->buf, w->len, w->off);
     if (ret < 0) {
         rados_aio_release(p->c);
-        return srados_fail(r, ret, "write", w->base.name);
+        return srados_fail(r, w->c, ret, "write", w->base.name);
     }
     w->nparts++;
     w->off += w->len;
@@ -447,6 +539,12 @@ static int srados_put_commit(struct store_writer *sw)
         srados_writer_free(w);
         return err_set(VK_ENOMEM, "out of memory");
     }
+    if (sw->fence && sw->fence->client != w->c->gen) {
+        rc = err_set(VK_ELEASE, "store %s: %s not written: lease %s was proven through a "
+                                "client that was blocklisted since", r->base.uri, sw->name,
+                     sw->fence->lease);
+        goto out;
+    }
     if (w->off == 0) { /* all of it in one operation: whole or nothing */
         if (sw->exclusive)
             rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
@@ -462,21 +560,21 @@ static int srados_put_commit(struct store_writer *sw)
         while (w->nparts > 0)
             srados_wait_one(w);
         if (w->rc < 0) {
-            rc = srados_fail(r, w->rc, "write", sw->name);
+            rc = srados_fail(r, w->c, w->rc, "write", sw->name);
             goto out;
         }
         rados_write_op_assert_exists(op);
     }
     rados_write_op_setxattr(op, STORE_RADOS_DONE, "1", 1);
-    ret = rados_write_op_operate(op, r->io, sw->name, NULL, 0);
+    ret = rados_write_op_operate(op, w->c->io, sw->name, NULL, 0);
     if (ret == -EEXIST && sw->exclusive)
         rc = err_set(VK_EEXISTS, "store %s: object %s exists already", r->base.uri, sw->name);
     else if (ret < 0)
-        rc = srados_fail(r, ret, "commit", sw->name);
+        rc = srados_fail(r, w->c, ret, "commit", sw->name);
 out:
     rados_release_write_op(op);
     if (rc < 0 && w->off > 0)
-        rados_remove(r->io, sw->name); /* best effort: no half object left */
+        rados_remove(w->c->io, sw->name); /* best effort: no half object left */
     srados_writer_free(w);
     return rc;
 }
@@ -488,51 +586,129 @@ static void srados_put_abort(struct store_writer *sw)
     while (w->nparts > 0)
         srados_wait_one(w);
     if (sent)
-        rados_remove(((struct srados_store *)sw->store)->io, sw->name);
+        rados_remove(w->c->io, sw->name);
     srados_writer_free(w);
 }
 
-/* ---- leases --------------------------------------------------------------------------- */
+/* ---- leases ---------------------------------------------------------------------------
+ * A lease is a RADOS exclusive lock with a duration (cls_lock) on the object
+ * of its name, plus the attribute "vk.holder" = "OWNER EPOCH ADDRESS": who
+ * took it last, in which epoch, through which client. RADOS cannot assert a
+ * lock held on one object in a write to another (a manifest), so fencing is
+ * by blocklist, as RBD's exclusive lock does it: a node that takes a lease
+ * from another owner first blocklists that owner's recorded client, so any
+ * write it still has to make (a stale commit) fails; its next call connects
+ * again, as a new client, which holds no lease and must take each again. */
+
+#define SRADOS_HOLDER "vk.holder"
 
 /* RADOS ties a lock to the client instance that took it; a lease belongs to
  * its owner (a node), whose agent may have restarted since: a lock with our
  * owner's cookie held by another client instance is ours, broken and taken
  * again. */
-static int srados_break_own(struct srados_store *r, const char *name, const char *owner)
+static int srados_break_own(struct srados_conn *c, const char *name, const char *owner)
 {
     char tag[256], clients[1024], cookies[1024], addrs[1024];
     size_t tl = sizeof(tag), cl = sizeof(clients), kl = sizeof(cookies), al = sizeof(addrs);
     int excl = 0;
-    ssize_t n = rados_list_lockers(r->io, name, "vmckpt", &excl, tag, &tl, clients, &cl, cookies,
+    ssize_t n = rados_list_lockers(c->io, name, "vmckpt", &excl, tag, &tl, clients, &cl, cookies,
                                    &kl, addrs, &al);
     if (n != 1 || strcmp(cookies, owner) != 0)
         return -EBUSY; /* another owner's */
-    return rados_break_lock(r->io, name, "vmckpt", clients, cookies);
+    return rados_break_lock(c->io, name, "vmckpt", clients, cookies);
 }
 
-static int srados_lease(struct store *s, const char *name, const char *owner, int duration_ms)
+/* Our client's address as lockers see it (the form blocklists take). */
+static int srados_my_addr(struct srados_store *r, struct srados_conn *c, const char *name,
+                          const char *owner)
+{
+    char tag[256], clients[1024], cookies[1024], addrs[1024];
+    size_t tl = sizeof(tag), cl = sizeof(clients), kl = sizeof(cookies), al = sizeof(addrs);
+    int excl = 0;
+    if (c->addr[0])
+        return 0;
+    ssize_t n = rados_list_lockers(c->io, name, "vmckpt", &excl, tag, &tl, clients, &cl, cookies,
+                                   &kl, addrs, &al);
+    if (n < 0)
+        return srados_fail(r, c, (int)n, "list the lockers of", name);
+    if (n != 1 || strcmp(cookies, owner) != 0 || strlen(addrs) >= sizeof(c->addr))
+        return err_set(VK_EIO, "store %s: lease %s: cannot find this client among its lockers",
+                       r->base.uri, name);
+    snprintf(c->addr, sizeof(c->addr), "%s", addrs);
+    return 0;
+}
+
+/* With the lock held: reads the last holder; when it was another owner,
+ * blocklists its client and waits until the OSDs know, raises the epoch and
+ * records us. *epoch: the lease's epoch now. */
+static int srados_fence_prev(struct srados_store *r, struct srados_conn *c, const char *name,
+                             const char *owner, uint64_t *epoch)
+{
+    char text[512] = "", prev[256] = "", addr[160] = "";
+    uint64_t e = 0;
+    int ret = rados_getxattr(c->io, name, SRADOS_HOLDER, text, sizeof(text) - 1);
+    if (ret < 0 && ret != -ENODATA && ret != -ENOENT)
+        return srados_fail(r, c, ret, "read the holder of lease", name);
+    text[ret > 0 ? ret : 0] = '\0';
+    if (sscanf(text, "%255s %" SCNu64 " %159s", prev, &e, addr) < 2)
+        prev[0] = addr[0] = '\0', e = 0;
+    int rc = srados_my_addr(r, c, name, owner);
+    if (rc < 0)
+        return rc;
+    if (!strcmp(prev, owner) && !strcmp(addr, c->addr)) {
+        *epoch = e; /* a renewal */
+        return 0;
+    }
+    if (prev[0] && strcmp(prev, owner) != 0 && addr[0] && strcmp(addr, c->addr) != 0) {
+        if ((ret = rados_blocklist_add(c->cluster, addr, 0)) < 0)
+            return srados_fail(r, c, ret, "blocklist the old holder of lease", name);
+        if ((ret = rados_wait_for_latest_osdmap(c->cluster)) < 0)
+            return srados_fail(r, c, ret, "wait for the blocklist of lease", name);
+        log_info("store %s: lease %s: blocklisted the client %s of its old holder %s",
+                 r->base.uri, name, addr, prev);
+    }
+    *epoch = strcmp(prev, owner) ? e + 1 : e;
+    snprintf(text, sizeof(text), "%s %" PRIu64 " %s", owner, *epoch, c->addr);
+    ret = rados_setxattr(c->io, name, SRADOS_HOLDER, text, strlen(text));
+    return ret < 0 ? srados_fail(r, c, ret, "record the holder of lease", name) : 0;
+}
+
+static int srados_lease(struct store *s, const char *name, const char *owner, int duration_ms,
+                        struct store_fence *out)
 {
     struct srados_store *r = (struct srados_store *)s;
+    struct srados_conn *c = srados_use(r);
     struct timeval d = {.tv_sec = duration_ms / 1000, .tv_usec = (duration_ms % 1000) * 1000};
-    int ret = rados_lock_exclusive(r->io, name, "vmckpt", owner, "vmckpt lease", &d,
+    uint64_t epoch = 0;
+    int ret = rados_lock_exclusive(c->io, name, "vmckpt", owner, "vmckpt lease", &d,
                                    LIBRADOS_LOCK_FLAG_MAY_RENEW);
-    if (ret == -EBUSY && srados_break_own(r, name, owner) == 0)
-        ret = rados_lock_exclusive(r->io, name, "vmckpt", owner, "vmckpt lease", &d,
+    if (ret == -EBUSY && srados_break_own(c, name, owner) == 0)
+        ret = rados_lock_exclusive(c->io, name, "vmckpt", owner, "vmckpt lease", &d,
                                    LIBRADOS_LOCK_FLAG_MAY_RENEW);
-    if (ret == -EEXIST) /* ours already */
-        return 0;
     if (ret == -EBUSY)
         return err_set(VK_EBUSY, "store %s: lease %s is held by another owner", s->uri, name);
-    return ret < 0 ? srados_fail(r, ret, "take lease", name) : 0;
+    if (ret < 0 && ret != -EEXIST) /* (EEXIST: ours already) */
+        return srados_fail(r, c, ret, "take lease", name);
+    int rc = srados_fence_prev(r, c, name, owner, &epoch);
+    if (rc < 0) { /* a lease whose old holder may still write is not one to hold */
+        rados_unlock(c->io, name, "vmckpt", owner);
+        return rc;
+    }
+    if (out) {
+        out->epoch = epoch;
+        out->client = c->gen;
+    }
+    return 0;
 }
 
 static int srados_unlease(struct store *s, const char *name, const char *owner)
 {
     struct srados_store *r = (struct srados_store *)s;
-    int ret = rados_unlock(r->io, name, "vmckpt", owner);
+    struct srados_conn *c = srados_use(r);
+    int ret = rados_unlock(c->io, name, "vmckpt", owner);
     if (ret == -ENOENT)
         return err_set(VK_ENOTFOUND, "store %s: lease %s is not held by %s", s->uri, name, owner);
-    return ret < 0 ? srados_fail(r, ret, "release lease", name) : 0;
+    return ret < 0 ? srados_fail(r, c, ret, "release lease", name) : 0;
 }
 
 const struct store_ops store_rados_ops = {

@@ -1019,10 +1019,17 @@ static int task_upload(struct task_upload *u, struct manifest **out)
         /* Store calls without the task's lock: a store that stalls here must not
          * stall what reads the task (status, lease renewal, the fence thread).
          * Commits stay in order: one upload thread per task. */
+        struct store_fence fence;
+        int fenced = 0;
         if (rc == 0 && t->env->may_commit)
-            rc = t->env->may_commit(t->env->may_commit_arg, t->id);
-        if (rc == 0)
-            rc = ckpt_commit(t->env->store, own); /* the commit point */
+            rc = t->env->may_commit(t->env->may_commit_arg, t->id, &fence, &fenced);
+        if (rc == 0) { /* tests: stall between the lease check and the write */
+            char tag[160];
+            snprintf(tag, sizeof(tag), "%s.%" PRIu64, t->id, u->seq);
+            testhook_gate("VMCKPT_TEST_COMMIT_GATE", tag);
+        }
+        if (rc == 0) /* the commit point */
+            rc = ckpt_commit(t->env->store, own, fenced ? &fence : NULL);
         if (rc == 0)
             *out = own;
         else

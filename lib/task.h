@@ -25,8 +25,10 @@ struct task_env {
     char *blob_dir;  /* STATE/blobs: local cache of kernels, initrds, bases */
     /* Cluster mode: asked right before a manifest is written; 0 when this
      * node still holds task id's lease (renewed by the call), else VK_ELEASE
-     * and the checkpoint is not committed. NULL: always allowed. */
-    int (*may_commit)(void *arg, const char *id);
+     * and the checkpoint is not committed. *fenced: 1 when *out is a proof of
+     * the lease that the manifest's write must check (ckpt_commit). NULL:
+     * always allowed, unfenced. */
+    int (*may_commit)(void *arg, const char *id, struct store_fence *out, int *fenced);
     void *may_commit_arg;
 };
 

@@ -65,3 +65,35 @@ watch_fence() { # watch_fence TASK VM_PID SECONDS: sets fenced and resumed (ms f
         sleep 0.1
     done
 }
+
+# stale_commit_case TASK: node a checks its lease for checkpoint 2 of TASK,
+# then stalls (SIGSTOP) before it writes the manifest; another node takes the
+# task over; node a, awake again, must not write it (the store checks the
+# proof of the lease in the same step as the write), and the new node's
+# checkpoint is number 2. Node a's agent runs with AGENT_ENV="$CGATE_ENV".
+stale_commit_case() {
+    local t=$1 W w log=$T/a/agent.log
+    check "node a runs $t" run_counter a "$t" || return 1
+    wait_line "$(serial_of a "$t")" '^counter 2$' 90
+    check "checkpoint 1 of $t on node a" vk a checkpoint "$t"
+    cgate_close
+    check "checkpoint 2 of $t starts" vk a checkpoint "$t" --no-wait
+    cgate_held "$t" 2 && ok "checkpoint 2 of $t is uploaded and its lease checked; it waits before its manifest" \
+        || not_ok "held between the lease check and the write"
+    kill -STOP "$AGENT_a"
+    ok "node a's agent stopped (SIGSTOP) between its lease check and its write"
+    if W=$(wait_where "$t" b 60); then ok "$W took $t over"; else not_ok "another node takes $t over" "$(tail -5 "$T/b/agent.log")"; fi
+    w=${W#node-}
+    kill -CONT "$AGENT_a"
+    cgate_open
+    for _ in $(seq 600); do grep -q "task $t: checkpoint 2 failed" "$log" && break; sleep 0.1; done
+    grep -Eq "task $t: checkpoint 2 failed.*(not written: lease .* is held by node-$w|blocklisted)" "$log" \
+        && ok "node a's write of manifest 2 is refused by the store: its proof of the lease is void" \
+        || not_ok "the store refuses node a's stale write" "$(grep "task $t" "$log" | tail -3)"
+    [ "$(vk "$w" --json ls "$t" | jq '.checkpoints | length')" = 1 ] && ok "$t still has one checkpoint" \
+        || not_ok "one checkpoint of $t" "$(vk "$w" ls "$t")"
+    check "node-$w checkpoints $t" vk "$w" checkpoint "$t"
+    grep -q "^checkpoint 2 of $t committed" "$T/last.out" && ok "as number 2" || not_ok "number 2" "$(cat "$T/last.out")"
+    check "every checkpoint of $t verifies" vk "$w" verify "$t"
+    [ "$(copies "$t")" = 1 ] && ok "one copy of $t runs" || not_ok "one copy of $t" "$(copies "$t")"
+}

@@ -142,3 +142,13 @@ gate_held() { # gate_held TASK SEQ [SECONDS]  (SEQ may be '*': any checkpoint)
     for _ in $(seq $((s * 10))); do compgen -G "$GATE.$1.$2" >/dev/null && return 0; sleep 0.1; done
     return 1
 }
+# Commit gate: the same between the lease check of a commit and its write
+# (AGENT_ENV="$CGATE_ENV").
+CGATE=$T/commit-gate
+CGATE_ENV="VMCKPT_TEST_COMMIT_GATE=$CGATE"
+cgate_close() { touch "$CGATE"; }
+cgate_open() { rm -f "$CGATE"; }
+cgate_held() { # cgate_held TASK SEQ
+    for _ in $(seq 1200); do compgen -G "$CGATE.$1.$2" >/dev/null && return 0; sleep 0.1; done
+    return 1
+}

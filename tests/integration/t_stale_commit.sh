@@ -3,7 +3,9 @@
 # upload, and wakes up after another node took its task over, commits
 # nothing; the new node's checkpoints go on; the client reports only what its
 # own agent committed. The stall comes at a certain point: the upload waits
-# at the test's gate, and the agent is stopped (SIGSTOP) there.
+# at the test's gate, and the agent is stopped (SIGSTOP) there. Then the same
+# with the stall between the commit's lease check and its write: the store
+# refuses the write (a fenced commit).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/cluster.sh"
 LEASE=3000
@@ -13,7 +15,7 @@ for x in a b; do ip netns add "$NS-$x" && ip -n "$NS-$x" link set lo up; done
 at_exit 'for x in a b; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done'
 M=$T/store/tasks/s1/manifests
 
-AGENT_ENV="$GATE_ENV" node a || { not_ok "node a starts"; finish; exit 1; }
+AGENT_ENV="$GATE_ENV $CGATE_ENV" node a || { not_ok "node a starts"; finish; exit 1; }
 node b || { not_ok "node b starts"; finish; exit 1; }
 check "node a runs a counter task" run_counter a s1 || { finish; exit 1; }
 wait_line "$(serial_of a s1)" '^counter 2$' 90
@@ -39,6 +41,9 @@ check "and the next one too" vk b checkpoint s1
 check "every checkpoint verifies" vk b verify s1
 [ "$(copies s1)" = 1 ] && ok "one copy of s1 runs" || not_ok "one copy of s1 runs" "$(copies s1)"
 vk b rm s1 >/dev/null 2>&1
+
+# The stall falls between the lease check and the write.
+stale_commit_case s2
 stop_agent a
 stop_agent b
 finish

@@ -11,10 +11,12 @@
 #include "store.h"
 #include "util.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 static char root[256];
@@ -439,7 +441,7 @@ static void test_dir_lease_generations(void **state)
     for (int i = 0; i < 5; i++)
         assert_int_equal(store_lease(s, N("gen/x"), "owner-a", 5000), 0);
     snprintf(dir, sizeof(dir), "%s/%sgen/x.lease", root, pfx);
-    assert_int_equal(count_entries(dir), 1); /* the older generations are gone */
+    assert_int_equal(count_entries(dir), 2); /* the older generations are gone (and "lock") */
     /* another owner's newer generation wins: as if it took the lease while
      * owner-a stalled */
     snprintf(gen, sizeof(gen), "%s/00000000000000000099", dir);
@@ -454,6 +456,70 @@ static void test_dir_lease_generations(void **state)
     snprintf(gen, sizeof(gen), "%s/99999999999999999999", dir);
     assert_int_equal(util_write_file_atomic(gen, text, strlen(text)), 0);
     assert_int_equal(store_lease(s, N("gen/x"), "owner-a", 5000), 0);
+}
+
+/* Fenced commits: a write that proves a lease goes in only while its owner
+ * holds the lease in the epoch it proves; a take-over by another owner voids
+ * the proof, even for a process that checked the lease just before. */
+static void test_fenced_put(void **state)
+{
+    struct store *s = *state, *s2 = NULL;
+    struct store_fence fa, fb;
+    if (store_lease_fenced(s, N("fence/t"), "owner-a", 1500, &fa) == VK_EINVAL &&
+        strstr(err_msg(), "has no leases")) {
+        snprintf(fa.lease, sizeof(fa.lease), "%s", N("fence/t"));
+        snprintf(fa.owner, sizeof(fa.owner), "owner-a");
+        assert_int_equal(store_put_fenced(s, &fa, N("fence/1.json"), "a1", 2), VK_EINVAL);
+        skip();
+        return;
+    }
+    uint64_t e0 = fa.epoch;
+    assert_int_equal(store_put_fenced(s, &fa, N("fence/1.json"), "a1", 2), 0);
+    assert_int_equal(store_put_fenced(s, &fa, N("fence/1.json"), "a1", 2), VK_EEXISTS);
+    assert_int_equal(store_lease_fenced(s, N("fence/t"), "owner-a", 1500, &fa), 0);
+    assert_true(fa.epoch == e0); /* a renewal keeps the epoch */
+    usleep(2000 * 1000);
+    /* another node (its own connection) takes the expired lease over */
+    assert_int_equal(store_open(uri_used, &s2), 0);
+    assert_int_equal(store_lease_fenced(s2, N("fence/t"), "owner-b", 5000, &fb), 0);
+    assert_true(fb.epoch > fa.epoch);
+    assert_int_equal(store_put_fenced(s, &fa, N("fence/2.json"), "a2", 2), VK_ELEASE);
+    assert_int_equal(store_stat(s2, N("fence/2.json"), NULL), VK_ENOTFOUND);
+    assert_int_equal(store_put_fenced(s2, &fb, N("fence/2.json"), "b2", 2), 0);
+    assert_int_equal(store_lease_fenced(s, N("fence/t"), "owner-a", 5000, &fa), VK_EBUSY);
+    /* released, then owner-a's again: a new tenure, a new epoch */
+    assert_int_equal(store_unlease(s2, N("fence/t"), "owner-b"), 0);
+    assert_int_equal(store_lease_fenced(s, N("fence/t"), "owner-a", 5000, &fa), 0);
+    assert_true(fa.epoch > fb.epoch);
+    assert_int_equal(store_put_fenced(s, &fa, N("fence/3.json"), "a3", 2), 0);
+    assert_int_equal(store_put_fenced(s2, &fb, N("fence/4.json"), "b4", 2), VK_ELEASE);
+    store_free(s2);
+}
+
+/* Directory store: a take waits for the lease's lock, which a fenced commit
+ * holds from its check to its link, and gives up (VK_EBUSY) while a stalled
+ * process keeps it. */
+static void test_dir_lease_lock(void **state)
+{
+    struct store *s = *state;
+    struct store_fence fa;
+    char path[700];
+    if (remote) {
+        skip();
+        return;
+    }
+    assert_int_equal(store_lease_fenced(s, N("lock/t"), "owner-a", 1, &fa), 0);
+    usleep(20 * 1000); /* expired */
+    snprintf(path, sizeof(path), "%s/%slock/t.lease/lock", root, pfx);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0); /* a commit in progress, stalled */
+    assert_int_equal(store_lease(s, N("lock/t"), "owner-b", 5000), VK_EBUSY);
+    assert_non_null(strstr(err_msg(), "locked"));
+    close(fd);
+    assert_int_equal(store_lease(s, N("lock/t"), "owner-b", 5000), 0);
+    assert_int_equal(store_put_fenced(s, &fa, N("lock/1.json"), "a1", 2), VK_ELEASE);
+    assert_non_null(strstr(err_msg(), "owner-b"));
 }
 
 int main(void)
@@ -471,6 +537,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_leases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dir_lease_generations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fenced_put, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dir_lease_lock, setup, teardown),
     };
     const char *env = getenv("VMCKPT_TEST_STORE");
     return cmocka_run_group_tests_name(env && *env ? env : "store (directory)", tests, NULL, NULL);
