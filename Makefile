@@ -87,10 +87,18 @@ fuzz-build: $(FUZZ_BIN)
 fuzz: fuzz-build
 	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
 
+# The randomized fault campaign (tests/campaign.sh): CAMPAIGN_FAULTS faults
+# from CAMPAIGN_SEED on three nodes; the test suite runs a short one.
+CAMPAIGN_SEED ?= 1
+CAMPAIGN_FAULTS ?= 100
+campaign:
+	$(MAKE) SAN=1 all tests guest
+	BIN=build/san bash tests/campaign.sh $(CAMPAIGN_SEED) $(CAMPAIGN_FAULTS)
+
 bench: all guest
 	bash bench/stop_time.sh $(B)
 
 clean:
 	rm -rf build/rel build/san build/fuzz
 
-.PHONY: all tests guest demo check check-load fuzz fuzz-build bench clean
+.PHONY: all tests guest demo check check-load fuzz fuzz-build campaign bench clean

@@ -708,12 +708,14 @@ static int agent_fence_runs(const char *pidf)
 }
 
 /* A fence per VM that does not need the agent: a process of its own (forked
- * twice, its own session, no inherited descriptors) kills the VM when
- * RUN_DIR/lease.ok has not been touched for lease_ms - renew_ms. The agent
- * touches it at every renewal. So a VM outlives neither a dead or stalled
- * agent nor a cut-off store by more than its lease. Its pid is in
- * RUN_DIR/fence.pid; one per VM. Returns 1 when the task's VM runs. */
-static int agent_touch_fence(struct agent *a, struct task *t)
+ * twice, its own session, no inherited descriptors) kills the VM when the
+ * time in RUN_DIR/lease.ok (CLOCK_MONOTONIC ms, one clock for every
+ * process of the host that never steps: when the last renewal that succeeded
+ * started) is more than lease_ms - renew_ms ago. The agent writes it
+ * at every renewal. So a VM outlives neither a dead or stalled agent nor a
+ * cut-off store by more than its lease, whatever the wall clock does. Its pid
+ * is in RUN_DIR/fence.pid; one per VM. Returns 1 when the task's VM runs. */
+static int agent_touch_fence(struct agent *a, struct task *t, int64_t renewed_mono_ms)
 {
     json_t *j = task_json(t);
     const char *run_dir = json_string_value(json_object_get(j, "run_dir"));
@@ -728,9 +730,11 @@ static int agent_touch_fence(struct agent *a, struct task *t)
     json_decref(j);
     if (!ok || !pidf || !logf || !msg || !running || qpid <= 0)
         goto out;
+    char stamp[24];
+    snprintf(stamp, sizeof(stamp), "%019lld\n", (long long)renewed_mono_ms);
     int fd = open(ok, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-        futimens(fd, NULL);
+    if (fd >= 0) { /* one small write in place: a reader sees the old or the new */
+        (void)!pwrite(fd, stamp, 20, 0);
         close(fd);
     }
     if (agent_fence_runs(pidf))
@@ -750,14 +754,18 @@ static int agent_touch_fence(struct agent *a, struct task *t)
         for (int fdn = 3; fdn < 4096; fdn++)
             close(fdn); /* the agent's lock and socket must not live on here */
         for (;;) {
-            struct stat st;
-            struct timespec now, nap = {0, 100 * 1000 * 1000};
+            struct timespec nap = {0, 100 * 1000 * 1000};
+            char buf[24];
             if (kill(qpid, 0) < 0)
                 _exit(0);
-            clock_gettime(CLOCK_REALTIME, &now);
-            int64_t age = stat(ok, &st) < 0 ? INT64_MAX
-                                             : ((int64_t)now.tv_sec - st.st_mtim.tv_sec) * 1000 +
-                                                   (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+            int of = open(ok, O_RDONLY | O_CLOEXEC);
+            ssize_t got = of >= 0 ? pread(of, buf, 20, 0) : -1;
+            if (of >= 0)
+                close(of);
+            int64_t stamp = 0;
+            for (ssize_t i = 0; i < got && buf[i] >= '0' && buf[i] <= '9'; i++)
+                stamp = stamp * 10 + (buf[i] - '0'); /* (no strtoll: async-signal-safe only) */
+            int64_t age = got == 20 ? util_now_us() / 1000 - stamp : INT64_MAX;
             if (age > limit_ms) {
                 kill(qpid, SIGKILL);
                 int lf = open(logf, O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -848,13 +856,16 @@ static void agent_renew(struct agent *a, json_t *ids, int *running)
         char name[192];
         const char *id = task_id(v[k]);
         cluster_lease_name(id, name);
+        /* The lease runs from before the call that renewed it: a stall after
+         * the store wrote it must shorten the fence's time, never lengthen it. */
+        int64_t before = util_now_us() / 1000;
         int rc = store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms);
         if (rc == 0) {
             pthread_mutex_lock(&a->lock);
-            a->lease_ok_ms[idx[k]] = util_now_us() / 1000;
+            a->lease_ok_ms[idx[k]] = before;
             pthread_mutex_unlock(&a->lock);
             json_array_append_new(ids, json_string(id));
-            *running += agent_touch_fence(a, v[k]);
+            *running += agent_touch_fence(a, v[k], before);
         } else if (rc == VK_EBUSY) {
             log_warn("task %s: another node holds its lease (it was taken over while this node "
                      "could not renew it): stopping and forgetting the copy here", id);

@@ -366,11 +366,17 @@ static int dir_sync(struct store *s)
 
 /* ---- leases ------------------------------------------------------------------------
  * A lease is the directory NAME.lease/ of generations: files named by a
- * 20-digit number, each holding "OWNER EXPIRY_MS EPOCH\n" (wall clock, so the
- * nodes' clocks must agree to well within a lease; OWNER "-" when released);
- * the highest number is the lease's state. Every change (take, renew,
- * release) writes generation g+1 with link(2), which fails if it exists: of
- * two agents that read generation g, only one moves the lease on.
+ * 20-digit number, each holding "OWNER EXPIRY_MS EPOCH DURATION_MS\n" (OWNER
+ * "-" when released; EXPIRY_MS, the holder's wall clock, is for people); the
+ * highest number is the lease's state. Every change (take, renew, release)
+ * writes generation g+1 with link(2), which fails if it exists: of two agents
+ * that read generation g, only one moves the lease on.
+ *
+ * Whether another owner's lease has expired is judged on the file system's
+ * clock, never on the nodes': the age of its generation (its mtime, set by
+ * the file system when written) against the mtime of a file the taker writes
+ * now. So a node whose clock steps neither takes a live lease nor keeps a
+ * dead one (on NFS, both times are the server's).
  *
  * Every change, and every fenced commit, also runs under the lease's lock
  * (flock of NAME.lease/lock): a commit checks holder and epoch and links its
@@ -420,13 +426,17 @@ struct dir_lease_state {
     char owner[256]; /* "" when free */
     int64_t expiry_ms;
     uint64_t epoch;
+    int64_t duration_ms;     /* 0 when not recorded */
+    struct timespec written; /* the generation's mtime */
 };
 
 static void dir_lease_parse(const char *text, size_t len, struct dir_lease_state *st)
 {
-    int n = len ? sscanf(text, "%255s %" SCNd64 " %" SCNu64, st->owner, &st->expiry_ms,
-                         &st->epoch)
+    int n = len ? sscanf(text, "%255s %" SCNd64 " %" SCNu64 " %" SCNd64, st->owner,
+                         &st->expiry_ms, &st->epoch, &st->duration_ms)
                 : 0;
+    if (st->duration_ms < 0 || st->duration_ms > 86400000)
+        st->duration_ms = 0;
     if (n < 2 || !strcmp(st->owner, "-"))
         st->owner[0] = '\0'; /* released, or not ours to understand: free */
 }
@@ -444,16 +454,48 @@ static int dir_lease_read(struct dir_store *d, const char *dir, struct dir_lease
         path = util_fmt("%s/%0*" PRIu64, dir, DIR_LEASE_DIGITS, st->gen);
         if (!path)
             return err_set(VK_ENOMEM, "out of memory");
+        struct stat sb;
         rc = util_read_file(path, &text, &len);
+        if (rc == 0 && stat(path, &sb) < 0)
+            rc = VK_ENOTFOUND;
         free(path);
         if (rc == 0) {
+            st->written = sb.st_mtim;
             dir_lease_parse(text, len, st);
             free(text);
             return 0;
         }
+        free(text);
+        text = NULL;
         err_clear(); /* removed by a newer writer since the listing: list again */
     }
     return err_set(VK_EIO, "store %s: lease %s keeps changing while read", d->base.uri, dir);
+}
+
+/* The file system's time now: the mtime of a file written in dir. */
+static int dir_fs_now(struct dir_store *d, const char *dir, struct timespec *now)
+{
+    char *tmp = util_fmt("%s/.tmp-clock-%d.%u", dir, (int)getpid(),
+                         atomic_fetch_add(&dir_tmp_seq, 1));
+    struct stat sb;
+    int fd = tmp ? open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
+    int rc = fd >= 0 && fstat(fd, &sb) == 0
+                 ? 0
+                 : err_errno(errno, "store %s: cannot read the file system's clock in %s",
+                             d->base.uri, dir);
+    if (rc == 0)
+        *now = sb.st_mtim;
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    }
+    free(tmp);
+    return rc;
+}
+
+static int64_t dir_ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return ((int64_t)b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
 }
 
 /* Takes the lease's lock: its fd into *fd (close() drops it); VK_EBUSY when
@@ -512,11 +554,12 @@ static uint64_t dir_lease_prune(const char *dir, uint64_t gen)
 /* Writes generation gen of the lease: VK_EBUSY when another writer got there
  * first (that generation or a higher one exists). */
 static int dir_lease_write(struct dir_store *d, const char *dir, uint64_t gen, const char *owner,
-                           int64_t expiry_ms, uint64_t epoch)
+                           int duration_ms, uint64_t epoch)
 {
+    int64_t expiry_ms = owner[0] == '-' ? 0 : util_wall_us() / 1000 + duration_ms;
     char *tmp = util_fmt("%s/.tmp-%d.%u", dir, (int)getpid(), atomic_fetch_add(&dir_tmp_seq, 1));
     char *path = util_fmt("%s/%0*" PRIu64, dir, DIR_LEASE_DIGITS, gen);
-    char *text = util_fmt("%s %" PRId64 " %" PRIu64 "\n", owner, expiry_ms, epoch);
+    char *text = util_fmt("%s %" PRId64 " %" PRIu64 " %d\n", owner, expiry_ms, epoch, duration_ms);
     int rc = tmp && path && text ? dir_mkparent(tmp) : err_set(VK_ENOMEM, "out of memory");
     if (rc == 0)
         rc = util_write_file_atomic(tmp, text, strlen(text));
@@ -541,15 +584,22 @@ static int dir_lease_locked(struct dir_store *d, const char *dir, const char *na
 {
     for (int i = 0; i < DIR_LEASE_TRIES; i++) {
         struct dir_lease_state st;
-        int64_t now = util_wall_us() / 1000;
+        struct timespec now;
         int rc = dir_lease_read(d, dir, &st);
         if (rc < 0)
             return rc;
-        if (st.owner[0] && strcmp(st.owner, owner) != 0 && st.expiry_ms > now)
-            return err_set(VK_EBUSY, "store %s: lease %s is held by another owner (%s, %" PRId64
-                                     " ms left)", d->base.uri, name, st.owner, st.expiry_ms - now);
+        if (st.owner[0] && strcmp(st.owner, owner) != 0) {
+            int64_t held = st.duration_ms ? st.duration_ms : duration_ms; /* the holder's */
+            if ((rc = dir_fs_now(d, dir, &now)) < 0)
+                return rc;
+            int64_t age = dir_ms_between(&st.written, &now);
+            if (age <= held)
+                return err_set(VK_EBUSY, "store %s: lease %s is held by another owner (%s, "
+                                         "renewed %" PRId64 " ms ago, expires after %" PRId64
+                                         ")", d->base.uri, name, st.owner, age, held);
+        }
         uint64_t epoch = strcmp(st.owner, owner) == 0 ? st.epoch : st.epoch + 1;
-        rc = dir_lease_write(d, dir, st.gen + 1, owner, now + duration_ms, epoch);
+        rc = dir_lease_write(d, dir, st.gen + 1, owner, duration_ms, epoch);
         if (rc == 0 && out)
             out->epoch = epoch;
         if (rc != VK_EBUSY)

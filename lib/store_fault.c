@@ -5,7 +5,9 @@
  *   VMCKPT_FAULT_WRITE_EVERY=N  every Nth object write fails (at commit)
  *   VMCKPT_FAULT_READ_EVERY=N   every Nth read fails
  *   VMCKPT_FAULT_DOWN_FILE=PATH while PATH exists, every call fails, as if the
- *                               store were cut off from this node */
+ *                               store were cut off from this node
+ *   VMCKPT_FAULT_SLOW_FILE=PATH while PATH holds N, every call first waits N
+ *                               ms (0-60000), as if the store were slow */
 #include "err.h"
 #include "store.h"
 
@@ -20,7 +22,7 @@ struct fault_store {
     struct store base;
     struct store *inner;
     unsigned write_every, read_every;
-    char *down_file;
+    char *down_file, *slow_file;
     atomic_uint writes, reads;
 };
 
@@ -53,6 +55,8 @@ static int fault_open(const char *uri, struct store **out)
     f->read_every = fault_env("VMCKPT_FAULT_READ_EVERY");
     if (getenv("VMCKPT_FAULT_DOWN_FILE"))
         f->down_file = strdup(getenv("VMCKPT_FAULT_DOWN_FILE"));
+    if (getenv("VMCKPT_FAULT_SLOW_FILE"))
+        f->slow_file = strdup(getenv("VMCKPT_FAULT_SLOW_FILE"));
     *out = &f->base;
     return 0;
 }
@@ -62,14 +66,33 @@ static void fault_free(struct store *s)
     struct fault_store *f = (struct fault_store *)s;
     store_free(f->inner);
     free(f->down_file);
+    free(f->slow_file);
     free(f->base.uri);
     free(f);
 }
 
-/* VK_EIO while the store is "cut off" (the down file exists). */
+/* The delay in the slow file (milliseconds, 0-60000), 0 without one. */
+static long fault_slow_ms(const struct fault_store *f)
+{
+    char *text = NULL;
+    size_t len = 0;
+    long ms = 0;
+    if (f->slow_file && access(f->slow_file, F_OK) == 0 &&
+        util_read_file(f->slow_file, &text, &len) == 0)
+        ms = strtol(text, NULL, 10);
+    free(text);
+    err_clear();
+    return ms < 0 ? 0 : ms > 60000 ? 60000 : ms;
+}
+
+/* VK_EIO while the store is "cut off" (the down file exists); every call
+ * first waits the slow file's delay (a slow store). */
 static int fault_down(struct store *s, const char *what)
 {
     struct fault_store *f = (struct fault_store *)s;
+    long slow = fault_slow_ms(f);
+    if (slow > 0)
+        usleep((useconds_t)slow * 1000);
     if (f->down_file && access(f->down_file, F_OK) == 0)
         return err_set(VK_EIO, "store %s: cut off (injected) during %s", s->uri, what);
     return 0;

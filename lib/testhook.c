@@ -15,6 +15,20 @@ long testhook_num(const char *name)
     return v ? strtol(v, NULL, 10) : 0;
 }
 
+long testhook_file_num(const char *name)
+{
+    const char *path = getenv(name);
+    char buf[32];
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    ssize_t got = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (got <= 0)
+        return 0;
+    buf[got] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
 void testhook_gate(const char *name, const char *tag)
 {
     const char *gate = getenv(name);

@@ -14,11 +14,16 @@
 #ifdef VMCKPT_TEST_HOOKS
 /* The integer in environment variable `name`, or 0 when it is not set. */
 long testhook_num(const char *name);
+/* The integer in the file that environment variable `name` names, read at
+ * each call (0 when unset or unreadable): a setting a test changes while the
+ * program runs (a clock step, a slow store). */
+long testhook_file_num(const char *name);
 /* When environment variable `name` names a file that exists: creates
  * "<file>.<tag>", then waits (polling) until the file is gone. */
 void testhook_gate(const char *name, const char *tag);
 #else
 static inline long testhook_num(const char *name) { (void)name; return 0; }
+static inline long testhook_file_num(const char *name) { (void)name; return 0; }
 static inline void testhook_gate(const char *name, const char *tag) { (void)name; (void)tag; }
 #endif
 

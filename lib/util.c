@@ -1,4 +1,5 @@
 #include "util.h"
+#include "testhook.h"
 
 #include "err.h"
 
@@ -38,7 +39,9 @@ int64_t util_wall_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    /* tests: this process's clock stepped by N ms (the fault campaign) */
+    int64_t step_ms = testhook_file_num("VMCKPT_TEST_CLOCK_STEP_FILE");
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 + step_ms * 1000;
 }
 
 void util_iso_time(int64_t wall_us, char *buf, size_t len)

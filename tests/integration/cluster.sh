@@ -21,7 +21,7 @@ wait_where() { # wait_where TASK VIEW SECONDS: prints the node once one runs it,
     done
     return 1
 }
-copies() { pgrep -f "qemu-system.*$T/.*/tasks/$1/run-" | wc -l; } # VMs of task $1, on any node of this test
+copies() { pgrep -a qemu-system | grep -c -- "$T/.*/tasks/$1/run-"; } # VMs of task $1, on any node of this test
 alive() { [ -e "/proc/$1" ] && ! grep -q '^[^)]*) Z' "/proc/$1/stat" 2>/dev/null; } # (a zombie is dead)
 
 

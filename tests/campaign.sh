@@ -1,0 +1,217 @@
+#!/bin/bash
+# The randomized fault campaign (issue 12): three nodes (network namespaces),
+# two counter tasks that checkpoint every few seconds, and FAULTS faults drawn
+# from SEED, each injected, held, healed, then waited out until every task
+# runs again. A checker watches throughout and fails the run on:
+#   - two live copies of a task at any moment (QEMU processes, sampled >= 10/s)
+#   - a committed manifest that disappears, or a checkpoint that fails verify
+#   - a guest whose disk disagrees with its memory (the counter guest says
+#     MISMATCH), or that resumes anywhere but one past its checkpoint's counter
+#   - a task not running again within SETTLE seconds of a fault's end
+# Usage (sourced setup of tests/integration): BIN=build/san bash tests/campaign.sh SEED FAULTS
+# Prints TAP; "# campaign:" lines carry the figures; CAMPAIGN_REPORT=FILE
+# also gets them as markdown.
+. "$(dirname "$0")/integration/lib.sh"
+. "$(dirname "$0")/integration/cluster.sh"
+SEED=${1:-1}
+FAULTS=${2:-20}
+SETTLE=${CAMPAIGN_SETTLE:-180}
+LEASE=3000
+RENEW=500
+TASKS=(k1 k2)
+NODES=(a b c)
+KINDS=(node_kill agent_kill qemu_kill agent_stop store_cut store_slow clock_step)
+NS="vkf-$$"
+RANDOM=$SEED
+for x in "${NODES[@]}"; do ip netns add "$NS-$x" && ip -n "$NS-$x" link set lo up; done
+at_exit 'kill $CHECKER 2>/dev/null; for x in a b c; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done'
+M=$T/store/tasks
+VIOL=$T/violations
+: > "$VIOL"
+NODE_ARGS="--store fault://file://$T/store --set data.keep=0"
+up_node() { # the agent of node $1, with its fault files
+    AGENT_ENV="VMCKPT_FAULT_DOWN_FILE=$T/down-$1 VMCKPT_FAULT_SLOW_FILE=$T/slow-$1 VMCKPT_TEST_CLOCK_STEP_FILE=$T/clock-$1" node "$1"
+}
+reap() { local p; eval "p=\$AGENT_$1"; wait "$p" 2>/dev/null; } # (no "Killed" notice)
+violation() { echo "$*" >> "$VIOL"; echo "# VIOLATION: $*"; }
+
+# --- the checker: copies at >= 10 Hz, manifests every second ------------------------
+checker() {
+    local n=0 t0 last=0
+    t0=$(date +%s)
+    while :; do
+        pgrep -a qemu-system > "$T/ps.now" 2>/dev/null # (by process name: not other pgreps)
+        for t in "${TASKS[@]}"; do
+            c=$(grep -c -- "$T/.*/tasks/$t/run-" "$T/ps.now")
+            [ "$c" -gt 1 ] && echo "$(date +%T.%N) two copies of $t: $(grep -- "/tasks/$t/run-" "$T/ps.now" | awk '{print $1}' | tr '\n' ' ')" >> "$VIOL"
+        done
+        n=$((n + 1))
+        if [ "$(date +%s)" != "$last" ]; then
+            last=$(date +%s)
+            find "$M" -name '*.json' -path '*manifests*' 2>/dev/null >> "$T/manifests.seen"
+            echo "$n $((last - t0))" > "$T/checker.rate"
+        fi
+        sleep 0.05
+    done
+}
+
+# --- task state ------------------------------------------------------------------
+agent_up() { local p; eval "p=\${AGENT_$1:-}"; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+state_on() { agent_up "$1" && vk "$1" --json status "$2" 2>/dev/null | jq -r '.state // empty' 2>/dev/null; }
+running_on() { # the node whose agent says task $1 runs (and its VM lives), if exactly one
+    local x w="" k=0 p
+    for x in "${NODES[@]}"; do
+        [ "$(state_on "$x" "$1")" = running ] || continue
+        p=$(pid_of "$x" "$1"); [ -n "$p" ] && alive "$p" && { w=$x; k=$((k + 1)); }
+    done
+    [ "$k" = 1 ] && echo "$w"
+}
+declare -A SEEN_RUN CRASHED_SINCE
+RUNS=() # "TASK NODE FROM_SEQ SERIAL_LOG", in the order they were seen
+note_run() { # note_run TASK NODE
+    local s f
+    s=$(serial_of "$2" "$1"); f=$(vk "$2" --json status "$1" | jq -r '.restore.from_seq // 0')
+    # A run is its console log's inode (a node that forgets a task and later
+    # takes it again reuses the path); a hard link keeps the log when a node
+    # forgets the task's directory, and the guest's later lines.
+    local key; key=$(stat -c %d:%i "$s" 2>/dev/null) || return 0
+    [ -z "${SEEN_RUN[$key]:-}" ] || return 0
+    SEEN_RUN[$key]=1; mkdir -p "$T/serials"; ln -f "$s" "$T/serials/${#RUNS[@]}.log" 2>/dev/null || return 0
+    RUNS+=("$1 $2 $f $T/serials/${#RUNS[@]}.log")
+}
+# settled: every task runs on exactly one node (by its agent and by the
+# processes). A task that stays crashed on a live node is restored there, as
+# its operator would.
+settled() {
+    local t w x all=0
+    for t in "${TASKS[@]}"; do
+        w=$(running_on "$t")
+        if [ -n "$w" ] && [ "$(copies "$t")" = 1 ]; then note_run "$t" "$w"; continue; fi
+        all=1
+        for x in "${NODES[@]}"; do
+            if [ "$(state_on "$x" "$t")" = crashed ]; then
+                CRASHED_SINCE[$x$t]=$(( ${CRASHED_SINCE[$x$t]:-0} + 1 ))
+                if [ "${CRASHED_SINCE[$x$t]}" -ge 3 ]; then
+                    echo "# operator: restore $t on node $x (crashed there)"
+                    vk "$x" restore "$t" > "$T/restore.out" 2>&1 || echo "# operator: $(tail -1 "$T/restore.out")"
+                    CRASHED_SINCE[$x$t]=0
+                fi
+            fi
+        done
+    done
+    return $all
+}
+wait_settled() { # sets SETTLED_S to the seconds it took; fails after SETTLE
+    local t0=$SECONDS
+    while [ $((SECONDS - t0)) -lt "$SETTLE" ]; do settled && { SETTLED_S=$((SECONDS - t0)); return 0; }; sleep 0.5; done
+    return 1
+}
+where_is() { running_on "$1"; }
+
+# --- start -------------------------------------------------------------------------
+for x in "${NODES[@]}"; do up_node "$x" || { not_ok "node $x starts"; finish; exit 1; }; done
+ok "three nodes in cluster mode on a fault:// directory store (lease $LEASE ms, renew $RENEW ms)"
+check "node a runs k1 (checkpoint every 3 s)" run_counter a k1 --first 2 --every 3
+check "node b runs k2 (checkpoint every 3 s)" run_counter b k2 --first 2 --every 3
+wait_line "$(serial_of a k1)" '^counter 2$' 120 && wait_line "$(serial_of b k2)" '^counter 2$' 120 \
+    && ok "both guests count" || { not_ok "both guests count"; finish; exit 1; }
+checker &
+CHECKER=$!
+wait_settled || violation "the tasks never settle at the start"
+
+# --- faults ------------------------------------------------------------------------
+declare -A COUNT
+TAKEOVER=() # seconds from a fault that stopped a task's VM to that task running again
+t_start=$SECONDS
+for i in $(seq "$FAULTS"); do
+    kind=${KINDS[$((RANDOM % ${#KINDS[@]}))]}
+    x=${NODES[$((RANDOM % 3))]}
+    task=${TASKS[$((RANDOM % ${#TASKS[@]}))]}
+    hit=() # tasks whose VM ran on node x
+    for t in "${TASKS[@]}"; do [ "$(where_is "$t")" = "$x" ] && hit+=("$t"); done
+    COUNT[$kind]=$(( ${COUNT[$kind]:-0} + 1 ))
+    t0=$(date +%s%N)
+    case $kind in
+    node_kill)
+        hold=$((1 + RANDOM % 5))
+        kill_node "$x"; reap "$x"; sleep "$hold"; hold="$hold s"; up_node "$x" >/dev/null || violation "node $x does not start again" ;;
+    agent_kill)
+        hold=$((RANDOM % 7))
+        eval "kill -9 \$AGENT_$x"; reap "$x"; sleep "$hold"; hold="$hold s"; up_node "$x" >/dev/null || violation "agent $x does not start again" ;;
+    qemu_kill)
+        w=$(where_is "$task"); hold="0 s"; x=${w:-$x}; hit=()
+        if [ -n "$w" ]; then p=$(pid_of "$w" "$task"); [ -n "$p" ] && kill -9 "$p" && hit=("$task"); fi ;;
+    agent_stop)
+        hold=$(( (LEASE + 1000) / 1000 + RANDOM % 3 ))
+        eval "kill -STOP \$AGENT_$x"; sleep "$hold"; eval "kill -CONT \$AGENT_$x"; hold="$hold s" ;;
+    store_cut)
+        hold=$(( (LEASE + 1000) / 1000 + RANDOM % 3 ))
+        touch "$T/down-$x"; sleep "$hold"; rm -f "$T/down-$x"; hold="$hold s" ;;
+    store_slow)
+        hold=$((4 + RANDOM % 5)); ms=$((200 + RANDOM % 600))
+        echo "$ms" > "$T/slow-$x"; sleep "$hold"; echo 0 > "$T/slow-$x"; hold="$hold s at $ms ms a call" ;;
+    clock_step)
+        step=$(( (RANDOM % 2 ? 1 : -1) * (2000 + RANDOM % 28000) )); hold=$((5 + RANDOM % 6))
+        echo "$step" > "$T/clock-$x"; sleep "$hold"; echo 0 > "$T/clock-$x"; hold="$hold s, step $step ms" ;;
+    esac
+    if wait_settled; then
+        dt=$(( ($(date +%s%N) - t0) / 1000000 ))
+        echo "# fault $i: $kind on node $x (${hold}; VMs hit: ${hit[*]:-none}): all tasks run again ${SETTLED_S} s after the heal, ${dt} ms after the fault"
+        case $kind in node_kill | agent_stop | store_cut) [ ${#hit[@]} -gt 0 ] && TAKEOVER+=("$dt $kind") ;; esac
+    else
+        violation "fault $i ($kind on node $x): a task is not running again ${SETTLE} s after the heal"
+        for t in "${TASKS[@]}"; do for y in "${NODES[@]}"; do echo "#   $t on $y: $(state_on "$y" "$t")"; done; done
+    fi
+done
+duration=$((SECONDS - t_start))
+kill "$CHECKER" 2>/dev/null; wait "$CHECKER" 2>/dev/null
+
+# --- verdicts ----------------------------------------------------------------------
+read -r samples secs < "$T/checker.rate"
+rate=$(( samples / (secs > 0 ? secs : 1) ))
+[ "$rate" -ge 10 ] && ok "the checker sampled the VMs $rate times a second ($samples samples)" \
+    || not_ok "the checker samples >= 10 times a second" "$rate"
+n2=$(grep -c "two copies" "$VIOL")
+[ "$n2" = 0 ] && ok "never two live copies of a task" || not_ok "never two live copies" "$(grep "two copies" "$VIOL" | head -3)"
+sort -u "$T/manifests.seen" > "$T/m.seen"
+lost=0; while read -r f; do [ -e "$f" ] || { lost=$((lost + 1)); echo "# lost: $f"; }; done < "$T/m.seen"
+[ "$lost" = 0 ] && ok "no committed manifest lost ($(wc -l < "$T/m.seen") seen committed)" || not_ok "no manifest lost" "$lost lost"
+for t in "${TASKS[@]}"; do
+    w=$(where_is "$t"); w=${w:-a}
+    check "every checkpoint of $t verifies ($(vk "$w" --json ls "$t" | jq '.checkpoints | length') checkpoints)" vk "$w" verify "$t"
+done
+bad=$(for r in "${RUNS[@]}"; do set -- $r; console "$4" | grep -a MISMATCH | head -1; done)
+[ -z "$bad" ] && ok "no guest ever saw its disk disagree with its memory (${#RUNS[@]} runs)" || not_ok "disk matches memory" "$bad"
+# each restored run resumes one past the counter of its checkpoint, which the
+# last run seen before it that started from an older checkpoint took
+back=0; checked=0
+for ((k = 0; k < ${#RUNS[@]}; k++)); do
+    set -- ${RUNS[$k]}; t=$1 from=$3 log=$4
+    [ "$from" -gt 0 ] || continue
+    prev=""
+    for ((j = k - 1; j >= 0; j--)); do set -- ${RUNS[$j]}; [ "$1" = "$t" ] && [ "$3" -lt "$from" ] && { prev=$4; break; }; done
+    [ -n "$prev" ] || continue
+    w=$(where_is "$t"); w=${w:-a}
+    c=$(counter_at "$w" "$t" "$from" "$prev"); f=$(first_counter "$log")
+    [ -n "$c" ] && [ -n "$f" ] || continue
+    checked=$((checked + 1))
+    [ "$f" = $((c + 1)) ] || { back=$((back + 1)); echo "# $t restored from $from resumed at $f, not $((c + 1))"; }
+done
+[ "$back" = 0 ] && ok "every restored guest resumed one past its checkpoint's counter ($checked restores checked)" \
+    || not_ok "restored guests resume at their checkpoint" "$back of $checked"
+nv=$(grep -vc "two copies" "$VIOL")
+[ "$nv" = 0 ] && ok "every fault was recovered from" || not_ok "every fault recovered" "$(grep -v "two copies" "$VIOL" | head -3)"
+
+# --- figures -----------------------------------------------------------------------
+mix=$(for k in "${KINDS[@]}"; do echo -n "$k ${COUNT[$k]:-0}, "; done)
+times=$(printf '%s\n' "${TAKEOVER[@]}" | awk '{print $1}' | sort -n)
+nt=$(echo "$times" | grep -c .)
+med=$(echo "$times" | awk -v n="$nt" 'NR == int((n + 1) / 2) {print}')
+max=$(echo "$times" | tail -n1)
+{
+    echo "# campaign: seed $SEED, $FAULTS faults in $duration s; mix: ${mix%, }"
+    echo "# campaign: violations: $(wc -l < "$VIOL") (two copies: $n2, lost manifests: $lost, counter: $back)"
+    echo "# campaign: take-over, from a node's crash, stall or cut-off to its tasks running elsewhere ($nt): median ${med:-?} ms, max ${max:-?} ms"
+} | tee -a "${CAMPAIGN_REPORT:-/dev/null}"
+for x in "${NODES[@]}"; do agent_up "$x" && stop_agent "$x"; done
+finish
