@@ -4,6 +4,7 @@
 #include "ckpt.h"
 #include "cluster.h"
 #include "err.h"
+#include "failover.h"
 #include "gc.h"
 #include "log.h"
 #include "manifest.h"
@@ -34,18 +35,8 @@
 #include <stdint.h>
 #include <unistd.h>
 
-/* A take-over in progress. The restore runs on a thread of its own so that
- * the cluster thread goes on renewing this node's leases and heartbeat (a
- * restore can outlast a lease) and renews this task's lease too. */
-struct agent_takeover {
-    struct agent *a;
-    char id[128], from[128]; /* the task, and the dead node it ran on */
-    int64_t from_renewed_ms; /* the dead node's last heartbeat */
-    int64_t seen_ms;         /* when this node found it dead */
-    int lost;                /* another node got its lease meanwhile (a->lock) */
-};
-
 struct agent {
+    struct failover *fo; /* cluster mode only */
     const struct cfg *cfg;
     struct task_env env;
     int lock_fd, listen_fd, stop_pipe[2];
@@ -55,25 +46,10 @@ struct agent {
     struct task **tasks;  /* live and removed tasks; freed at exit only */
     size_t n_tasks;
     pthread_t sched;
-    volatile int stopping;
-    /* cluster mode (cluster.h): */
-    pthread_t cluster, fence;
-    int64_t *lease_ok_ms;  /* per task (same index): when its lease was last renewed
-                            * (monotonic: a clock step must not fence, nor delay a fence) */
-    char (*seen_dead)[128]; /* nodes found dead, when, and who takes which task */
-    int64_t *seen_dead_ms;
-    json_t **seen_assign;
-    size_t n_dead;
-    char (*failed_here)[128]; /* tasks whose take-over failed on this node */
-    size_t n_failed;
-    struct agent_takeover **restoring; /* take-overs whose restore runs now */
-    size_t n_restoring;
+    atomic_int stopping;
     char (*starting)[72]; /* ids a run or restore request is starting now */
     size_t n_starting;
     atomic_int policy_jobs; /* periodic checkpoints running (agent_job) */
-    /* metrics */
-    uint64_t detections, takeovers, fences, renew_failures;
-    double renew_s, detect_s, resume_s;
 };
 
 /* ---- task table ------------------------------------------------------------ */
@@ -98,17 +74,16 @@ static struct task *agent_find(struct agent *a, const char *id)
     return found;
 }
 
-/* Reserves task id for a run or restore request, atomically with the check
- * that no task, take-over or other request has it: two requests for one id
- * at once never both start a VM. Each 0 is paired with agent_unreserve(). */
+/* Reserves task id for a run or restore request or a take-over, atomically
+ * with the check that no task or other reservation has it: two of them for
+ * one id at once never both start a VM. Each 0 is paired with
+ * agent_unreserve(). */
 static int agent_reserve(struct agent *a, const char *id)
 {
     int busy = 0;
     pthread_mutex_lock(&a->lock);
     for (size_t i = 0; i < a->n_tasks && !busy; i++)
         busy = !strcmp(task_id(a->tasks[i]), id) && !agent_is_removed(a->tasks[i]);
-    for (size_t i = 0; i < a->n_restoring && !busy; i++)
-        busy = !strcmp(a->restoring[i]->id, id);
     for (size_t i = 0; i < a->n_starting && !busy; i++)
         busy = !strcmp(a->starting[i], id);
     char(*ns)[72] = busy ? NULL : realloc(a->starting, (a->n_starting + 1) * sizeof(*ns));
@@ -134,64 +109,44 @@ static void agent_unreserve(struct agent *a, const char *id)
     pthread_mutex_unlock(&a->lock);
 }
 
-/* Whether task `id` of a dead node is being restored here (a take-over). */
-static int agent_taking_over(struct agent *a, const char *id)
-{
-    int found = 0;
-    pthread_mutex_lock(&a->lock);
-    for (size_t i = 0; i < a->n_restoring && !found; i++)
-        found = !strcmp(a->restoring[i]->id, id);
-    pthread_mutex_unlock(&a->lock);
-    return found;
-}
-
 static int agent_add(struct agent *a, struct task *t)
 {
     pthread_mutex_lock(&a->lock);
     struct task **nt = realloc(a->tasks, (a->n_tasks + 1) * sizeof(*nt));
-    int64_t *nl = nt ? realloc(a->lease_ok_ms, (a->n_tasks + 1) * sizeof(*nl)) : NULL;
-    if (nt)
+    if (nt) {
         a->tasks = nt;
-    if (nl) {
-        a->lease_ok_ms = nl;
-        a->lease_ok_ms[a->n_tasks] = util_now_us() / 1000; /* its lease was just taken */
         a->tasks[a->n_tasks++] = t;
     }
     pthread_mutex_unlock(&a->lock);
-    return nl ? 0 : err_set(VK_ENOMEM, "out of memory");
+    if (nt && a->fo)
+        failover_task_added(a->fo, task_id(t)); /* its lease was just taken */
+    return nt ? 0 : err_set(VK_ENOMEM, "out of memory");
 }
 
-/* ---- cluster: leases ---------------------------------------------------------- */
-
-/* Takes the task's lease for this node (cluster mode only): VK_EBUSY naming
- * the situation when another node holds it. */
-static int agent_take_lease_fenced(struct agent *a, const char *id, struct store_fence *out)
+/* A snapshot of the live tasks (the caller frees the array). */
+static size_t agent_snapshot(struct agent *a, struct task ***out)
 {
-    char name[192];
-    if (!a->cfg->cluster)
-        return 0;
-    cluster_lease_name(id, name);
-    int rc = store_lease_fenced(a->env.store, name, a->cfg->node, a->cfg->lease_ms, out);
-    if (rc == VK_EBUSY)
-        return err_set(VK_EBUSY, "task %s runs on another node (its lease %s is held): "
-                                 "restore it there, or wait until that node's lease expires",
-                       id, name);
-    return rc < 0 ? err_wrap(rc, "task %s: cannot take its lease", id) : 0;
+    size_t k = 0;
+    pthread_mutex_lock(&a->lock);
+    *out = malloc((a->n_tasks + 1) * sizeof(**out));
+    for (size_t i = 0; *out && i < a->n_tasks; i++)
+        if (!agent_is_removed(a->tasks[i]))
+            (*out)[k++] = a->tasks[i];
+    pthread_mutex_unlock(&a->lock);
+    return k;
 }
+
+/* ---- cluster: leases (failover.h) --------------------------------------------- */
 
 static int agent_take_lease(struct agent *a, const char *id)
 {
-    return agent_take_lease_fenced(a, id, NULL);
+    return a->fo ? failover_take_lease(a->fo, id, NULL) : 0;
 }
 
 static void agent_drop_lease(struct agent *a, const char *id)
 {
-    char name[192];
-    if (!a->cfg->cluster)
-        return;
-    cluster_lease_name(id, name);
-    if (store_unlease(a->env.store, name, a->cfg->node) < 0)
-        log_warn("task %s: cannot release its lease: %s", id, err_msg());
+    if (a->fo)
+        failover_drop_lease(a->fo, id);
 }
 
 /* ---- HTTP plumbing ----------------------------------------------------------- */
@@ -493,7 +448,7 @@ static enum MHD_Result agent_gc(struct agent *a, struct MHD_Connection *c, json_
 {
     struct gc_result g;
     int grace = agent_jint(body, "grace", a->cfg->gc_grace_s);
-    int rc = gc_run(a->env.repo, grace, &g);
+    int rc = task_gc(&a->env, grace, &g);
     return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, gc_result_json(&g));
 }
 
@@ -664,511 +619,15 @@ static void *agent_sched(void *arg)
 }
 
 
-/* ---- cluster: heartbeats, renewal, fencing, take-over ------------------------------ */
-
-static int agent_task_running(struct task *t)
-{
-    json_t *j = task_json(t);
-    int running = !strcmp(json_string_value(json_object_get(j, "state")), "running");
-    json_decref(j);
-    return running;
-}
-
-/* A snapshot of the task table: live tasks and the index of each. */
-static size_t agent_snapshot(struct agent *a, struct task ***out, size_t **idx)
-{
-    size_t k = 0;
-    pthread_mutex_lock(&a->lock);
-    *out = malloc((a->n_tasks + 1) * sizeof(**out));
-    *idx = malloc((a->n_tasks + 1) * sizeof(**idx));
-    for (size_t i = 0; *out && *idx && i < a->n_tasks; i++)
-        if (!agent_is_removed(a->tasks[i])) {
-            (*out)[k] = a->tasks[i];
-            (*idx)[k++] = i;
-        }
-    pthread_mutex_unlock(&a->lock);
-    return k;
-}
-
-/* Whether the fence process named in pidf ("PID START") runs: that pid, and
- * started when noted (a pid alone may since belong to another process; an
- * empty or damaged file would have been kill(0, 0), which always succeeds). */
-static int agent_fence_runs(const char *pidf)
-{
-    char *text = NULL;
-    size_t len = 0;
-    long pid = 0;
-    unsigned long long start = 0;
-    int runs = util_read_file(pidf, &text, &len) == 0 &&
-               sscanf(text, "%ld %llu", &pid, &start) == 2 && pid > 1 && pid < INT32_MAX &&
-               start != 0 && util_proc_start((pid_t)pid) == start;
-    free(text);
-    err_clear();
-    return runs;
-}
-
-/* A fence per VM that does not need the agent: a process of its own (forked
- * twice, its own session, no inherited descriptors) kills the VM when the
- * time in RUN_DIR/lease.ok (CLOCK_MONOTONIC ms, one clock for every
- * process of the host that never steps: when the last renewal that succeeded
- * started) is more than lease_ms - renew_ms ago. The agent writes it
- * at every renewal. So a VM outlives neither a dead or stalled agent nor a
- * cut-off store by more than its lease, whatever the wall clock does. Its pid
- * is in RUN_DIR/fence.pid; one per VM. Returns 1 when the task's VM runs. */
-static int agent_touch_fence(struct agent *a, struct task *t, int64_t renewed_mono_ms)
-{
-    json_t *j = task_json(t);
-    const char *run_dir = json_string_value(json_object_get(j, "run_dir"));
-    pid_t qpid = (pid_t)json_integer_value(json_object_get(j, "pid"));
-    int running = !strcmp(json_string_value(json_object_get(j, "state")), "running");
-    char *ok = run_dir ? util_fmt("%s/lease.ok", run_dir) : NULL;
-    char *pidf = run_dir ? util_fmt("%s/fence.pid", run_dir) : NULL;
-    char *logf = run_dir ? util_fmt("%s/fence.log", run_dir) : NULL;
-    int64_t limit_ms = a->cfg->lease_ms - a->cfg->renew_ms;
-    char *msg = util_fmt("fence: killed VM %d of task %s: its lease was not renewed for %d ms\n",
-                         (int)qpid, task_id(t), (int)limit_ms);
-    json_decref(j);
-    if (!ok || !pidf || !logf || !msg || !running || qpid <= 0)
-        goto out;
-    char stamp[24];
-    snprintf(stamp, sizeof(stamp), "%019lld\n", (long long)renewed_mono_ms);
-    int fd = open(ok, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (fd >= 0) { /* one small write in place: a reader sees the old or the new */
-        (void)!pwrite(fd, stamp, 20, 0);
-        close(fd);
-    }
-    if (agent_fence_runs(pidf))
-        goto out;
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0)
-        goto out;
-    pid_t child = fork();
-    if (child == 0) { /* only async-signal-safe calls from here */
-        pid_t g = fork();
-        if (g != 0) {
-            if (g > 0)
-                (void)!write(pfd[1], &g, sizeof(g));
-            _exit(0);
-        }
-        setsid();
-        for (int fdn = 3; fdn < 4096; fdn++)
-            close(fdn); /* the agent's lock and socket must not live on here */
-        for (;;) {
-            struct timespec nap = {0, 100 * 1000 * 1000};
-            char buf[24];
-            if (kill(qpid, 0) < 0)
-                _exit(0);
-            int of = open(ok, O_RDONLY | O_CLOEXEC);
-            ssize_t got = of >= 0 ? pread(of, buf, 20, 0) : -1;
-            if (of >= 0)
-                close(of);
-            int64_t stamp = 0;
-            for (ssize_t i = 0; i < got && buf[i] >= '0' && buf[i] <= '9'; i++)
-                stamp = stamp * 10 + (buf[i] - '0'); /* (no strtoll: async-signal-safe only) */
-            int64_t age = got == 20 ? util_now_us() / 1000 - stamp : INT64_MAX;
-            if (age > limit_ms) {
-                kill(qpid, SIGKILL);
-                int lf = open(logf, O_WRONLY | O_CREAT | O_APPEND, 0600);
-                if (lf >= 0) {
-                    (void)!write(lf, msg, strlen(msg));
-                    close(lf);
-                }
-                _exit(0);
-            }
-            nanosleep(&nap, NULL);
-        }
-    }
-    close(pfd[1]);
-    if (child > 0) {
-        pid_t g = 0;
-        if (read(pfd[0], &g, sizeof(g)) == (ssize_t)sizeof(g)) {
-            char buf[64];
-            snprintf(buf, sizeof(buf), "%d %llu\n", (int)g,
-                     (unsigned long long)util_proc_start(g));
-            util_write_file_atomic(pidf, buf, strlen(buf));
-            log_info("task %s: fence process %d watches VM %d (lease %d ms)", task_id(t), (int)g,
-                     (int)qpid, a->cfg->lease_ms);
-        }
-        waitpid(child, NULL, 0);
-    }
-    close(pfd[0]);
-out:
-    free(ok);
-    free(pidf);
-    free(logf);
-    free(msg);
-    return running && qpid > 0;
-}
-
-static int agent_json_has(json_t *strings, const char *s)
-{
-    size_t i;
-    json_t *v;
-    json_array_foreach(strings, i, v)
-    {
-        if (json_is_string(v) && !strcmp(json_string_value(v), s))
-            return 1;
-    }
-    return 0;
-}
-
-/* Renews the leases of the tasks being restored here (take-overs), which
- * count as this node's in its heartbeat: should this node die now, they
- * are taken over again. */
-static void agent_renew_restoring(struct agent *a, json_t *ids)
-{
-    pthread_mutex_lock(&a->lock);
-    size_t n = a->n_restoring;
-    char(*v)[128] = n ? malloc(n * sizeof(*v)) : NULL;
-    for (size_t i = 0; v && i < n; i++)
-        memcpy(v[i], a->restoring[i]->id, sizeof(v[i]));
-    pthread_mutex_unlock(&a->lock);
-    for (size_t i = 0; v && i < n; i++) {
-        char name[192];
-        cluster_lease_name(v[i], name);
-        int rc = store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms);
-        if (rc == 0) {
-            if (!agent_json_has(ids, v[i])) /* added to the table since the copy */
-                json_array_append_new(ids, json_string(v[i]));
-            continue;
-        }
-        if (rc != VK_EBUSY) {
-            a->renew_failures++;
-            log_warn("task %s: cannot renew its lease during its restore: %s", v[i], err_msg());
-            continue;
-        }
-        pthread_mutex_lock(&a->lock);
-        for (size_t k = 0; k < a->n_restoring; k++)
-            if (!strcmp(a->restoring[k]->id, v[i]))
-                a->restoring[k]->lost = 1;
-        pthread_mutex_unlock(&a->lock);
-    }
-    free(v);
-}
-
-/* Renews the lease of every task of this node; a task another node holds
- * was taken over while this node was cut off: its copy here is stopped. */
-static void agent_renew(struct agent *a, json_t *ids, int *running)
-{
-    struct task **v = NULL;
-    size_t *idx = NULL, n = agent_snapshot(a, &v, &idx);
-    for (size_t k = 0; k < n; k++) {
-        char name[192];
-        const char *id = task_id(v[k]);
-        cluster_lease_name(id, name);
-        /* The lease runs from before the call that renewed it: a stall after
-         * the store wrote it must shorten the fence's time, never lengthen it. */
-        int64_t before = util_now_us() / 1000;
-        int rc = store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms);
-        if (rc == 0) {
-            pthread_mutex_lock(&a->lock);
-            a->lease_ok_ms[idx[k]] = before;
-            pthread_mutex_unlock(&a->lock);
-            json_array_append_new(ids, json_string(id));
-            *running += agent_touch_fence(a, v[k], before);
-        } else if (rc == VK_EBUSY) {
-            log_warn("task %s: another node holds its lease (it was taken over while this node "
-                     "could not renew it): stopping and forgetting the copy here", id);
-            task_kill(v[k]);
-            task_remove(v[k]);
-        } else {
-            a->renew_failures++;
-            log_warn("task %s: cannot renew its lease: %s", id, err_msg());
-        }
-    }
-    free(v);
-    free(idx);
-    agent_renew_restoring(a, ids);
-}
-
-/* Kills the VM of every task whose lease was not renewed in time: before it
- * expires, so that no other node can have started its copy yet. Runs on its
- * own thread, so that a store call that hangs does not delay it. */
-static void *agent_fence(void *arg)
-{
-    struct agent *a = arg;
-    while (!a->stopping) {
-        struct task **v = NULL;
-        size_t *idx = NULL, n = agent_snapshot(a, &v, &idx);
-        int64_t now = util_now_us() / 1000;
-        for (size_t k = 0; k < n; k++) {
-            pthread_mutex_lock(&a->lock);
-            int64_t ok = a->lease_ok_ms[idx[k]];
-            pthread_mutex_unlock(&a->lock);
-            if (now - ok > a->cfg->lease_ms - a->cfg->renew_ms && agent_task_running(v[k])) {
-                log_error("task %s: lease not renewed for %" PRId64 " ms (it expires after %d): "
-                          "killing its VM so that it never runs twice",
-                          task_id(v[k]), now - ok, a->cfg->lease_ms);
-                task_kill(v[k]);
-                a->fences++;
-            }
-        }
-        free(v);
-        free(idx);
-        usleep(100000);
-    }
-    return NULL;
-}
-
-/* When node nd was first found dead (noting it now if new), and (*assign)
- * which node takes each of its tasks first: decided once, from the
- * heartbeats of that moment, so that take-overs do not shift it. */
-static int64_t agent_seen_dead(struct agent *a, const struct cluster_node *nd,
-                               const struct cluster_node *v, size_t n, int64_t now,
-                               json_t **assign)
-{
-    for (size_t i = 0; i < a->n_dead; i++)
-        if (!strcmp(a->seen_dead[i], nd->name)) {
-            *assign = a->seen_assign[i];
-            return a->seen_dead_ms[i];
-        }
-    size_t m = a->n_dead + 1;
-    char(*nn)[128] = realloc(a->seen_dead, m * sizeof(*nn));
-    if (nn)
-        a->seen_dead = nn;
-    int64_t *nm = nn ? realloc(a->seen_dead_ms, m * sizeof(*nm)) : NULL;
-    if (nm)
-        a->seen_dead_ms = nm;
-    json_t **na = nm ? realloc(a->seen_assign, m * sizeof(*na)) : NULL;
-    if (!na) {
-        *assign = NULL;
-        return now;
-    }
-    a->seen_assign = na;
-    json_t *as = json_array();
-    for (size_t k = 0; k < json_array_size(nd->tasks); k++) {
-        char to[128];
-        cluster_assign(v, n, now, k, to);
-        json_array_append_new(as, json_string(to));
-    }
-    snprintf(a->seen_dead[a->n_dead], 128, "%s", nd->name);
-    a->seen_dead_ms[a->n_dead] = now;
-    a->seen_assign[a->n_dead++] = as;
-    *assign = as;
-    a->detections++;
-    a->detect_s = (double)(now - nd->renewed_ms) / 1e3;
-    char *what = json_dumps(nd->tasks, JSON_COMPACT), *who = json_dumps(as, JSON_COMPACT);
-    log_warn("node %s is dead: no heartbeat for %" PRId64 " ms (lease %d ms); its tasks %s go "
-             "first to %s",
-             nd->name, now - nd->renewed_ms, nd->lease_ms, what ? what : "?", who ? who : "?");
-    free(what);
-    free(who);
-    return now;
-}
-
-static void agent_forget_dead(struct agent *a, const char *node)
-{
-    for (size_t i = 0; i < a->n_dead; i++)
-        if (!strcmp(a->seen_dead[i], node)) {
-            json_decref(a->seen_assign[i]);
-            a->seen_assign[i] = a->seen_assign[a->n_dead - 1];
-            a->seen_dead_ms[i] = a->seen_dead_ms[a->n_dead - 1];
-            memcpy(a->seen_dead[i], a->seen_dead[a->n_dead - 1], 128);
-            a->n_dead--;
-            log_info("node %s is alive again", node);
-            return;
-        }
-}
-/* Whether task `id` failed to restore here, or is being restored or started
- * here (a take-over then leaves it alone). */
-static int agent_taking_or_failed(struct agent *a, const char *id)
-{
-    int found = 0;
-    pthread_mutex_lock(&a->lock);
-    for (size_t i = 0; i < a->n_failed && !found; i++)
-        found = !strcmp(a->failed_here[i], id);
-    for (size_t i = 0; i < a->n_starting && !found; i++)
-        found = !strcmp(a->starting[i], id);
-    pthread_mutex_unlock(&a->lock);
-    return found || agent_taking_over(a, id);
-}
-
-/* Ends take-over tk (frees it); failed: remember not to try it here again. */
-static void agent_takeover_end(struct agent_takeover *tk, int failed)
-{
-    struct agent *a = tk->a;
-    pthread_mutex_lock(&a->lock);
-    for (size_t i = 0; i < a->n_restoring; i++)
-        if (a->restoring[i] == tk) {
-            a->restoring[i] = a->restoring[--a->n_restoring];
-            break;
-        }
-    if (failed) {
-        char(*nf)[128] = realloc(a->failed_here, (a->n_failed + 1) * sizeof(*nf));
-        if (nf) {
-            a->failed_here = nf;
-            snprintf(a->failed_here[a->n_failed++], 128, "%s", tk->id);
-        }
-    }
-    pthread_mutex_unlock(&a->lock);
-    free(tk);
-}
-
-static void *agent_takeover_run(void *arg)
-{
-    struct agent_takeover *tk = arg;
-    struct agent *a = tk->a;
-    struct task *out = NULL;
-    int64_t t0 = util_wall_us() / 1000;
-    log_info("task %s of dead node %s: lease taken, restoring its newest checkpoint", tk->id,
-             tk->from);
-    int rc = agent_restore_intact(a, NULL, tk->id, NULL, &out);
-    pthread_mutex_lock(&a->lock);
-    int lost = tk->lost;
-    pthread_mutex_unlock(&a->lock);
-    if (rc == 0 && lost) {
-        log_error("task %s: another node took its lease during the restore here: stopping the "
-                  "copy here", tk->id);
-        task_kill(out);
-        task_remove(out);
-        task_free(out);
-        agent_takeover_end(tk, 0);
-        return NULL;
-    }
-    if (rc == 0 && (rc = agent_add(a, out)) < 0)
-        task_free(out);
-    int64_t t1 = util_wall_us() / 1000;
-    if (rc < 0) {
-        log_error("task %s: take-over failed here (%s); leaving it to another node", tk->id,
-                  err_msg());
-        agent_drop_lease(a, tk->id);
-        agent_takeover_end(tk, 1);
-        return NULL;
-    }
-    pthread_mutex_lock(&a->lock);
-    a->takeovers++;
-    a->resume_s = (double)(t1 - tk->seen_ms) / 1e3;
-    pthread_mutex_unlock(&a->lock);
-    log_info("task %s of dead node %s runs here: crash to detection <= %" PRId64
-             " ms (last heartbeat to detection), detection to running %" PRId64
-             " ms (restore %" PRId64 " ms)",
-             tk->id, tk->from, tk->seen_ms - tk->from_renewed_ms, t1 - tk->seen_ms, t1 - t0);
-    agent_takeover_end(tk, 0);
-    return NULL;
-}
-
-/* Starts restoring task `id` of dead node `nd` here, if this node gets its
- * lease: 1 when it did. */
-static int agent_take_over(struct agent *a, const struct cluster_node *nd, const char *id,
-                           int64_t seen_ms)
-{
-    char name[192];
-    cluster_lease_name(id, name);
-    if (agent_find(a, id) || agent_taking_or_failed(a, id) ||
-        store_lease(a->env.store, name, a->cfg->node, a->cfg->lease_ms) < 0)
-        return 0; /* ours, being restored, failed here, held by another node, or not expired */
-    struct agent_takeover *tk = calloc(1, sizeof(*tk));
-    struct agent_takeover **nr = NULL;
-    pthread_t th;
-    pthread_attr_t attr;
-    if (tk) {
-        tk->a = a;
-        snprintf(tk->id, sizeof(tk->id), "%s", id);
-        snprintf(tk->from, sizeof(tk->from), "%s", nd->name);
-        tk->from_renewed_ms = nd->renewed_ms;
-        tk->seen_ms = seen_ms;
-        pthread_mutex_lock(&a->lock);
-        nr = realloc(a->restoring, (a->n_restoring + 1) * sizeof(*nr));
-        if (nr) {
-            a->restoring = nr;
-            a->restoring[a->n_restoring++] = tk;
-        }
-        pthread_mutex_unlock(&a->lock);
-    }
-    if (!nr) {
-        free(tk);
-        log_error("task %s: out of memory for its take-over; leaving it to another node", id);
-        agent_drop_lease(a, id);
-        return 0;
-    }
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&th, &attr, agent_takeover_run, tk) != 0) {
-        log_error("task %s: cannot start a thread for its take-over; leaving it to another node", id);
-        agent_drop_lease(a, id);
-        agent_takeover_end(tk, 1);
-        pthread_attr_destroy(&attr);
-        return 0;
-    }
-    pthread_attr_destroy(&attr);
-    return 1;
-}
-
-static void agent_watch(struct agent *a)
-{
-    struct cluster_node *v = NULL;
-    size_t n = 0;
-    int64_t now = util_wall_us() / 1000;
-    if (cluster_nodes(a->env.store, &v, &n) < 0)
-        return;
-    for (size_t i = 0; i < n && !a->stopping; i++) {
-        if (!strcmp(v[i].name, a->cfg->node))
-            continue;
-        if (cluster_state_of(&v[i], now) != CLUSTER_DEAD) {
-            agent_forget_dead(a, v[i].name);
-            continue;
-        }
-        json_t *assign = NULL;
-        int64_t seen = agent_seen_dead(a, &v[i], v, n, now, &assign);
-        size_t k;
-        json_t *id;
-        json_array_foreach(v[i].tasks, k, id)
-        {
-            /* Each task has a node it goes to first; any other node takes it
-             * only if that one has not within a lease. */
-            const char *to = json_string_value(json_array_get(assign, k));
-            if (to && strcmp(to, a->cfg->node) != 0 && now - seen < a->cfg->lease_ms)
-                continue;
-            if (json_is_string(id))
-                agent_take_over(a, &v[i], json_string_value(id), seen);
-        }
-    }
-    cluster_nodes_free(v, n);
-}
-
-static void *agent_cluster(void *arg)
-{
-    struct agent *a = arg;
-    while (!a->stopping) {
-        int64_t t0 = util_now_us();
-        json_t *ids = json_array();
-        int running = 0;
-        agent_renew(a, ids, &running);
-        a->renew_s = (double)(util_now_us() - t0) / 1e6;
-        if (cluster_beat(a->env.store, a->cfg->node, a->cfg->lease_ms, a->cfg->renew_ms, ids,
-                         running) < 0)
-            log_warn("cannot write this node's heartbeat: %s", err_msg());
-        json_decref(ids);
-        agent_watch(a);
-        for (int64_t left = a->cfg->renew_ms * 1000 - (util_now_us() - t0);
-             left > 0 && !a->stopping; left -= 50000)
-            usleep(left < 50000 ? (useconds_t)left : 50000);
-    }
-    return NULL;
-}
-
 /* GET /v1/nodes: every node and where every task runs. */
 static enum MHD_Result agent_nodes(struct agent *a, struct MHD_Connection *c)
 {
-    struct cluster_node *v = NULL;
-    size_t n = 0;
-    int64_t now = util_wall_us() / 1000;
-    if (!a->cfg->cluster)
+    json_t *j = NULL;
+    if (!a->fo)
         return agent_send_err(c, err_set(VK_ESTATE, "this agent is not in cluster mode "
                                                     "([cluster] enabled = 1)"));
-    int rc = cluster_nodes(a->env.store, &v, &n);
-    if (rc < 0)
-        return agent_send_err(c, rc);
-    json_t *nodes = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(
-            nodes, json_pack("{s:s, s:s, s:I, s:i, s:i, s:I, s:O}", "node", v[i].name, "state",
-                             cluster_state_name(cluster_state_of(&v[i], now)), "age_ms",
-                             (json_int_t)(now - v[i].renewed_ms), "lease_ms", v[i].lease_ms,
-                             "running", v[i].running, "memory_free_mib",
-                             (json_int_t)v[i].memory_free_mib, "tasks", v[i].tasks));
-    cluster_nodes_free(v, n);
-    return agent_send(c, 200, json_pack("{s:s, s:o}", "node", a->cfg->node, "nodes", nodes));
+    int rc = failover_nodes_json(a->fo, &j);
+    return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, j);
 }
 
 /* One gauge per task, from a field of its last checkpoint divided by scale. */
@@ -1192,10 +651,9 @@ static char *agent_metrics_text(struct agent *a)
     size_t len = 0;
     FILE *f = open_memstream(&out, &len);
     struct task **v = NULL;
-    size_t *idx = NULL, n = agent_snapshot(a, &v, &idx);
+    size_t n = agent_snapshot(a, &v);
     if (!f) {
         free(v);
-        free(idx);
         return NULL;
     }
     agent_task_gauge(f, v, n, "vmckpt_checkpoint_stop_seconds",
@@ -1204,30 +662,12 @@ static char *agent_metrics_text(struct agent *a)
                      "bytes the task's last checkpoint added to the store", "uploaded_bytes", 1);
     agent_task_gauge(f, v, n, "vmckpt_checkpoint_upload_seconds",
                      "time to store the task's last checkpoint", "store_us", 1e6);
-    fprintf(f,
-            "# HELP vmckpt_tasks tasks on this node\n# TYPE vmckpt_tasks gauge\n"
-            "vmckpt_tasks %zu\n"
-            "# HELP vmckpt_lease_renew_seconds time the last round of lease renewals took\n"
-            "# TYPE vmckpt_lease_renew_seconds gauge\nvmckpt_lease_renew_seconds %.6f\n"
-            "# HELP vmckpt_lease_renew_failures_total lease renewals that failed\n"
-            "# TYPE vmckpt_lease_renew_failures_total counter\n"
-            "vmckpt_lease_renew_failures_total %llu\n"
-            "# HELP vmckpt_detections_total nodes this node found dead\n"
-            "# TYPE vmckpt_detections_total counter\nvmckpt_detections_total %llu\n"
-            "# HELP vmckpt_detection_seconds last heartbeat of the last dead node to its detection\n"
-            "# TYPE vmckpt_detection_seconds gauge\nvmckpt_detection_seconds %.3f\n"
-            "# HELP vmckpt_takeovers_total tasks of dead nodes resumed here\n"
-            "# TYPE vmckpt_takeovers_total counter\nvmckpt_takeovers_total %llu\n"
-            "# HELP vmckpt_takeover_seconds detection to running, last take-over\n"
-            "# TYPE vmckpt_takeover_seconds gauge\nvmckpt_takeover_seconds %.3f\n"
-            "# HELP vmckpt_fences_total VMs killed here because their lease could not be renewed\n"
-            "# TYPE vmckpt_fences_total counter\nvmckpt_fences_total %llu\n",
-            n, a->renew_s, (unsigned long long)a->renew_failures,
-            (unsigned long long)a->detections, a->detect_s, (unsigned long long)a->takeovers,
-            a->resume_s, (unsigned long long)a->fences);
+    fprintf(f, "# HELP vmckpt_tasks tasks on this node\n# TYPE vmckpt_tasks gauge\n"
+               "vmckpt_tasks %zu\n", n);
+    if (a->fo)
+        failover_metrics(a->fo, f);
     fclose(f);
     free(v);
-    free(idx);
     return out;
 }
 
@@ -1297,23 +737,6 @@ static int agent_free_socket_path(const char *path, const struct sockaddr_un *sa
     if (unlink(path) < 0 && errno != ENOENT)
         return err_errno(errno, "cannot remove the stale socket %s", path);
     return 0;
-}
-
-/* task_env.may_commit: only the holder of a task's lease commits its
- * checkpoints. A node that stalled past its lease (its VM fenced meanwhile)
- * and wakes up mid-upload finds the lease taken and commits nothing; one that
- * stalls after this call and before its write holds a proof that the write
- * checks (store_put_fenced), void once another node took the lease. */
-static int agent_may_commit(void *arg, const char *id, struct store_fence *out, int *fenced)
-{
-    struct agent *a = arg;
-    *fenced = a->cfg->cluster;
-    int rc = agent_take_lease_fenced(a, id, out);
-    if (rc == VK_EBUSY)
-        return err_set(VK_ELEASE, "task %s: this node (%s) lost the task's lease while the "
-                                  "checkpoint uploaded; not committed: the task runs elsewhere",
-                       id, a->cfg->node);
-    return rc;
 }
 
 static int agent_listen(struct agent *a)
@@ -1423,6 +846,40 @@ static int agent_adopt_all(struct agent *a)
     return rc;
 }
 
+/* ---- failover_host: what fail-over may do with the task table ---------------- */
+
+static size_t agent_host_tasks(void *arg, struct task ***out) { return agent_snapshot(arg, out); }
+static int agent_host_reserve(void *arg, const char *id) { return agent_reserve(arg, id); }
+static void agent_host_unreserve(void *arg, const char *id) { agent_unreserve(arg, id); }
+static int agent_host_add(void *arg, struct task *t) { return agent_add(arg, t); }
+
+static int agent_host_restore(void *arg, const char *id, struct task **out)
+{
+    return agent_restore_intact(arg, NULL, id, NULL, out);
+}
+
+static int agent_failover_open(struct agent *a)
+{
+    const struct failover_host host = {
+        .arg = a,
+        .tasks = agent_host_tasks,
+        .reserve = agent_host_reserve,
+        .unreserve = agent_host_unreserve,
+        .restore = agent_host_restore,
+        .add = agent_host_add,
+    };
+    int rc = failover_open(&a->fo, a->cfg, a->env.store, &host);
+    if (rc == 0) {
+        a->env.may_commit = failover_may_commit;
+        a->env.upload_begin = failover_upload_begin;
+        a->env.upload_end = failover_upload_end;
+        a->env.gc_begin = failover_gc_begin;
+        a->env.gc_end = failover_gc_end;
+        a->env.cluster_arg = a->fo;
+    }
+    return rc;
+}
+
 int agent_open(struct agent **out, const struct cfg *cfg)
 {
     struct agent *a = calloc(1, sizeof(*a));
@@ -1435,10 +892,6 @@ int agent_open(struct agent **out, const struct cfg *cfg)
     a->lock_fd = a->listen_fd = a->stop_pipe[0] = a->stop_pipe[1] = -1;
     pthread_mutex_init(&a->lock, NULL);
     a->env.cfg = cfg;
-    if (cfg->cluster) {
-        a->env.may_commit = agent_may_commit;
-        a->env.may_commit_arg = a;
-    }
     a->env.tasks_dir = util_fmt("%s/tasks", cfg->state_dir);
     a->env.blob_dir = util_fmt("%s/blobs", cfg->state_dir);
     rc = util_private_dir(cfg->state_dir);
@@ -1466,6 +919,8 @@ int agent_open(struct agent **out, const struct cfg *cfg)
         };
         rc = repo_open(&a->env.repo, a->env.store, &rcfg);
     }
+    if (rc == 0 && cfg->cluster)
+        rc = agent_failover_open(a);
     if (rc == 0)
         rc = agent_adopt_all(a);
     if (rc == 0)
@@ -1484,10 +939,8 @@ int agent_open(struct agent **out, const struct cfg *cfg)
     }
     if (rc == 0 && pthread_create(&a->sched, NULL, agent_sched, a) != 0)
         rc = err_set(VK_ENOMEM, "cannot start the scheduler thread");
-    if (rc == 0 && cfg->cluster &&
-        (pthread_create(&a->fence, NULL, agent_fence, a) != 0 ||
-         pthread_create(&a->cluster, NULL, agent_cluster, a) != 0))
-        rc = err_set(VK_ENOMEM, "cannot start the cluster threads");
+    if (rc == 0 && a->fo)
+        rc = failover_start(a->fo);
     if (rc < 0) {
         a->stopping = 1;
         agent_free(a);
@@ -1533,22 +986,9 @@ void agent_free(struct agent *a)
     a->stopping = 1;
     if (a->sched)
         pthread_join(a->sched, NULL);
-    if (a->cluster)
-        pthread_join(a->cluster, NULL);
-    if (a->fence)
-        pthread_join(a->fence, NULL);
+    failover_stop(a->fo); /* its threads and take-overs, which hold pointers to a */
     while (atomic_load(&a->policy_jobs) > 0) /* they hold tasks: checkpoints are bounded */
         usleep(50000);
-    for (int waited = 0;; waited++) { /* take-overs in progress hold pointers to a */
-        pthread_mutex_lock(&a->lock);
-        size_t left = a->n_restoring;
-        pthread_mutex_unlock(&a->lock);
-        if (!left)
-            break;
-        if (waited == 0)
-            log_info("waiting for %zu take-over restore(s) to end", left);
-        usleep(50000);
-    }
     if (a->httpd)
         MHD_stop_daemon(a->httpd);
     peer_table_free(a->peers);
@@ -1558,14 +998,7 @@ void agent_free(struct agent *a)
     for (size_t i = 0; i < a->n_tasks; i++)
         task_free(a->tasks[i]);
     free(a->tasks);
-    free(a->lease_ok_ms);
-    free(a->seen_dead);
-    free(a->seen_dead_ms);
-    for (size_t i = 0; i < a->n_dead; i++)
-        json_decref(a->seen_assign[i]);
-    free(a->seen_assign);
-    free(a->failed_here);
-    free(a->restoring);
+    failover_free(a->fo);
     if (a->listen_fd >= 0) {
         close(a->listen_fd);
         unlink(a->cfg->socket);

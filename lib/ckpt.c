@@ -233,7 +233,8 @@ static int ckpt_same_text(struct store *s, const char *name, const char *text)
     return same;
 }
 
-int ckpt_commit(struct store *s, const struct manifest *m, const struct store_fence *fence)
+int ckpt_commit(struct store *s, const struct manifest *m, const struct store_fence *fence,
+                size_t n_fence)
 {
     char *name = manifest_name(m->task, m->seq), *text = NULL;
     int rc;
@@ -246,7 +247,7 @@ int ckpt_commit(struct store *s, const struct manifest *m, const struct store_fe
      * its lease while stalled, and the task's new node) one commits. A retry
      * after a lost reply may find its own manifest: the same text is a commit. */
     for (int attempt = 0; attempt < 3 && rc == 0; attempt++) {
-        rc = fence ? store_put_fenced(s, fence, name, text, strlen(text))
+        rc = n_fence ? store_put_fenced(s, fence, n_fence, name, text, strlen(text))
                    : store_put_new(s, name, text, strlen(text));
         if (rc == VK_EEXISTS && attempt > 0 && ckpt_same_text(s, name, text))
             rc = 0;

@@ -37,9 +37,11 @@ int ckpt_list(struct store *s, const char *task, uint64_t **out_seqs, size_t *ou
  * the task has no such checkpoint. *out: manifest_free(). */
 int ckpt_load(struct store *s, const char *task, uint64_t seq, struct manifest **out);
 /* Writes the manifest: the commit point. VK_EEXISTS if that seq is taken;
- * with fence (may be NULL), VK_ELEASE once the fence's lease was taken over,
- * checked by the store in the same step as the write (store_put_fenced). */
-int ckpt_commit(struct store *s, const struct manifest *m, const struct store_fence *fence);
+ * with n_fence proofs of leases, VK_ELEASE once one of those leases was
+ * taken over, checked by the store in the same step as the write
+ * (store_put_fenced). */
+int ckpt_commit(struct store *s, const struct manifest *m, const struct store_fence *fence,
+                size_t n_fence);
 /* Reads every chunk of every stream m names and checks them. Returns 0 when
  * all are intact, else the first error; every problem is reported through
  * report(arg, message) when report is not NULL. */

@@ -91,7 +91,8 @@ int store_put_write(struct store_writer *w, const void *data, size_t len)
 
 int store_put_commit(struct store_writer *w)
 {
-    if (w->fence && (!w->exclusive || !w->store->ops->lease)) {
+    if (w->n_fence && (!w->fence || w->n_fence > STORE_FENCE_MAX || !w->exclusive ||
+                       !w->store->ops->lease)) {
         struct store *s = w->store;
         char *name = strdup(w->name);
         store_put_abort(w);
@@ -142,7 +143,7 @@ int store_sync(struct store *s)
 }
 
 static int store_put_whole(struct store *s, const char *name, const void *data, size_t len,
-                           int exclusive, const struct store_fence *fence)
+                           int exclusive, const struct store_fence *fence, size_t n_fence)
 {
     struct store_writer *w;
     int rc = store_put_begin(s, name, &w);
@@ -150,6 +151,7 @@ static int store_put_whole(struct store *s, const char *name, const void *data, 
         return rc;
     w->exclusive = exclusive;
     w->fence = fence;
+    w->n_fence = n_fence;
     rc = store_put_write(w, data, len);
     if (rc < 0) {
         store_put_abort(w);
@@ -160,22 +162,26 @@ static int store_put_whole(struct store *s, const char *name, const void *data, 
 
 int store_put_buf(struct store *s, const char *name, const void *data, size_t len)
 {
-    return store_put_whole(s, name, data, len, 0, NULL);
+    return store_put_whole(s, name, data, len, 0, NULL, 0);
 }
 
 int store_put_new(struct store *s, const char *name, const void *data, size_t len)
 {
-    return store_put_whole(s, name, data, len, 1, NULL);
+    return store_put_whole(s, name, data, len, 1, NULL, 0);
 }
 
-int store_put_fenced(struct store *s, const struct store_fence *f, const char *name,
+int store_put_fenced(struct store *s, const struct store_fence *f, size_t n, const char *name,
                      const void *data, size_t len)
 {
     if (!s->ops->lease)
         return err_set(VK_EINVAL, "store %s has no leases to fence %s with", s->uri, name);
-    if (!store_valid_name(f->lease) || !f->owner[0])
-        return err_set(VK_EINVAL, "bad lease '%s' to fence %s with", f->lease, name);
-    return store_put_whole(s, name, data, len, 1, f);
+    if (n < 1 || n > STORE_FENCE_MAX)
+        return err_set(VK_EINVAL, "%zu proofs of leases to fence %s with (1-%d)", n, name,
+                       STORE_FENCE_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (!store_valid_name(f[i].lease) || !f[i].owner[0])
+            return err_set(VK_EINVAL, "bad lease '%s' to fence %s with", f[i].lease, name);
+    return store_put_whole(s, name, data, len, 1, f, n);
 }
 
 int store_lease_fenced(struct store *s, const char *name, const char *owner, int duration_ms,

@@ -85,14 +85,17 @@ struct store_writer {
      * (its rename never replaces); FTP can only look first. */
     int exclusive;
     /* Set by the caller before commit (with exclusive): the commit happens
-     * only while fence's lease is held by its owner in its epoch, checked in
-     * the same step as the write, else VK_ELEASE. Directory store: the check
+     * only while each of the n_fence leases in fence is held by its owner in
+     * its epoch, checked in the same step as the write, else VK_ELEASE. Directory store: the check
      * and the link run under the lease's lock, which every change of the
      * lease takes; RADOS: the node that takes a lease over blocklists the old
      * holder's client first, so a write through it fails. Stores without
      * leases refuse it (VK_EINVAL). */
     const struct store_fence *fence;
+    size_t n_fence; /* at most STORE_FENCE_MAX */
 };
+
+#define STORE_FENCE_MAX 4
 
 /* Opens the store named by uri ("file:///path", or a plain absolute path).
  * *out is the caller's, freed with store_free(). */
@@ -132,9 +135,9 @@ int store_unlease(struct store *s, const char *name, const char *owner);
 int store_put_buf(struct store *s, const char *name, const void *data, size_t len);
 /* store_put_buf of a new object: VK_EEXISTS when name exists (see exclusive). */
 int store_put_new(struct store *s, const char *name, const void *data, size_t len);
-/* store_put_new that commits only while f proves its lease (see fence):
- * VK_ELEASE naming the lease when it does not. */
-int store_put_fenced(struct store *s, const struct store_fence *f, const char *name,
+/* store_put_new that commits only while each of the n proofs in f holds
+ * (see fence): VK_ELEASE naming the lease when one does not. */
+int store_put_fenced(struct store *s, const struct store_fence *f, size_t n, const char *name,
                      const void *data, size_t len);
 /* Whole object into a malloc'd, NUL-terminated buffer (caller frees). */
 int store_get_buf(struct store *s, const char *name, char **out, size_t *out_len);

@@ -201,8 +201,7 @@ static int dir_mkparent(const char *path)
     return rc;
 }
 
-static int dir_fence_hold(struct dir_store *d, const struct store_fence *f, const char *obj,
-                          int *fd);
+static int dir_fence_hold_all(struct dir_store *d, const struct store_writer *w, int *fds);
 
 static int dir_place(const char *tmp, const char *final, int exclusive)
 {
@@ -214,7 +213,9 @@ static int dir_put_commit(struct store_writer *sw)
     struct dir_writer *w = (struct dir_writer *)sw;
     struct dir_store *d = (struct dir_store *)sw->store;
     char *final = dir_path(d, sw->name);
-    int rc = 0, lock_fd = -1;
+    int rc = 0, lock_fds[STORE_FENCE_MAX];
+    for (size_t i = 0; i < STORE_FENCE_MAX; i++)
+        lock_fds[i] = -1;
 
     if (!sw->lazy && fsync(w->fd) < 0) {
         rc = err_errno(errno, "store %s: cannot sync object %s", d->base.uri, sw->name);
@@ -224,7 +225,7 @@ static int dir_put_commit(struct store_writer *sw)
      * manifest has little left to wait for. */
     if (sw->lazy)
         (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    if (sw->fence && (rc = dir_fence_hold(d, sw->fence, sw->name, &lock_fd)) < 0)
+    if ((rc = dir_fence_hold_all(d, sw, lock_fds)) < 0)
         goto out;
     /* Most parents exist already: create them only when the rename says so.
      * Exclusive: link(2), which never replaces, then drop the temporary name. */
@@ -243,8 +244,9 @@ static int dir_put_commit(struct store_writer *sw)
     if (!sw->lazy)
         rc = util_fsync_dir_of(final);
 out:
-    if (lock_fd >= 0)
-        close(lock_fd); /* after the link (and its fsync): the commit is in */
+    for (size_t i = 0; i < sw->n_fence; i++)
+        if (lock_fds[i] >= 0)
+            close(lock_fds[i]); /* after the link (and its fsync): the commit is in */
     if (rc < 0)
         unlink(w->tmp);
     free(final);
@@ -385,7 +387,7 @@ static int dir_sync(struct store *s)
  * or store call. A process stalled while holding it (SIGSTOP, swap) holds up
  * that one lease until it runs again or dies (which drops the lock): it
  * delays a take-over, it never lets a stale commit through. Takers give up
- * after DIR_LEASE_LOCK_MS (VK_EBUSY) and try again at their next round, so
+ * after DIR_LEASE_LOCK_MS (VK_ETIMEOUT) and try again at their next round, so
  * renewals never wait long on it. flock is shared by every process of a
  * host, and between NFS clients that have locking. */
 
@@ -498,8 +500,10 @@ static int64_t dir_ms_between(const struct timespec *a, const struct timespec *b
     return ((int64_t)b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
 }
 
-/* Takes the lease's lock: its fd into *fd (close() drops it); VK_EBUSY when
- * another process holds it for longer than DIR_LEASE_LOCK_MS. */
+/* Takes the lease's lock: its fd into *fd (close() drops it); VK_ETIMEOUT
+ * when another process holds it for longer than DIR_LEASE_LOCK_MS (not
+ * VK_EBUSY, which says another owner holds the lease: a holder that cannot
+ * lock must not conclude it lost its lease). */
 static int dir_lease_lock(struct dir_store *d, const char *dir, int *fd)
 {
     char *path = util_fmt("%s/lock", dir);
@@ -511,8 +515,8 @@ static int dir_lease_lock(struct dir_store *d, const char *dir, int *fd)
         if (errno != EWOULDBLOCK && errno != EINTR)
             rc = err_errno(errno, "store %s: cannot lock lease %s", d->base.uri, dir);
         else if (waited >= DIR_LEASE_LOCK_MS)
-            rc = err_set(VK_EBUSY, "store %s: lease %s stays locked by another process (a "
-                                   "stalled one?): try again", d->base.uri, dir);
+            rc = err_set(VK_ETIMEOUT, "store %s: lease %s stays locked by another process (a "
+                                      "stalled one?): try again", d->base.uri, dir);
         else
             usleep(5000);
     }
@@ -584,7 +588,7 @@ static int dir_lease_locked(struct dir_store *d, const char *dir, const char *na
 {
     for (int i = 0; i < DIR_LEASE_TRIES; i++) {
         struct dir_lease_state st;
-        struct timespec now;
+        struct timespec now = {0, 0};
         int rc = dir_lease_read(d, dir, &st);
         if (rc < 0)
             return rc;
@@ -666,6 +670,29 @@ static int dir_fence_hold(struct dir_store *d, const struct store_fence *f, cons
         *fd = -1;
     }
     free(dir);
+    return rc;
+}
+
+/* Every proof of writer w (fds[i]: the lock of w->fence[i]), the locks
+ * taken in the order of their names so that two commits never wait on each
+ * other; all dropped when one fails. */
+static int dir_fence_hold_all(struct dir_store *d, const struct store_writer *w, int *fds)
+{
+    size_t order[STORE_FENCE_MAX];
+    int rc = 0;
+    for (size_t i = 0; i < w->n_fence; i++) {
+        size_t k = i;
+        for (; k > 0 && strcmp(w->fence[order[k - 1]].lease, w->fence[i].lease) > 0; k--)
+            order[k] = order[k - 1];
+        order[k] = i;
+    }
+    for (size_t i = 0; i < w->n_fence && rc == 0; i++)
+        rc = dir_fence_hold(d, &w->fence[order[i]], w->name, &fds[order[i]]);
+    for (size_t i = 0; rc < 0 && i < w->n_fence; i++)
+        if (fds[i] >= 0) {
+            close(fds[i]);
+            fds[i] = -1;
+        }
     return rc;
 }
 

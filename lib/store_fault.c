@@ -144,6 +144,7 @@ static int fault_put_commit(struct store_writer *sw)
         w->inner->lazy = sw->lazy;
         w->inner->exclusive = sw->exclusive;
         w->inner->fence = sw->fence;
+        w->inner->n_fence = sw->n_fence;
         rc = store_put_commit(w->inner);
     }
     free(w);

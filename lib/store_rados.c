@@ -38,6 +38,7 @@ extern const struct store_ops store_rados_ops;
 #define STORE_RADOS_PART (4u << 20)
 #define STORE_RADOS_INFLIGHT 4
 #define STORE_RADOS_DONE "vk.done"
+#define SRADOS_HOLDER "vk.holder" /* of a lease object: see "leases" below */
 
 /* A connection to the cluster. One that another node blocklisted (it took a
  * lease of this node over) is marked dead and replaced at the next call; it
@@ -529,6 +530,30 @@ static void srados_writer_free(struct srados_writer *w)
     free(w);
 }
 
+/* A fenced write's proof, checked before the write: the proof was made
+ * through this client (not one blocklisted since) and the lease's record
+ * still names its owner and epoch. Not atomic with the write: what makes it
+ * safe against a take-over is that the taker blocklists this client first. */
+static int srados_fence_check(struct srados_store *r, struct srados_conn *c,
+                              const struct store_fence *f, const char *obj)
+{
+    char text[512] = "", owner[256] = "", addr[160] = "";
+    uint64_t epoch = 0;
+    if (f->client != c->gen)
+        return err_set(VK_ELEASE, "store %s: %s not written: lease %s was proven through a "
+                                  "client that was blocklisted since", r->base.uri, obj, f->lease);
+    int ret = rados_getxattr(c->io, f->lease, SRADOS_HOLDER, text, sizeof(text) - 1);
+    if (ret < 0 && ret != -ENODATA && ret != -ENOENT)
+        return srados_fail(r, c, ret, "read the holder of lease", f->lease);
+    text[ret > 0 ? ret : 0] = '\0';
+    if (sscanf(text, "%255s %" SCNu64 " %159s", owner, &epoch, addr) < 3 ||
+        strcmp(owner, f->owner) != 0 || epoch != f->epoch || !strcmp(addr, "-"))
+        return err_set(VK_ELEASE, "store %s: %s not written: lease %s is not held by %s (epoch "
+                                  "%" PRIu64 ") any more", r->base.uri, obj, f->lease, f->owner,
+                       f->epoch);
+    return 0;
+}
+
 static int srados_put_commit(struct store_writer *sw)
 {
     struct srados_writer *w = (struct srados_writer *)sw;
@@ -539,12 +564,10 @@ static int srados_put_commit(struct store_writer *sw)
         srados_writer_free(w);
         return err_set(VK_ENOMEM, "out of memory");
     }
-    if (sw->fence && sw->fence->client != w->c->gen) {
-        rc = err_set(VK_ELEASE, "store %s: %s not written: lease %s was proven through a "
-                                "client that was blocklisted since", r->base.uri, sw->name,
-                     sw->fence->lease);
+    for (size_t i = 0; i < sw->n_fence && rc == 0; i++)
+        rc = srados_fence_check(r, w->c, &sw->fence[i], sw->name);
+    if (rc < 0)
         goto out;
-    }
     if (w->off == 0) { /* all of it in one operation: whole or nothing */
         if (sw->exclusive)
             rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
@@ -600,8 +623,6 @@ static void srados_put_abort(struct store_writer *sw)
  * write it still has to make (a stale commit) fails; its next call connects
  * again, as a new client, which holds no lease and must take each again. */
 
-#define SRADOS_HOLDER "vk.holder"
-
 /* RADOS ties a lock to the client instance that took it; a lease belongs to
  * its owner (a node), whose agent may have restarted since: a lock with our
  * owner's cookie held by another client instance is ours, broken and taken
@@ -638,9 +659,10 @@ static int srados_my_addr(struct srados_store *r, struct srados_conn *c, const c
     return 0;
 }
 
-/* With the lock held: reads the last holder; when it was another owner,
- * blocklists its client and waits until the OSDs know, raises the epoch and
- * records us. *epoch: the lease's epoch now. */
+/* With the lock held: reads the last holder; when it was another owner that
+ * did not release it (its lease expired: it may still write), blocklists its
+ * client and waits until the OSDs know; raises the epoch and records us.
+ * *epoch: the lease's epoch now. */
 static int srados_fence_prev(struct srados_store *r, struct srados_conn *c, const char *name,
                              const char *owner, uint64_t *epoch)
 {
@@ -659,7 +681,8 @@ static int srados_fence_prev(struct srados_store *r, struct srados_conn *c, cons
         *epoch = e; /* a renewal */
         return 0;
     }
-    if (prev[0] && strcmp(prev, owner) != 0 && addr[0] && strcmp(addr, c->addr) != 0) {
+    if (prev[0] && strcmp(prev, owner) != 0 && addr[0] && strcmp(addr, "-") != 0 &&
+        strcmp(addr, c->addr) != 0) {
         if ((ret = rados_blocklist_add(c->cluster, addr, 0)) < 0)
             return srados_fail(r, c, ret, "blocklist the old holder of lease", name);
         if ((ret = rados_wait_for_latest_osdmap(c->cluster)) < 0)
@@ -705,7 +728,18 @@ static int srados_unlease(struct store *s, const char *name, const char *owner)
 {
     struct srados_store *r = (struct srados_store *)s;
     struct srados_conn *c = srados_use(r);
-    int ret = rados_unlock(c->io, name, "vmckpt", owner);
+    char text[512] = "", prev[256] = "";
+    uint64_t e = 0;
+    /* Released, not lost: the next holder has no one to blocklist. Written
+     * while the lock is still ours (best effort: a stale record costs a
+     * needless blocklist, after which that client connects again). */
+    int ret = rados_getxattr(c->io, name, SRADOS_HOLDER, text, sizeof(text) - 1);
+    text[ret > 0 ? ret : 0] = '\0';
+    if (sscanf(text, "%255s %" SCNu64, prev, &e) == 2 && !strcmp(prev, owner)) {
+        snprintf(text, sizeof(text), "%s %" PRIu64 " -", owner, e);
+        rados_setxattr(c->io, name, SRADOS_HOLDER, text, strlen(text));
+    }
+    ret = rados_unlock(c->io, name, "vmckpt", owner);
     if (ret == -ENOENT)
         return err_set(VK_ENOTFOUND, "store %s: lease %s is not held by %s", s->uri, name, owner);
     return ret < 0 ? srados_fail(r, c, ret, "release lease", name) : 0;

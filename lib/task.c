@@ -48,6 +48,7 @@ struct task {
     struct mf_obj merged_obj;
     char *top; /* the delta the VM writes to */
     pid_t pid;
+    uint64_t pid_start; /* the VM's start time (/proc): a pid alone may be reused */
     struct qmp *qmp;
     char state[16]; /* running, crashed, stopped, failed */
     /* Checkpoints: one snapshot at a time (it owns qmp); uploads queue up and
@@ -70,6 +71,13 @@ struct task {
 };
 
 const char *task_id(const struct task *t) { return t->id; }
+
+/* Whether the task's VM runs: its pid, started when noted. */
+static int task_vm_alive(struct task *t)
+{
+    return t->pid > 0 && vm_alive(t->pid) &&
+           (!t->pid_start || util_proc_start(t->pid) == t->pid_start);
+}
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -201,6 +209,8 @@ static int task_save(struct task *t)
                   task_obj_json(&t->initrd_obj), "base_obj", task_obj_json(&t->base_obj),
                   "layers", layers, "top", t->top, "pid", (int)t->pid, "state", t->state,
                   "next_seq", (json_int_t)t->next_seq, "last_seq", (json_int_t)t->last_seq);
+    if (j && t->pid_start)
+        json_object_set_new(j, "pid_start", json_integer((json_int_t)t->pid_start));
     if (j && t->merged_upto)
         json_object_set_new(j, "merged", json_pack("{s:I, s:o}", "upto", (json_int_t)t->merged_upto,
                                                    "object", task_obj_json(&t->merged_obj)));
@@ -270,6 +280,13 @@ static int task_load(struct task *t)
     task_obj_from(json_object_get(merged, "object"), &t->merged_obj);
     t->merged_upto = t->merged_obj.name ? (size_t)json_integer_value(json_object_get(merged, "upto")) : 0;
     t->pid = (pid_t)json_integer_value(json_object_get(j, "pid"));
+    t->pid_start = (uint64_t)json_integer_value(json_object_get(j, "pid_start"));
+    if (t->pid > 0 && t->pid_start && util_proc_start(t->pid) != t->pid_start) {
+        log_warn("task %s: its VM pid %d is gone (that pid is another process now)", t->id,
+                 (int)t->pid);
+        t->pid = 0; /* never signal, nor adopt, a process that is not its VM */
+    }
+    err_clear();
     snprintf(t->state, sizeof(t->state), "%s",
              task_jstr_or(j, "state", "stopped"));
     t->next_seq = (uint64_t)json_integer_value(json_object_get(j, "next_seq"));
@@ -283,10 +300,12 @@ out:
 
 /* ---- starting the VM ---------------------------------------------------- */
 
+
 /* Kills a VM that did not make it to running. Called with t->lock held. */
 static void task_stop_vm(struct task *t)
 {
-    vm_kill(t->pid, SIGKILL, 5000);
+    if (task_vm_alive(t))
+        vm_kill(t->pid, SIGKILL, 5000);
     t->pid = 0;
     qmp_free(t->qmp);
     t->qmp = NULL;
@@ -325,6 +344,7 @@ static int task_start_vm(struct task *t, const char *incoming, const volatile in
         goto out;
     }
     rc = vm_start(&spec, &t->pid);
+    t->pid_start = rc == 0 ? util_proc_start(t->pid) : 0;
     if (rc < 0)
         goto out;
     rc = vm_connect(t->pid, qmp_path, log, TASK_START_TIMEOUT_MS, &t->qmp);
@@ -352,9 +372,9 @@ static int task_start_vm(struct task *t, const char *incoming, const volatile in
         /* A feed cut short by QEMU (a write error: EPIPE) means QEMU is on its
          * way out with the real reason in its log: give it a moment to get there. */
         int feed_cut = feed_failed && *feed_failed == VK_EIO;
-        for (int i = 0; rc < 0 && feed_cut && i < 100 && vm_alive(t->pid); i++)
+        for (int i = 0; rc < 0 && feed_cut && i < 100 && task_vm_alive(t); i++)
             usleep(20000);
-        if (rc < 0 && !vm_alive(t->pid)) {
+        if (rc < 0 && !task_vm_alive(t)) {
             char *tail = util_file_tail(log, 600);
             rc = err_set(VK_EQEMU, "QEMU could not load the checkpoint's memory: %s", tail);
             free(tail);
@@ -623,7 +643,7 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
         created = 1;
     }
     pthread_mutex_lock(&t->lock);
-    if (!created && (t->pending || (t->pid > 0 && vm_alive(t->pid)))) {
+    if (!created && (t->pending || task_vm_alive(t))) {
         rc = err_set(VK_ESTATE, "task %s is running on this node (pid %d): kill or remove it "
                                 "before restoring it", id, (int)t->pid);
         goto out_unlock;
@@ -964,8 +984,10 @@ out:
     return rc;
 }
 
-/* Uploads what a checkpoint needs and commits its manifest. */
-static int task_upload(struct task_upload *u, struct manifest **out)
+/* Uploads what a checkpoint needs and commits its manifest, holding off
+ * garbage collection (here: the repository's lock; elsewhere: the upload
+ * hold, hold). */
+static int task_upload_held(struct task_upload *u, uint64_t hold, struct manifest **out)
 {
     struct task *t = u->t;
     struct manifest m = {0};
@@ -1019,17 +1041,17 @@ static int task_upload(struct task_upload *u, struct manifest **out)
         /* Store calls without the task's lock: a store that stalls here must not
          * stall what reads the task (status, lease renewal, the fence thread).
          * Commits stay in order: one upload thread per task. */
-        struct store_fence fence;
-        int fenced = 0;
+        struct store_fence fence[STORE_FENCE_MAX];
+        size_t n_fence = 0;
         if (rc == 0 && t->env->may_commit)
-            rc = t->env->may_commit(t->env->may_commit_arg, t->id, &fence, &fenced);
+            rc = t->env->may_commit(t->env->cluster_arg, t->id, hold, fence, &n_fence);
         if (rc == 0) { /* tests: stall between the lease check and the write */
             char tag[160];
             snprintf(tag, sizeof(tag), "%s.%" PRIu64, t->id, u->seq);
             testhook_gate("VMCKPT_TEST_COMMIT_GATE", tag);
         }
         if (rc == 0) /* the commit point */
-            rc = ckpt_commit(t->env->store, own, fenced ? &fence : NULL);
+            rc = ckpt_commit(t->env->store, own, fence, n_fence);
         if (rc == 0)
             *out = own;
         else
@@ -1042,8 +1064,33 @@ static int task_upload(struct task_upload *u, struct manifest **out)
     return rc;
 }
 
+static int task_upload(struct task_upload *u, struct manifest **out)
+{
+    const struct task_env *env = u->t->env;
+    uint64_t hold = 0;
+    *out = NULL;
+    int rc = env->upload_begin ? env->upload_begin(env->cluster_arg, &hold) : 0;
+    if (rc == 0)
+        rc = task_upload_held(u, hold, out);
+    if (env->upload_end)
+        env->upload_end(env->cluster_arg);
+    return rc;
+}
+
 /* Retention after a commit: drop the oldest checkpoints beyond [data] keep,
  * then collect what they alone referenced. A failure here loses nothing. */
+int task_gc(const struct task_env *env, int grace_s, struct gc_result *out)
+{
+    int rc = env->gc_begin ? env->gc_begin(env->cluster_arg) : 0;
+    if (rc < 0)
+        return rc;
+    testhook_gate("VMCKPT_TEST_GC_GATE", "gc"); /* tests: a GC certainly in progress */
+    rc = gc_run(env->repo, grace_s, out);
+    if (env->gc_end)
+        env->gc_end(env->cluster_arg);
+    return rc;
+}
+
 static void task_retain(struct task *t)
 {
     const struct cfg *c = t->env->cfg;
@@ -1053,7 +1100,7 @@ static void task_retain(struct task *t)
         return;
     if (gc_retain(t->env->store, t->id, c->keep, &dropped) < 0)
         log_warn("task %s: retention: %s", t->id, err_msg());
-    else if (dropped > 0 && gc_run(t->env->repo, c->gc_grace_s, &g) < 0)
+    else if (dropped > 0 && task_gc(t->env, c->gc_grace_s, &g) < 0)
         log_warn("task %s: garbage collection: %s", t->id, err_msg());
 }
 
@@ -1239,7 +1286,7 @@ int task_kill(struct task *t)
 {
     int rc;
     pthread_mutex_lock(&t->lock);
-    if (t->pid <= 0 || !vm_alive(t->pid)) {
+    if (!task_vm_alive(t)) {
         rc = err_set(VK_ESTATE, "task %s has no running VM", t->id);
     } else {
         rc = vm_kill(t->pid, SIGKILL, 10000);
@@ -1261,7 +1308,7 @@ int task_remove(struct task *t)
         rc = err_set(VK_EBUSY, "task %s: a checkpoint is in progress; try again when it ends",
                      t->id);
     } else {
-        if (t->pid > 0 && vm_alive(t->pid))
+        if (task_vm_alive(t))
             vm_kill(t->pid, SIGKILL, 10000);
         qmp_free(t->qmp);
         t->qmp = NULL;
@@ -1277,7 +1324,7 @@ int task_poll(struct task *t)
 {
     int due = 0;
     pthread_mutex_lock(&t->lock);
-    if (!strcmp(t->state, "running") && !vm_alive(t->pid)) {
+    if (!strcmp(t->state, "running") && !task_vm_alive(t)) {
         log_error("task %s: VM pid %d died", t->id, (int)t->pid);
         strcpy(t->state, "crashed");
         if (!t->snapping) {

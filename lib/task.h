@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
+#include "gc.h"
 #include "repo.h"
 #include "store.h"
 
@@ -23,13 +24,24 @@ struct task_env {
     struct repo *repo; /* chunks and indexes on that store */
     char *tasks_dir; /* STATE/tasks */
     char *blob_dir;  /* STATE/blobs: local cache of kernels, initrds, bases */
-    /* Cluster mode: asked right before a manifest is written; 0 when this
-     * node still holds task id's lease (renewed by the call), else VK_ELEASE
-     * and the checkpoint is not committed. *fenced: 1 when *out is a proof of
-     * the lease that the manifest's write must check (ckpt_commit). NULL:
-     * always allowed, unfenced. */
-    int (*may_commit)(void *arg, const char *id, struct store_fence *out, int *fenced);
-    void *may_commit_arg;
+    /* Cluster mode (all NULL otherwise; arg is cluster_arg):
+     * may_commit, asked right before a manifest is written: 0 when this node
+     * still holds task id's lease (renewed by the call), else VK_ELEASE and
+     * the checkpoint is not committed; out[0..*n) are the proofs of leases
+     * that the manifest's write must check (ckpt_commit).
+     * upload_begin / upload_end bracket an upload and its commit: this node's
+     * uploads hold off garbage collection on other nodes, and wait for one
+     * that runs; *hold names the hold the upload began under, which
+     * may_commit checks is still this node's and puts among the proofs.
+     * gc_begin / gc_end bracket a garbage collection: it waits for the
+     * uploads of other nodes and holds off new ones. */
+    int (*may_commit)(void *arg, const char *id, uint64_t hold, struct store_fence *out,
+                      size_t *n);
+    int (*upload_begin)(void *arg, uint64_t *hold);
+    void (*upload_end)(void *arg);
+    int (*gc_begin)(void *arg);
+    void (*gc_end)(void *arg);
+    void *cluster_arg;
 };
 
 /* A new task, as the user asks for it. */
@@ -70,6 +82,10 @@ int task_remove(struct task *t);
 /* Periodic work: notices a dead VM; returns 1 when the checkpoint policy says
  * a checkpoint is due now. */
 int task_poll(struct task *t);
+/* Garbage collection of env's repository (gc_run), excluding the uploads of
+ * other nodes in cluster mode (gc_begin/gc_end). */
+int task_gc(const struct task_env *env, int grace_s, struct gc_result *out);
+
 /* The task's state as JSON (new reference). */
 json_t *task_json(struct task *t);
 
