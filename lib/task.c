@@ -54,6 +54,7 @@ struct task {
     /* Checkpoints: one snapshot at a time (it owns qmp); uploads queue up and
      * one thread per task takes them in order, so manifests commit in order. */
     int snapping;
+    int restoring; /* a restore fetches into this task, without its lock */
     uint64_t snap_seq;
     struct task_upload *queue; /* waiting for the uploader, oldest first */
     int uploading;             /* the uploader thread runs */
@@ -648,13 +649,29 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
                                 "before restoring it", id, (int)t->pid);
         goto out_unlock;
     }
-    rc = ckpt_load(env->store, id, seq, &m);
-    if (rc == 0)
-        rc = util_mkdir_p(t->dir, 0700);
+    if (t->restoring) {
+        rc = err_set(VK_EBUSY, "task %s is being restored already", id);
+        goto out_unlock;
+    }
+    char *run_dir = NULL;
+    rc = util_mkdir_p(t->dir, 0700);
     if (rc == 0)
         rc = task_new_run_dir(t);
+    if (rc == 0 && !(run_dir = strdup(t->run_dir)))
+        rc = err_set(VK_ENOMEM, "out of memory");
+    if (rc < 0)
+        goto out_unlock;
+    /* The store calls without the task's lock: a store that stalls must not
+     * stall what reads the task (status, lease renewal, the fence thread). */
+    t->restoring = 1;
+    pthread_mutex_unlock(&t->lock);
+    testhook_gate("VMCKPT_TEST_RESTORE_GATE", id); /* tests: a store call that stalls */
+    rc = ckpt_load(env->store, id, seq, &m);
     if (rc == 0)
-        rc = ckpt_fetch(env->repo, m, env->blob_dir, t->run_dir, &local);
+        rc = ckpt_fetch(env->repo, m, env->blob_dir, run_dir, &local);
+    free(run_dir);
+    pthread_mutex_lock(&t->lock);
+    t->restoring = 0;
     if (rc < 0)
         goto out_unlock;
     rc = task_take_manifest(t, m, &local, accel);
@@ -1304,9 +1321,9 @@ int task_remove(struct task *t)
 {
     int rc = 0;
     pthread_mutex_lock(&t->lock);
-    if (t->pending) {
-        rc = err_set(VK_EBUSY, "task %s: a checkpoint is in progress; try again when it ends",
-                     t->id);
+    if (t->pending || t->restoring) {
+        rc = err_set(VK_EBUSY, "task %s: a %s is in progress; try again when it ends", t->id,
+                     t->pending ? "checkpoint" : "restore");
     } else {
         if (task_vm_alive(t))
             vm_kill(t->pid, SIGKILL, 10000);

@@ -1,10 +1,12 @@
 #!/bin/bash
 # A checkpoint may start while the previous one uploads; manifests still
-# commit in order, and the number of checkpoints in flight is bounded.
+# commit in order, and the number of checkpoints in flight is bounded. A GC
+# waits for the upload in flight. A restore whose store calls stall does not
+# hold the task.
 . "$(dirname "$0")/lib.sh"
 
 # Uploads wait at a gate the test opens: the overlap is certain, not likely.
-AGENT_ENV="$GATE_ENV"
+AGENT_ENV="$GATE_ENV VMCKPT_TEST_RESTORE_GATE=$T/restore-gate"
 start_agent a || { not_ok "agent starts"; finish; exit 1; }
 check "run a counter task" run_counter a o1 || { finish; exit 1; }
 S=$(serial_of a o1)
@@ -53,6 +55,21 @@ for _ in $(seq 1200); do [ -e "$T/store/tasks/o1/manifests/0000000004.json" ] &&
 [ -e "$T/store/tasks/o1/manifests/0000000004.json" ] && ok "checkpoint 4 committed" || not_ok "checkpoint 4 committed"
 for _ in $(seq 600); do vk a --json status o1 | jq -e '.checkpoint == null' >/dev/null && break; sleep 0.1; done
 check "checkpoint 4 verifies: nothing it names was collected" vk a verify o1 4
+
+# A restore whose store calls stall (held at the restore gate) does not hold
+# the task's lock: status (and with it lease renewal and fencing) answers.
+check "kill -9 of the VM" vk a kill o1
+touch "$T/restore-gate"
+vk a restore o1 > "$T/restore.out" 2>&1 &
+RP=$!
+for _ in $(seq 600); do [ -e "$T/restore-gate.o1" ] && break; sleep 0.1; done
+[ -e "$T/restore-gate.o1" ] && ok "a restore of o1 is held before its store calls" || not_ok "restore held"
+timeout 20 "$BIN/vmckpt" --socket "$T/a/state/vmckptd.sock" status o1 > "$T/st.out" 2>&1 \
+    && ok "status of o1 answers meanwhile" || not_ok "status answers during the restore" "$(cat "$T/st.out")"
+check_fails "rm of o1 is refused while it restores" "restore is in progress" vk a rm o1
+rm -f "$T/restore-gate"
+wait $RP && ok "the restore completes" || not_ok "the restore completes" "$(cat "$T/restore.out")"
+[ "$(vk a --json status o1 | jq -r .state)" = running ] && ok "o1 runs again" || not_ok "o1 runs again"
 unset AGENT_ENV
 stop_agent a
 finish
