@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static _Thread_local char err_buf[2048];
@@ -61,6 +62,15 @@ int err_errno(int errnum, const char *fmt, ...)
 
 const char *err_msg(void) { return err_buf; }
 void err_clear(void) { err_buf[0] = '\0'; }
+
+char *err_stash(void) { return strdup(err_buf); }
+
+void err_unstash(char *m)
+{
+    if (m)
+        snprintf(err_buf, sizeof(err_buf), "%s", m);
+    free(m);
+}
 
 const char *err_name(int code)
 {

@@ -34,5 +34,10 @@ const char *err_msg(void);
 /* A short stable name for a code: "not found", "I/O error", ... */
 const char *err_name(int code);
 void err_clear(void);
+/* Keeps this thread's message across clean-up that may set or clear it:
+ * char *m = err_stash(); ...clean-up...; err_unstash(m);  (m is freed;
+ * out of memory: the message is lost, nothing else). */
+char *err_stash(void);
+void err_unstash(char *m);
 
 #endif

@@ -86,10 +86,11 @@ int failover_take_lease(struct failover *f, const char *id, struct store_fence *
 
 void failover_drop_lease(struct failover *f, const char *id)
 {
-    char name[192];
+    char name[192], *keep = err_stash(); /* (called on failure paths: keep their message) */
     cluster_lease_name(id, name);
     if (store_unlease(f->store, name, f->cfg->node) < 0)
         log_warn("task %s: cannot release its lease: %s", id, err_msg());
+    err_unstash(keep);
 }
 
 /* Notes that task id's lease was renewed at ok_ms; called with f->lock held. */
@@ -206,7 +207,7 @@ static int fo_hold_take(struct failover *f, uint64_t *epoch)
 void failover_upload_end(void *arg)
 {
     struct failover *f = arg;
-    char name[192];
+    char name[192], *keep = err_stash(); /* the upload's own error, if any */
     fo_hold_name(f->cfg->node, name);
     pthread_mutex_lock(&f->hold_mu);
     if (f->n_uploads > 0 && --f->n_uploads == 0 && f->have_hold) {
@@ -215,6 +216,7 @@ void failover_upload_end(void *arg)
             err_clear(); /* it expires */
     }
     pthread_mutex_unlock(&f->hold_mu);
+    err_unstash(keep);
 }
 
 /* Before an upload: waits while a GC runs on another node, then holds off
@@ -289,8 +291,11 @@ int failover_gc_begin(void *arg)
             break;
         usleep(FO_WAIT_MS * 1000);
     }
-    if (rc == 0 && (rc = fo_gc_wait_uploads(f)) < 0)
+    if (rc == 0 && (rc = fo_gc_wait_uploads(f)) < 0) {
+        char *keep = err_stash();
         store_unlease(f->store, FO_GC_LEASE, f->cfg->node);
+        err_unstash(keep);
+    }
     if (rc < 0) {
         pthread_mutex_lock(&f->hold_mu);
         f->gc_running = 0;
@@ -303,11 +308,13 @@ int failover_gc_begin(void *arg)
 void failover_gc_end(void *arg)
 {
     struct failover *f = arg;
+    char *keep = err_stash(); /* the GC's own error, if any */
     if (store_unlease(f->store, FO_GC_LEASE, f->cfg->node) < 0)
         err_clear(); /* it expires */
     pthread_mutex_lock(&f->hold_mu);
     f->gc_running = 0;
     pthread_mutex_unlock(&f->hold_mu);
+    err_unstash(keep);
 }
 
 /* Renews the upload hold and the GC lease while they are held here; a hold
