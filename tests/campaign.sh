@@ -40,10 +40,10 @@ checker() {
     local n=0 t0 last=0
     t0=$(date +%s)
     while :; do
-        pgrep -a qemu-system > "$T/ps.now" 2>/dev/null # (by process name: not other pgreps)
+        vm_list > "$T/ps.now" 2>/dev/null
         for t in "${TASKS[@]}"; do
             c=$(grep -c -- "$T/.*/tasks/$t/run-" "$T/ps.now")
-            [ "$c" -gt 1 ] && echo "$(date +%T.%N) two copies of $t: $(grep -- "/tasks/$t/run-" "$T/ps.now" | awk '{print $1}' | tr '\n' ' ')" >> "$VIOL"
+            [ "$c" -gt 1 ] && echo "$(date +%T.%N) two copies of $t: $(grep -- "/tasks/$t/run-" "$T/ps.now" | cut -c1-300 | tr '\n' '|')" >> "$VIOL"
         done
         n=$((n + 1))
         if [ "$(date +%s)" != "$last" ]; then

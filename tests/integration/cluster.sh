@@ -21,7 +21,14 @@ wait_where() { # wait_where TASK VIEW SECONDS: prints the node once one runs it,
     done
     return 1
 }
-copies() { pgrep -a qemu-system | grep -c -- "$T/.*/tasks/$1/run-"; } # VMs of task $1, on any node of this test
+# The QEMU VMs ("PID PPID COMM ARGS"): processes named qemu-system-*, but not
+# the child a QEMU forks for an `exec:` migration (each checkpoint's `cat`),
+# which has its parent's name and command line until it execs.
+vm_list() {
+    ps -eo pid=,ppid=,comm=,args= | awk '$3 ~ /^qemu-system/ { l[$1] = $0; pp[$1] = $2 }
+        END { for (p in l) if (!(pp[p] in l)) print l[p] }'
+}
+copies() { vm_list | grep -c -- "$T/.*/tasks/$1/run-"; } # VMs of task $1, on any node of this test
 alive() { [ -e "/proc/$1" ] && ! grep -q '^[^)]*) Z' "/proc/$1/stat" 2>/dev/null; } # (a zombie is dead)
 
 
