@@ -2,7 +2,6 @@
 
 #include "api.h"
 #include "ckpt.h"
-#include "cluster.h"
 #include "err.h"
 #include "failover.h"
 #include "gc.h"
@@ -27,11 +26,8 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <stdatomic.h>
-#include <time.h>
 #include <stdint.h>
 #include <unistd.h>
 

@@ -329,6 +329,8 @@ static void fo_renew_holds(struct failover *f)
         int rc = store_lease_fenced(f->store, name, f->cfg->node, f->cfg->lease_ms, &h);
         if (rc == 0 && h.epoch != f->hold.epoch)
             rc = VK_EBUSY; /* lost and taken again: not the hold the uploads began under */
+        if (rc == 0)
+            f->hold = h; /* the same hold (its client may be a new connection) */
         if (rc == VK_EBUSY) {
             log_warn("this node's upload hold was taken by a garbage collection elsewhere "
                      "(this node stalled past it): the uploads in flight will not commit");
