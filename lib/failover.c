@@ -381,13 +381,8 @@ static unsigned long long fo_raw_start(pid_t pid)
     while (nd > 0)
         path[n++] = digits[--nd];
     memcpy(path + n, "/stat", 6);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t got = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (got <= 0)
+    if (util_read_small(path, buf, sizeof(buf)) <= 0)
         return 0;
-    buf[got] = '\0';
     char *p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
     if (!p)
         return 0;
@@ -418,10 +413,7 @@ static _Noreturn void fo_fence_loop(pid_t qpid, unsigned long long qstart, const
         /* the VM, and no other process that got its pid since */
         if (kill(qpid, 0) < 0 || fo_raw_start(qpid) != qstart)
             _exit(0);
-        int of = open(ok, O_RDONLY | O_CLOEXEC);
-        ssize_t got = of >= 0 ? pread(of, buf, 20, 0) : -1;
-        if (of >= 0)
-            close(of);
+        ssize_t got = util_read_small(ok, buf, sizeof(buf));
         int64_t stamp = 0;
         for (ssize_t i = 0; i < got && buf[i] >= '0' && buf[i] <= '9'; i++)
             stamp = stamp * 10 + (buf[i] - '0');

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 long testhook_num(const char *name)
 {
@@ -19,14 +20,7 @@ long testhook_file_num(const char *name)
 {
     const char *path = getenv(name);
     char buf[32];
-    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-    ssize_t got = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (got <= 0)
-        return 0;
-    buf[got] = '\0';
-    return strtol(buf, NULL, 10);
+    return path && util_read_small(path, buf, sizeof(buf)) > 0 ? strtol(buf, NULL, 10) : 0;
 }
 
 void testhook_gate(const char *name, const char *tag)

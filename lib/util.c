@@ -166,6 +166,17 @@ int util_rm_rf(const char *path)
     return rc;
 }
 
+ssize_t util_read_small(const char *path, char *buf, size_t size)
+{
+    int fd = size > 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    ssize_t got = fd >= 0 ? read(fd, buf, size - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (got >= 0)
+        buf[got] = '\0';
+    return got;
+}
+
 int util_read_file(const char *path, char **out, size_t *out_len)
 {
     FILE *f = fopen(path, "rb");

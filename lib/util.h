@@ -36,6 +36,10 @@ int util_rm_rf(const char *path);
 
 /* Whole file into a NUL-terminated malloc'd buffer (caller frees *out). */
 int util_read_file(const char *path, char **out, size_t *out_len);
+/* Reads at most size - 1 bytes of a small file into buf and ends them with a
+ * NUL: the bytes read, or -1. System calls only (async-signal-safe: for a
+ * child forked by a threaded process). */
+ssize_t util_read_small(const char *path, char *buf, size_t size);
 /* Writes via path.tmp + fsync + rename + fsync(dir): all or nothing. */
 int util_write_file_atomic(const char *path, const void *data, size_t len);
 /* A name of its own beside path for a file being written, to be renamed to
