@@ -154,8 +154,8 @@ static void srados_free_store(struct store *s)
     free(r);
 }
 
-/* A new connection (*out, srados_conn_free()); open_pool: also its pool's
- * context (0 before the pool is made). */
+/* A new connection (*out, even on failure: srados_conn_free()), without its
+ * pool's context yet (srados_open_pool: the pool may have to be made first). */
 static int srados_connect(struct srados_store *r, struct srados_conn **out)
 {
     struct srados_conn *c = calloc(1, sizeof(*c));

@@ -301,7 +301,6 @@ out:
 
 /* ---- starting the VM ---------------------------------------------------- */
 
-
 /* Kills a VM that did not make it to running. Called with t->lock held. */
 static void task_stop_vm(struct task *t)
 {
