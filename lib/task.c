@@ -1100,7 +1100,7 @@ int task_gc(const struct task_env *env, int grace_s, struct gc_result *out)
     int rc = env->gc_begin ? env->gc_begin(env->cluster_arg) : 0;
     if (rc < 0)
         return rc;
-    testhook_gate("VMCKPT_TEST_GC_GATE", "gc"); /* tests: a GC certainly in progress */
+    testhook_gate("VMCKPT_TEST_GC_BEGIN_GATE", "gc"); /* tests: a GC certainly in progress */
     rc = gc_run(env->repo, grace_s, out);
     if (env->gc_end)
         env->gc_end(env->cluster_arg);

@@ -15,7 +15,7 @@ at_exit 'for x in a b; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9;
 nck() { vk a --json ls g1 | jq '.checkpoints | length'; }
 
 AGENT_ENV="$GATE_ENV" node a || { not_ok "node a starts"; finish; exit 1; }
-AGENT_ENV="VMCKPT_TEST_GC_GATE=$GCGATE" node b || { not_ok "node b starts"; finish; exit 1; }
+AGENT_ENV="VMCKPT_TEST_GC_BEGIN_GATE=$GCGATE" node b || { not_ok "node b starts"; finish; exit 1; }
 check "node a runs a counter task" run_counter a g1 || { finish; exit 1; }
 wait_line "$(serial_of a g1)" '^counter 2$' 90
 check "checkpoint 1 on node a" vk a checkpoint g1
