@@ -302,6 +302,13 @@ static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, 
             agent_unreserve(a, id);
         return agent_send_err(c, rc);
     }
+    if (a->fo && (rc = failover_fence_task(a->fo, id)) < 0) { /* a late write of its old node */
+        if (!t) {
+            agent_drop_lease(a, id);
+            agent_unreserve(a, id);
+        }
+        return agent_send_err(c, rc);
+    }
     if (seq == 0 && json_is_true(json_object_get(body, "latest_intact")))
         rc = agent_restore_intact(a, t, id, agent_jstr(body, "accel"), &out);
     else

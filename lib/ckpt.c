@@ -183,6 +183,79 @@ int ckpt_list(struct store *s, const char *task, uint64_t **out_seqs, size_t *ou
     return 0;
 }
 
+int ckpt_next_seq(struct store *s, const char *task, uint64_t *out)
+{
+    uint64_t *seqs = NULL, next = 1;
+    size_t n = 0;
+    int rc = ckpt_list(s, task, &seqs, &n);
+    if (rc == 0 && n)
+        next = seqs[n - 1] + 1;
+    free(seqs);
+    for (int i = 0; rc == 0 && i < 100000; i++, next++) {
+        char *name = manifest_name(task, next);
+        int taken = name ? store_taken(s, name) : err_set(VK_ENOMEM, "out of memory");
+        free(name);
+        if (taken == VK_EINVAL) /* a store without voids */
+            err_clear();
+        if (taken != 1) {
+            rc = taken == VK_EINVAL ? 0 : taken;
+            break;
+        }
+    }
+    *out = next;
+    return rc < 0 ? rc : 0;
+}
+
+int ckpt_void_next(struct store *s, const char *task, uint64_t *out_seq)
+{
+    uint64_t seq = 0;
+    int rc = ckpt_next_seq(s, task, &seq);
+    for (int i = 0; rc == 0 && i < 100; i++, seq++) {
+        char *name = manifest_name(task, seq);
+        rc = name ? store_void(s, name) : err_set(VK_ENOMEM, "out of memory");
+        free(name);
+        if (rc != VK_EEXISTS)
+            break;
+        rc = 0; /* taken meanwhile: the next one */
+    }
+    if (rc == 0 && out_seq)
+        *out_seq = seq;
+    return rc < 0 ? err_wrap(rc, "task %s: cannot void its next checkpoint number", task) : 0;
+}
+
+/* Collects the task ids of manifest names "tasks/<id>/manifests/...". */
+static int ckpt_collect_task(void *arg, const char *name, uint64_t size, int64_t mtime)
+{
+    json_t *ids = arg;
+    const char *p = name + strlen("tasks/"), *slash = strchr(p, '/');
+    (void)size;
+    (void)mtime;
+    if (strncmp(name, "tasks/", 6) != 0 || !slash || strncmp(slash, "/manifests/", 11) != 0)
+        return 0;
+    char id[128];
+    if ((size_t)(slash - p) >= sizeof(id))
+        return 0;
+    memcpy(id, p, (size_t)(slash - p));
+    id[slash - p] = '\0';
+    if (util_valid_id(id) && !json_object_get(ids, id))
+        json_object_set_new(ids, id, json_true());
+    return 0;
+}
+
+int ckpt_void_next_all(struct store *s)
+{
+    json_t *ids = json_object(), *v;
+    const char *id;
+    int rc = ids ? store_list(s, "tasks/", ckpt_collect_task, ids) : VK_ENOMEM;
+    json_object_foreach(ids, id, v)
+    {
+        if (rc == 0)
+            rc = ckpt_void_next(s, id, NULL);
+    }
+    json_decref(ids);
+    return rc;
+}
+
 int ckpt_load(struct store *s, const char *task, uint64_t seq, struct manifest **out)
 {
     char *name = NULL, *text = NULL;

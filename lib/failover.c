@@ -1,6 +1,7 @@
 /* failover: see failover.h. */
 #include "failover.h"
 
+#include "ckpt.h"
 #include "cluster.h"
 #include "err.h"
 #include "log.h"
@@ -84,6 +85,16 @@ int failover_take_lease(struct failover *f, const char *id, struct store_fence *
     return rc < 0 ? err_wrap(rc, "task %s: cannot take its lease", id) : 0;
 }
 
+int failover_fence_task(struct failover *f, const char *id)
+{
+    uint64_t seq = 0;
+    int rc = ckpt_void_next(f->store, id, &seq);
+    if (rc == 0)
+        log_info("task %s: checkpoint number %" PRIu64 " voided: a node that held the task "
+                 "before cannot write it late", id, seq);
+    return rc;
+}
+
 void failover_drop_lease(struct failover *f, const char *id)
 {
     char name[192], *keep = err_stash(); /* (called on failure paths: keep their message) */
@@ -130,6 +141,11 @@ void failover_task_added(struct failover *f, const char *id)
     pthread_mutex_unlock(&f->lock);
 }
 
+static void fo_hold_name(const char *node, char out[192])
+{
+    snprintf(out, 192, "cluster/uploads/%s", node);
+}
+
 /* task_env.may_commit: only the holder of a task's lease commits its
  * checkpoints. A node that stalled past its lease (its VM fenced meanwhile)
  * and wakes up mid-upload finds the lease taken and commits nothing; one that
@@ -147,10 +163,17 @@ int failover_may_commit(void *arg, const char *id, uint64_t hold, struct store_f
                        id, f->cfg->node);
     if (rc < 0)
         return rc;
+    /* The hold renewed now, and still the one the upload began under (a GC
+     * elsewhere takes it only from a node that stalled past it). */
+    char name[192];
+    struct store_fence h;
+    fo_hold_name(f->cfg->node, name);
     pthread_mutex_lock(&f->hold_mu);
-    int held = f->have_hold && f->hold.epoch == hold; /* the hold the upload began under */
+    int held = f->have_hold && store_lease_fenced(f->store, name, f->cfg->node,
+                                                  f->cfg->lease_ms, &h) == 0 &&
+               h.epoch == hold;
     if (held)
-        out[1] = f->hold;
+        out[1] = f->hold = h;
     pthread_mutex_unlock(&f->hold_mu);
     if (!held) /* a GC elsewhere took it while this node stalled */
         return err_set(VK_ELEASE, "task %s: this node (%s) lost its upload hold (a garbage "
@@ -162,16 +185,15 @@ int failover_may_commit(void *arg, const char *id, uint64_t hold, struct store_f
 
 /* ---- uploads here and GC elsewhere ---------------------------------------------- */
 
-static void fo_hold_name(const char *node, char out[192])
-{
-    snprintf(out, 192, "cluster/uploads/%s", node);
-}
-
 /* Whether lease `name` is free (held by no other node): taken and released
- * at once. VK_EBUSY when another node holds it. */
-static int fo_lease_free(struct failover *f, const char *name)
+ * at once. VK_EBUSY when another node holds it. *taken_over (may be NULL):
+ * it was another node's, expired and never released. */
+static int fo_lease_free(struct failover *f, const char *name, int *taken_over)
 {
-    int rc = store_lease(f->store, name, f->cfg->node, f->cfg->lease_ms);
+    struct store_fence p;
+    int rc = store_lease_fenced(f->store, name, f->cfg->node, f->cfg->lease_ms, &p);
+    if (taken_over)
+        *taken_over = rc == 0 && p.taken_over;
     if (rc == 0 && store_unlease(f->store, name, f->cfg->node) < 0)
         err_clear(); /* it expires */
     return rc;
@@ -225,12 +247,12 @@ int failover_upload_begin(void *arg, uint64_t *hold)
 {
     struct failover *f = arg;
     for (int said = 0; !atomic_load(&f->stopping);) {
-        int rc = fo_gc_here(f) ? 0 : fo_lease_free(f, FO_GC_LEASE);
+        int rc = fo_gc_here(f) ? 0 : fo_lease_free(f, FO_GC_LEASE, NULL);
         if (rc == 0) {
             if ((rc = fo_hold_take(f, hold)) < 0)
                 return err_wrap(rc, "cannot hold off garbage collection for an upload");
             /* held now: a GC that took its lease meanwhile must be seen, and go first */
-            rc = fo_gc_here(f) ? 0 : fo_lease_free(f, FO_GC_LEASE);
+            rc = fo_gc_here(f) ? 0 : fo_lease_free(f, FO_GC_LEASE, NULL);
             if (rc == 0)
                 return 0;
             failover_upload_end(f);
@@ -257,7 +279,8 @@ static int fo_gc_wait_uploads(struct failover *f)
         if (!strcmp(v[i].name, f->cfg->node))
             continue;
         fo_hold_name(v[i].name, name);
-        for (int said = 0; (rc = fo_lease_free(f, name)) == VK_EBUSY;) {
+        int stalled = 0;
+        for (int said = 0; (rc = fo_lease_free(f, name, &stalled)) == VK_EBUSY;) {
             if (!said++)
                 log_info("gc: waiting for the uploads in flight on node %s", v[i].name);
             if (fo_mono_ms() - t0 > FO_GC_WAIT_MS || atomic_load(&f->stopping)) {
@@ -266,6 +289,13 @@ static int fo_gc_wait_uploads(struct failover *f)
                 break;
             }
             usleep(FO_WAIT_MS * 1000);
+        }
+        /* Taken from a node that stalled past it: whatever it commits late
+         * may name what this GC deletes; void every task's next number. */
+        if (rc == 0 && stalled) {
+            log_warn("gc: node %s stalled with uploads in flight: voiding the next checkpoint "
+                     "number of every task", v[i].name);
+            rc = ckpt_void_next_all(f->store);
         }
     }
     cluster_nodes_free(v, n);
@@ -712,7 +742,9 @@ static void *fo_takeover_run(void *arg)
     int64_t t0 = fo_mono_ms();
     log_info("task %s of dead node %s: lease taken, restoring its newest checkpoint", tk->id,
              tk->from);
-    int rc = f->host.restore(f->host.arg, tk->id, &out);
+    int rc = failover_fence_task(f, tk->id);
+    if (rc == 0)
+        rc = f->host.restore(f->host.arg, tk->id, &out);
     pthread_mutex_lock(&f->lock);
     int lost = tk->lost;
     pthread_mutex_unlock(&f->lock);

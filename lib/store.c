@@ -202,6 +202,24 @@ int store_lease_fenced(struct store *s, const char *name, const char *owner, int
     return s->ops->lease(s, name, owner, duration_ms, out);
 }
 
+int store_void(struct store *s, const char *name)
+{
+    if (!store_valid_name(name))
+        return err_set(VK_EINVAL, "bad object name '%s'", name);
+    if (!s->ops->void_name)
+        return err_set(VK_EINVAL, "store %s cannot void names", s->uri);
+    return s->ops->void_name(s, name);
+}
+
+int store_taken(struct store *s, const char *name)
+{
+    if (!store_valid_name(name))
+        return err_set(VK_EINVAL, "bad object name '%s'", name);
+    if (!s->ops->taken)
+        return err_set(VK_EINVAL, "store %s cannot void names", s->uri);
+    return s->ops->taken(s, name);
+}
+
 int store_lease(struct store *s, const char *name, const char *owner, int duration_ms)
 {
     return store_lease_fenced(s, name, owner, duration_ms, NULL);

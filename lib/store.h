@@ -34,6 +34,7 @@ struct store_fence {
     char owner[256];
     uint64_t epoch;
     uint64_t client;
+    int taken_over; /* this take found another owner's expired, unreleased lease */
 };
 
 /* Called once per object by store_list() with its size and the time it was
@@ -64,6 +65,13 @@ struct store_ops {
     int (*lease)(struct store *s, const char *name, const char *owner, int duration_ms,
                  struct store_fence *out);
     int (*unlease)(struct store *s, const char *name, const char *owner);
+    /* Makes name unavailable for good to exclusive creates, and invisible
+     * (list, stat and read see nothing): VK_EEXISTS when something has the
+     * name already. NULL when the store has no leases (only the fencing of
+     * cluster mode needs it). */
+    int (*void_name)(struct store *s, const char *name);
+    /* 1 when name is an object or voided, 0 when free. */
+    int (*taken)(struct store *s, const char *name);
 };
 
 struct store {
@@ -130,6 +138,10 @@ int store_lease(struct store *s, const char *name, const char *owner, int durati
 int store_lease_fenced(struct store *s, const char *name, const char *owner, int duration_ms,
                        struct store_fence *out);
 int store_unlease(struct store *s, const char *name, const char *owner);
+
+/* Voids (see store_ops) and their probe: VK_EINVAL when the store has none. */
+int store_void(struct store *s, const char *name);
+int store_taken(struct store *s, const char *name);
 
 /* Convenience built on the calls above. */
 int store_put_buf(struct store *s, const char *name, const void *data, size_t len);

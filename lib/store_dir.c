@@ -2,6 +2,7 @@
  * objects are written to .tmp/ and renamed into place, which NFS keeps atomic. */
 #include "err.h"
 #include "store.h"
+#include "testhook.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -201,7 +202,7 @@ static int dir_mkparent(const char *path)
     return rc;
 }
 
-static int dir_fence_hold_all(struct dir_store *d, const struct store_writer *w, int *fds);
+static int dir_fence_check(struct dir_store *d, const struct store_fence *f, const char *obj);
 
 static int dir_place(const char *tmp, const char *final, int exclusive)
 {
@@ -213,9 +214,7 @@ static int dir_put_commit(struct store_writer *sw)
     struct dir_writer *w = (struct dir_writer *)sw;
     struct dir_store *d = (struct dir_store *)sw->store;
     char *final = dir_path(d, sw->name);
-    int rc = 0, lock_fds[STORE_FENCE_MAX];
-    for (size_t i = 0; i < STORE_FENCE_MAX; i++)
-        lock_fds[i] = -1;
+    int rc = 0;
 
     if (!sw->lazy && fsync(w->fd) < 0) {
         rc = err_errno(errno, "store %s: cannot sync object %s", d->base.uri, sw->name);
@@ -225,8 +224,12 @@ static int dir_put_commit(struct store_writer *sw)
      * manifest has little left to wait for. */
     if (sw->lazy)
         (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    if ((rc = dir_fence_hold_all(d, sw, lock_fds)) < 0)
+    for (size_t i = 0; i < sw->n_fence && rc == 0; i++)
+        rc = dir_fence_check(d, &sw->fence[i], sw->name);
+    if (rc < 0)
         goto out;
+    if (sw->n_fence) /* tests: a stall between the fence check and the link */
+        testhook_gate("VMCKPT_TEST_LINK_GATE", strrchr(final, '/') + 1);
     /* Most parents exist already: create them only when the rename says so.
      * Exclusive: link(2), which never replaces, then drop the temporary name. */
     if (dir_place(w->tmp, final, sw->exclusive) < 0 &&
@@ -244,9 +247,6 @@ static int dir_put_commit(struct store_writer *sw)
     if (!sw->lazy)
         rc = util_fsync_dir_of(final);
 out:
-    for (size_t i = 0; i < sw->n_fence; i++)
-        if (lock_fds[i] >= 0)
-            close(lock_fds[i]); /* after the link (and its fsync): the commit is in */
     if (rc < 0)
         unlink(w->tmp);
     free(final);
@@ -379,21 +379,19 @@ static int dir_sync(struct store *s)
  * the file system when written) against the mtime of a file the taker writes
  * now. So a node whose clock steps neither takes a live lease nor keeps a
  * dead one (on NFS, both times are the server's).
+ * No lock is held, so an agent stopped at any instant (SIGSTOP, swap) blocks
+ * no other (an earlier version took a lock around each change, and an agent
+ * stopped holding it held up the others). One that stalled between its read
+ * and its link may link a number already passed and removed: it then finds a
+ * higher one and counts as beaten.
  *
- * Every change, and every fenced commit, also runs under the lease's lock
- * (flock of NAME.lease/lock): a commit checks holder and epoch and links its
- * object with the lock held, so no take-over can fall between its check and
- * its write. The lock is held for a few system calls, never across a network
- * or store call. A process stalled while holding it (SIGSTOP, swap) holds up
- * that one lease until it runs again or dies (which drops the lock): it
- * delays a take-over, it never lets a stale commit through. Takers give up
- * after DIR_LEASE_LOCK_MS (VK_ETIMEOUT) and try again at their next round, so
- * renewals never wait long on it. flock is shared by every process of a
- * host, and between NFS clients that have locking. */
+ * A fenced write checks the lease's owner and epoch, then links: two steps.
+ * What makes it safe is the new holder: after taking a lease over it voids
+ * the name the old holder could still be about to link (ckpt_void_next), so
+ * that link fails. */
 
 #define DIR_LEASE_DIGITS 20
 #define DIR_LEASE_TRIES 5
-#define DIR_LEASE_LOCK_MS 500
 
 static int dir_lease_gen_of(const char *fname, uint64_t *gen)
 {
@@ -500,34 +498,6 @@ static int64_t dir_ms_between(const struct timespec *a, const struct timespec *b
     return ((int64_t)b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
 }
 
-/* Takes the lease's lock: its fd into *fd (close() drops it); VK_ETIMEOUT
- * when another process holds it for longer than DIR_LEASE_LOCK_MS (not
- * VK_EBUSY, which says another owner holds the lease: a holder that cannot
- * lock must not conclude it lost its lease). */
-static int dir_lease_lock(struct dir_store *d, const char *dir, int *fd)
-{
-    char *path = util_fmt("%s/lock", dir);
-    int rc = path ? util_mkdir_p(dir, 0700) : err_set(VK_ENOMEM, "out of memory");
-    *fd = -1;
-    if (rc == 0 && (*fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
-        rc = err_errno(errno, "store %s: cannot open lease lock %s", d->base.uri, path);
-    for (int waited = 0; rc == 0 && flock(*fd, LOCK_EX | LOCK_NB) < 0; waited += 5) {
-        if (errno != EWOULDBLOCK && errno != EINTR)
-            rc = err_errno(errno, "store %s: cannot lock lease %s", d->base.uri, dir);
-        else if (waited >= DIR_LEASE_LOCK_MS)
-            rc = err_set(VK_ETIMEOUT, "store %s: lease %s stays locked by another process (a "
-                                      "stalled one?): try again", d->base.uri, dir);
-        else
-            usleep(5000);
-    }
-    if (rc < 0 && *fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
-    free(path);
-    return rc;
-}
-
 /* Removes the generations below gen, and temporaries older than a minute
  * (left by a writer that died); returns the highest generation seen. One
  * pass, best effort. */
@@ -582,8 +552,8 @@ static int dir_lease_write(struct dir_store *d, const char *dir, uint64_t gen, c
     return rc;
 }
 
-/* One take or renewal, with the lease's lock held. */
-static int dir_lease_locked(struct dir_store *d, const char *dir, const char *name,
+/* One take or renewal. */
+static int dir_lease_take(struct dir_store *d, const char *dir, const char *name,
                             const char *owner, int duration_ms, struct store_fence *out)
 {
     for (int i = 0; i < DIR_LEASE_TRIES; i++) {
@@ -604,11 +574,13 @@ static int dir_lease_locked(struct dir_store *d, const char *dir, const char *na
         }
         uint64_t epoch = strcmp(st.owner, owner) == 0 ? st.epoch : st.epoch + 1;
         rc = dir_lease_write(d, dir, st.gen + 1, owner, duration_ms, epoch);
-        if (rc == 0 && out)
+        if (rc == 0 && out) {
             out->epoch = epoch;
+            out->taken_over = st.owner[0] && strcmp(st.owner, owner) != 0;
+        }
         if (rc != VK_EBUSY)
             return rc;
-        /* a writer that does not lock (an older agent) changed it: read it again */
+        /* another agent changed it meanwhile: read it again */
     }
     return err_set(VK_EBUSY, "store %s: lease %s changed under every attempt to take it",
                    d->base.uri, name);
@@ -619,11 +591,8 @@ static int dir_lease(struct store *s, const char *name, const char *owner, int d
 {
     struct dir_store *d = (struct dir_store *)s;
     char *dir = util_fmt("%s/%s.lease", d->root, name);
-    int fd = -1, rc = dir ? dir_lease_lock(d, dir, &fd) : err_set(VK_ENOMEM, "out of memory");
-    if (rc == 0)
-        rc = dir_lease_locked(d, dir, name, owner, duration_ms, out);
-    if (fd >= 0)
-        close(fd);
+    int rc = dir ? dir_lease_take(d, dir, name, owner, duration_ms, out)
+                 : err_set(VK_ENOMEM, "out of memory");
     if (rc < 0 && rc != VK_EBUSY)
         err_wrap(rc, "store %s: cannot take lease %s", s->uri, name);
     free(dir);
@@ -635,64 +604,57 @@ static int dir_unlease(struct store *s, const char *name, const char *owner)
     struct dir_store *d = (struct dir_store *)s;
     struct dir_lease_state st;
     char *dir = util_fmt("%s/%s.lease", d->root, name);
-    int fd = -1, rc = dir ? dir_lease_lock(d, dir, &fd) : err_set(VK_ENOMEM, "out of memory");
-    if (rc == 0)
-        rc = dir_lease_read(d, dir, &st);
+    int rc = dir ? dir_lease_read(d, dir, &st) : err_set(VK_ENOMEM, "out of memory");
     if (rc == 0 && strcmp(st.owner, owner) != 0)
         rc = err_set(VK_ENOTFOUND, "store %s: lease %s is not held by %s", s->uri, name, owner);
     if (rc == 0 && (rc = dir_lease_write(d, dir, st.gen + 1, "-", 0, st.epoch)) == VK_EBUSY)
         rc = err_set(VK_ENOTFOUND, "store %s: lease %s was taken by another owner meanwhile",
                      s->uri, name);
-    if (fd >= 0)
-        close(fd);
     free(dir);
     return rc;
 }
 
-/* Before a fenced commit: takes the lease's lock (into *fd, for the caller
- * to close after its link) and checks that f's owner still holds the lease
- * in f's epoch. Expiry alone does not void it: a lease nobody has taken
- * since is still its holder's, and a taker must hold the lock. */
-static int dir_fence_hold(struct dir_store *d, const struct store_fence *f, const char *obj,
-                          int *fd)
+/* A fenced write's proof: f's owner still holds the lease in f's epoch.
+ * Expiry alone does not void it (a lease nobody has taken since is still its
+ * holder's). Checked right before the link; a take-over between the two is
+ * met by the new holder's void (see "leases"). */
+static int dir_fence_check(struct dir_store *d, const struct store_fence *f, const char *obj)
 {
     struct dir_lease_state st;
     char *dir = util_fmt("%s/%s.lease", d->root, f->lease);
-    int rc = dir ? dir_lease_lock(d, dir, fd) : err_set(VK_ENOMEM, "out of memory");
-    if (rc == 0)
-        rc = dir_lease_read(d, dir, &st);
+    int rc = dir ? dir_lease_read(d, dir, &st) : err_set(VK_ENOMEM, "out of memory");
     if (rc == 0 && (strcmp(st.owner, f->owner) != 0 || st.epoch != f->epoch))
         rc = err_set(VK_ELEASE, "store %s: %s not written: lease %s is held by %s (epoch %" PRIu64
                                 "), not by %s (epoch %" PRIu64 ")", d->base.uri, obj, f->lease,
                      st.owner[0] ? st.owner : "nobody", st.epoch, f->owner, f->epoch);
-    if (rc < 0 && *fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
     free(dir);
     return rc;
 }
 
-/* Every proof of writer w (fds[i]: the lock of w->fence[i]), the locks
- * taken in the order of their names so that two commits never wait on each
- * other; all dropped when one fails. */
-static int dir_fence_hold_all(struct dir_store *d, const struct store_writer *w, int *fds)
+/* A void is a directory at the object's path: link(2) to it fails (EEXIST),
+ * and listings, stat and reads see no object there. */
+static int dir_void(struct store *s, const char *name)
 {
-    size_t order[STORE_FENCE_MAX];
-    int rc = 0;
-    for (size_t i = 0; i < w->n_fence; i++) {
-        size_t k = i;
-        for (; k > 0 && strcmp(w->fence[order[k - 1]].lease, w->fence[i].lease) > 0; k--)
-            order[k] = order[k - 1];
-        order[k] = i;
-    }
-    for (size_t i = 0; i < w->n_fence && rc == 0; i++)
-        rc = dir_fence_hold(d, &w->fence[order[i]], w->name, &fds[order[i]]);
-    for (size_t i = 0; rc < 0 && i < w->n_fence; i++)
-        if (fds[i] >= 0) {
-            close(fds[i]);
-            fds[i] = -1;
-        }
+    char *path = dir_path((struct dir_store *)s, name);
+    int rc = path ? dir_mkparent(path) : err_set(VK_ENOMEM, "out of memory");
+    if (rc == 0 && mkdir(path, 0700) < 0)
+        rc = errno == EEXIST ? err_set(VK_EEXISTS, "store %s: %s is taken", s->uri, name)
+                             : err_errno(errno, "store %s: cannot void %s", s->uri, name);
+    if (rc == 0)
+        rc = util_fsync_dir_of(path);
+    free(path);
+    return rc;
+}
+
+static int dir_taken(struct store *s, const char *name)
+{
+    char *path = dir_path((struct dir_store *)s, name);
+    struct stat st;
+    int rc = !path ? err_set(VK_ENOMEM, "out of memory")
+             : lstat(path, &st) == 0 ? 1
+             : errno == ENOENT ? 0
+                               : err_errno(errno, "store %s: cannot look up %s", s->uri, name);
+    free(path);
     return rc;
 }
 
@@ -712,4 +674,6 @@ const struct store_ops store_dir_ops = {
     .sync = dir_sync,
     .lease = dir_lease,
     .unlease = dir_unlease,
+    .void_name = dir_void,
+    .taken = dir_taken,
 };

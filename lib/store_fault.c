@@ -209,6 +209,18 @@ static int fault_unlease(struct store *s, const char *name, const char *owner)
     return rc < 0 ? rc : store_unlease(((struct fault_store *)s)->inner, name, owner);
 }
 
+static int fault_void(struct store *s, const char *name)
+{
+    int rc = fault_down(s, name);
+    return rc < 0 ? rc : store_void(((struct fault_store *)s)->inner, name);
+}
+
+static int fault_taken(struct store *s, const char *name)
+{
+    int rc = fault_down(s, name);
+    return rc < 0 ? rc : store_taken(((struct fault_store *)s)->inner, name);
+}
+
 const struct store_ops store_fault_ops = {
     .version = STORE_OPS_VERSION,
     .scheme = "fault",
@@ -225,4 +237,6 @@ const struct store_ops store_fault_ops = {
     .sync = fault_sync,
     .lease = fault_lease,
     .unlease = fault_unlease,
+    .void_name = fault_void,
+    .taken = fault_taken,
 };

@@ -664,7 +664,7 @@ static int srados_my_addr(struct srados_store *r, struct srados_conn *c, const c
  * client and waits until the OSDs know; raises the epoch and records us.
  * *epoch: the lease's epoch now. */
 static int srados_fence_prev(struct srados_store *r, struct srados_conn *c, const char *name,
-                             const char *owner, uint64_t *epoch)
+                             const char *owner, uint64_t *epoch, int *taken_over)
 {
     char text[512] = "", prev[256] = "", addr[160] = "";
     uint64_t e = 0;
@@ -681,8 +681,8 @@ static int srados_fence_prev(struct srados_store *r, struct srados_conn *c, cons
         *epoch = e; /* a renewal */
         return 0;
     }
-    if (prev[0] && strcmp(prev, owner) != 0 && addr[0] && strcmp(addr, "-") != 0 &&
-        strcmp(addr, c->addr) != 0) {
+    *taken_over = prev[0] && strcmp(prev, owner) != 0 && addr[0] && strcmp(addr, "-") != 0;
+    if (*taken_over && strcmp(addr, c->addr) != 0) {
         if ((ret = rados_blocklist_add(c->cluster, addr, 0)) < 0)
             return srados_fail(r, c, ret, "blocklist the old holder of lease", name);
         if ((ret = rados_wait_for_latest_osdmap(c->cluster)) < 0)
@@ -712,7 +712,8 @@ static int srados_lease(struct store *s, const char *name, const char *owner, in
         return err_set(VK_EBUSY, "store %s: lease %s is held by another owner", s->uri, name);
     if (ret < 0 && ret != -EEXIST) /* (EEXIST: ours already) */
         return srados_fail(r, c, ret, "take lease", name);
-    int rc = srados_fence_prev(r, c, name, owner, &epoch);
+    int taken_over = 0;
+    int rc = srados_fence_prev(r, c, name, owner, &epoch, &taken_over);
     if (rc < 0) { /* a lease whose old holder may still write is not one to hold */
         rados_unlock(c->io, name, "vmckpt", owner);
         return rc;
@@ -720,6 +721,7 @@ static int srados_lease(struct store *s, const char *name, const char *owner, in
     if (out) {
         out->epoch = epoch;
         out->client = c->gen;
+        out->taken_over = taken_over;
     }
     return 0;
 }
@@ -745,6 +747,35 @@ static int srados_unlease(struct store *s, const char *name, const char *owner)
     return ret < 0 ? srados_fail(r, c, ret, "release lease", name) : 0;
 }
 
+/* A void is an object without the done mark: invisible to readers, and an
+ * exclusive create of its name fails. */
+static int srados_void(struct store *s, const char *name)
+{
+    struct srados_store *r = (struct srados_store *)s;
+    struct srados_conn *c = srados_use(r);
+    rados_write_op_t op = rados_create_write_op();
+    if (!op)
+        return err_set(VK_ENOMEM, "out of memory");
+    rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
+    int ret = rados_write_op_operate(op, c->io, name, NULL, 0);
+    rados_release_write_op(op);
+    if (ret == -EEXIST)
+        return err_set(VK_EEXISTS, "store %s: %s is taken", s->uri, name);
+    return ret < 0 ? srados_fail(r, c, ret, "void", name) : 0;
+}
+
+static int srados_taken(struct store *s, const char *name)
+{
+    struct srados_store *r = (struct srados_store *)s;
+    struct srados_conn *c = srados_use(r);
+    uint64_t size;
+    time_t mtime;
+    int ret = rados_stat(c->io, name, &size, &mtime);
+    if (ret == -ENOENT)
+        return 0;
+    return ret < 0 ? srados_fail(r, c, ret, "look up", name) : 1;
+}
+
 const struct store_ops store_rados_ops = {
     .version = STORE_OPS_VERSION,
     .scheme = "rados",
@@ -761,4 +792,6 @@ const struct store_ops store_rados_ops = {
     .sync = NULL,
     .lease = srados_lease,
     .unlease = srados_unlease,
+    .void_name = srados_void,
+    .taken = srados_taken,
 };

@@ -418,11 +418,9 @@ static int task_new_run_dir(struct task *t)
 
 static uint64_t task_store_next_seq(struct task *t)
 {
-    uint64_t *seqs = NULL, next = 1;
-    size_t n = 0;
-    if (ckpt_list(t->env->store, t->id, &seqs, &n) == 0 && n)
-        next = seqs[n - 1] + 1;
-    free(seqs);
+    uint64_t next = 1;
+    if (ckpt_next_seq(t->env->store, t->id, &next) < 0)
+        err_clear(); /* the commit will say if that number is taken */
     return next;
 }
 

@@ -142,6 +142,9 @@ gate_held() { # gate_held TASK SEQ [SECONDS]  (SEQ may be '*': any checkpoint)
     for _ in $(seq $((s * 10))); do compgen -G "$GATE.$1.$2" >/dev/null && return 0; sleep 0.1; done
     return 1
 }
+# Link gate (directory store): between a fenced write's check and its link(2).
+LGATE=$T/link-gate
+LGATE_ENV="VMCKPT_TEST_LINK_GATE=$LGATE"
 # Commit gate: the same between the lease check of a commit and its write
 # (AGENT_ENV="$CGATE_ENV").
 CGATE=$T/commit-gate
