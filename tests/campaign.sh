@@ -23,8 +23,8 @@ NODES=(a b c)
 KINDS=(node_kill agent_kill qemu_kill agent_stop store_cut store_slow clock_step)
 NS="vkf-$$"
 RANDOM=$SEED
-for x in "${NODES[@]}"; do ip netns add "$NS-$x" && ip -n "$NS-$x" link set lo up; done
-at_exit 'kill $CHECKER 2>/dev/null; for x in a b c; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done'
+make_ns "${NODES[@]}" || { not_ok "network namespaces of the nodes"; finish; exit 1; }
+at_exit 'kill $CHECKER 2>/dev/null'
 M=$T/store/tasks
 VIOL=$T/violations
 : > "$VIOL"

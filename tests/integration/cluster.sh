@@ -6,6 +6,11 @@ node() { # node NAME [extra vmckptd args]: the agent of node NAME in its namespa
     AGENT_NETNS="$NS-$x" start_agent "$x" --set cluster.enabled=1 --set "cluster.node=node-$x" \
         --set "cluster.lease_ms=$LEASE" --set "cluster.renew_ms=$RENEW" ${NODE_ARGS:-} "$@"
 }
+make_ns() { # make_ns NODE...: the namespace $NS-NODE of each (lo up), emptied and removed at exit
+    local x
+    for x in "$@"; do ip netns add "$NS-$x" && ip -n "$NS-$x" link set lo up || return 1; done
+    at_exit "for x in $*; do ip netns pids \"\$NS-\$x\" 2>/dev/null | xargs -r kill -9; ip netns del \"\$NS-\$x\" 2>/dev/null; done"
+}
 kill_node() { ip netns pids "$NS-$1" | xargs -r kill -9; } # the node and its VMs, as a crash
 where() { # the node whose agent runs task $1 (per the cluster view of agent $2)
     vk "$2" --json nodes | jq -r --arg t "$1" '.nodes[] | select(.state == "alive" and (.tasks | index($t))) | .node' | head -n1

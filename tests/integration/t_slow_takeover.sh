@@ -11,8 +11,7 @@ LEASE=3000
 RENEW=500
 NS="vkt-$$"
 RG=$T/restore-gate
-for x in a b; do ip netns add "$NS-$x" && ip -n "$NS-$x" link set lo up; done
-at_exit 'for x in a b; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done'
+make_ns a b || { not_ok "network namespaces of nodes a and b"; finish; exit 1; }
 
 node a || { not_ok "node a starts"; finish; exit 1; }
 AGENT_ENV="VMCKPT_TEST_RESTORE_GATE=$RG" node b || { not_ok "node b starts"; finish; exit 1; }

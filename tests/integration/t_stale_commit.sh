@@ -12,8 +12,7 @@
 LEASE=3000
 RENEW=500
 NS="vks-$$"
-for x in a b; do ip netns add "$NS-$x" && ip -n "$NS-$x" link set lo up; done
-at_exit 'for x in a b; do ip netns pids "$NS-$x" 2>/dev/null | xargs -r kill -9; ip netns del "$NS-$x" 2>/dev/null; done'
+make_ns a b || { not_ok "network namespaces of nodes a and b"; finish; exit 1; }
 M=$T/store/tasks/s1/manifests
 
 AGENT_ENV="$GATE_ENV $CGATE_ENV $LGATE_ENV" node a || { not_ok "node a starts"; finish; exit 1; }
