@@ -92,13 +92,12 @@ struct store_writer {
      * Atomic on the directory store (link), RADOS (exclusive create) and SFTP
      * (its rename never replaces); FTP can only look first. */
     int exclusive;
-    /* Set by the caller before commit (with exclusive): the commit happens
-     * only while each of the n_fence leases in fence is held by its owner in
-     * its epoch, checked in the same step as the write, else VK_ELEASE. Directory store: the check
-     * and the link run under the lease's lock, which every change of the
-     * lease takes; RADOS: the node that takes a lease over blocklists the old
-     * holder's client first, so a write through it fails. Stores without
-     * leases refuse it (VK_EINVAL). */
+    /* Set by the caller before commit (with exclusive): the commit checks,
+     * right before the write, that each of the n_fence leases in fence is
+     * held by its owner in its epoch, else VK_ELEASE. The check and the write
+     * are two steps; a take-over closes the gap by voiding the name the old
+     * holder may still write (store_void), and on RADOS by blocklisting the
+     * old holder's client. Stores without leases refuse it (VK_EINVAL). */
     const struct store_fence *fence;
     size_t n_fence; /* at most STORE_FENCE_MAX */
 };
