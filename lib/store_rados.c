@@ -681,6 +681,10 @@ static int srados_fence_prev(struct srados_store *r, struct srados_conn *c, cons
         *epoch = e; /* a renewal */
         return 0;
     }
+    /* The record is the store's (anyone with write access could forge it):
+     * only an address's characters go to the monitor. */
+    if (addr[strspn(addr, "0123456789abcdefABCDEFvany:.[]/,-")] != '\0')
+        addr[0] = '\0';
     *taken_over = prev[0] && strcmp(prev, owner) != 0 && addr[0] && strcmp(addr, "-") != 0;
     if (*taken_over && strcmp(addr, c->addr) != 0) {
         if ((ret = rados_blocklist_add(c->cluster, addr, 0)) < 0)
