@@ -228,9 +228,9 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
 
     if (sp.accel && strcmp(sp.accel, "kvm") && strcmp(sp.accel, "tcg"))
         return agent_send_err(c, err_set(VK_EINVAL, "accel must be kvm or tcg, not '%s'", sp.accel));
-    if (sp.mode && strcmp(sp.mode, "cow") && strcmp(sp.mode, "stop-copy"))
-        return agent_send_err(c, err_set(VK_EINVAL, "mode must be cow or stop-copy, not '%s'",
-                                         sp.mode));
+    enum ckpt_mode mode;
+    if (sp.mode && (rc = ckpt_mode_parse(sp.mode, "mode", &mode)) < 0)
+        return agent_send_err(c, rc);
     if (sp.memory_mib < 16 || sp.vcpus < 1 || sp.first_s < 0 || sp.every_s < 0)
         return agent_send_err(c, err_set(VK_EINVAL, "memory must be >= 16 MiB, vcpus >= 1, "
                                                     "checkpoint times >= 0"));

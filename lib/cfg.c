@@ -1,4 +1,5 @@
 #include "cfg.h"
+#include "ckpt.h"
 
 #include "codec.h"
 #include "err.h"
@@ -97,8 +98,19 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
         return cfg_int(&c->first_s, "task.checkpoint_first", value, 0, 1 << 30);
     if (IS("task", "checkpoint_every"))
         return cfg_int(&c->every_s, "task.checkpoint_every", value, 0, 1 << 30);
-    if (IS("task", "mode"))
-        return cfg_choice(&c->mode, "task.mode", value, "cow", "stop-copy");
+    if (IS("task", "mode")) {
+        enum ckpt_mode m;
+        int rc = ckpt_mode_parse(value, "task.mode", &m);
+        return rc < 0 ? rc : cfg_str(&c->mode, value);
+    }
+    if (IS("live", "target_stop_ms"))
+        return cfg_int(&c->live_stop_ms, "live.target_stop_ms", value, 1, 60000);
+    if (IS("live", "bandwidth_mib"))
+        return cfg_int(&c->live_bw_mib, "live.bandwidth_mib", value, 1, 1 << 20);
+    if (IS("live", "converge_s"))
+        return cfg_int(&c->live_converge_s, "live.converge_s", value, 1, 86400);
+    if (IS("live", "spool_pct"))
+        return cfg_int(&c->live_spool_pct, "live.spool_pct", value, 100, 10000);
     if (IS("task", "kernel"))
         return cfg_str(&c->kernel, value);
     if (IS("task", "initrd"))
@@ -227,9 +239,13 @@ int cfg_load(struct cfg **out, const char *path)
     c->ceph_timeout = 30;
     c->pack_mib = 8;
     c->gc_grace_s = 3600;
+    c->live_stop_ms = 20;
+    c->live_bw_mib = 10240;
+    c->live_converge_s = 30;
+    c->live_spool_pct = 200;
     if (cfg_str(&c->state_dir, "/var/lib/vmckpt") < 0 || cfg_str(&c->qemu, "qemu-system-x86_64") < 0 ||
         cfg_str(&c->qemu_img, "qemu-img") < 0 || cfg_str(&c->accel, "kvm") < 0 ||
-        cfg_str(&c->machine, "pc") < 0 || cfg_str(&c->mode, "cow") < 0 ||
+        cfg_str(&c->machine, "pc") < 0 || cfg_str(&c->mode, "auto") < 0 ||
         cfg_str(&c->append, "console=ttyS0 quiet") < 0 || cfg_str(&c->codec, "auto") < 0) {
         rc = VK_ENOMEM;
         goto out;

@@ -25,7 +25,11 @@ struct cfg {
     int vcpus;       /* [task] vcpus */
     int first_s;     /* [task] checkpoint_first: seconds to the first checkpoint, 0 = none */
     int every_s;     /* [task] checkpoint_every: seconds between checkpoints, 0 = none */
-    char *mode;      /* [task] mode: cow or stop-copy */
+    char *mode;      /* [task] mode: auto, live, cow or stop-copy */
+    int live_stop_ms;     /* [live] target_stop_ms: the VM stop pre-copy aims at */
+    int live_bw_mib;      /* [live] bandwidth_mib: MiB/s QEMU may write to the spool */
+    int live_converge_s;  /* [live] converge_s: pre-copy not done by then is given up */
+    int live_spool_pct;   /* [live] spool_pct: nor once the spool is this % of memory */
     char *kernel;    /* [task] kernel */
     char *initrd;    /* [task] initrd */
     char *append;    /* [task] append: kernel command line before the workload */

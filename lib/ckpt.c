@@ -3,6 +3,7 @@
 #include "err.h"
 #include "img.h"
 #include "log.h"
+#include "testhook.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -19,6 +20,7 @@
 /* Makes sure the VM runs again after a failed checkpoint. */
 static void ckpt_ensure_running(struct qmp *q)
 {
+    char *why = err_stash(); /* the checkpoint's error is the one to report */
     json_t *st = NULL;
     if (qmp_exec(q, "query-status", NULL, &st, CKPT_QMP_TIMEOUT_MS) == 0) {
         const char *s = json_string_value(json_object_get(st, "status"));
@@ -26,6 +28,7 @@ static void ckpt_ensure_running(struct qmp *q)
             log_error("VM could not be resumed after a failed checkpoint: %s", err_msg());
     }
     json_decref(st);
+    err_unstash(why);
 }
 
 /* Polls query-migrate until the save ends; VK_EQEMU with QEMU's reason if it fails. */
@@ -58,80 +61,316 @@ static int ckpt_wait_migration(struct qmp *q, uint64_t *out_bytes)
     }
 }
 
-static int ckpt_set_bg(struct qmp *q, int on)
+static const char *const ckpt_mode_names[CKPT_N_MODES] = {"auto", "live", "cow", "stop-copy"};
+
+const char *ckpt_mode_name(enum ckpt_mode m)
 {
-    json_t *args = json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
-                             "background-snapshot", "state", on);
+    return (unsigned)m < CKPT_N_MODES ? ckpt_mode_names[m] : "?";
+}
+
+int ckpt_mode_parse(const char *s, const char *what, enum ckpt_mode *out)
+{
+    for (int i = 0; s && i < CKPT_N_MODES; i++) {
+        if (!strcmp(s, ckpt_mode_names[i])) {
+            *out = (enum ckpt_mode)i;
+            return 0;
+        }
+    }
+    return err_set(VK_EINVAL, "%s must be auto, live, cow or stop-copy, not '%s'", what,
+                   s ? s : "");
+}
+
+/* The capabilities each mode needs, all set in one command: QEMU checks the
+ * set as a whole, and a capability left on from another mode would change
+ * this one (pause-before-switchover would hold a stop-copy save forever). */
+static int ckpt_set_caps(struct qmp *q, enum ckpt_mode mode)
+{
+    json_t *args = json_pack("{s:[{s:s, s:b}, {s:s, s:b}, {s:s, s:b}]}", "capabilities",
+                             "capability", "background-snapshot", "state", mode == CKPT_COW,
+                             "capability", "pause-before-switchover", "state",
+                             mode == CKPT_LIVE, "capability", "events", "state", 1);
     return qmp_exec(q, "migrate-set-capabilities", args, NULL, CKPT_QMP_TIMEOUT_MS);
 }
 
 static int ckpt_seal(struct qmp *q, const char *new_top)
 {
     json_t *args = json_pack("{s:s, s:s, s:s, s:s}", "device", "drive0", "snapshot-file",
-                             new_top, "format", "qcow2", "mode", "absolute-paths");
+                             new_top, "format", "qcow2", "mode", "existing");
     return qmp_exec(q, "blockdev-snapshot-sync", args, NULL, CKPT_QMP_TIMEOUT_MS);
 }
 
-int ckpt_snapshot(struct qmp *q, int stop_copy, const char *new_top, const char *mem_path,
-                  const char *serial_path, struct ckpt_snap *out)
+/* The stop, as QEMU saw it: its STOP event to its RESUME event. Each is
+ * taken once (the first wait keeps it in *slot for the time). */
+static int ckpt_event(struct qmp *q, const char *name, json_t **slot)
 {
-    json_t *ev_stop = NULL, *ev_resume = NULL;
-    char *uri = NULL;
+    return *slot ? 0 : qmp_wait_event(q, name, CKPT_QMP_TIMEOUT_MS, slot);
+}
+
+struct ckpt_evs {
+    json_t *stop, *resume;
+};
+
+/* Runs the VM again after a completed save. QEMU says "completed" a moment
+ * before it leaves its finish-migrate state, and refuses cont until then. */
+static int ckpt_cont_saved(struct qmp *q)
+{
+    int64_t deadline = util_now_us() + (int64_t)CKPT_QMP_TIMEOUT_MS * 1000;
+    for (;;) {
+        int rc = qmp_exec(q, "cont", NULL, NULL, CKPT_QMP_TIMEOUT_MS);
+        if (rc != VK_EQEMU || !strstr(err_msg(), "not finalized") || util_now_us() > deadline)
+            return rc;
+        usleep(200);
+    }
+}
+
+/* cow and stop-copy: stop, seal, save (wholly or copy-on-write), run. */
+static int ckpt_paused(struct qmp *q, int stop_copy, const char *new_top, const char *uri,
+                       const char *serial_path, struct ckpt_evs *ev, struct ckpt_snap *out)
+{
     struct stat st;
     int64_t t;
-    int rc;
-
-    memset(out, 0, sizeof(*out));
-    if (strchr(mem_path, '\''))
-        return err_set(VK_EINVAL, "memory file path must not contain a quote: %s", mem_path);
-    uri = util_fmt("exec:cat > '%s'", mem_path);
-    if (!uri)
-        return err_set(VK_ENOMEM, "out of memory");
-    rc = ckpt_set_bg(q, !stop_copy);
+    int rc = qmp_exec(q, "stop", NULL, NULL, CKPT_QMP_TIMEOUT_MS);
     if (rc < 0)
-        goto out;
-    qmp_drop_events(q);
-    rc = qmp_exec(q, "stop", NULL, NULL, CKPT_QMP_TIMEOUT_MS);
+        return rc;
+    rc = ckpt_event(q, "STOP", &ev->stop);
     if (rc < 0)
-        goto out;
-    rc = qmp_wait_event(q, "STOP", CKPT_QMP_TIMEOUT_MS, &ev_stop);
-    if (rc < 0)
-        goto out_resume;
+        return rc;
     if (serial_path && stat(serial_path, &st) == 0)
         out->serial_bytes = (uint64_t)st.st_size;
     t = util_now_us();
     rc = ckpt_seal(q, new_top);
     out->seal_us = util_now_us() - t;
     if (rc < 0)
-        goto out_resume;
+        return rc;
     out->sealed = 1;
     t = util_now_us();
     rc = qmp_exec(q, "migrate", json_pack("{s:s}", "uri", uri), NULL, CKPT_QMP_TIMEOUT_MS);
     if (rc < 0)
-        goto out_resume;
+        return rc;
     if (stop_copy) {
         rc = ckpt_wait_migration(q, &out->mem_bytes);
         out->mem_save_us = util_now_us() - t;
         if (rc < 0)
-            goto out_resume;
-        rc = qmp_exec(q, "cont", NULL, NULL, CKPT_QMP_TIMEOUT_MS);
+            return rc;
+        rc = ckpt_cont_saved(q);
         if (rc < 0)
-            goto out_resume;
+            return rc;
     }
-    rc = qmp_wait_event(q, "RESUME", CKPT_QMP_TIMEOUT_MS, &ev_resume);
+    rc = ckpt_event(q, "RESUME", &ev->resume);
     if (rc < 0)
-        goto out_resume;
-    out->stopped_us = qmp_event_time_us(ev_resume) - qmp_event_time_us(ev_stop);
+        return rc;
     if (!stop_copy) {
         rc = ckpt_wait_migration(q, &out->mem_bytes);
         out->mem_save_us = util_now_us() - t;
     }
-    goto out;
-out_resume:
-    ckpt_ensure_running(q);
-out:
-    json_decref(ev_stop);
-    json_decref(ev_resume);
+    return rc;
+}
+
+/* Notes QEMU's view of a pre-copy in progress (query-migrate's "ram"). */
+static void ckpt_note_rates(const json_t *r, struct ckpt_snap *out, uint64_t *transferred)
+{
+    json_t *ram = json_object_get(r, "ram");
+    json_int_t psize = json_integer_value(json_object_get(ram, "page-size"));
+    json_int_t dirty = json_integer_value(json_object_get(ram, "dirty-pages-rate"));
+    double mbps = json_number_value(json_object_get(ram, "mbps"));
+    json_int_t syncs = json_integer_value(json_object_get(ram, "dirty-sync-count"));
+    /* QEMU's numbers, yet only figures for a policy: clamp, never trust. */
+    if (psize <= 0 || psize > (1 << 30))
+        psize = 4096;
+    if (dirty > 0 && dirty < ((json_int_t)1 << 40))
+        out->dirty_bps = (uint64_t)dirty * (uint64_t)psize;
+    if (mbps > 0 && mbps < 1e9)
+        out->copy_bps = (uint64_t)(mbps * 1e6 / 8);
+    if (syncs > 0 && syncs < (1 << 30))
+        out->passes = (int)syncs;
+    *transferred = (uint64_t)json_integer_value(json_object_get(ram, "transferred"));
+}
+
+/* Waits for the MIGRATION event that says `want`; VK_EQEMU when the
+ * migration fails or is cancelled instead. Polls query-migrate every
+ * poll_ms meanwhile (bounds, figures) via check (may be NULL), which
+ * returns non-zero to stop waiting. */
+static int ckpt_wait_status(struct qmp *q, const char *want, int timeout_ms, int poll_ms,
+                            int (*check)(struct qmp *, void *), void *arg, int64_t *at_us)
+{
+    int64_t deadline = util_now_us() + (int64_t)timeout_ms * 1000;
+    for (;;) {
+        json_t *ev = NULL;
+        int rc = qmp_wait_event(q, "MIGRATION", poll_ms, &ev);
+        if (rc == 0) {
+            const char *st = json_string_value(json_object_get(json_object_get(ev, "data"),
+                                                               "status"));
+            int done = st && !strcmp(st, want);
+            int bad = st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"));
+            rc = bad ? err_set(VK_EQEMU, "memory save %s (waiting for %s)", st, want) : 0;
+            if (done && at_us)
+                *at_us = qmp_event_time_us(ev);
+            json_decref(ev);
+            if (done || bad)
+                return rc;
+            continue;
+        }
+        if (rc != VK_ETIMEOUT)
+            return rc;
+        err_clear();
+        if (check && (rc = check(q, arg)) != 0)
+            return rc;
+        if (util_now_us() > deadline)
+            return err_set(VK_ETIMEOUT, "memory save not %s in %d s", want, timeout_ms / 1000);
+    }
+}
+
+struct ckpt_precopy {
+    const struct ckpt_live *live;
+    struct ckpt_snap *out;
+    int64_t start_us;
+};
+
+/* Gives pre-copy up (VK_ETIMEOUT) when it runs too long, would overflow
+ * the spool, or cannot converge (the guest dirties memory as fast as QEMU
+ * copies it, measured over several passes). */
+static int ckpt_precopy_check(struct qmp *q, void *arg)
+{
+    struct ckpt_precopy *p = arg;
+    json_t *r = NULL;
+    uint64_t sent = 0;
+    int64_t took_ms = (util_now_us() - p->start_us) / 1000;
+    int rc = qmp_exec(q, "query-migrate", NULL, &r, CKPT_QMP_TIMEOUT_MS);
+    if (rc < 0)
+        return rc;
+    const char *st = json_string_value(json_object_get(r, "status"));
+    int active = st && !strcmp(st, "active");
+    if (active)
+        ckpt_note_rates(r, p->out, &sent);
+    json_decref(r);
+    if (!active)
+        return 0; /* setup, or already pausing: its event is on its way */
+    if (took_ms > p->live->converge_ms)
+        return err_set(VK_ETIMEOUT, "live pre-copy did not converge in %d s (%d pass%s, "
+                                    "guest dirtying %.1f MB/s, copy %.1f MB/s)",
+                       p->live->converge_ms / 1000, p->out->passes,
+                       p->out->passes == 1 ? "" : "es", p->out->dirty_bps / 1e6,
+                       p->out->copy_bps / 1e6);
+    if (sent > p->live->spool_max)
+        return err_set(VK_ETIMEOUT, "live pre-copy gave up: %.0f MiB written to the spool "
+                                    "(bound %.0f MiB) without converging",
+                       sent / 1048576.0, p->live->spool_max / 1048576.0);
+    if (p->out->passes >= 8 && p->out->dirty_bps * 10 >= p->out->copy_bps * 9)
+        return err_set(VK_ETIMEOUT, "live pre-copy gave up: the guest dirties %.1f MB/s, "
+                                    "as fast as QEMU copies (%.1f MB/s), after %d passes",
+                       p->out->dirty_bps / 1e6, p->out->copy_bps / 1e6, p->out->passes);
+    return 0;
+}
+
+/* Cancels a live save and waits until QEMU has run the VM again (it does
+ * so itself when the VM was running before the save). */
+static void ckpt_cancel(struct qmp *q)
+{
+    char *why = err_stash();
+    if (qmp_exec(q, "migrate_cancel", NULL, NULL, CKPT_QMP_TIMEOUT_MS) == 0)
+        ckpt_wait_status(q, "cancelled", 10000, 50, NULL, NULL, NULL);
+    err_unstash(why);
+}
+
+static int ckpt_live_params(struct qmp *q, const struct ckpt_live *live)
+{
+    json_t *args = json_pack("{s:I, s:I}", "downtime-limit", (json_int_t)live->target_stop_ms,
+                             "max-bandwidth", (json_int_t)live->bandwidth);
+    return qmp_exec(q, "migrate-set-parameters", args, NULL, CKPT_QMP_TIMEOUT_MS);
+}
+
+/* live: pre-copy while the VM runs; QEMU pauses it for the last dirty pages
+ * and waits in pre-switchover, where the disk is sealed, so memory and disk
+ * describe the instant it stopped. Inside the pause: seal, continue, cont. */
+static int ckpt_live(struct qmp *q, const struct ckpt_live *live, const char *new_top,
+                     const char *mem_path, const char *uri, const char *serial_path,
+                     struct ckpt_evs *ev, struct ckpt_snap *out)
+{
+    struct ckpt_precopy p = {live, out, util_now_us()};
+    struct stat st;
+    int64_t t, t_pause = 0, t_done = 0;
+    int rc = ckpt_live_params(q, live);
+    if (rc == 0)
+        rc = qmp_exec(q, "migrate", json_pack("{s:s}", "uri", uri), NULL, CKPT_QMP_TIMEOUT_MS);
+    if (rc == 0)
+        rc = ckpt_wait_status(q, "pre-switchover", CKPT_MIGRATE_TIMEOUT_MS, 100,
+                              ckpt_precopy_check, &p, &t_pause);
+    out->precopy_us = util_now_us() - p.start_us;
+    if (rc < 0) {
+        out->gave_up = rc == VK_ETIMEOUT;
+        ckpt_cancel(q);
+        return rc;
+    }
+    testhook_gate("VMCKPT_TEST_SWITCHOVER_GATE", "pre-switchover");
+    if (serial_path && stat(serial_path, &st) == 0)
+        out->serial_bytes = (uint64_t)st.st_size;
+    t = util_now_us();
+    rc = ckpt_seal(q, new_top);
+    out->seal_us = util_now_us() - t;
+    if (rc < 0) {
+        ckpt_cancel(q);
+        return rc;
+    }
+    out->sealed = 1;
+    rc = qmp_exec(q, "migrate-continue", json_pack("{s:s}", "state", "pre-switchover"), NULL,
+                  CKPT_QMP_TIMEOUT_MS);
+    if (rc == 0)
+        rc = ckpt_wait_status(q, "completed", CKPT_MIGRATE_TIMEOUT_MS, 1000, NULL, NULL, &t_done);
+    if (rc == 0)
+        rc = ckpt_cont_saved(q);
+    out->mem_save_us = util_now_us() - p.start_us;
+    if (rc < 0) {
+        ckpt_cancel(q);
+        return rc;
+    }
+    rc = ckpt_event(q, "RESUME", &ev->resume);
+    if (rc == 0 && stat(mem_path, &st) == 0)
+        out->mem_bytes = (uint64_t)st.st_size;
+    if (rc == 0 && ckpt_event(q, "STOP", &ev->stop) == 0)
+        log_debug("live: stop->pause %.1f ms, seal %.1f ms, pause->completed %.1f ms, completed->resume %.1f ms",
+                 (t_pause - qmp_event_time_us(ev->stop)) / 1e3, out->seal_us / 1e3,
+                 (t_done - t_pause) / 1e3, (qmp_event_time_us(ev->resume) - t_done) / 1e3);
+    return rc;
+}
+
+int ckpt_snapshot(struct qmp *q, const struct ckpt_req *req, struct ckpt_snap *out)
+{
+    struct ckpt_evs ev = {NULL, NULL};
+    char *uri = NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (req->mode != CKPT_LIVE && req->mode != CKPT_COW && req->mode != CKPT_STOP_COPY)
+        return err_set(VK_EINVAL, "checkpoint mode %s is not one QEMU runs",
+                       ckpt_mode_name(req->mode));
+    if (strchr(req->mem_path, '\''))
+        return err_set(VK_EINVAL, "memory file path must not contain a quote: %s", req->mem_path);
+    uri = util_fmt("exec:cat > '%s'", req->mem_path);
+    if (!uri)
+        return err_set(VK_ENOMEM, "out of memory");
+    /* Outside the pause: QEMU then only opens it ("existing"), where creating
+     * it would cost a file, a header and a flush while the VM waits. */
+    rc = img_create_overlay(req->new_top, req->top, "qcow2");
+    if (rc == 0)
+        rc = ckpt_set_caps(q, req->mode);
+    if (rc == 0) {
+        qmp_drop_events(q);
+        rc = req->mode == CKPT_LIVE
+                 ? ckpt_live(q, req->live, req->new_top, req->mem_path, uri, req->serial_path,
+                             &ev, out)
+                 : ckpt_paused(q, req->mode == CKPT_STOP_COPY, req->new_top, uri,
+                               req->serial_path, &ev, out);
+        if (rc == 0)
+            rc = ckpt_event(q, "STOP", &ev.stop);
+        if (rc == 0)
+            out->stopped_us = qmp_event_time_us(ev.resume) - qmp_event_time_us(ev.stop);
+        else
+            ckpt_ensure_running(q);
+    }
+    if (rc < 0 && !out->sealed)
+        unlink(req->new_top);
+    json_decref(ev.stop);
+    json_decref(ev.resume);
     free(uri);
     return rc;
 }

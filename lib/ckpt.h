@@ -10,25 +10,70 @@
 #include "repo.h"
 #include "store.h"
 
+/* How a checkpoint copies memory (ckpt_mode_parse, ckpt_mode_name). */
+enum ckpt_mode {
+    CKPT_AUTO,      /* the task's policy picks one of the others (automode) */
+    CKPT_LIVE,      /* pre-copy while the VM runs; paused for the last dirty pages */
+    CKPT_COW,       /* paused, then background-snapshot copies pages on write */
+    CKPT_STOP_COPY, /* paused until all memory is saved (the paper's method) */
+};
+#define CKPT_N_MODES 4
+/* "auto", "live", "cow", "stop-copy". */
+const char *ckpt_mode_name(enum ckpt_mode m);
+/* VK_EINVAL (with a message naming what) when s is none of those names. */
+int ckpt_mode_parse(const char *s, const char *what, enum ckpt_mode *out);
+
+/* Bounds of a live checkpoint (settings [live]). */
+struct ckpt_live {
+    int target_stop_ms;  /* QEMU's downtime-limit: the stop it aims at */
+    uint64_t bandwidth;  /* bytes/s QEMU may write to the spool */
+    int converge_ms;     /* pre-copy not done in this long is given up */
+    uint64_t spool_max;  /* nor once it has written this many bytes */
+};
+
 /* What the VM-side part of a checkpoint did. */
 struct ckpt_snap {
     int sealed;            /* the old top is sealed and new_top is the write target */
+    int gave_up;           /* live: pre-copy given up before the VM stopped; nothing
+                            * sealed, VM running, the spool file is to be discarded */
     int64_t stopped_us;    /* VM paused: QEMU's STOP event to its RESUME event */
     int64_t seal_us;       /* blockdev-snapshot-sync */
     int64_t mem_save_us;   /* migrate command to migration completed */
+    int64_t precopy_us;    /* live: migrate command to the pause before switch-over */
     uint64_t serial_bytes; /* console log size while the VM was stopped */
     uint64_t mem_bytes;
+    uint64_t dirty_bps;    /* live: the guest's dirty rate QEMU measured last, bytes/s */
+    uint64_t copy_bps;     /* live: QEMU's copy rate to the spool, bytes/s */
+    int passes;            /* live: dirty-bitmap syncs (passes over memory) */
 };
 
-/* Takes a consistent checkpoint of a running VM: stop, seal the disk by
- * switching writes to new_top (created by QEMU), save memory and device state
- * to mem_path, run again. With stop_copy the VM stays paused until the memory
- * is saved (the paper's method); otherwise QEMU's background-snapshot resumes
- * it at once and copies pages on write. On any failure the VM is left running;
- * out->sealed tells whether the disk switch happened (then new_top is the
- * VM's write target whatever the result). Blocks until memory is saved. */
-int ckpt_snapshot(struct qmp *q, int stop_copy, const char *new_top, const char *mem_path,
-                  const char *serial_path, struct ckpt_snap *out);
+/* What to checkpoint and where. */
+struct ckpt_req {
+    enum ckpt_mode mode;           /* not CKPT_AUTO */
+    const struct ckpt_live *live;  /* CKPT_LIVE's bounds */
+    const char *top;               /* the qcow2 the VM writes to now */
+    const char *new_top;           /* its successor, created here */
+    const char *mem_path;          /* memory and device state go here */
+    const char *serial_path;       /* console log (its size is noted), or NULL */
+};
+
+/* Takes a consistent checkpoint of a running VM: memory and device state to
+ * mem_path, the disk sealed by switching writes to new_top (created before
+ * the VM stops, so the pause only opens it) while the VM is paused, so both
+ * describe one instant; the VM runs again. By mode:
+ * - CKPT_LIVE: QEMU copies memory while the VM runs (pre-copy), pauses it
+ *   for the last dirty pages and waits (pause-before-switchover); the disk is
+ *   sealed there, the save completes, the VM runs. Bounded by *live: when it
+ *   does not converge in time or the spool would grow past its bound, the
+ *   copy is cancelled before the VM is stopped, out->gave_up is set and
+ *   VK_ETIMEOUT returned (the caller may take the checkpoint another way).
+ * - CKPT_COW: paused, sealed, QEMU's background-snapshot resumes it at once
+ *   and copies pages on write.
+ * - CKPT_STOP_COPY: paused until the memory is saved.
+ * On any failure the VM is left running; out->sealed tells whether the disk
+ * switch happened (then new_top is the VM's write target whatever the
+ * result; else new_top is removed). Blocks until memory is saved. */
+int ckpt_snapshot(struct qmp *q, const struct ckpt_req *req, struct ckpt_snap *out);
 
 /* Committed checkpoint numbers of a task, ascending (*out_seqs malloc'd,
  * caller frees; may be NULL when *out_n is 0). */

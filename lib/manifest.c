@@ -56,6 +56,10 @@ json_t *manifest_to_json(const struct manifest *m)
         m->every_s);
     if (j && m->data)
         json_object_set(j, "data", m->data);
+    if (j && m->mode_why)
+        json_object_set_new(j, "mode_why", json_string(m->mode_why));
+    if (j && m->policy_mode)
+        json_object_set_new(json_object_get(j, "policy"), "mode", json_string(m->policy_mode));
     return j;
 }
 
@@ -90,6 +94,16 @@ static int mf_is_word(const char *s)
 {
     static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
     return s && *s && strspn(s, ok) == strlen(s);
+}
+
+/* Printable ASCII, one line of at most 400 characters: shown to users. */
+static int mf_is_text(const char *s)
+{
+    size_t n = 0;
+    for (; s && s[n]; n++)
+        if (s[n] < 0x20 || s[n] > 0x7e)
+            return 0;
+    return s && n <= 400;
 }
 
 static int mf_obj_from(const json_t *j, struct mf_obj *o, const char **why)
@@ -128,6 +142,10 @@ static int mf_from_json(const json_t *j, struct manifest *m, const char **why)
     m->seq = (uint64_t)json_integer_value(json_object_get(j, "seq"));
     m->created_us = json_integer_value(json_object_get(j, "created_us"));
     m->mode = mf_str(j, "mode");
+    m->mode_why = mf_str(j, "mode_why");
+    m->policy_mode = mf_str(json_object_get(j, "policy"), "mode");
+    if (!m->policy_mode && m->mode)
+        m->policy_mode = strdup(m->mode);
     json_int_t mib = json_integer_value(json_object_get(vm, "memory_mib"));
     json_int_t vcpus = json_integer_value(json_object_get(vm, "vcpus"));
     json_int_t first = json_integer_value(json_object_get(json_object_get(j, "policy"), "first_s"));
@@ -159,8 +177,20 @@ static int mf_from_json(const json_t *j, struct manifest *m, const char **why)
         *why = "its task name is not a valid task id";
         return -1;
     }
-    if (strcmp(m->mode, "cow") != 0 && strcmp(m->mode, "stop-copy") != 0) {
-        *why = "its mode is neither cow nor stop-copy";
+    if (strcmp(m->mode, "live") != 0 && strcmp(m->mode, "cow") != 0 &&
+        strcmp(m->mode, "stop-copy") != 0) {
+        *why = "its mode is none of live, cow and stop-copy";
+        return -1;
+    }
+    if (!m->policy_mode || (strcmp(m->policy_mode, "auto") != 0 &&
+                            strcmp(m->policy_mode, "live") != 0 &&
+                            strcmp(m->policy_mode, "cow") != 0 &&
+                            strcmp(m->policy_mode, "stop-copy") != 0)) {
+        *why = "its policy's mode is none of auto, live, cow and stop-copy";
+        return -1;
+    }
+    if (json_object_get(j, "mode_why") && !mf_is_text(m->mode_why)) {
+        *why = "its mode's reason is not a line of printable text";
         return -1;
     }
     if (json_array_size(deltas) > MANIFEST_MAX_CHAIN) {
@@ -255,6 +285,8 @@ void manifest_free(struct manifest *m)
         return;
     free(m->task);
     free(m->mode);
+    free(m->mode_why);
+    free(m->policy_mode);
     free(m->machine);
     free(m->append);
     free(m->base_format);
@@ -287,11 +319,14 @@ json_t *manifest_summary(const struct manifest *m)
     for (size_t i = 0; i < m->n_deltas; i++)
         delta += m->deltas[i].size;
     util_iso_time(m->created_us, when, sizeof(when));
-    return json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I}", "seq",
+    json_t *j = json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I}", "seq",
                      (json_int_t)m->seq, "created", when, "mode", m->mode, "stopped_us",
                      (json_int_t)m->stopped_us, "seal_us", (json_int_t)m->seal_us, "mem_save_us",
                      (json_int_t)m->mem_save_us, "store_us", (json_int_t)m->store_us,
                      "memory_bytes", (json_int_t)m->memory.size, "delta_bytes",
                      (json_int_t)delta, "deltas", (int)m->n_deltas, "uploaded_bytes",
                      (json_int_t)m->uploaded_bytes, "base_bytes", (json_int_t)m->base.size);
+    if (j && m->mode_why)
+        json_object_set_new(j, "mode_why", json_string(m->mode_why));
+    return j;
 }

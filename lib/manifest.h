@@ -27,7 +27,10 @@ struct manifest {
     char *task;
     uint64_t seq;       /* 1, 2, ... per task */
     int64_t created_us; /* wall clock */
-    char *mode;         /* "cow" or "stop-copy" */
+    char *mode;         /* how memory was copied: "live", "cow" or "stop-copy" */
+    char *mode_why;     /* why that mode (auto's reason; may be NULL) */
+    char *policy_mode;  /* the task's mode setting, "auto" or a mode (may be NULL:
+                         * manifests before it; read back as mode) */
     /* The VM's shape: a restore must start QEMU with exactly these. */
     int memory_mib;
     int vcpus;

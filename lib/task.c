@@ -1,5 +1,6 @@
 #include "task.h"
 
+#include "automode.h"
 #include "ckpt.h"
 #include "err.h"
 #include "gc.h"
@@ -69,6 +70,7 @@ struct task {
     char *last_error;
     uint64_t restored_from;
     int64_t restore_fetch_us, restore_load_us;
+    struct automode am; /* mode auto: what this task's checkpoints showed */
 };
 
 const char *task_id(const struct task *t) { return t->id; }
@@ -517,7 +519,7 @@ static int task_take_manifest(struct task *t, const struct manifest *m, struct c
     TAKE(machine, strdup(m->machine));
     TAKE(append, strdup(m->append));
     TAKE(accel, strdup(accel ? accel : c->accel));
-    TAKE(mode, strdup(m->mode));
+    TAKE(mode, strdup(m->policy_mode));
     TAKE(kernel, l->kernel);
     TAKE(initrd, l->initrd);
     TAKE(base, l->base);
@@ -763,14 +765,34 @@ static int task_sync_chain(struct task *t)
     return rc;
 }
 
-/* Cancels a memory save cut short by the agent's death and resumes the VM. */
+/* Whether a memory save in state s still runs (and holds the VM or the spool). */
+static int task_save_running(const char *s)
+{
+    return s && (!strcmp(s, "active") || !strcmp(s, "setup") || !strcmp(s, "pre-switchover") ||
+                 !strcmp(s, "device") || !strcmp(s, "cancelling"));
+}
+
+/* Cancels a memory save cut short by the agent's death and resumes the VM.
+ * A live checkpoint may have left it paused in pre-switchover, where QEMU
+ * waits for a migrate-continue that will never come: cancelled, QEMU runs
+ * the VM again itself; the wait lets it finish before we look. */
 static int task_settle_vm(struct task *t)
 {
     json_t *st = NULL;
     int rc = qmp_exec(t->qmp, "query-migrate", NULL, &st, 30000);
     const char *s = rc == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
-    if (s && (!strcmp(s, "active") || !strcmp(s, "setup")))
+    if (task_save_running(s)) {
+        log_warn("task %s: a memory save was left %s; cancelling it", t->id, s);
         qmp_exec(t->qmp, "migrate_cancel", NULL, NULL, 30000);
+        for (int i = 0; i < 500 && task_save_running(s); i++) {
+            json_decref(st);
+            st = NULL;
+            usleep(20000);
+            if (qmp_exec(t->qmp, "query-migrate", NULL, &st, 30000) < 0)
+                break;
+            s = json_string_value(json_object_get(st, "status"));
+        }
+    }
     json_decref(st);
     st = NULL;
     if (rc == 0)
@@ -857,7 +879,9 @@ struct task_upload {
     size_t n_layers; /* the chain at this checkpoint: layers[0, n_layers) */
     char *mem_path;
     struct ckpt_snap snap;
-    char mode[16];
+    enum ckpt_mode asked; /* the mode asked for (auto, or one forced) */
+    enum ckpt_mode mode;  /* the mode that took the checkpoint */
+    char why[400];        /* why that mode */
 };
 
 struct task_progress {
@@ -913,7 +937,9 @@ static int task_fill_manifest(struct task *t, struct task_upload *u, struct mani
     m->task = t->id;
     m->seq = u->seq;
     m->created_us = util_wall_us();
-    m->mode = u->mode;
+    m->mode = (char *)ckpt_mode_name(u->mode);
+    m->mode_why = u->why[0] ? u->why : NULL;
+    m->policy_mode = t->mode;
     m->memory_mib = t->memory_mib;
     m->vcpus = t->vcpus;
     m->machine = t->machine;
@@ -1142,7 +1168,7 @@ static void task_upload_ends(struct task *t, struct task_upload *u, int rc, stru
         t->last = m;
         task_set_error(t, NULL);
         log_info("task %s: checkpoint %" PRIu64 " committed (%s, VM stopped %.1f ms, %" PRIu64
-                 " bytes stored in %.2f s)", t->id, u->seq, u->mode,
+                 " bytes stored in %.2f s)", t->id, u->seq, ckpt_mode_name(u->mode),
                  (double)u->snap.stopped_us / 1000, m ? m->uploaded_bytes : 0,
                  (double)(util_now_us() - t->up_start_us) / 1e6);
     } else {
@@ -1223,9 +1249,22 @@ static void task_queue_upload(struct task *t, struct task_upload *u)
 
 #define TASK_MAX_PENDING 2 /* each holds a memory image in the run directory */
 
+/* u->mode and u->why: what auto picks, or the mode asked for. t->lock held. */
+static void task_pick_mode(struct task *t, struct task_upload *u)
+{
+    if (u->asked == CKPT_AUTO) {
+        u->mode = automode_pick(&t->am, u->why, sizeof(u->why));
+    } else {
+        u->mode = u->asked;
+        snprintf(u->why, sizeof(u->why), "%s: asked for", ckpt_mode_name(u->mode));
+    }
+}
+
 static int task_begin_checkpoint(struct task *t, const char *mode, struct task_upload **out)
 {
     struct task_upload *u;
+    enum ckpt_mode asked;
+    int rc;
     *out = NULL;
     if (strcmp(t->state, "running") != 0)
         return err_set(VK_ESTATE, "task %s is %s, not running", t->id, t->state);
@@ -1235,20 +1274,72 @@ static int task_begin_checkpoint(struct task *t, const char *mode, struct task_u
     if (t->pending >= TASK_MAX_PENDING)
         return err_set(VK_EBUSY, "task %s: %zu checkpoints are still uploading; try again when "
                                  "one is stored", t->id, t->pending);
-    if (strcmp(mode, "cow") != 0 && strcmp(mode, "stop-copy") != 0)
-        return err_set(VK_EINVAL, "checkpoint mode must be cow or stop-copy, not '%s'", mode);
+    if ((rc = ckpt_mode_parse(mode, "checkpoint mode", &asked)) < 0)
+        return rc;
     u = calloc(1, sizeof(*u));
     if (!u)
         return err_set(VK_ENOMEM, "out of memory");
     u->t = t;
     u->seq = t->next_seq++;
-    snprintf(u->mode, sizeof(u->mode), "%s", mode);
+    u->asked = asked;
+    task_pick_mode(t, u);
     u->mem_path = util_fmt("%s/memory-%010" PRIu64 ".mig", t->run_dir, u->seq);
     t->snapping = 1;
     t->snap_seq = u->seq;
     t->pending++;
     *out = u;
     return 0;
+}
+
+static struct ckpt_live task_live_bounds(const struct task *t)
+{
+    const struct cfg *c = t->env->cfg;
+    struct ckpt_live l = {
+        .target_stop_ms = c->live_stop_ms,
+        .bandwidth = (uint64_t)c->live_bw_mib << 20,
+        .converge_ms = c->live_converge_s * 1000,
+        .spool_max = ((uint64_t)t->memory_mib << 20) * (uint64_t)c->live_spool_pct / 100,
+    };
+    return l;
+}
+
+/* The VM side of checkpoint u. Under auto, a live pre-copy that gives up
+ * (the VM untouched) is followed at once by the paused mode auto picks
+ * next, so the checkpoint is still taken. Called without t->lock. */
+static int task_snapshot(struct task *t, struct task_upload *u, const char *new_top,
+                         const char *serial)
+{
+    struct ckpt_live live = task_live_bounds(t);
+    struct ckpt_req req = {u->mode, &live, NULL, new_top, u->mem_path, serial};
+    int rc, again = 0;
+    pthread_mutex_lock(&t->lock);
+    char *top = strdup(t->top); /* t->top changes only under snapping, which is ours */
+    pthread_mutex_unlock(&t->lock);
+    if (!top)
+        return err_set(VK_ENOMEM, "out of memory");
+    req.top = top;
+    rc = ckpt_snapshot(t->qmp, &req, &u->snap);
+    pthread_mutex_lock(&t->lock);
+    automode_note(&t->am, u->mode, &u->snap, rc == 0);
+    if (rc < 0 && u->snap.gave_up && u->asked == CKPT_LIVE)
+        err_wrap(rc, "mode live asked for (mode auto would have taken it paused)");
+    if (rc < 0 && u->snap.gave_up && u->asked == CKPT_AUTO) {
+        char gave_up[300];
+        snprintf(gave_up, sizeof(gave_up), "%s", err_msg());
+        log_warn("task %s: checkpoint %" PRIu64 ": %s; taking it paused", t->id, u->seq, gave_up);
+        u->mode = automode_fallback(&t->am, gave_up, u->why, sizeof(u->why));
+        again = 1;
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (again) {
+        req.mode = u->mode;
+        rc = ckpt_snapshot(t->qmp, &req, &u->snap);
+        pthread_mutex_lock(&t->lock);
+        automode_note(&t->am, u->mode, &u->snap, rc == 0);
+        pthread_mutex_unlock(&t->lock);
+    }
+    free(top);
+    return rc;
 }
 
 int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
@@ -1267,8 +1358,7 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
     if (rc < 0)
         return rc;
     /* The lock is not held here: status stays readable; snapping keeps qmp ours. */
-    rc = ckpt_snapshot(t->qmp, !strcmp(u->mode, "stop-copy"), new_top, u->mem_path, serial,
-                       &u->snap);
+    rc = task_snapshot(t, u, new_top, serial);
     pthread_mutex_lock(&t->lock);
     t->snapping = 0;
     if (u->snap.sealed) {

@@ -23,12 +23,17 @@ static void usage(FILE *f)
         "Commands (all talk to the vmckptd agent of this node):\n"
         "  run TASK --base IMG [--kernel K] [--initrd I] [--work W] [--memory MIB]\n"
         "           [--vcpus N] [--accel kvm|tcg] [--first SEC] [--every SEC]\n"
-        "           [--mode cow|stop-copy]\n"
+        "           [--mode auto|live|cow|stop-copy]\n"
         "                          start a task VM on IMG (read-only) + a fresh delta;\n"
         "                          checkpoint first after --first, then every --every\n"
         "                          seconds (0 = never; defaults from the agent's config)\n"
-        "  checkpoint TASK [--mode cow|stop-copy] [--no-wait]\n"
-        "                          take a checkpoint; waits for the upload unless --no-wait\n"
+        "  checkpoint TASK [--mode auto|live|cow|stop-copy] [--no-wait]\n"
+        "                          take a checkpoint; waits for the upload unless --no-wait.\n"
+        "                          Modes: live copies memory while the VM runs and stops it\n"
+        "                          only for the last dirty pages; cow stops it, then copies\n"
+        "                          pages on write; stop-copy stops it until memory is saved;\n"
+        "                          auto (default) picks per checkpoint from what the task\n"
+        "                          showed (ls and show say which and why)\n"
         "  status [TASK]           tasks on this node: state, last checkpoint, upload\n"
         "  ls TASK                 the task's committed checkpoints in the store\n"
         "  show TASK SEQ           one checkpoint: objects, sizes, phase timings\n"
@@ -504,6 +509,13 @@ static int cmd_metrics(int argc, char **argv)
     return 0;
 }
 
+/* Why a checkpoint's mode was chosen ("-" for checkpoints before that was kept). */
+static const char *mode_why(json_t *c)
+{
+    const char *s = json_string_value(json_object_get(c, "mode_why"));
+    return s ? s : "-";
+}
+
 static int cmd_ls(int argc, char **argv)
 {
     json_t *out, *c;
@@ -518,8 +530,8 @@ static int cmd_ls(int argc, char **argv)
         json_decref(out);
         return 0;
     }
-    printf("%-5s %-20s %-9s %-10s %-9s %-9s %-9s %-10s %-16s %s\n", "SEQ", "CREATED", "MODE",
-           "STOPPED", "SEAL", "MEM SAVE", "STORE", "MEMORY", "DELTA CHAIN", "ADDED");
+    printf("%-5s %-20s %-9s %-10s %-9s %-9s %-9s %-10s %-16s %-10s %s\n", "SEQ", "CREATED",
+           "MODE", "STOPPED", "SEAL", "MEM SAVE", "STORE", "MEMORY", "DELTA CHAIN", "ADDED", "WHY");
     json_array_foreach(json_object_get(out, "checkpoints"), i, c)
     {
         char b[7][32], chain[48];
@@ -529,11 +541,12 @@ static int cmd_ls(int argc, char **argv)
         }
         snprintf(chain, sizeof(chain), "%lld, %s", (long long)jint(c, "deltas"),
                  fmt_bytes(jint(c, "delta_bytes"), b[5], 32));
-        printf("%-5lld %-20s %-9s %-10s %-9s %-9s %-9s %-10s %-16s %s\n", (long long)jint(c, "seq"),
-               jstr(c, "created"), jstr(c, "mode"), fmt_us(jint(c, "stopped_us"), b[0], 32),
-               fmt_us(jint(c, "seal_us"), b[1], 32), fmt_us(jint(c, "mem_save_us"), b[2], 32),
-               fmt_us(jint(c, "store_us"), b[3], 32), fmt_bytes(jint(c, "memory_bytes"), b[4], 32),
-               chain, fmt_bytes(jint(c, "uploaded_bytes"), b[6], 32));
+        printf("%-5lld %-20s %-9s %-10s %-9s %-9s %-9s %-10s %-16s %-10s %s\n",
+               (long long)jint(c, "seq"), jstr(c, "created"), jstr(c, "mode"),
+               fmt_us(jint(c, "stopped_us"), b[0], 32), fmt_us(jint(c, "seal_us"), b[1], 32),
+               fmt_us(jint(c, "mem_save_us"), b[2], 32), fmt_us(jint(c, "store_us"), b[3], 32),
+               fmt_bytes(jint(c, "memory_bytes"), b[4], 32), chain,
+               fmt_bytes(jint(c, "uploaded_bytes"), b[6], 32), mode_why(c));
     }
     json_decref(out);
     return 0;
@@ -592,6 +605,8 @@ static int cmd_show(int argc, char **argv)
     vm = json_object_get(out, "vm");
     printf("task %s, checkpoint %lld, %s, mode %s\n", jstr(out, "task"), (long long)jint(out, "seq"),
            jstr(out, "created"), jstr(out, "mode"));
+    printf("mode chosen: %s (task's mode setting: %s)\n", mode_why(out),
+           jstr(json_object_get(out, "policy"), "mode"));
     printf("VM: %lld MiB, %lld vCPU, machine %s, cmdline \"%s\"\n", (long long)jint(vm, "memory_mib"),
            (long long)jint(vm, "vcpus"), jstr(vm, "machine"), jstr(vm, "append"));
     printf("timings: VM stopped %s, delta seal %s, memory save %s, store write %s\n",
