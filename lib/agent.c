@@ -667,6 +667,15 @@ static char *agent_metrics_text(struct agent *a)
                      "time to store the task's last checkpoint", "store_us", 1e6);
     fprintf(f, "# HELP vmckpt_tasks tasks on this node\n# TYPE vmckpt_tasks gauge\n"
                "vmckpt_tasks %zu\n", n);
+    fprintf(f, "# HELP vmckpt_live_fallbacks_total live pre-copies given up (mode auto then "
+               "took the checkpoint paused), since the agent started\n"
+               "# TYPE vmckpt_live_fallbacks_total counter\n");
+    for (size_t k = 0; k < n; k++) {
+        json_t *j = task_json(v[k]);
+        fprintf(f, "vmckpt_live_fallbacks_total{task=\"%s\"} %lld\n", task_id(v[k]),
+                (long long)json_integer_value(json_object_get(j, "live_fallbacks")));
+        json_decref(j);
+    }
     if (a->fo)
         failover_metrics(a->fo, f);
     fclose(f);

@@ -1266,6 +1266,8 @@ static int task_begin_checkpoint(struct task *t, const char *mode, struct task_u
     enum ckpt_mode asked;
     int rc;
     *out = NULL;
+    if ((rc = ckpt_mode_parse(mode, "checkpoint mode", &asked)) < 0)
+        return rc;
     if (strcmp(t->state, "running") != 0)
         return err_set(VK_ESTATE, "task %s is %s, not running", t->id, t->state);
     if (t->snapping)
@@ -1274,8 +1276,6 @@ static int task_begin_checkpoint(struct task *t, const char *mode, struct task_u
     if (t->pending >= TASK_MAX_PENDING)
         return err_set(VK_EBUSY, "task %s: %zu checkpoints are still uploading; try again when "
                                  "one is stored", t->id, t->pending);
-    if ((rc = ckpt_mode_parse(mode, "checkpoint mode", &asked)) < 0)
-        return rc;
     u = calloc(1, sizeof(*u));
     if (!u)
         return err_set(VK_ENOMEM, "out of memory");
@@ -1479,6 +1479,8 @@ json_t *task_json(struct task *t)
                   restore, "error", t->last_error, "deltas", (json_int_t)t->n_layers);
     if (j && t->failed_seq)
         json_object_set_new(j, "failed_seq", json_integer((json_int_t)t->failed_seq));
+    if (j) /* mode auto: live pre-copies given up and taken paused instead */
+        json_object_set_new(j, "live_fallbacks", json_integer((json_int_t)t->am.fallbacks));
     if (j && t->run_dir) {
         char *serial = task_run_path(t, "serial.log");
         json_object_set_new(j, "serial_log", json_string(serial));

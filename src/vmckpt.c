@@ -202,10 +202,10 @@ static void print_json(json_t *j)
 static void print_task_row(json_t *t)
 {
     json_t *last = json_object_get(t, "last_checkpoint"), *cur = json_object_get(t, "checkpoint");
-    char b1[32], b2[32], ck[48] = "-", up[64] = "-";
+    char b1[32], b2[32], ck[64] = "-", up[64] = "-";
     if (json_is_object(last) && json_object_get(last, "stopped_us"))
-        snprintf(ck, sizeof(ck), "#%lld stop %s, %s", (long long)jint(last, "seq"),
-                 fmt_us(jint(last, "stopped_us"), b1, sizeof(b1)),
+        snprintf(ck, sizeof(ck), "#%lld %s stop %s, %s", (long long)jint(last, "seq"),
+                 jstr(last, "mode"), fmt_us(jint(last, "stopped_us"), b1, sizeof(b1)),
                  fmt_bytes(jint(last, "uploaded_bytes"), b2, sizeof(b2)));
     else if (json_is_object(last))
         snprintf(ck, sizeof(ck), "#%lld", (long long)jint(last, "seq"));
