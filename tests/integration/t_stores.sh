@@ -2,7 +2,8 @@
 # The FTP and SFTP backends against real servers (vsftpd, OpenSSH's sshd) on
 # 127.0.0.1, started by scripts/servers.sh: the store contract suite
 # (tests/unit/test_store.c), a server that goes away in the middle of a
-# write, and a checkpoint and restore of a guest through each.
+# write, and a guest checkpointed through each in every mode (stop-copy,
+# cow, auto: live) and restored from each checkpoint.
 . "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 chmod 755 "$T" # the servers run as their own user
@@ -79,17 +80,28 @@ for k in $kinds; do
     check "$k: run a counter task" run_counter "a$k" "c$k" || continue
     S=$(serial_of "a$k" "c$k")
     wait_line "$S" '^counter 2$' 90
-    check "$k: checkpoint 1 commits" vk "a$k" checkpoint "c$k"
-    sleep 1
-    check "$k: checkpoint 2 commits" vk "a$k" checkpoint "c$k"
-    want=$(( $(counter_at "a$k" "c$k" 2 "$S") + 1 ))
+    # One checkpoint in each mode (the last one auto's choice), each restored.
+    declare -A want=()
+    i=0
+    for m in stop-copy cow auto; do
+        i=$((i + 1))
+        check "$k: checkpoint $i ($m) commits" vk "a$k" checkpoint "c$k" --mode "$m"
+        want[$i]=$(( $(counter_at "a$k" "c$k" "$i" "$S") + 1 ))
+        wait_line "$S" "^counter $((want[$i] + 1))\$" 60
+    done
     check "$k: kill -9 of the VM" vk "a$k" kill "c$k"
-    check "$k: restore from the store" vk "a$k" restore "c$k"
-    S2=$(serial_of "a$k" "c$k")
-    wait_line "$S2" '^counter [0-9]' 60
-    [ "$(first_counter "$S2")" = "$want" ] && ok "$k: the guest resumes at counter $want" \
-        || not_ok "$k: the guest resumes at counter $want" "got $(first_counter "$S2")"
-    ! grep -aq MISMATCH "$S2" && ok "$k: disk matches memory" || not_ok "$k: disk matches memory"
+    for i in 1 2 3; do
+        m=$(vk "a$k" --json show "c$k" "$i" | jq -r .mode)
+        check "$k: restore checkpoint $i ($m) from the store" vk "a$k" restore "c$k" --checkpoint "$i"
+        S2=$(serial_of "a$k" "c$k")
+        wait_line "$S2" '^counter [0-9]' 60
+        [ "$(first_counter "$S2")" = "${want[$i]}" ] && ok "$k: $m checkpoint resumes at counter ${want[$i]}" \
+            || not_ok "$k: $m checkpoint resumes at counter ${want[$i]}" "got $(first_counter "$S2")"
+        wait_line "$S2" "^counter $((want[$i] + 2))\$" 60
+        ! grep -aq MISMATCH "$S2" && ok "$k: $m checkpoint: disk matches memory" \
+            || not_ok "$k: $m checkpoint: disk matches memory"
+        [ "$i" = 3 ] || vk "a$k" kill "c$k" >/dev/null
+    done
     check "$k: verify reads every object back" vk "a$k" verify "c$k"
     vk "a$k" rm "c$k" >/dev/null 2>&1
     stop_agent "a$k"

@@ -152,6 +152,47 @@ static void test_forged_fields(void **state)
     sample(&m, deltas);
     m.mode = "cow,x";
     expect_refused(&m, "mode");
+    sample(&m, deltas);
+    m.policy_mode = "fast";
+    expect_refused(&m, "policy's mode");
+    sample(&m, deltas); /* shown to users: no terminal escapes, one line */
+    m.mode_why = "live: \033[2Jcleared";
+    expect_refused(&m, "reason");
+    sample(&m, deltas);
+    m.mode_why = "live\nforged line";
+    expect_refused(&m, "reason");
+}
+
+/* The mode taken, why, and the task's mode setting survive a round trip; a
+ * manifest from before the setting was kept reads it back as its mode. */
+static void test_modes(void **state)
+{
+    (void)state;
+    struct manifest m, *d = NULL;
+    struct mf_obj deltas[2];
+    char *text = NULL;
+    sample(&m, deltas);
+    m.mode = "live";
+    m.mode_why = "live: pre-copy is tried first";
+    m.policy_mode = "auto";
+    assert_int_equal(manifest_encode(&m, &text), 0);
+    assert_int_equal(manifest_decode(text, strlen(text), "x", &d), 0);
+    assert_string_equal(d->mode, "live");
+    assert_string_equal(d->mode_why, "live: pre-copy is tried first");
+    assert_string_equal(d->policy_mode, "auto");
+    json_t *sum = manifest_summary(d);
+    assert_string_equal(json_string_value(json_object_get(sum, "mode_why")),
+                        "live: pre-copy is tried first");
+    json_decref(sum);
+    manifest_free(d);
+    free(text);
+    sample(&m, deltas); /* older manifests: no reason, no policy mode */
+    assert_int_equal(manifest_encode(&m, &text), 0);
+    assert_int_equal(manifest_decode(text, strlen(text), "x", &d), 0);
+    assert_null(d->mode_why);
+    assert_string_equal(d->policy_mode, "cow");
+    manifest_free(d);
+    free(text);
 }
 
 static void test_names(void **state)
@@ -173,6 +214,7 @@ int main(void)
         cmocka_unit_test(test_damage_detected),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_forged_fields),
+        cmocka_unit_test(test_modes),
     };
     return cmocka_run_group_tests_name("manifest", tests, NULL, NULL);
 }
