@@ -41,12 +41,12 @@ wait_counter "$S" 3 || { echo "guest did not start counting; see $S"; exit 1; }
 say "guest is counting (counter $(counter_now "$S")); its console: $S"
 
 for i in 1 2 3; do
-    mode=cow; [ "$i" = 3 ] && mode=stop-copy
+    mode=auto; [ "$i" = 3 ] && mode=stop-copy # auto: the default; stop-copy: the paper's
     sleep 2
     vk --json checkpoint demo --mode "$mode" > "$D/ck$i.json"
     bytes=$(vk --json show demo "$i" | jq .serial_bytes)
     at=$(head -c "$bytes" "$S" | tr -d '\r' | grep -a '^counter [0-9]' | tail -n1 | awk '{print $2}')
-    say "$(jq -r --arg m "$mode" --arg at "$at" '"checkpoint \(.seq) (\($m)): VM stopped \(.stopped_us/100|floor/10) ms, memory saved in \(.mem_save_us/1000|floor) ms, \(.uploaded_bytes/1048576*10|floor/10) MiB stored in \(.store_us/1000|floor) ms; guest counter was \($at)"' "$D/ck$i.json")"
+    say "$(jq -r --arg at "$at" '"checkpoint \(.seq) (\(.mode)): VM stopped \(.stopped_us/100|floor/10) ms, memory saved in \(.mem_save_us/1000|floor) ms, \(.uploaded_bytes/1048576*10|floor/10) MiB stored in \(.store_us/1000|floor) ms; guest counter was \($at)"' "$D/ck$i.json")"
 done
 echo; vk ls demo; echo
 

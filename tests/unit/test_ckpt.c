@@ -18,6 +18,10 @@
 #define EV(name, sec, data)                                                                    \
     "{\"event\": \"" name "\", \"timestamp\": {\"seconds\": " #sec ", \"microseconds\": 0}" data \
     "}\r\n"
+/* Every live checkpoint begins so: capabilities, then its bounds. */
+#define LIVE_SETUP caps, {"migrate-set-capabilities", RET}, {"downtime-limit", RET}
+#define PAUSED_AT_SWITCHOVER                                                                   \
+    {"\"migrate\"", RET EV("STOP", 100, "") EV("MIGRATION", 100, MIG("pre-switchover"))}
 #define MIG(status) ", \"data\": {\"status\": \"" status "\"}"
 
 static char dir[64], top[128], new_top[160], mem[160];
@@ -62,10 +66,8 @@ static void test_live_works(void **state)
 {
     (void)state;
     struct step steps[] = {
-        caps,
-        {"migrate-set-capabilities", RET},
-        {"downtime-limit", RET},
-        {"\"migrate\"", RET EV("STOP", 100, "") EV("MIGRATION", 100, MIG("pre-switchover"))},
+        LIVE_SETUP,
+        PAUSED_AT_SWITCHOVER,
         {"\"existing\"", RET},
         {"\"pre-switchover\"", RET EV("MIGRATION", 100, MIG("completed"))},
         {"cont", "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Migration is not "
@@ -85,10 +87,8 @@ static void test_live_seal_fails(void **state)
 {
     (void)state;
     struct step steps[] = {
-        caps,
-        {"migrate-set-capabilities", RET},
-        {"downtime-limit", RET},
-        {"\"migrate\"", RET EV("STOP", 100, "") EV("MIGRATION", 100, MIG("pre-switchover"))},
+        LIVE_SETUP,
+        PAUSED_AT_SWITCHOVER,
         {"\"existing\"", "{\"error\": {\"class\": \"GenericError\", \"desc\": \"disk full\"}, "
                          "\"id\": %d}\r\n"},
         {"migrate_cancel", RET EV("MIGRATION", 100, MIG("cancelled")) EV("RESUME", 100, "")},
@@ -108,9 +108,7 @@ static void test_live_gives_up(void **state)
 {
     (void)state;
     struct step steps[] = {
-        caps,
-        {"migrate-set-capabilities", RET},
-        {"downtime-limit", RET},
+        LIVE_SETUP,
         {"\"migrate\"", RET},
         {"query-migrate", "{\"return\": {\"status\": \"active\", \"ram\": {\"page-size\": 4096, "
                           "\"dirty-pages-rate\": 1000, \"mbps\": 80.0, \"dirty-sync-count\": 3, "
