@@ -12,7 +12,8 @@
 # Settings: BENCH_MEMS (MiB list, "256 1024 2048 4096"), BENCH_WORKS
 #   ("counter dirty:8 dirty:64"), BENCH_MODES ("stop-copy cow live auto"),
 #   BENCH_N (10), BENCH_SLOW_MEM (1024), BENCH_SLOW_S (15),
-#   BENCH_ACCEL (tcg), BENCH_CSV (file for the samples).
+#   BENCH_ACCEL (tcg), BENCH_CSV (file for the samples), BENCH_CSV_IN (a
+#   samples file of an earlier run: only its tables and targets, nothing run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build/rel}
@@ -41,6 +42,7 @@ q() { sort -n | awk -v p="$1" '{a[NR]=$1} END {if (!NR) {print 0; exit}; i=int(p
 ms() { awk -v v="$1" 'BEGIN {printf "%.1f", v / 1000}'; }
 mib() { awk -v v="$1" 'BEGIN {printf "%.1f", v / 1048576}'; }
 
+if [ -z "${BENCH_CSV_IN:-}" ]; then
 echo "mem_mib,work,mode,round,stopped_us,mem_save_us,memory_bytes,uploaded_bytes,mode_used,why" > "$CSV"
 echo "# VM stop per checkpoint, accel $ACCEL, $N checkpoints per mode and cell, modes taking turns"
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(uname -r), $(qemu-system-x86_64 --version | head -1)"
@@ -65,21 +67,29 @@ for mem in $MEMS; do
         echo "# done: $mem MiB, $work" >&2
     done
 done
+else
+    CSV=$BENCH_CSV_IN
+fi
 
 col() { awk -F, -v m="$1" -v w="$2" -v mode="$3" -v c="$4" 'NR > 1 && $1 == m && $2 == w && $3 == mode {print $c}' "$CSV"; }
 echo
-echo "| memory | guest | mode | stop p50 | stop p99 | memory save p50 | stream | added/ckpt | n |"
-echo "|---|---|---|---|---|---|---|---|---|"
+# Each checkpoint adds a layer to the running VM's local chain (issue 15 bounds
+# it): round 1's stop is at a short chain, round N's at a long one.
+echo "| memory | guest | mode | stop p50 | stop p99 | round 1 | round $N | memory save p50 | stream | added/ckpt | n |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for mem in $MEMS; do for work in $WORKS; do for mode in $MODES; do
     n=$(col "$mem" "$work" "$mode" 5 | wc -l)
     [ "$n" -gt 0 ] || continue
     added=$(col "$mem" "$work" "$mode" 8 | awk '{s+=$1} END {print NR ? s/NR : 0}')
-    echo "| $mem MiB | $work | $mode | $(ms "$(col "$mem" "$work" "$mode" 5 | q 0.5)") ms | $(ms "$(col "$mem" "$work" "$mode" 5 | q 0.99)") ms | $(ms "$(col "$mem" "$work" "$mode" 6 | q 0.5)") ms | $(mib "$(col "$mem" "$work" "$mode" 7 | q 0.5)") MiB | $(mib "$added") MiB | $n |"
+    r1=$(awk -F, -v m="$mem" -v w="$work" -v mode="$mode" '$1 == m && $2 == w && $3 == mode && $4 == 1 {print $5}' "$CSV")
+    rn=$(awk -F, -v m="$mem" -v w="$work" -v mode="$mode" -v n="$N" '$1 == m && $2 == w && $3 == mode && $4 == n {print $5}' "$CSV")
+    echo "| $mem MiB | $work | $mode | $(ms "$(col "$mem" "$work" "$mode" 5 | q 0.5)") ms | $(ms "$(col "$mem" "$work" "$mode" 5 | q 0.99)") ms | $(ms "${r1:-0}") ms | $(ms "${rn:-0}") ms | $(ms "$(col "$mem" "$work" "$mode" 6 | q 0.5)") ms | $(mib "$(col "$mem" "$work" "$mode" 7 | q 0.5)") MiB | $(mib "$added") MiB | $n |"
 done; done; done
 echo
 echo "auto's choices: $(awk -F, 'NR > 1 && $3 == "auto" {print $9}' "$CSV" | sort | uniq -c | awk '{printf "%s %s, ", $2, $1}')"
 
 # ---- guest slowdown while checkpointing --------------------------------------
+if [ -z "${BENCH_CSV_IN:-}" ]; then
 boot slow "$SLOW_MEM" "cpu:100000000"
 S=$(vk --json status slow | jq -r .serial_log)
 step() { tr -d '\r' < "$S" | grep -a '^cpu: step' | tail -1 | sed 's/cpu: step \([0-9]*\).*/\1/'; }
@@ -99,6 +109,7 @@ for mode in $MODES; do
     awk -v m="$mode" -v c="$c" -v a="$i1" -v b="$i2" 'BEGIN {i = (a + b) / 2; printf "| %s | %.2f | %.2f | %.0f%% |\n", m, c, i, (i > 0 ? 100 * (1 - c / i) : 0)}'
 done
 echo "(a $SLOW_MEM MiB cpu guest; back-to-back checkpoints for $SLOW_S s, uploads included: they share the host's CPUs)"
+fi
 
 # ---- targets -------------------------------------------------------------------
 echo
