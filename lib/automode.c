@@ -37,7 +37,8 @@ enum ckpt_mode automode_pick(struct automode *a, char *why, size_t len)
         if (!a->stop_us[CKPT_LIVE])
             snprintf(why, len, "live: pre-copy is tried first");
         else
-            snprintf(why, len, "live: the last live checkpoints stopped the VM %.0f ms",
+            snprintf(why, len,
+                     "live: pre-copy converged before, stopping the VM %.0f ms (smoothed)",
                      a->stop_us[CKPT_LIVE] / 1e3);
         return CKPT_LIVE;
     }

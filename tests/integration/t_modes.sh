@@ -45,11 +45,11 @@ for i in 1 2 3 4; do
     [ "$(mode_of a c1 $i)" = "${exp[$i]}" ] && ok "checkpoint $i was taken ${exp[$i]}" \
         || not_ok "checkpoint $i was taken ${exp[$i]}" "mode $(mode_of a c1 $i)"
 done
-why_of a c1 4 | grep -q "^live: the last live checkpoints stopped the VM" \
+why_of a c1 4 | grep -q "^live: pre-copy converged before, stopping the VM" \
     && ok "auto says why it chose live" || not_ok "auto says why it chose live" "$(why_of a c1 4)"
 why_of a c1 2 | grep -q "^cow: asked for" && ok "a forced mode says so" || not_ok "a forced mode says so" "$(why_of a c1 2)"
 check "ls shows the modes and why" vk a ls c1
-grep -q "^4 .* live .*live: the last live" "$T/last.out" && ok "ls lists mode and reason" \
+grep -q "^4 .* live .*live: pre-copy converged before" "$T/last.out" && ok "ls lists mode and reason" \
     || not_ok "ls lists mode and reason" "$(cat "$T/last.out")"
 vk a show c1 4 | grep -q "^mode chosen: live: .*(task's mode setting: auto)" && ok "show says the mode chosen and the setting" \
     || not_ok "show says the mode chosen and the setting" "$(vk a show c1 4 | head -3)"
