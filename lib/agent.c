@@ -50,13 +50,7 @@ struct agent {
 
 /* ---- task table ------------------------------------------------------------ */
 
-static int agent_is_removed(struct task *t)
-{
-    json_t *j = task_json(t);
-    int removed = !strcmp(json_string_value(json_object_get(j, "state")), "removed");
-    json_decref(j);
-    return removed;
-}
+static int agent_is_removed(struct task *t) { return task_state(t) == TASK_REMOVED; }
 
 /* The live task with this id, or NULL. */
 static struct task *agent_find(struct agent *a, const char *id)
@@ -254,12 +248,9 @@ static enum MHD_Result agent_list(struct agent *a, struct MHD_Connection *c)
 {
     json_t *arr = json_array();
     pthread_mutex_lock(&a->lock);
-    for (size_t i = 0; i < a->n_tasks; i++) {
-        json_t *j = task_json(a->tasks[i]);
-        if (strcmp(json_string_value(json_object_get(j, "state")), "removed") != 0)
-            json_array_append(arr, j);
-        json_decref(j);
-    }
+    for (size_t i = 0; i < a->n_tasks; i++)
+        if (!agent_is_removed(a->tasks[i]))
+            json_array_append_new(arr, task_json(a->tasks[i]));
     pthread_mutex_unlock(&a->lock);
     return agent_send(c, 200, json_pack("{s:o, s:s, s:s, s:b, s:s}", "tasks", arr, "store",
                                         store_uri(a->env.store), "state_dir", a->cfg->state_dir,
@@ -633,17 +624,20 @@ static enum MHD_Result agent_nodes(struct agent *a, struct MHD_Connection *c)
     return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, j);
 }
 
-/* One gauge per task, from a field of its last checkpoint divided by scale. */
+enum agent_gauge { AGENT_STOP, AGENT_UPLOAD_BYTES, AGENT_UPLOAD_TIME };
+
+/* One gauge per task, from a figure of its last checkpoint divided by scale. */
 static void agent_task_gauge(FILE *f, struct task **v, size_t n, const char *metric,
-                             const char *help, const char *field, double scale)
+                             const char *help, enum agent_gauge which, double scale)
 {
     fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", metric, help, metric);
     for (size_t k = 0; k < n; k++) {
-        json_t *j = task_json(v[k]), *x = json_object_get(json_object_get(j, "last_checkpoint"), field);
-        if (json_is_integer(x))
-            fprintf(f, "%s{task=\"%s\"} %.12g\n", metric, task_id(v[k]),
-                    (double)json_integer_value(x) / scale);
-        json_decref(j);
+        struct task_last l = task_last(v[k]);
+        double x = which == AGENT_STOP           ? (double)l.stopped_us
+                   : which == AGENT_UPLOAD_BYTES ? (double)l.uploaded_bytes
+                                                 : (double)l.store_us;
+        if (l.known)
+            fprintf(f, "%s{task=\"%s\"} %.12g\n", metric, task_id(v[k]), x / scale);
     }
 }
 
@@ -660,22 +654,20 @@ static char *agent_metrics_text(struct agent *a)
         return NULL;
     }
     agent_task_gauge(f, v, n, "vmckpt_checkpoint_stop_seconds",
-                     "VM stop time of the task's last checkpoint", "stopped_us", 1e6);
+                     "VM stop time of the task's last checkpoint", AGENT_STOP, 1e6);
     agent_task_gauge(f, v, n, "vmckpt_checkpoint_upload_bytes",
-                     "bytes the task's last checkpoint added to the store", "uploaded_bytes", 1);
+                     "bytes the task's last checkpoint added to the store", AGENT_UPLOAD_BYTES,
+                     1);
     agent_task_gauge(f, v, n, "vmckpt_checkpoint_upload_seconds",
-                     "time to store the task's last checkpoint", "store_us", 1e6);
+                     "time to store the task's last checkpoint", AGENT_UPLOAD_TIME, 1e6);
     fprintf(f, "# HELP vmckpt_tasks tasks on this node\n# TYPE vmckpt_tasks gauge\n"
                "vmckpt_tasks %zu\n", n);
     fprintf(f, "# HELP vmckpt_live_fallbacks_total live pre-copies given up (mode auto then "
                "took the checkpoint paused), since the agent started\n"
                "# TYPE vmckpt_live_fallbacks_total counter\n");
-    for (size_t k = 0; k < n; k++) {
-        json_t *j = task_json(v[k]);
-        fprintf(f, "vmckpt_live_fallbacks_total{task=\"%s\"} %lld\n", task_id(v[k]),
-                (long long)json_integer_value(json_object_get(j, "live_fallbacks")));
-        json_decref(j);
-    }
+    for (size_t k = 0; k < n; k++)
+        fprintf(f, "vmckpt_live_fallbacks_total{task=\"%s\"} %lu\n", task_id(v[k]),
+                task_live_fallbacks(v[k]));
     if (a->fo)
         failover_metrics(a->fo, f);
     fclose(f);
@@ -983,11 +975,8 @@ void agent_stop(struct agent *a)
 static int agent_busy(struct agent *a)
 {
     int busy = 0;
-    for (size_t i = 0; i < a->n_tasks; i++) {
-        json_t *j = task_json(a->tasks[i]);
-        busy |= !json_is_null(json_object_get(j, "checkpoint"));
-        json_decref(j);
-    }
+    for (size_t i = 0; i < a->n_tasks; i++)
+        busy |= task_busy(a->tasks[i]);
     return busy;
 }
 

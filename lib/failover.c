@@ -510,16 +510,15 @@ static void fo_spawn_fence(struct failover *f, struct task *t, pid_t qpid, const
  * when the task's VM runs. */
 static int fo_touch_fence(struct failover *f, struct task *t, int64_t renewed_ms)
 {
-    json_t *j = task_json(t);
-    const char *run_dir = json_string_value(json_object_get(j, "run_dir"));
-    pid_t qpid = (pid_t)json_integer_value(json_object_get(j, "pid"));
-    int running = !strcmp(json_string_value(json_object_get(j, "state")), "running");
+    char *run_dir = NULL;
+    pid_t qpid = 0;
+    int running = task_vm(t, &qpid, &run_dir) == TASK_RUNNING;
     char *ok = run_dir ? util_fmt("%s/lease.ok", run_dir) : NULL;
     char *pidf = run_dir ? util_fmt("%s/fence.pid", run_dir) : NULL;
     char *logf = run_dir ? util_fmt("%s/fence.log", run_dir) : NULL;
     char *msg = util_fmt("fence: killed VM %d of task %s: its lease was not renewed for %d ms\n",
                          (int)qpid, task_id(t), f->cfg->lease_ms - f->cfg->renew_ms);
-    json_decref(j);
+    free(run_dir);
     if (ok && pidf && logf && msg && running && qpid > 0) {
         char stamp[24];
         snprintf(stamp, sizeof(stamp), "%019lld\n", (long long)renewed_ms);
@@ -538,13 +537,7 @@ static int fo_touch_fence(struct failover *f, struct task *t, int64_t renewed_ms
     return running && qpid > 0;
 }
 
-static int fo_task_running(struct task *t)
-{
-    json_t *j = task_json(t);
-    int running = !strcmp(json_string_value(json_object_get(j, "state")), "running");
-    json_decref(j);
-    return running;
-}
+static int fo_task_running(struct task *t) { return task_state(t) == TASK_RUNNING; }
 
 /* Kills the VM of every task whose lease was not renewed in time: before it
  * expires, so that no other node can have started its copy yet. Runs on its

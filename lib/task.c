@@ -51,7 +51,7 @@ struct task {
     pid_t pid;
     uint64_t pid_start; /* the VM's start time (/proc): a pid alone may be reused */
     struct qmp *qmp;
-    char state[16]; /* running, crashed, stopped, failed */
+    enum task_state state;
     /* Checkpoints: one snapshot at a time (it owns qmp); uploads queue up and
      * one thread per task takes them in order, so manifests commit in order. */
     int snapping;
@@ -74,6 +74,25 @@ struct task {
 };
 
 const char *task_id(const struct task *t) { return t->id; }
+
+static const char *const task_state_names[] = {"stopped", "running", "crashed", "failed",
+                                               "removed"};
+
+const char *task_state_name(enum task_state s)
+{
+    return (unsigned)s < sizeof(task_state_names) / sizeof(*task_state_names)
+               ? task_state_names[s]
+               : "?";
+}
+
+/* A state read back from task.json; an unknown name is a task without a VM. */
+static enum task_state task_state_parse(const char *s)
+{
+    for (size_t i = 0; i < sizeof(task_state_names) / sizeof(*task_state_names); i++)
+        if (!strcmp(s, task_state_names[i]))
+            return (enum task_state)i;
+    return TASK_STOPPED;
+}
 
 /* Whether the task's VM runs: its pid, started when noted. */
 static int task_vm_alive(struct task *t)
@@ -157,7 +176,7 @@ static struct task *task_new(const struct task_env *env, const char *id)
     t->env = env;
     t->id = strdup(id);
     t->dir = util_fmt("%s/%s", env->tasks_dir, id);
-    strcpy(t->state, "stopped");
+    t->state = TASK_STOPPED;
     if (!t->id || !t->dir) {
         task_free(t);
         return NULL;
@@ -210,7 +229,7 @@ static int task_save(struct task *t)
                   t->kernel, "initrd", t->initrd, "base", t->base, "base_format", t->base_fmt,
                   "kernel_obj", task_obj_json(&t->kernel_obj), "initrd_obj",
                   task_obj_json(&t->initrd_obj), "base_obj", task_obj_json(&t->base_obj),
-                  "layers", layers, "top", t->top, "pid", (int)t->pid, "state", t->state,
+                  "layers", layers, "top", t->top, "pid", (int)t->pid, "state", task_state_name(t->state),
                   "next_seq", (json_int_t)t->next_seq, "last_seq", (json_int_t)t->last_seq);
     if (j && t->pid_start)
         json_object_set_new(j, "pid_start", json_integer((json_int_t)t->pid_start));
@@ -290,8 +309,7 @@ static int task_load(struct task *t)
         t->pid = 0; /* never signal, nor adopt, a process that is not its VM */
     }
     err_clear();
-    snprintf(t->state, sizeof(t->state), "%s",
-             task_jstr_or(j, "state", "stopped"));
+    t->state = task_state_parse(task_jstr_or(j, "state", "stopped"));
     t->next_seq = (uint64_t)json_integer_value(json_object_get(j, "next_seq"));
     t->last_seq = (uint64_t)json_integer_value(json_object_get(j, "last_seq"));
 out:
@@ -321,7 +339,7 @@ static int task_resume_vm(struct task *t)
         task_stop_vm(t);
         return rc;
     }
-    strcpy(t->state, "running");
+    t->state = TASK_RUNNING;
     t->next_due_us = t->first_s > 0 ? util_now_us() + (int64_t)t->first_s * 1000000 : 0;
     return 0;
 }
@@ -686,7 +704,7 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     if (rc == 0)
         rc = task_resume_vm(t);
     if (rc < 0) {
-        strcpy(t->state, "failed");
+        t->state = TASK_FAILED;
         goto out_unlock;
     }
     t->restore_fetch_us = t1 - t0;
@@ -835,7 +853,7 @@ int task_adopt(const struct task_env *env, const char *id, struct task **out)
     if (rc < 0)
         goto out_free;
     qmp_path = task_run_path(t, "qmp.sock");
-    if (!strcmp(t->state, "running") && qmp_path && util_pid_matches(t->pid, qmp_path)) {
+    if (t->state == TASK_RUNNING && qmp_path && util_pid_matches(t->pid, qmp_path)) {
         rc = qmp_connect(&t->qmp, qmp_path, 5000);
         if (rc == 0)
             rc = task_settle_vm(t);
@@ -847,14 +865,14 @@ int task_adopt(const struct task_env *env, const char *id, struct task **out)
             vm_kill(t->pid, SIGKILL, 5000);
             qmp_free(t->qmp);
             t->qmp = NULL;
-            strcpy(t->state, "crashed");
+            t->state = TASK_CRASHED;
         } else {
             log_info("task %s: took back running VM pid %d", id, (int)t->pid);
             t->next_due_us = t->first_s > 0 ? util_now_us() + (int64_t)t->first_s * 1000000 : 0;
         }
-    } else if (!strcmp(t->state, "running")) {
+    } else if (t->state == TASK_RUNNING) {
         log_warn("task %s: its VM (pid %d) died while the agent was away", id, (int)t->pid);
-        strcpy(t->state, "crashed");
+        t->state = TASK_CRASHED;
     }
     task_drop_spool(t);
     t->next_seq = task_store_next_seq(t);
@@ -1268,8 +1286,9 @@ static int task_begin_checkpoint(struct task *t, const char *mode, struct task_u
     *out = NULL;
     if ((rc = ckpt_mode_parse(mode, "checkpoint mode", &asked)) < 0)
         return rc;
-    if (strcmp(t->state, "running") != 0)
-        return err_set(VK_ESTATE, "task %s is %s, not running", t->id, t->state);
+    if (t->state != TASK_RUNNING)
+        return err_set(VK_ESTATE, "task %s is %s, not running", t->id,
+                       task_state_name(t->state));
     if (t->snapping)
         return err_set(VK_EBUSY, "task %s: checkpoint %" PRIu64 " is being taken", t->id,
                        t->snap_seq);
@@ -1395,7 +1414,7 @@ int task_kill(struct task *t)
     } else {
         rc = vm_kill(t->pid, SIGKILL, 10000);
         if (rc == 0) {
-            strcpy(t->state, "crashed");
+            t->state = TASK_CRASHED;
             log_info("task %s: VM pid %d killed on request", t->id, (int)t->pid);
             task_save(t);
         }
@@ -1417,7 +1436,7 @@ int task_remove(struct task *t)
         qmp_free(t->qmp);
         t->qmp = NULL;
         t->pid = 0;
-        strcpy(t->state, "removed");
+        t->state = TASK_REMOVED;
         rc = util_rm_rf(t->dir);
     }
     pthread_mutex_unlock(&t->lock);
@@ -1428,16 +1447,16 @@ int task_poll(struct task *t)
 {
     int due = 0;
     pthread_mutex_lock(&t->lock);
-    if (!strcmp(t->state, "running") && !task_vm_alive(t)) {
+    if (t->state == TASK_RUNNING && !task_vm_alive(t)) {
         log_error("task %s: VM pid %d died", t->id, (int)t->pid);
-        strcpy(t->state, "crashed");
+        t->state = TASK_CRASHED;
         if (!t->snapping) {
             qmp_free(t->qmp);
             t->qmp = NULL;
         }
         task_save(t);
     }
-    if (!strcmp(t->state, "running") && !t->pending && t->next_due_us > 0 &&
+    if (t->state == TASK_RUNNING && !t->pending && t->next_due_us > 0 &&
         util_now_us() >= t->next_due_us) {
         due = 1;
         t->next_due_us = 0; /* set again when this checkpoint ends */
@@ -1471,7 +1490,7 @@ json_t *task_json(struct task *t)
                             (json_int_t)t->restore_load_us);
     j = json_pack("{s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:i, s:i, s:i, s:s?, s:s?, s:o, s:o, "
                   "s:o, s:s?, s:I}",
-                  "id", t->id, "state", t->state, "pid", (int)t->pid, "memory_mib",
+                  "id", t->id, "state", task_state_name(t->state), "pid", (int)t->pid, "memory_mib",
                   t->memory_mib, "vcpus", t->vcpus, "accel", t->accel ? t->accel : "",
                   "mode", t->mode ? t->mode : "", "checkpoint_first", t->first_s,
                   "checkpoint_every", t->every_s, "run", t->run, "run_dir", t->run_dir,
@@ -1488,4 +1507,52 @@ json_t *task_json(struct task *t)
     }
     pthread_mutex_unlock(&t->lock);
     return j;
+}
+
+enum task_state task_state(struct task *t)
+{
+    pthread_mutex_lock(&t->lock);
+    enum task_state s = t->state;
+    pthread_mutex_unlock(&t->lock);
+    return s;
+}
+
+enum task_state task_vm(struct task *t, pid_t *pid, char **run_dir)
+{
+    pthread_mutex_lock(&t->lock);
+    enum task_state s = t->state;
+    *pid = t->pid;
+    *run_dir = t->run_dir ? strdup(t->run_dir) : NULL;
+    pthread_mutex_unlock(&t->lock);
+    return s;
+}
+
+int task_busy(struct task *t)
+{
+    pthread_mutex_lock(&t->lock);
+    int busy = t->pending > 0;
+    pthread_mutex_unlock(&t->lock);
+    return busy;
+}
+
+unsigned long task_live_fallbacks(struct task *t)
+{
+    pthread_mutex_lock(&t->lock);
+    unsigned long n = t->am.fallbacks;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+struct task_last task_last(struct task *t)
+{
+    struct task_last l = {0};
+    pthread_mutex_lock(&t->lock);
+    if (t->last) {
+        l.known = 1;
+        l.stopped_us = t->last->stopped_us;
+        l.store_us = t->last->store_us;
+        l.uploaded_bytes = t->last->uploaded_bytes;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return l;
 }

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "cfg.h"
 #include "gc.h"
@@ -16,6 +17,17 @@
 #include "store.h"
 
 struct task;
+
+/* Where a task is in its life. Kept in task.json by name (task_state_name). */
+enum task_state {
+    TASK_STOPPED, /* no VM: not started, or stopped with the agent */
+    TASK_RUNNING, /* its VM runs */
+    TASK_CRASHED, /* its VM died (or was killed); a restore resumes it */
+    TASK_FAILED,  /* a restore failed; the task waits for another */
+    TASK_REMOVED, /* removed by the user; kept only until the agent drops it */
+};
+/* "stopped", "running", "crashed", "failed", "removed". */
+const char *task_state_name(enum task_state s);
 
 /* What the agent shares with its tasks (owned by the agent). */
 struct task_env {
@@ -86,7 +98,21 @@ int task_poll(struct task *t);
  * other nodes in cluster mode (gc_begin/gc_end). */
 int task_gc(const struct task_env *env, int grace_s, struct gc_result *out);
 
-/* The task's state as JSON (new reference). */
+/* The task's state as JSON (new reference), for the API. */
 json_t *task_json(struct task *t);
+/* What other modules ask of a task, each read under the task's lock. */
+enum task_state task_state(struct task *t);
+/* The state, its VM's pid (0 when none) and a malloc'd copy of its run
+ * directory (caller frees; NULL when none), read together. */
+enum task_state task_vm(struct task *t, pid_t *pid, char **run_dir);
+int task_busy(struct task *t);           /* 1 while a checkpoint is taken or uploaded */
+unsigned long task_live_fallbacks(struct task *t); /* see automode */
+/* Figures of the task's last committed checkpoint (0 when unknown). */
+struct task_last {
+    int known;
+    int64_t stopped_us, store_us;
+    uint64_t uploaded_bytes;
+};
+struct task_last task_last(struct task *t);
 
 #endif
