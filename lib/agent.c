@@ -1,6 +1,7 @@
 #include "agent.h"
 
 #include "api.h"
+#include "catalog.h"
 #include "ckpt.h"
 #include "err.h"
 #include "failover.h"
@@ -264,7 +265,7 @@ static int agent_restore_intact(struct agent *a, struct task *t, const char *id,
 {
     uint64_t *seqs = NULL;
     size_t n = 0;
-    int rc = ckpt_list(a->env.store, id, &seqs, &n);
+    int rc = catalog_list(a->env.store, id, &seqs, &n);
     if (rc == 0 && n == 0)
         rc = err_set(VK_ENOTFOUND, "task %s has no checkpoint in store %s", id, a->env.store->uri);
     for (size_t i = n; rc == 0 && i > 0; i--) {
@@ -319,14 +320,14 @@ static enum MHD_Result agent_checkpoints(struct agent *a, struct MHD_Connection 
     uint64_t *seqs = NULL;
     size_t n = 0;
     json_t *arr = json_array();
-    int rc = ckpt_list(a->env.store, id, &seqs, &n);
+    int rc = catalog_list(a->env.store, id, &seqs, &n);
     if (rc < 0) {
         json_decref(arr);
         return agent_send_err(c, rc);
     }
     for (size_t i = 0; i < n; i++) {
         struct manifest *m = NULL;
-        if (ckpt_load(a->env.store, id, seqs[i], &m) == 0)
+        if (catalog_load(a->env.store, id, seqs[i], &m) == 0)
             json_array_append_new(arr, manifest_summary(m));
         else
             json_array_append_new(arr, json_pack("{s:I, s:s}", "seq", (json_int_t)seqs[i],
@@ -341,7 +342,7 @@ static enum MHD_Result agent_show(struct agent *a, struct MHD_Connection *c, con
                                   uint64_t seq)
 {
     struct manifest *m = NULL;
-    int rc = ckpt_load(a->env.store, id, seq, &m);
+    int rc = catalog_load(a->env.store, id, seq, &m);
     json_t *j;
     if (rc < 0)
         return agent_send_err(c, rc);
@@ -361,7 +362,7 @@ static json_t *agent_verify_one(struct agent *a, const char *id, uint64_t seq)
 {
     struct manifest *m = NULL;
     json_t *problems = json_array();
-    if (ckpt_load(a->env.store, id, seq, &m) < 0)
+    if (catalog_load(a->env.store, id, seq, &m) < 0)
         agent_report(problems, err_msg());
     else
         ckpt_verify(a->env.repo, m, agent_report, problems);
@@ -383,7 +384,7 @@ static enum MHD_Result agent_verify(struct agent *a, struct MHD_Connection *c, c
         if (seqs)
             seqs[n++] = seq;
     } else {
-        rc = ckpt_list(a->env.store, id, &seqs, &n);
+        rc = catalog_list(a->env.store, id, &seqs, &n);
     }
     for (size_t i = 0; rc == 0 && i < n; i++)
         json_array_append_new(res, agent_verify_one(a, id, seqs[i]));
@@ -400,37 +401,23 @@ static enum MHD_Result agent_verify(struct agent *a, struct MHD_Connection *c, c
     return agent_send(c, 200, json_pack("{s:s, s:o}", "task", id, "checkpoints", res));
 }
 
-static int agent_collect_task(void *arg, const char *name, uint64_t size, int64_t mtime)
-{
-    char task[128];
-    const char *p = name + 6, *slash = strchr(p, '/');
-    (void)size;
-    (void)mtime;
-    if (!manifest_seq_of(name) || !slash || (size_t)(slash - p) >= sizeof(task))
-        return 0;
-    snprintf(task, sizeof(task), "%.*s", (int)(slash - p), p);
-    json_t *set = arg;
-    json_object_set_new(set, task, json_true());
-    return 0;
-}
-
 /* Every checkpoint of every task in the store. */
 static enum MHD_Result agent_verify_all(struct agent *a, struct MHD_Connection *c)
 {
-    json_t *tasks = json_object(), *res = json_array(), *v;
-    const char *id;
-    int rc = store_list(a->env.store, "tasks/", agent_collect_task, tasks);
-    json_object_foreach(tasks, id, v)
-    {
+    json_t *res = json_array();
+    char **ids = NULL;
+    size_t n_ids = 0;
+    int rc = catalog_tasks(a->env.store, &ids, &n_ids);
+    for (size_t k = 0; rc == 0 && k < n_ids; k++) {
         uint64_t *seqs = NULL;
         size_t n = 0;
-        if (ckpt_list(a->env.store, id, &seqs, &n) < 0)
+        if (catalog_list(a->env.store, ids[k], &seqs, &n) < 0)
             continue;
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(res, agent_verify_one(a, id, seqs[i]));
+            json_array_append_new(res, agent_verify_one(a, ids[k], seqs[i]));
         free(seqs);
     }
-    json_decref(tasks);
+    catalog_ids_free(ids, n_ids);
     if (rc < 0) {
         json_decref(res);
         return agent_send_err(c, rc);

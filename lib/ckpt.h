@@ -1,5 +1,6 @@
-/* ckpt: the checkpoint protocol with QEMU, and checkpoints in the store
- * (commit, list, load, verify, fetch for restore). */
+/* ckpt: the checkpoint protocol with QEMU (modes live, cow, stop-copy), and
+ * a stored checkpoint's streams verified or fetched for a restore. Listing,
+ * loading and committing manifests: catalog. */
 #ifndef VMCKPT_CKPT_H
 #define VMCKPT_CKPT_H
 
@@ -75,29 +76,6 @@ struct ckpt_req {
  * result; else new_top is removed). Blocks until memory is saved. */
 int ckpt_snapshot(struct qmp *q, const struct ckpt_req *req, struct ckpt_snap *out);
 
-/* Committed checkpoint numbers of a task, ascending (*out_seqs malloc'd,
- * caller frees; may be NULL when *out_n is 0). */
-int ckpt_list(struct store *s, const char *task, uint64_t **out_seqs, size_t *out_n);
-/* Loads and validates a manifest; seq 0 means the newest. VK_ENOTFOUND when
- * the task has no such checkpoint. *out: manifest_free(). */
-int ckpt_load(struct store *s, const char *task, uint64_t seq, struct manifest **out);
-/* The number after the task's newest checkpoint and after any voided one. */
-int ckpt_next_seq(struct store *s, const char *task, uint64_t *out);
-/* Fencing, after this node took task's lease over (cluster mode): voids the
- * next checkpoint number (store_void), which the old holder could still be
- * about to write (it stalled between its lease check and its write), so that
- * write fails; a number taken meanwhile (that late write landed first) is
- * passed over. *out_seq (may be NULL): the number voided. */
-int ckpt_void_next(struct store *s, const char *task, uint64_t *out_seq);
-/* ckpt_void_next for every task in the store (a GC that took over the
- * upload hold of a node that stalled: any of its commits is stale). */
-int ckpt_void_next_all(struct store *s);
-/* Writes the manifest: the commit point. VK_EEXISTS if that seq is taken;
- * with n_fence proofs of leases, VK_ELEASE once one of those leases was
- * taken over, checked by the store in the same step as the write
- * (store_put_fenced). */
-int ckpt_commit(struct store *s, const struct manifest *m, const struct store_fence *fence,
-                size_t n_fence);
 /* Reads every chunk of every stream m names and checks them. Returns 0 when
  * all are intact, else the first error; every problem is reported through
  * report(arg, message) when report is not NULL. */

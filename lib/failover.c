@@ -1,7 +1,7 @@
 /* failover: see failover.h. */
 #include "failover.h"
 
-#include "ckpt.h"
+#include "catalog.h"
 #include "cluster.h"
 #include "err.h"
 #include "log.h"
@@ -88,7 +88,7 @@ int failover_take_lease(struct failover *f, const char *id, struct store_fence *
 int failover_fence_task(struct failover *f, const char *id)
 {
     uint64_t seq = 0;
-    int rc = ckpt_void_next(f->store, id, &seq);
+    int rc = catalog_void_next(f->store, id, &seq);
     if (rc == 0)
         log_info("task %s: checkpoint number %" PRIu64 " voided: a node that held the task "
                  "before cannot write it late", id, seq);
@@ -295,7 +295,7 @@ static int fo_gc_wait_uploads(struct failover *f)
         if (rc == 0 && stalled) {
             log_warn("gc: node %s stalled with uploads in flight: voiding the next checkpoint "
                      "number of every task", v[i].name);
-            rc = ckpt_void_next_all(f->store);
+            rc = catalog_void_next_all(f->store);
         }
     }
     cluster_nodes_free(v, n);

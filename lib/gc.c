@@ -1,6 +1,6 @@
 #include "gc.h"
 
-#include "ckpt.h"
+#include "catalog.h"
 #include "err.h"
 #include "log.h"
 #include "manifest.h"
@@ -17,7 +17,7 @@ int gc_retain(struct store *s, const char *task, int keep, int *out_deleted)
 {
     uint64_t *seqs = NULL;
     size_t n = 0;
-    int rc = ckpt_list(s, task, &seqs, &n);
+    int rc = catalog_list(s, task, &seqs, &n);
     *out_deleted = 0;
     for (size_t i = 0; rc == 0 && keep > 0 && i + (size_t)keep < n; i++) {
         char *name = manifest_name(task, seqs[i]);
@@ -73,45 +73,45 @@ static void gc_set_free(struct gc_set *s)
     free(s->v);
 }
 
-static int gc_collect_manifest(void *arg, const char *name, uint64_t size, int64_t mtime)
+/* Marks every index and chunk that checkpoint seq of task names. */
+static int gc_mark_one(struct repo *r, const char *task, uint64_t seq, struct gc_set *live,
+                       struct gc_result *g)
 {
-    (void)size;
-    (void)mtime;
-    return manifest_seq_of(name) ? gc_add(arg, name) : 0;
+    struct manifest *m = NULL;
+    int rc = catalog_load(r->store, task, seq, &m);
+    if (rc < 0)
+        return err_wrap(rc, "garbage collection stopped, nothing deleted");
+    const struct mf_obj *streams[4] = {&m->kernel, &m->initrd, &m->base, &m->memory};
+    for (size_t k = 0; rc == 0 && k < 4 + m->n_deltas; k++) {
+        const struct mf_obj *o = k < 4 ? streams[k] : &m->deltas[k - 4];
+        rc = gc_add(live, o->name);
+        if (rc == 0)
+            rc = repo_stream_chunks(r, o, gc_add, live);
+        g->streams++;
+    }
+    if (rc < 0)
+        err_wrap(rc, "garbage collection stopped, nothing deleted: checkpoint %" PRIu64
+                     " of task %s", seq, task);
+    g->manifests++;
+    manifest_free(m);
+    return rc;
 }
 
 /* Marks every index and chunk that a manifest names. */
 static int gc_mark(struct repo *r, struct gc_set *live, struct gc_result *g)
 {
-    struct gc_set mf = {0};
-    int rc = store_list(r->store, "tasks/", gc_collect_manifest, &mf);
-    for (size_t i = 0; rc == 0 && i < mf.n; i++) {
-        /* tasks/<id>/manifests/<seq>.json */
-        char task[128];
-        const char *p = mf.v[i] + 6, *slash = strchr(p, '/');
-        struct manifest *m = NULL;
-        if (!slash || (size_t)(slash - p) >= sizeof(task))
-            continue;
-        snprintf(task, sizeof(task), "%.*s", (int)(slash - p), p);
-        rc = ckpt_load(r->store, task, manifest_seq_of(mf.v[i]), &m);
-        if (rc < 0) {
-            err_wrap(rc, "garbage collection stopped, nothing deleted");
-            break;
-        }
-        const struct mf_obj *streams[4] = {&m->kernel, &m->initrd, &m->base, &m->memory};
-        for (size_t k = 0; rc == 0 && k < 4 + m->n_deltas; k++) {
-            const struct mf_obj *o = k < 4 ? streams[k] : &m->deltas[k - 4];
-            rc = gc_add(live, o->name);
-            if (rc == 0)
-                rc = repo_stream_chunks(r, o, gc_add, live);
-            g->streams++;
-        }
-        if (rc < 0)
-            err_wrap(rc, "garbage collection stopped, nothing deleted: checkpoint %s", mf.v[i]);
-        g->manifests++;
-        manifest_free(m);
+    char **ids = NULL;
+    size_t n_ids = 0;
+    int rc = catalog_tasks(r->store, &ids, &n_ids);
+    for (size_t k = 0; rc == 0 && k < n_ids; k++) {
+        uint64_t *seqs = NULL;
+        size_t n = 0;
+        rc = catalog_list(r->store, ids[k], &seqs, &n);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            rc = gc_mark_one(r, ids[k], seqs[i], live, g);
+        free(seqs);
     }
-    gc_set_free(&mf);
+    catalog_ids_free(ids, n_ids);
     return rc;
 }
 

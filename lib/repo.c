@@ -183,7 +183,7 @@ static int repo_write_pack(struct repo *r, const uint8_t *buf, size_t len,
     pack_object_name(idx->id, name);
     rc = store_put_begin(r->store, name, &w);
     if (rc == 0) {
-        w->lazy = 1; /* synced once before the manifest (ckpt_commit) */
+        w->lazy = 1; /* synced once before the manifest (catalog_commit) */
         rc = store_put_write(w, buf, len);
         rc = rc == 0 ? store_put_commit(w) : (store_put_abort(w), rc);
     }

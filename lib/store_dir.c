@@ -387,7 +387,7 @@ static int dir_sync(struct store *s)
  *
  * A fenced write checks the lease's owner and epoch, then links: two steps.
  * What makes it safe is the new holder: after taking a lease over it voids
- * the name the old holder could still be about to link (ckpt_void_next), so
+ * the name the old holder could still be about to link (catalog_void_next), so
  * that link fails. */
 
 #define DIR_LEASE_DIGITS 20

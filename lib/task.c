@@ -1,6 +1,7 @@
 #include "task.h"
 
 #include "automode.h"
+#include "catalog.h"
 #include "ckpt.h"
 #include "err.h"
 #include "gc.h"
@@ -439,7 +440,7 @@ static int task_new_run_dir(struct task *t)
 static uint64_t task_store_next_seq(struct task *t)
 {
     uint64_t next = 1;
-    if (ckpt_next_seq(t->env->store, t->id, &next) < 0)
+    if (catalog_next_seq(t->env->store, t->id, &next) < 0)
         err_clear(); /* the commit will say if that number is taken */
     return next;
 }
@@ -467,7 +468,7 @@ int task_run(const struct task_env *env, const struct task_spec *sp, struct task
     if (!sp->kernel || !sp->initrd || !sp->base)
         return err_set(VK_EINVAL, "task %s needs a base image, a kernel and an initrd "
                                   "(--base, --kernel, --initrd or [task] settings)", sp->id);
-    rc = ckpt_list(env->store, sp->id, &seqs, &n);
+    rc = catalog_list(env->store, sp->id, &seqs, &n);
     free(seqs);
     if (rc < 0)
         return rc;
@@ -683,7 +684,7 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     t->restoring = 1;
     pthread_mutex_unlock(&t->lock);
     testhook_gate("VMCKPT_TEST_RESTORE_GATE", id); /* tests: a store call that stalls */
-    rc = ckpt_load(env->store, id, seq, &m);
+    rc = catalog_load(env->store, id, seq, &m);
     if (rc == 0)
         rc = ckpt_fetch(env->repo, m, env->blob_dir, run_dir, &local);
     free(run_dir);
@@ -876,7 +877,7 @@ int task_adopt(const struct task_env *env, const char *id, struct task **out)
     }
     task_drop_spool(t);
     t->next_seq = task_store_next_seq(t);
-    if (t->last_seq && ckpt_load(env->store, id, t->last_seq, &t->last) < 0)
+    if (t->last_seq && catalog_load(env->store, id, t->last_seq, &t->last) < 0)
         log_warn("task %s: %s", id, err_msg());
     task_save(t);
     free(qmp_path);
@@ -1109,7 +1110,7 @@ static int task_upload_held(struct task_upload *u, uint64_t hold, struct manifes
             testhook_gate("VMCKPT_TEST_COMMIT_GATE", tag);
         }
         if (rc == 0) /* the commit point */
-            rc = ckpt_commit(t->env->store, own, fence, n_fence);
+            rc = catalog_commit(t->env->store, own, fence, n_fence);
         if (rc == 0)
             *out = own;
         else

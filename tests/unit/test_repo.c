@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "ckpt.h"
+#include "catalog.h"
 #include "err.h"
 #include "gc.h"
 #include "manifest.h"
@@ -300,7 +300,7 @@ static void commit(struct fixture *f, uint64_t seq, const struct mf_obj *o)
     struct mf_obj delta = *o; /* a checkpoint always seals a delta */
     m.deltas = &delta;
     m.n_deltas = 1;
-    assert_int_equal(ckpt_commit(f->s, &m, NULL, 0), 0);
+    assert_int_equal(catalog_commit(f->s, &m, NULL, 0), 0);
 }
 
 static void test_retention_and_gc(void **state)
