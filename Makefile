@@ -5,6 +5,9 @@ PKGS = jansson libcrypto libmicrohttpd inih libcurl libzstd liblz4
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Ilib \
           $(shell pkg-config --cflags $(PKGS))
+# --as-needed: each program records only the libraries it uses (the client, which
+# only speaks HTTP, does not load librados).
+LDFLAGS += -Wl,--as-needed
 LDLIBS += $(shell pkg-config --libs $(PKGS)) -lrados -pthread
 SAN ?=
 ifeq ($(SAN),1)

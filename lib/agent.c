@@ -267,7 +267,7 @@ static int agent_restore_intact(struct agent *a, struct task *t, const char *id,
     size_t n = 0;
     int rc = catalog_list(a->env.store, id, &seqs, &n);
     if (rc == 0 && n == 0)
-        rc = err_set(VK_ENOTFOUND, "task %s has no checkpoint in store %s", id, a->env.store->uri);
+        rc = err_set(VK_ENOTFOUND, "task %s has no checkpoint in store %s", id, store_uri(a->env.store));
     for (size_t i = n; rc == 0 && i > 0; i--) {
         rc = task_restore(&a->env, t, id, seqs[i - 1], accel, out);
         if (rc == 0 || (rc != VK_ECORRUPT && rc != VK_ENOTFOUND))
@@ -396,7 +396,7 @@ static enum MHD_Result agent_verify(struct agent *a, struct MHD_Connection *c, c
     if (n == 0) {
         json_decref(res);
         return agent_send_err(c, err_set(VK_ENOTFOUND, "task %s has no checkpoint in %s", id,
-                                         a->env.store->uri));
+                                         store_uri(a->env.store)));
     }
     return agent_send(c, 200, json_pack("{s:s, s:o}", "task", id, "checkpoints", res));
 }

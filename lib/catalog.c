@@ -177,7 +177,7 @@ int catalog_load(struct store *s, const char *task, uint64_t seq, struct manifes
         seq = n ? seqs[n - 1] : 0;
         free(seqs);
         if (seq == 0)
-            return err_set(VK_ENOTFOUND, "task %s has no checkpoint in store %s", task, s->uri);
+            return err_set(VK_ENOTFOUND, "task %s has no checkpoint in store %s", task, store_uri(s));
     }
     name = manifest_name(task, seq);
     rc = VK_EIO;
@@ -187,7 +187,7 @@ int catalog_load(struct store *s, const char *task, uint64_t seq, struct manifes
         rc = store_get_buf(s, name, &text, &len);
     }
     if (rc == VK_ENOTFOUND)
-        rc = err_set(rc, "task %s has no checkpoint %" PRIu64 " in store %s", task, seq, s->uri);
+        rc = err_set(rc, "task %s has no checkpoint %" PRIu64 " in store %s", task, seq, store_uri(s));
     if (rc == 0)
         rc = manifest_decode(text, len, name, out);
     if (rc == 0 && ((*out)->seq != seq || strcmp((*out)->task, task) != 0)) {
@@ -231,10 +231,10 @@ int catalog_commit(struct store *s, const struct manifest *m, const struct store
             rc = 0;
         if (rc == VK_EEXISTS)
             err_set(rc, "checkpoint %s already exists in %s (written by another node)", name,
-                    s->uri);
+                    store_uri(s));
         if (rc == 0 || rc == VK_ENOSPC || rc == VK_EEXISTS || rc == VK_ELEASE || attempt == 2)
             break;
-        log_warn("store %s: writing %s failed, retrying: %s", s->uri, name, err_msg());
+        log_warn("store %s: writing %s failed, retrying: %s", store_uri(s), name, err_msg());
         usleep(200000);
         rc = 0;
     }

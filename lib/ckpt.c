@@ -61,25 +61,6 @@ static int ckpt_wait_migration(struct qmp *q, uint64_t *out_bytes)
     }
 }
 
-static const char *const ckpt_mode_names[CKPT_N_MODES] = {"auto", "live", "cow", "stop-copy"};
-
-const char *ckpt_mode_name(enum ckpt_mode m)
-{
-    return (unsigned)m < CKPT_N_MODES ? ckpt_mode_names[m] : "?";
-}
-
-int ckpt_mode_parse(const char *s, const char *what, enum ckpt_mode *out)
-{
-    for (int i = 0; s && i < CKPT_N_MODES; i++) {
-        if (!strcmp(s, ckpt_mode_names[i])) {
-            *out = (enum ckpt_mode)i;
-            return 0;
-        }
-    }
-    return err_set(VK_EINVAL, "%s must be auto, live, cow or stop-copy, not '%s'", what,
-                   s ? s : "");
-}
-
 /* The capabilities each mode needs, all set in one command: QEMU checks the
  * set as a whole, and a capability left on from another mode would change
  * this one (pause-before-switchover would hold a stop-copy save forever). */

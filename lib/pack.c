@@ -102,11 +102,11 @@ int pack_idx_load(struct store *s, const char *id, struct pack_idx *out)
     memset(out, 0, sizeof(*out));
     pack_index_name(id, name);
     if (!pack_valid_id(id))
-        return err_set(VK_ECORRUPT, "store %s: %s is not a pack index name", s->uri, name);
+        return err_set(VK_ECORRUPT, "store %s: %s is not a pack index name", store_uri(s), name);
     rc = store_get_buf(s, name, &text, &len);
     if (rc < 0)
         return rc;
-    rc = pack_idx_parse(text, len, id, s->uri, out);
+    rc = pack_idx_parse(text, len, id, store_uri(s), out);
     free(text);
     return rc;
 }
@@ -514,7 +514,7 @@ int pack_map_refresh(struct pack_map *m, struct store *s, int full)
     int rc = store_list(s, "packidx/", pack_list_add, &l);
     if (rc < 0) {
         free(l.v);
-        return err_wrap(rc, "store %s: cannot list the pack indexes", s->uri);
+        return err_wrap(rc, "store %s: cannot list the pack indexes", store_uri(s));
     }
     if (l.n)
         qsort(l.v, l.n, sizeof(*l.v), pack_id_cmp);

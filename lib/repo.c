@@ -46,7 +46,7 @@ int repo_open(struct repo **out, struct store *s, const struct repo_cfg *cfg)
          * go to it by DMA). A remote one by latency: more requests in flight. */
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         ncpu = ncpu < 1 ? 1 : ncpu > 32 ? 32 : ncpu;
-        r->cfg.workers = (int)(strcmp(s->ops->scheme, "file") == 0 ? ncpu + 2
+        r->cfg.workers = (int)((store_caps(s) & STORE_CAP_LOCAL) ? ncpu + 2
                                                                    : 2 * ncpu < 8 ? 8 : 2 * ncpu);
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -190,7 +190,7 @@ static int repo_write_pack(struct repo *r, const uint8_t *buf, size_t len,
     if (rc == 0)
         rc = pack_idx_store(r->store, idx);
     if (rc < 0)
-        err_wrap(rc, "store %s: writing pack %s", r->store->uri, name);
+        err_wrap(rc, "store %s: writing pack %s", store_uri(r->store), name);
     return rc;
 }
 
@@ -677,7 +677,7 @@ static int repo_known_file(struct repo *r, const char *file_sha, struct mf_obj *
     json_t *size = json_object_get(j, "size");
     if (rc == 0 && (!util_is_sha256_hex(root) || !json_is_integer(size) ||
                     json_integer_value(size) < 0))
-        rc = err_set(VK_ECORRUPT, "store %s: index %s is damaged", r->store->uri, name);
+        rc = err_set(VK_ECORRUPT, "store %s: index %s is damaged", store_uri(r->store), name);
     if (rc == 0) {
         memcpy(o->sha256, root, UTIL_SHA256_HEX);
         o->size = (uint64_t)json_integer_value(size);
@@ -983,10 +983,10 @@ static int repo_fetch_chunk(struct repo *r, const struct down_entry *e, const ch
     rc = repo_read_record(r, e, raw, cap, &got, pack, &here.loc);
     if (rc == VK_ENOTFOUND && !pack[0])
         rc = err_set(rc, "%s: chunk %s is missing: no pack of store %s holds it", what, e->sha,
-                     r->store->uri);
+                     store_uri(r->store));
     else if (rc == VK_ENOTFOUND)
         rc = err_set(rc, "%s: chunk %s is missing: its pack %s is gone from store %s", what,
-                     e->sha, pack, r->store->uri);
+                     e->sha, pack, store_uri(r->store));
     else if (rc < 0 && rc != VK_ECORRUPT)
         err_wrap(rc, "%s: chunk %s (pack %s)", what, e->sha, pack);
     else

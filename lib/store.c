@@ -73,6 +73,8 @@ void store_free(struct store *s)
 
 const char *store_uri(const struct store *s) { return s->uri; }
 
+unsigned store_caps(const struct store *s) { return s->ops->caps; }
+
 int store_put_begin(struct store *s, const char *name, struct store_writer **out)
 {
     *out = NULL;

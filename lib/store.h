@@ -18,7 +18,7 @@
 
 #include "util.h"
 
-#define STORE_OPS_VERSION 3
+#define STORE_OPS_VERSION 4
 
 struct store;
 struct store_writer;
@@ -45,6 +45,7 @@ typedef int (*store_list_fn)(void *arg, const char *name, uint64_t size, int64_t
 struct store_ops {
     int version; /* STORE_OPS_VERSION */
     const char *scheme;
+    unsigned caps; /* STORE_CAP_* */
     int (*open)(const char *uri, struct store **out);
     void (*free)(struct store *s);
     int (*put_begin)(struct store *s, const char *name, struct store_writer **out);
@@ -104,11 +105,16 @@ struct store_writer {
 
 #define STORE_FENCE_MAX 4
 
+/* What a store is, for callers that tune to it (store_caps). */
+#define STORE_CAP_LOCAL 1u /* objects on this node's own disks: the work is bound by CPU,
+                            * not by round trips (a fault:// store is not: it models a link) */
+
 /* Opens the store named by uri ("file:///path", or a plain absolute path).
  * *out is the caller's, freed with store_free(). */
 int store_open(const char *uri, struct store **out);
 void store_free(struct store *s);
 const char *store_uri(const struct store *s);
+unsigned store_caps(const struct store *s); /* STORE_CAP_* flags */
 
 /* Writes a small object and removes it: VK_OK when the store takes writes. */
 int store_check_writable(struct store *s, const char *probe_name);

@@ -661,6 +661,7 @@ static int dir_taken(struct store *s, const char *name)
 const struct store_ops store_dir_ops = {
     .version = STORE_OPS_VERSION,
     .scheme = "file",
+    .caps = STORE_CAP_LOCAL,
     .open = dir_open,
     .free = dir_free,
     .put_begin = dir_put_begin,

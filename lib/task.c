@@ -475,7 +475,7 @@ int task_run(const struct task_env *env, const struct task_spec *sp, struct task
     if (n > 0)
         return err_set(VK_EEXISTS, "task %s already has %zu checkpoint(s) in %s: restore it "
                                    "(vmckpt restore %s) or pick another id",
-                       sp->id, n, env->store->uri, sp->id);
+                       sp->id, n, store_uri(env->store), sp->id);
     t = task_new(env, sp->id);
     if (!t)
         return err_set(VK_ENOMEM, "out of memory");
