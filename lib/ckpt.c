@@ -17,18 +17,43 @@
 #define CKPT_QMP_TIMEOUT_MS 30000
 #define CKPT_MIGRATE_TIMEOUT_MS (30 * 60 * 1000)
 
-/* Makes sure the VM runs again after a failed checkpoint. */
-static void ckpt_ensure_running(struct qmp *q)
+/* Whether a memory save in state s still runs (and holds the VM or the spool). */
+static int ckpt_save_running(const char *s)
 {
-    char *why = err_stash(); /* the checkpoint's error is the one to report */
+    return s && (!strcmp(s, "active") || !strcmp(s, "setup") || !strcmp(s, "pre-switchover") ||
+                 !strcmp(s, "device") || !strcmp(s, "cancelling"));
+}
+
+int ckpt_settle(struct qmp *q, const char *task)
+{
     json_t *st = NULL;
-    if (qmp_exec(q, "query-status", NULL, &st, CKPT_QMP_TIMEOUT_MS) == 0) {
-        const char *s = json_string_value(json_object_get(st, "status"));
-        if (s && strcmp(s, "running") != 0 && qmp_exec(q, "cont", NULL, NULL, 5000) < 0)
-            log_error("VM could not be resumed after a failed checkpoint: %s", err_msg());
+    int rc = qmp_exec(q, "query-migrate", NULL, &st, CKPT_QMP_TIMEOUT_MS);
+    const char *s = rc == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
+    if (ckpt_save_running(s)) {
+        log_warn("task %s: a memory save was left %s; cancelling it", task, s);
+        qmp_exec(q, "migrate_cancel", NULL, NULL, CKPT_QMP_TIMEOUT_MS);
+        for (int i = 0; i < 500 && ckpt_save_running(s); i++) {
+            json_decref(st);
+            st = NULL;
+            usleep(20000);
+            if (qmp_exec(q, "query-migrate", NULL, &st, CKPT_QMP_TIMEOUT_MS) < 0)
+                break;
+            s = json_string_value(json_object_get(st, "status"));
+        }
     }
     json_decref(st);
-    err_unstash(why);
+    st = NULL;
+    if (rc == 0)
+        rc = qmp_exec(q, "query-status", NULL, &st, CKPT_QMP_TIMEOUT_MS);
+    s = rc == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
+    if (s && strcmp(s, "running") != 0) {
+        log_warn("task %s: VM found %s, resuming it", task, s);
+        rc = qmp_exec(q, "cont", NULL, NULL, CKPT_QMP_TIMEOUT_MS);
+        if (rc < 0)
+            err_wrap(rc, "task %s: its VM could not be resumed", task);
+    }
+    json_decref(st);
+    return rc;
 }
 
 /* Polls query-migrate until the save ends; VK_EQEMU with QEMU's reason if it fails. */
@@ -314,6 +339,15 @@ static int ckpt_live(struct qmp *q, const struct ckpt_live *live, const char *ne
     return rc;
 }
 
+/* ckpt_settle after a failed checkpoint, whose error stays the one reported. */
+static void ckpt_settle_after(struct qmp *q, const char *task)
+{
+    char *why = err_stash();
+    if (ckpt_settle(q, task) < 0)
+        log_error("%s", err_msg());
+    err_unstash(why);
+}
+
 int ckpt_snapshot(struct qmp *q, const struct ckpt_req *req, struct ckpt_snap *out)
 {
     struct ckpt_evs ev = {NULL, NULL};
@@ -346,7 +380,7 @@ int ckpt_snapshot(struct qmp *q, const struct ckpt_req *req, struct ckpt_snap *o
         if (rc == 0)
             out->stopped_us = qmp_event_time_us(ev.resume) - qmp_event_time_us(ev.stop);
         else
-            ckpt_ensure_running(q);
+            ckpt_settle_after(q, req->task);
     }
     if (rc < 0 && !out->sealed)
         unlink(req->new_top);

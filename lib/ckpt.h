@@ -50,6 +50,7 @@ struct ckpt_snap {
 
 /* What to checkpoint and where. */
 struct ckpt_req {
+    const char *task;              /* its id, for messages */
     enum ckpt_mode mode;           /* not CKPT_AUTO */
     const struct ckpt_live *live;  /* CKPT_LIVE's bounds */
     const char *top;               /* the qcow2 the VM writes to now */
@@ -75,6 +76,12 @@ struct ckpt_req {
  * switch happened (then new_top is the VM's write target whatever the
  * result; else new_top is removed). Blocks until memory is saved. */
 int ckpt_snapshot(struct qmp *q, const struct ckpt_req *req, struct ckpt_snap *out);
+/* Makes a VM run again whatever a checkpoint left: a memory save still
+ * running (a live one may wait in pre-switchover for a migrate-continue
+ * that will never come) is cancelled, and waited for, as QEMU then runs the
+ * VM again itself; a VM still paused gets cont. For a failed checkpoint and
+ * for an agent that takes back a VM its predecessor was checkpointing. */
+int ckpt_settle(struct qmp *q, const char *task);
 
 /* Reads every chunk of every stream m names and checks them. Returns 0 when
  * all are intact, else the first error; every problem is reported through

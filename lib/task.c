@@ -784,47 +784,6 @@ static int task_sync_chain(struct task *t)
     return rc;
 }
 
-/* Whether a memory save in state s still runs (and holds the VM or the spool). */
-static int task_save_running(const char *s)
-{
-    return s && (!strcmp(s, "active") || !strcmp(s, "setup") || !strcmp(s, "pre-switchover") ||
-                 !strcmp(s, "device") || !strcmp(s, "cancelling"));
-}
-
-/* Cancels a memory save cut short by the agent's death and resumes the VM.
- * A live checkpoint may have left it paused in pre-switchover, where QEMU
- * waits for a migrate-continue that will never come: cancelled, QEMU runs
- * the VM again itself; the wait lets it finish before we look. */
-static int task_settle_vm(struct task *t)
-{
-    json_t *st = NULL;
-    int rc = qmp_exec(t->qmp, "query-migrate", NULL, &st, 30000);
-    const char *s = rc == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
-    if (task_save_running(s)) {
-        log_warn("task %s: a memory save was left %s; cancelling it", t->id, s);
-        qmp_exec(t->qmp, "migrate_cancel", NULL, NULL, 30000);
-        for (int i = 0; i < 500 && task_save_running(s); i++) {
-            json_decref(st);
-            st = NULL;
-            usleep(20000);
-            if (qmp_exec(t->qmp, "query-migrate", NULL, &st, 30000) < 0)
-                break;
-            s = json_string_value(json_object_get(st, "status"));
-        }
-    }
-    json_decref(st);
-    st = NULL;
-    if (rc == 0)
-        rc = qmp_exec(t->qmp, "query-status", NULL, &st, 30000);
-    s = rc == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
-    if (s && strcmp(s, "running") != 0) {
-        log_warn("task %s: VM found %s, resuming it", t->id, s);
-        rc = qmp_exec(t->qmp, "cont", NULL, NULL, 30000);
-    }
-    json_decref(st);
-    return rc;
-}
-
 static void task_drop_spool(struct task *t)
 {
     DIR *d = opendir(t->run_dir);
@@ -857,7 +816,7 @@ int task_adopt(const struct task_env *env, const char *id, struct task **out)
     if (t->state == TASK_RUNNING && qmp_path && util_pid_matches(t->pid, qmp_path)) {
         rc = qmp_connect(&t->qmp, qmp_path, 5000);
         if (rc == 0)
-            rc = task_settle_vm(t);
+            rc = ckpt_settle(t->qmp, t->id);
         if (rc == 0)
             rc = task_sync_chain(t);
         if (rc < 0) {
@@ -1330,7 +1289,7 @@ static int task_snapshot(struct task *t, struct task_upload *u, const char *new_
                          const char *serial)
 {
     struct ckpt_live live = task_live_bounds(t);
-    struct ckpt_req req = {u->mode, &live, NULL, new_top, u->mem_path, serial};
+    struct ckpt_req req = {t->id, u->mode, &live, NULL, new_top, u->mem_path, serial};
     int rc, again = 0;
     pthread_mutex_lock(&t->lock);
     char *top = strdup(t->top); /* t->top changes only under snapping, which is ours */

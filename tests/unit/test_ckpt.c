@@ -22,6 +22,12 @@
 #define LIVE_SETUP caps, {"migrate-set-capabilities", RET}, {"downtime-limit", RET}
 #define PAUSED_AT_SWITCHOVER                                                                   \
     {"\"migrate\"", RET EV("STOP", 100, "") EV("MIGRATION", 100, MIG("pre-switchover"))}
+/* After a failure: the save is found ended and the VM running. */
+#define SETTLED                                                                                \
+    {"query-migrate", "{\"return\": {\"status\": \"cancelled\"}, \"id\": %d}\r\n"},           \
+    {                                                                                          \
+        "query-status", "{\"return\": {\"status\": \"running\"}, \"id\": %d}\r\n"            \
+    }
 #define MIG(status) ", \"data\": {\"status\": \"" status "\"}"
 
 static char dir[64], top[128], new_top[160], mem[160];
@@ -53,7 +59,7 @@ static int run(const struct step *steps, int converge_ms, struct ckpt_snap *out)
     struct peer p;
     int rc;
     struct ckpt_live live = {20, 1 << 30, converge_ms, 1 << 30};
-    struct ckpt_req req = {CKPT_LIVE, &live, top, new_top, mem, NULL};
+    struct ckpt_req req = {"t1", CKPT_LIVE, &live, top, new_top, mem, NULL};
     struct qmp *q = start(&p, GREETING, steps, &rc);
     assert_int_equal(rc, 0);
     rc = ckpt_snapshot(q, &req, out);
@@ -92,7 +98,7 @@ static void test_live_seal_fails(void **state)
         {"\"existing\"", "{\"error\": {\"class\": \"GenericError\", \"desc\": \"disk full\"}, "
                          "\"id\": %d}\r\n"},
         {"migrate_cancel", RET EV("MIGRATION", 100, MIG("cancelled")) EV("RESUME", 100, "")},
-        {"query-status", "{\"return\": {\"status\": \"running\"}, \"id\": %d}\r\n"},
+        SETTLED,
         {NULL, NULL}};
     struct ckpt_snap s;
     struct stat st;
@@ -114,7 +120,7 @@ static void test_live_gives_up(void **state)
                           "\"dirty-pages-rate\": 1000, \"mbps\": 80.0, \"dirty-sync-count\": 3, "
                           "\"transferred\": 1000}}, \"id\": %d}\r\n"},
         {"migrate_cancel", RET EV("MIGRATION", 100, MIG("cancelled"))},
-        {"query-status", "{\"return\": {\"status\": \"running\"}, \"id\": %d}\r\n"},
+        SETTLED,
         {NULL, NULL}};
     struct ckpt_snap s;
     assert_int_equal(run(steps, 0, &s), VK_ETIMEOUT);
@@ -126,12 +132,34 @@ static void test_live_gives_up(void **state)
     assert_int_equal(s.passes, 3);
 }
 
+/* What an agent finds after its predecessor died in a live checkpoint: a
+ * save waiting in pre-switchover, cancelled and waited for; the VM, run
+ * again by QEMU meanwhile, needs no cont. */
+static void test_settle_pre_switchover(void **state)
+{
+    (void)state;
+    struct step steps[] = {
+        caps,
+        {"query-migrate", "{\"return\": {\"status\": \"pre-switchover\"}, \"id\": %d}\r\n"},
+        {"migrate_cancel", RET},
+        {"query-migrate", "{\"return\": {\"status\": \"cancelling\"}, \"id\": %d}\r\n"},
+        SETTLED,
+        {NULL, NULL}};
+    struct peer p;
+    int rc;
+    struct qmp *q = start(&p, GREETING, steps, &rc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(ckpt_settle(q, "t1"), 0);
+    finish(&p, q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_live_works, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_seal_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_gives_up, setup, teardown),
+        cmocka_unit_test(test_settle_pre_switchover),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
