@@ -25,6 +25,10 @@ for t in "$B"/tests/test_*; do
     CMOCKA_MESSAGE_OUTPUT=TAP "$t" >"$log" 2>&1; rc=$?
     cat "$log"; count "$(basename "$t")" "$log" "$rc"
 done
+# The library's dependency order (README "Code layout"), and that the check catches a back-edge.
+echo "# layering: tests/layering.sh"
+{ bash tests/layering.sh; bash tests/layering.sh --self-test; } >"$log" 2>&1; rc=$?
+cat "$log"; count layering "$log" "$rc"
 # Every parser of outside input, fuzzed for a bounded time (libFuzzer, ASan+UBSan).
 echo "# fuzz: ${VMCKPT_FUZZ_SECONDS:-30} s per harness"
 if make -s fuzz-build >"$log" 2>&1; then
