@@ -777,6 +777,37 @@ static int find_socket(const char *config)
     return 0;
 }
 
+static int cmd_kill(int argc, char **argv)
+{
+    return cmd_simple("POST", "/v1/tasks/%s/kill", argc, argv, "killed (SIGKILL to its VM)");
+}
+
+static int cmd_rm(int argc, char **argv)
+{
+    return cmd_simple("DELETE", "/v1/tasks/%s", argc, argv, "removed from this node");
+}
+
+/* The commands; their help is usage()'s. */
+struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+};
+
+static const struct command commands[] = {
+    {"run", cmd_run},         {"checkpoint", cmd_checkpoint}, {"status", cmd_status},
+    {"ls", cmd_ls},           {"show", cmd_show},             {"restore", cmd_restore},
+    {"verify", cmd_verify},   {"gc", cmd_gc},                 {"nodes", cmd_nodes},
+    {"metrics", cmd_metrics}, {"kill", cmd_kill},             {"rm", cmd_rm},
+};
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(*commands); i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     const char *config = NULL;
@@ -809,31 +840,10 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     argc -= i;
     argv += i;
-    if (!strcmp(argv[0], "run"))
-        rc = cmd_run(argc, argv);
-    else if (!strcmp(argv[0], "checkpoint"))
-        rc = cmd_checkpoint(argc, argv);
-    else if (!strcmp(argv[0], "status"))
-        rc = cmd_status(argc, argv);
-    else if (!strcmp(argv[0], "ls"))
-        rc = cmd_ls(argc, argv);
-    else if (!strcmp(argv[0], "show"))
-        rc = cmd_show(argc, argv);
-    else if (!strcmp(argv[0], "restore"))
-        rc = cmd_restore(argc, argv);
-    else if (!strcmp(argv[0], "verify"))
-        rc = cmd_verify(argc, argv);
-    else if (!strcmp(argv[0], "gc"))
-        rc = cmd_gc(argc, argv);
-    else if (!strcmp(argv[0], "nodes"))
-        rc = cmd_nodes(argc, argv);
-    else if (!strcmp(argv[0], "metrics"))
-        rc = cmd_metrics(argc, argv);
-    else if (!strcmp(argv[0], "kill"))
-        rc = cmd_simple("POST", "/v1/tasks/%s/kill", argc, argv, "killed (SIGKILL to its VM)");
-    else if (!strcmp(argv[0], "rm"))
-        rc = cmd_simple("DELETE", "/v1/tasks/%s", argc, argv, "removed from this node");
-    else {
+    const struct command *cmd = find_command(argv[0]);
+    if (cmd) {
+        rc = cmd->fn(argc, argv);
+    } else {
         fprintf(stderr, "vmckpt: unknown command '%s' (see vmckpt --help)\n", argv[0]);
         rc = 2;
     }
