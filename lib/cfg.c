@@ -7,6 +7,8 @@
 #include "util.h"
 
 #include <ini.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,121 +34,156 @@ static int cfg_int(int *field, const char *key, const char *value, int min, int 
     return 0;
 }
 
-static int cfg_choice(char **field, const char *key, const char *value, const char *a,
-                      const char *b)
+/* Extra checks of string settings: 0, or VK_EINVAL naming the setting. */
+static int cfg_check_accel(const char *key, const char *v)
 {
-    if (strcmp(value, a) != 0 && strcmp(value, b) != 0)
-        return err_set(VK_EINVAL, "%s must be %s or %s, not '%s'", key, a, b, value);
-    return cfg_str(field, value);
+    return !strcmp(v, "kvm") || !strcmp(v, "tcg")
+               ? 0
+               : err_set(VK_EINVAL, "%s must be kvm or tcg, not '%s'", key, v);
+}
+
+static int cfg_check_machine(const char *key, const char *v)
+{
+    /* one word: QEMU would parse a comma as more options */
+    return util_valid_id(v) ? 0
+                            : err_set(VK_EINVAL, "%s '%s' is not a machine type name (letters, "
+                                                 "digits, '-', '_', '.')", key, v);
+}
+
+static int cfg_check_node(const char *key, const char *v)
+{
+    /* ".tmp-" marks a store's temporary objects (FTP, SFTP) */
+    return util_valid_id(v) && !strstr(v, ".tmp-")
+               ? 0
+               : err_set(VK_EINVAL, "%s '%s' is not a valid name (letters, digits, '-', '_', "
+                                    "'.')", key, v);
+}
+
+static int cfg_check_mode(const char *key, const char *v)
+{
+    enum ckpt_mode m;
+    return ckpt_mode_parse(v, key, &m);
+}
+
+static int cfg_check_codec(const char *key, const char *v)
+{
+    int k = codec_by_name(v);
+    return k != -2 && k != CODEC_ZERO
+               ? 0
+               : err_set(VK_EINVAL, "%s must be auto, none, lz4, zstd1, zstd3 or zstd9, not '%s'",
+                         key, v);
+}
+
+enum cfg_kind {
+    CFG_STR,   /* char *, checked by check when it is not NULL */
+    CFG_INT,   /* int in [min, max] */
+    CFG_WHOLE, /* data.mode: dedup or whole, kept as a flag */
+};
+
+/* Every setting, once: what cfg_set parses, cfg_load defaults and cfg_free
+ * frees all come from here. */
+struct cfg_def {
+    const char *section, *key;
+    enum cfg_kind kind;
+    size_t off; /* of the field in struct cfg */
+    const char *def_str;
+    int def_int, min, max;
+    int (*check)(const char *key, const char *value);
+};
+
+#define S(sec, k, field, def, chk)                                                             \
+    { sec, k, CFG_STR, offsetof(struct cfg, field), def, 0, 0, 0, chk }
+#define I(sec, k, field, def, lo, hi)                                                          \
+    { sec, k, CFG_INT, offsetof(struct cfg, field), NULL, def, lo, hi, NULL }
+static const struct cfg_def cfg_defs[] = {
+    S("agent", "state_dir", state_dir, "/var/lib/vmckpt", NULL),
+    S("agent", "socket", socket, NULL, NULL),
+    S("agent", "group", group, NULL, NULL),
+    I("agent", "max_connections", max_conns, 256, 4, 65536),
+    I("agent", "idle_timeout", idle_s, 10, 1, 3600),
+    S("store", "uri", store_uri, NULL, NULL),
+    S("store", "password", store_password, NULL, NULL),
+    I("cluster", "enabled", cluster, 0, 0, 1),
+    S("cluster", "node", node, NULL, cfg_check_node),
+    I("cluster", "lease_ms", lease_ms, 10000, 500, 600000),
+    I("cluster", "renew_ms", renew_ms, 2000, 100, 60000),
+    S("ceph", "pool", ceph_pool, NULL, NULL),
+    S("ceph", "conf", ceph_conf, NULL, NULL),
+    S("ceph", "client", ceph_client, NULL, NULL),
+    S("ceph", "keyring", ceph_keyring, NULL, NULL),
+    I("ceph", "replicas", ceph_replicas, 3, 1, 10),
+    I("ceph", "timeout", ceph_timeout, 30, 1, 3600),
+    S("qemu", "binary", qemu, "qemu-system-x86_64", NULL),
+    S("qemu", "img_binary", qemu_img, "qemu-img", NULL),
+    S("qemu", "accel", accel, "kvm", cfg_check_accel),
+    S("qemu", "machine", machine, "pc", cfg_check_machine),
+    I("task", "memory_mib", memory_mib, 256, 16, 1 << 20),
+    I("task", "vcpus", vcpus, 1, 1, 256),
+    I("task", "checkpoint_first", first_s, 0, 0, 1 << 30),
+    I("task", "checkpoint_every", every_s, 0, 0, 1 << 30),
+    S("task", "mode", mode, "auto", cfg_check_mode),
+    S("task", "kernel", kernel, NULL, NULL),
+    S("task", "initrd", initrd, NULL, NULL),
+    S("task", "append", append, "console=ttyS0 quiet", NULL),
+    I("live", "target_stop_ms", live_stop_ms, 20, 1, 60000),
+    I("live", "bandwidth_mib", live_bw_mib, 10240, 1, 1 << 20),
+    I("live", "converge_s", live_converge_s, 30, 1, 86400),
+    I("live", "spool_pct", live_spool_pct, 200, 100, 10000),
+    I("data", "chunk_kib", chunk_kib, 32, 1, 4096),
+    I("data", "workers", workers, 0, 0, 64), /* 0: auto, see repo_open */
+    I("data", "buffer_mib", buffer_mib, 64, 1, 1 << 16),
+    I("data", "retries", retries, 5, 1, 100),
+    S("data", "codec", codec, "auto", cfg_check_codec),
+    I("data", "keep", keep, 0, 0, 1 << 30),
+    I("data", "pack_mib", pack_mib, 8, 1, 256),
+    I("data", "max_chain", max_chain, 8, 0, 1 << 20),
+    {"data", "mode", CFG_WHOLE, offsetof(struct cfg, whole), NULL, 0, 0, 0, NULL},
+    I("data", "gc_grace", gc_grace_s, 3600, 0, 1 << 30),
+};
+#undef S
+#undef I
+#define CFG_N_DEFS (sizeof(cfg_defs) / sizeof(*cfg_defs))
+
+static int cfg_apply(struct cfg *c, const struct cfg_def *d, const char *value)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "%s.%s", d->section, d->key);
+    void *field = (char *)c + d->off;
+    int rc;
+    switch (d->kind) {
+    case CFG_INT:
+        return cfg_int(field, key, value, d->min, d->max);
+    case CFG_WHOLE:
+        if (strcmp(value, "dedup") != 0 && strcmp(value, "whole") != 0)
+            return err_set(VK_EINVAL, "%s must be dedup or whole, not '%s'", key, value);
+        *(int *)field = !strcmp(value, "whole");
+        return 0;
+    default:
+        rc = d->check ? d->check(key, value) : 0;
+        return rc < 0 ? rc : cfg_str(field, value);
+    }
 }
 
 int cfg_set(struct cfg *c, const char *section, const char *key, const char *value)
 {
-#define IS(s, k) (!strcmp(section, s) && !strcmp(key, k))
-    if (IS("agent", "state_dir"))
-        return cfg_str(&c->state_dir, value);
-    if (IS("agent", "socket"))
-        return cfg_str(&c->socket, value);
-    if (IS("agent", "group"))
-        return cfg_str(&c->group, value);
-    if (IS("agent", "max_connections"))
-        return cfg_int(&c->max_conns, "agent.max_connections", value, 4, 65536);
-    if (IS("agent", "idle_timeout"))
-        return cfg_int(&c->idle_s, "agent.idle_timeout", value, 1, 3600);
-    if (IS("store", "uri"))
-        return cfg_str(&c->store_uri, value);
-    if (IS("store", "password"))
-        return cfg_str(&c->store_password, value);
-    if (IS("cluster", "enabled"))
-        return cfg_int(&c->cluster, "cluster.enabled", value, 0, 1);
-    if (IS("cluster", "node")) /* ".tmp-" marks a store's temporary objects (FTP, SFTP) */
-        return util_valid_id(value) && !strstr(value, ".tmp-") ? cfg_str(&c->node, value)
-                                    : err_set(VK_EINVAL, "cluster.node '%s' is not a valid name "
-                                                         "(letters, digits, '-', '_', '.')", value);
-    if (IS("cluster", "lease_ms"))
-        return cfg_int(&c->lease_ms, "cluster.lease_ms", value, 500, 600000);
-    if (IS("cluster", "renew_ms"))
-        return cfg_int(&c->renew_ms, "cluster.renew_ms", value, 100, 60000);
-    if (IS("ceph", "pool"))
-        return cfg_str(&c->ceph_pool, value);
-    if (IS("ceph", "conf"))
-        return cfg_str(&c->ceph_conf, value);
-    if (IS("ceph", "client"))
-        return cfg_str(&c->ceph_client, value);
-    if (IS("ceph", "keyring"))
-        return cfg_str(&c->ceph_keyring, value);
-    if (IS("ceph", "replicas"))
-        return cfg_int(&c->ceph_replicas, "ceph.replicas", value, 1, 10);
-    if (IS("ceph", "timeout"))
-        return cfg_int(&c->ceph_timeout, "ceph.timeout", value, 1, 3600);
-    if (IS("qemu", "binary"))
-        return cfg_str(&c->qemu, value);
-    if (IS("qemu", "img_binary"))
-        return cfg_str(&c->qemu_img, value);
-    if (IS("qemu", "accel"))
-        return cfg_choice(&c->accel, "qemu.accel", value, "kvm", "tcg");
-    if (IS("qemu", "machine")) /* one word: QEMU would parse a comma as more options */
-        return util_valid_id(value) ? cfg_str(&c->machine, value)
-                                    : err_set(VK_EINVAL, "qemu.machine '%s' is not a machine "
-                                                         "type name (letters, digits, '-', '_', '.')",
-                                              value);
-    if (IS("task", "memory_mib"))
-        return cfg_int(&c->memory_mib, "task.memory_mib", value, 16, 1 << 20);
-    if (IS("task", "vcpus"))
-        return cfg_int(&c->vcpus, "task.vcpus", value, 1, 256);
-    if (IS("task", "checkpoint_first"))
-        return cfg_int(&c->first_s, "task.checkpoint_first", value, 0, 1 << 30);
-    if (IS("task", "checkpoint_every"))
-        return cfg_int(&c->every_s, "task.checkpoint_every", value, 0, 1 << 30);
-    if (IS("task", "mode")) {
-        enum ckpt_mode m;
-        int rc = ckpt_mode_parse(value, "task.mode", &m);
-        return rc < 0 ? rc : cfg_str(&c->mode, value);
-    }
-    if (IS("live", "target_stop_ms"))
-        return cfg_int(&c->live_stop_ms, "live.target_stop_ms", value, 1, 60000);
-    if (IS("live", "bandwidth_mib"))
-        return cfg_int(&c->live_bw_mib, "live.bandwidth_mib", value, 1, 1 << 20);
-    if (IS("live", "converge_s"))
-        return cfg_int(&c->live_converge_s, "live.converge_s", value, 1, 86400);
-    if (IS("live", "spool_pct"))
-        return cfg_int(&c->live_spool_pct, "live.spool_pct", value, 100, 10000);
-    if (IS("task", "kernel"))
-        return cfg_str(&c->kernel, value);
-    if (IS("task", "initrd"))
-        return cfg_str(&c->initrd, value);
-    if (IS("task", "append"))
-        return cfg_str(&c->append, value);
-    if (IS("data", "chunk_kib"))
-        return cfg_int(&c->chunk_kib, "data.chunk_kib", value, 1, 4096);
-    if (IS("data", "workers"))
-        return cfg_int(&c->workers, "data.workers", value, 0, 64);
-    if (IS("data", "buffer_mib"))
-        return cfg_int(&c->buffer_mib, "data.buffer_mib", value, 1, 1 << 16);
-    if (IS("data", "retries"))
-        return cfg_int(&c->retries, "data.retries", value, 1, 100);
-    if (IS("data", "codec")) {
-        if (codec_by_name(value) == -2 || codec_by_name(value) == CODEC_ZERO)
-            return err_set(VK_EINVAL, "data.codec must be auto, none, lz4, zstd1, zstd3 or "
-                                      "zstd9, not '%s'", value);
-        return cfg_str(&c->codec, value);
-    }
-    if (IS("data", "keep"))
-        return cfg_int(&c->keep, "data.keep", value, 0, 1 << 30);
-    if (IS("data", "pack_mib"))
-        return cfg_int(&c->pack_mib, "data.pack_mib", value, 1, 256);
-    if (IS("data", "max_chain"))
-        return cfg_int(&c->max_chain, "data.max_chain", value, 0, 1 << 20);
-    if (IS("data", "mode")) {
-        if (strcmp(value, "dedup") != 0 && strcmp(value, "whole") != 0)
-            return err_set(VK_EINVAL, "data.mode must be dedup or whole, not '%s'", value);
-        c->whole = !strcmp(value, "whole");
-        return 0;
-    }
-    if (IS("data", "gc_grace"))
-        return cfg_int(&c->gc_grace_s, "data.gc_grace", value, 0, 1 << 30);
-#undef IS
+    for (size_t i = 0; i < CFG_N_DEFS; i++)
+        if (!strcmp(section, cfg_defs[i].section) && !strcmp(key, cfg_defs[i].key))
+            return cfg_apply(c, &cfg_defs[i], value);
     return err_set(VK_EINVAL, "unknown setting [%s] %s", section, key);
+}
+
+/* Every setting at its default. */
+static int cfg_defaults(struct cfg *c)
+{
+    for (size_t i = 0; i < CFG_N_DEFS; i++) {
+        const struct cfg_def *d = &cfg_defs[i];
+        if (d->kind == CFG_INT)
+            *(int *)((char *)c + d->off) = d->def_int;
+        else if (d->kind == CFG_STR && d->def_str &&
+                 cfg_str((char **)((char *)c + d->off), d->def_str) < 0)
+            return VK_ENOMEM;
+    }
+    return 0;
 }
 
 struct cfg_parse {
@@ -223,33 +260,9 @@ int cfg_load(struct cfg **out, const char *path)
     *out = NULL;
     if (!c)
         return err_set(VK_ENOMEM, "out of memory");
-    c->memory_mib = 256;
-    c->vcpus = 1;
-    c->chunk_kib = 32;
-    c->workers = 0; /* auto: see repo_open */
-    c->buffer_mib = 64;
-    c->retries = 5;
-    c->keep = 0;
-    c->max_chain = 8;
-    c->ceph_replicas = 3;
-    c->max_conns = 256;
-    c->idle_s = 10;
-    c->lease_ms = 10000;
-    c->renew_ms = 2000;
-    c->ceph_timeout = 30;
-    c->pack_mib = 8;
-    c->gc_grace_s = 3600;
-    c->live_stop_ms = 20;
-    c->live_bw_mib = 10240;
-    c->live_converge_s = 30;
-    c->live_spool_pct = 200;
-    if (cfg_str(&c->state_dir, "/var/lib/vmckpt") < 0 || cfg_str(&c->qemu, "qemu-system-x86_64") < 0 ||
-        cfg_str(&c->qemu_img, "qemu-img") < 0 || cfg_str(&c->accel, "kvm") < 0 ||
-        cfg_str(&c->machine, "pc") < 0 || cfg_str(&c->mode, "auto") < 0 ||
-        cfg_str(&c->append, "console=ttyS0 quiet") < 0 || cfg_str(&c->codec, "auto") < 0) {
-        rc = VK_ENOMEM;
+    rc = cfg_defaults(c);
+    if (rc < 0)
         goto out;
-    }
     if (path) {
         line = ini_parse(path, cfg_handler, &p);
         if (line < 0)
@@ -272,24 +285,21 @@ void cfg_free(struct cfg *c)
 {
     if (!c)
         return;
-    free(c->state_dir);
-    free(c->socket);
-    free(c->store_password);
-    free(c->group);
-    free(c->store_uri);
-    free(c->ceph_pool);
-    free(c->node);
-    free(c->ceph_conf);
-    free(c->ceph_client);
-    free(c->ceph_keyring);
-    free(c->qemu);
-    free(c->qemu_img);
-    free(c->accel);
-    free(c->machine);
-    free(c->mode);
-    free(c->kernel);
-    free(c->initrd);
-    free(c->append);
-    free(c->codec);
+    for (size_t i = 0; i < CFG_N_DEFS; i++)
+        if (cfg_defs[i].kind == CFG_STR)
+            free(*(char **)((char *)c + cfg_defs[i].off));
     free(c);
+}
+
+void cfg_print_settings(FILE *f)
+{
+    for (size_t i = 0; i < CFG_N_DEFS; i++) {
+        const struct cfg_def *d = &cfg_defs[i];
+        if (d->kind == CFG_INT)
+            fprintf(f, "%s.%s %d\n", d->section, d->key, d->def_int);
+        else if (d->kind == CFG_WHOLE)
+            fprintf(f, "%s.%s dedup\n", d->section, d->key);
+        else
+            fprintf(f, "%s.%s %s\n", d->section, d->key, d->def_str ? d->def_str : "-");
+    }
 }

@@ -5,6 +5,8 @@
 #ifndef VMCKPT_CFG_H
 #define VMCKPT_CFG_H
 
+#include <stdio.h>
+
 struct cfg {
     char *state_dir; /* [agent] state_dir: tasks, run directories, blob cache */
     char *socket;    /* [agent] socket: the API's UNIX socket */
@@ -57,5 +59,8 @@ int cfg_set(struct cfg *c, const char *section, const char *key, const char *val
 /* Fills settings that derive from others (socket and store from state_dir). */
 int cfg_finish(struct cfg *c);
 void cfg_free(struct cfg *c);
+/* Prints every setting, one "section.key default" a line (what
+ * `vmckptd --settings` shows; the README's table is checked against it). */
+void cfg_print_settings(FILE *f);
 
 #endif

@@ -25,6 +25,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: vmckptd [--config FILE] [--state-dir DIR] [--store URI] [--socket PATH]\n"
             "               [--set SECTION.KEY=VALUE]... [--debug]\n"
+            "       vmckptd --settings   (every setting and its default)\n"
             "\n"
             "The vmckpt node agent: runs this node's task VMs, checkpoints them by their\n"
             "policy and serves the vmckpt client on a UNIX socket. Runs in the foreground\n"
@@ -70,6 +71,10 @@ int main(int argc, char **argv)
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--settings")) {
+            cfg_print_settings(stdout);
             return 0;
         }
         if (!strcmp(argv[i], "--config") && i + 1 < argc)

@@ -29,6 +29,9 @@ done
 echo "# layering: tests/layering.sh"
 { bash tests/layering.sh; bash tests/layering.sh --self-test; } >"$log" 2>&1; rc=$?
 cat "$log"; count layering "$log" "$rc"
+echo "# settings: tests/settings_doc.sh"
+bash tests/settings_doc.sh "$B" >"$log" 2>&1; rc=$?
+cat "$log"; count settings "$log" "$rc"
 # Every parser of outside input, fuzzed for a bounded time (libFuzzer, ASan+UBSan).
 echo "# fuzz: ${VMCKPT_FUZZ_SECONDS:-30} s per harness"
 if make -s fuzz-build >"$log" 2>&1; then
