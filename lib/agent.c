@@ -904,7 +904,7 @@ int agent_open(struct agent **out, const struct cfg *cfg)
             .mem_budget = (size_t)cfg->buffer_mib << 20,
             .pack_size = (size_t)cfg->pack_mib << 20,
             .retries = cfg->retries,
-            .retry_base_ms = 200,
+            .retry_base_ms = UTIL_RETRY_BASE_MS,
             .forced_codec = codec_by_name(cfg->codec),
             .no_dedup = cfg->whole,
         };

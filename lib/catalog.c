@@ -183,7 +183,7 @@ int catalog_load(struct store *s, const char *task, uint64_t seq, struct manifes
     rc = VK_EIO;
     for (int attempt = 0; attempt < 3 && rc < 0 && rc != VK_ENOTFOUND; attempt++) {
         if (attempt)
-            usleep(200000); /* a store that failed once may answer now */
+            util_backoff(UTIL_RETRY_BASE_MS, attempt - 1);
         rc = store_get_buf(s, name, &text, &len);
     }
     if (rc == VK_ENOTFOUND)
@@ -235,7 +235,7 @@ int catalog_commit(struct store *s, const struct manifest *m, const struct store
         if (rc == 0 || rc == VK_ENOSPC || rc == VK_EEXISTS || rc == VK_ELEASE || attempt == 2)
             break;
         log_warn("store %s: writing %s failed, retrying: %s", store_uri(s), name, err_msg());
-        usleep(200000);
+        util_backoff(UTIL_RETRY_BASE_MS, attempt);
         rc = 0;
     }
     free(text);

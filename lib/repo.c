@@ -85,7 +85,7 @@ void repo_free(struct repo *r)
 
 static void repo_backoff(struct repo *r, int attempt)
 {
-    usleep((useconds_t)(r->cfg.retry_base_ms * 1000) << (attempt < 10 ? attempt : 10));
+    util_backoff(r->cfg.retry_base_ms, attempt);
 }
 
 void repo_stats_add(struct repo_stats *a, const struct repo_stats *b)

@@ -458,3 +458,10 @@ int util_pid_matches(pid_t pid, const char *needle)
     buf[n] = '\0';
     return strstr(buf, needle) != NULL;
 }
+
+void util_backoff(int base_ms, int attempt)
+{
+    if (attempt < 0)
+        attempt = 0;
+    usleep((useconds_t)(base_ms * 1000) << (attempt < 10 ? attempt : 10));
+}

@@ -70,4 +70,10 @@ char *util_file_tail(const char *path, size_t max);
 /* A pid is alive and its /proc/PID/cmdline contains `needle`. */
 int util_pid_matches(pid_t pid, const char *needle);
 
+/* The one retry policy: the pause before try attempt + 2 (attempt counts
+ * from 0) is base_ms doubled attempt times (at most 1024 × base_ms): a store
+ * that failed once may answer now, one that stays down is not hammered. */
+void util_backoff(int base_ms, int attempt);
+#define UTIL_RETRY_BASE_MS 200
+
 #endif
