@@ -10,12 +10,16 @@ CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Ilib \
 LDFLAGS += -Wl,--as-needed
 LDLIBS += $(shell pkg-config --libs $(PKGS)) -lrados -pthread
 SAN ?=
+ifeq ($(SAN),thread)
+CFLAGS += -fsanitize=thread -fno-omit-frame-pointer -DVMCKPT_TEST_HOOKS
+LDFLAGS += -fsanitize=thread
+endif
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
           -DVMCKPT_TEST_HOOKS
 LDFLAGS += -fsanitize=address,undefined
 endif
-B ?= build/$(if $(filter 1,$(SAN)),san,rel)
+B ?= build/$(if $(filter 1,$(SAN)),san,$(if $(filter thread,$(SAN)),tsan,rel))
 
 LIB_SRC = $(wildcard lib/*.c)
 LIB_OBJ = $(LIB_SRC:lib/%.c=$(B)/lib/%.o)
@@ -56,7 +60,14 @@ demo: all guest
 # The whole suite: unit tests then integration tests, under ASan+UBSan.
 check:
 	$(MAKE) SAN=1 all tests
+	$(MAKE) SAN=thread all tests
 	bash tests/run.sh build/san
+
+# ThreadSanitizer: the unit tests and one integration test with agents whose
+# threads race the most (uploads, leases, fences, take-overs).
+tsan:
+	$(MAKE) SAN=thread all tests
+	bash tests/tsan.sh build/tsan
 
 # The suite three times in a row while stress-ng loads every CPU.
 check-load:

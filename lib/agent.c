@@ -980,7 +980,11 @@ void agent_free(struct agent *a)
     if (a->httpd)
         MHD_stop_daemon(a->httpd);
     peer_table_free(a->peers);
+    pthread_mutex_lock(&a->lock); /* the last take-over to unreserve did so under it */
     free(a->starting);
+    a->starting = NULL;
+    a->n_starting = 0;
+    pthread_mutex_unlock(&a->lock);
     for (int i = 0; i < 600 && agent_busy(a); i++) /* let uploads finish, 60 s at most */
         usleep(100000);
     for (size_t i = 0; i < a->n_tasks; i++)

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,7 +348,7 @@ static int task_resume_vm(struct task *t)
 
 /* Starts QEMU for t->run_dir and t->top, paused, optionally loading a memory
  * stream (returns once it is loaded); connects QMP. Called with t->lock held. */
-static int task_start_vm(struct task *t, const char *incoming, const volatile int *feed_failed)
+static int task_start_vm(struct task *t, const char *incoming, atomic_int *feed_failed)
 {
     const struct cfg *c = t->env->cfg;
     char *qmp_path = task_run_path(t, "qmp.sock"), *serial = task_run_path(t, "serial.log");
@@ -571,8 +572,8 @@ struct task_feed {
     struct repo *repo;
     const struct mf_obj *obj;
     const char *fifo;
-    volatile int stop;
-    volatile int failed; /* 0, or the feed's error code */
+    atomic_int stop;
+    atomic_int failed; /* 0, or the feed's error code */
     int rc;
     char err[1024];
 };

@@ -25,6 +25,13 @@ for t in "$B"/tests/test_*; do
     CMOCKA_MESSAGE_OUTPUT=TAP "$t" >"$log" 2>&1; rc=$?
     cat "$log"; count "$(basename "$t")" "$log" "$rc"
 done
+# ThreadSanitizer (make SAN=thread): unit tests and two racy integration tests.
+if [ -x build/tsan/vmckptd ]; then
+    echo "# tsan: tests/tsan.sh"
+    bash guest/build.sh >/dev/null 2>&1
+    bash tests/tsan.sh build/tsan >"$log" 2>&1; rc=$?
+    cat "$log"; count tsan "$log" "$rc"
+fi
 # The library's dependency order (README "Code layout"), and that the check catches a back-edge.
 echo "# layering: tests/layering.sh"
 { bash tests/layering.sh; bash tests/layering.sh --self-test; } >"$log" 2>&1; rc=$?

@@ -51,14 +51,14 @@ agent_report() {
     local log=$T/$1/agent.log keep
     keep=$LOGS_KEPT/$(basename "$0" .sh)-$1.log
     mkdir -p "$LOGS_KEPT" && cp "$log" "$keep"
-    { sed -n '/ERROR: .*Sanitizer\|runtime error/,/^SUMMARY/p' "$log" | head -n 60
+    { sed -n '/ERROR: .*Sanitizer\|WARNING: ThreadSanitizer\|runtime error/,/^SUMMARY/p' "$log" | head -n 60
       tail -n 5 "$log"; echo "(log kept: $keep)"; } | sed 's/^/#   /'
 }
 stop_agent() {
     local name=$1 pid; eval "pid=\$AGENT_$name"
     kill -TERM "$pid" 2>/dev/null
     if wait "$pid"; then
-        if grep -q "ERROR: .*Sanitizer\|runtime error" "$T/$name/agent.log"; then
+        if grep -q "ERROR: .*Sanitizer\|WARNING: ThreadSanitizer\|runtime error" "$T/$name/agent.log"; then
             not_ok "agent $name is clean under the sanitizers"; agent_report "$name"
         else ok "agent $name stops cleanly"; fi
     else

@@ -1,0 +1,28 @@
+#!/bin/bash
+# ThreadSanitizer: the unit tests, and the integration tests whose agents
+# race the most (t_overlap: uploads, GC and restores behind gates;
+# t_failover: leases, fences and take-overs), built with -fsanitize=thread
+# (`make SAN=thread`). An agent with a TSan report fails its "stops cleanly"
+# check. Prints TAP. Usage: tests/tsan.sh [BUILD_DIR]  (default build/tsan)
+set -u
+cd "$(dirname "$0")/.."
+B=${1:-build/tsan}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0}
+n=0; log=$(mktemp); trap 'rm -f "$log"' EXIT
+for t in "$B"/tests/test_*; do
+    n=$((n + 1))
+    if "$t" >"$log" 2>&1 && ! grep -q "WARNING: ThreadSanitizer" "$log"; then
+        echo "ok $n - tsan: $(basename "$t")"
+    else
+        echo "not ok $n - tsan: $(basename "$t")"; grep -A12 "WARNING: ThreadSanitizer" "$log" | head -24 | sed 's/^/#   /'
+    fi
+done
+for t in t_overlap t_failover; do
+    n=$((n + 1))
+    if BIN=$B bash "tests/integration/$t.sh" >"$log" 2>&1; then
+        echo "ok $n - tsan: $t ($(grep -c '^ok' "$log") checks, agents clean)"
+    else
+        echo "not ok $n - tsan: $t"; grep -A14 "^not ok" "$log" | head -30 | sed 's/^/#   /'
+    fi
+done
+echo "1..$n"
