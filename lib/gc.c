@@ -78,7 +78,7 @@ static int gc_mark_one(struct repo *r, const char *task, uint64_t seq, struct gc
                        struct gc_result *g)
 {
     struct manifest *m = NULL;
-    int rc = catalog_load(r->store, task, seq, &m);
+    int rc = catalog_load(repo_store(r), task, seq, &m);
     if (rc < 0)
         return err_wrap(rc, "garbage collection stopped, nothing deleted");
     const struct mf_obj *streams[4] = {&m->kernel, &m->initrd, &m->base, &m->memory};
@@ -102,11 +102,11 @@ static int gc_mark(struct repo *r, struct gc_set *live, struct gc_result *g)
 {
     char **ids = NULL;
     size_t n_ids = 0;
-    int rc = catalog_tasks(r->store, &ids, &n_ids);
+    int rc = catalog_tasks(repo_store(r), &ids, &n_ids);
     for (size_t k = 0; rc == 0 && k < n_ids; k++) {
         uint64_t *seqs = NULL;
         size_t n = 0;
-        rc = catalog_list(r->store, ids[k], &seqs, &n);
+        rc = catalog_list(repo_store(r), ids[k], &seqs, &n);
         for (size_t i = 0; rc == 0 && i < n; i++)
             rc = gc_mark_one(r, ids[k], seqs[i], live, g);
         free(seqs);
@@ -168,13 +168,12 @@ static int gc_collect_idx(void *arg, const char *name, uint64_t size, int64_t mt
 /* Is record rec of pack id the copy of a live chunk that readers use? */
 static int gc_rec_live(struct gc_sweep *sw, const char *id, const struct pack_rec *rec)
 {
-    struct pack_loc loc;
     char want[80], have[80];
-    if (!gc_has(sw->live, rec->sha) || pack_map_find(sw->r->map, rec->sha, &loc) < 0)
+    uint64_t off = 0;
+    if (!gc_has(sw->live, rec->sha) || repo_chunk_where(sw->r, rec->sha, have, &off) < 0)
         return 0;
     pack_object_name(id, want);
-    pack_map_pack_name(sw->r->map, loc.pack, have);
-    return !strcmp(want, have) && loc.off == rec->off;
+    return !strcmp(want, have) && off == rec->off;
 }
 
 /* Copies the live records of pack `id` into a new pack. */
@@ -205,7 +204,7 @@ static int gc_repack(struct gc_sweep *sw, const char *id, const struct pack_idx 
             buf = nb;
             cap = ncap;
         }
-        rc = store_read(r->store, name, rec->off, buf + len, rec->bytes, &got);
+        rc = store_read(repo_store(r), name, rec->off, buf + len, rec->bytes, &got);
         if (rc == 0 && got != rec->bytes)
             rc = err_set(VK_ECORRUPT, "pack %s is truncated at record %zu", name, i);
         if (rc == 0)
@@ -217,7 +216,7 @@ static int gc_repack(struct gc_sweep *sw, const char *id, const struct pack_idx 
     if (rc == 0)
         rc = repo_store_pack(r, buf, len, &out, NULL);
     if (rc == 0) /* the copy is durable before the original goes */
-        rc = store_sync(r->store);
+        rc = store_sync(repo_store(r));
     free(buf);
     pack_idx_clear(&out);
     if (rc < 0)
@@ -235,7 +234,7 @@ static int gc_pack(struct gc_sweep *sw, size_t k)
     uint64_t live_bytes = 0, all_bytes = 0;
     size_t n_live = 0;
     char name[80], *mask;
-    int rc = pack_idx_load(sw->r->store, id, &idx);
+    int rc = pack_idx_load(repo_store(sw->r), id, &idx);
     if (rc == VK_ENOTFOUND)
         return 0;
     if (rc == VK_ECORRUPT) { /* kept, pack and all: it may be repaired */
@@ -263,10 +262,10 @@ static int gc_pack(struct gc_sweep *sw, size_t k)
             rc = gc_repack(sw, id, &idx, mask);
         pack_index_name(id, name);
         if (rc == 0)
-            rc = store_remove(sw->r->store, name);
+            rc = store_remove(repo_store(sw->r), name);
         gc_pause();
         pack_object_name(id, name);
-        if (rc == 0 && (rc = store_remove(sw->r->store, name)) == VK_ENOTFOUND)
+        if (rc == 0 && (rc = store_remove(repo_store(sw->r), name)) == VK_ENOTFOUND)
             rc = 0;
         if (rc == 0) {
             sw->g->chunks_deleted += idx.n - n_live;
@@ -302,20 +301,20 @@ static int gc_orphan_pack(void *arg, const char *name, uint64_t size, int64_t mt
 static int gc_sweep(struct gc_sweep *sw)
 {
     struct repo *r = sw->r;
-    int rc = pack_map_refresh(r->map, r->store, 1);
+    int rc = repo_refresh(r);
     if (rc == 0)
-        rc = store_list(r->store, "packidx/", gc_collect_idx, sw);
+        rc = store_list(repo_store(r), "packidx/", gc_collect_idx, sw);
     for (size_t k = 0; rc == 0 && k < sw->idx_ids.n; k++)
         rc = gc_pack(sw, k);
     if (rc == 0) {
         /* idx_ids sorted (mtimes no longer needed) for the orphan check */
         qsort(sw->idx_ids.v, sw->idx_ids.n, sizeof(*sw->idx_ids.v), gc_cmp);
-        rc = store_list(r->store, "packs/", gc_orphan_pack, sw);
+        rc = store_list(repo_store(r), "packs/", gc_orphan_pack, sw);
     }
     if (rc == 0)
-        rc = store_list(r->store, "indexes/", gc_consider, sw);
+        rc = store_list(repo_store(r), "indexes/", gc_consider, sw);
     for (size_t i = 0; rc == 0 && i < sw->doomed.n; i++) {
-        int d = store_remove(r->store, sw->doomed.v[i]);
+        int d = store_remove(repo_store(r), sw->doomed.v[i]);
         if (d < 0 && d != VK_ENOTFOUND)
             rc = d;
         else if (!strncmp(sw->doomed.v[i], "indexes/", 8))
@@ -332,10 +331,7 @@ int gc_run(struct repo *r, int grace_s, struct gc_result *out)
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if (pthread_rwlock_trywrlock(&r->gc_lock) != 0) {
-        log_info("gc: waiting for the uploads in flight on this node to commit");
-        pthread_rwlock_wrlock(&r->gc_lock);
-    }
+    repo_gc_begin(r);
     rc = gc_mark(r, &live, out);
     if (rc == 0) {
         qsort(live.v, live.n, sizeof(*live.v), gc_cmp);
@@ -352,7 +348,7 @@ int gc_run(struct repo *r, int grace_s, struct gc_result *out)
         sw.cutoff = (int64_t)time(NULL) - grace_s;
         rc = gc_sweep(&sw);
     }
-    pthread_rwlock_unlock(&r->gc_lock);
+    repo_gc_end(r);
     if (rc == 0)
         log_info("gc: %" PRIu64 " checkpoints reference %" PRIu64 " chunks; deleted %" PRIu64
                  " chunks (%" PRIu64 " packs deleted, %" PRIu64 " rewritten) and %" PRIu64

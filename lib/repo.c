@@ -13,6 +13,29 @@
 #include <string.h>
 #include <unistd.h>
 
+#define REPO_ZERO_SLOTS 8
+
+struct repo_zero {
+    size_t len; /* 0: empty */
+    char sha[UTIL_SHA256_HEX];
+};
+
+struct repo {
+    struct store *store; /* not owned */
+    struct repo_cfg cfg;
+    struct chunk_params cp;
+    struct codec_policy policy;
+    struct pack_map *map; /* every chunk the store holds, and where */
+    size_t pack_size;
+    int cpu_par;           /* chunks compressed at once: min(CPUs, workers) */
+    int uploads;           /* pack uploads in flight (atomic) */
+    /* Uploads hold it shared, GC exclusive: a GC on this node never deletes a
+     * chunk that an upload on this node has just found and is about to name. */
+    pthread_rwlock_t gc_lock;
+    struct repo_zero zero[REPO_ZERO_SLOTS]; /* hashes of zero chunks, by length */
+    pthread_mutex_t zero_lock;
+};
+
 #define REPO_HDR PACK_HDR
 #define REPO_PACK_DEFAULT (8u << 20)
 #define REPO_ALIGN 4096 /* pack buffers: page-aligned, so a store may DMA from them */
@@ -1297,3 +1320,29 @@ int repo_stream_chunks(struct repo *r, const struct mf_obj *o,
     free(e);
     return rc;
 }
+
+void repo_gc_begin(struct repo *r)
+{
+    if (pthread_rwlock_trywrlock(&r->gc_lock) != 0) {
+        log_info("gc: waiting for the uploads in flight on this node to commit");
+        pthread_rwlock_wrlock(&r->gc_lock);
+    }
+}
+
+void repo_gc_end(struct repo *r) { pthread_rwlock_unlock(&r->gc_lock); }
+
+struct store *repo_store(const struct repo *r) { return r->store; }
+
+int repo_refresh(struct repo *r) { return pack_map_refresh(r->map, r->store, 1); }
+
+int repo_chunk_where(struct repo *r, const char *sha, char pack_object[80], uint64_t *off)
+{
+    struct pack_loc loc;
+    if (pack_map_find(r->map, sha, &loc) < 0)
+        return VK_ENOTFOUND;
+    pack_map_pack_name(r->map, loc.pack, pack_object);
+    *off = loc.off;
+    return 0;
+}
+
+json_t *repo_policy_json(struct repo *r) { return codec_policy_json(&r->policy); }

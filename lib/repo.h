@@ -33,28 +33,9 @@ struct repo_cfg {
     size_t pack_size;     /* bytes of new chunks per pack object; 0: 8 MiB */
 };
 
-#define REPO_ZERO_SLOTS 8
-
-struct repo_zero {
-    size_t len; /* 0: empty */
-    char sha[UTIL_SHA256_HEX];
-};
-
-struct repo {
-    struct store *store; /* not owned */
-    struct repo_cfg cfg;
-    struct chunk_params cp;
-    struct codec_policy policy;
-    struct pack_map *map; /* every chunk the store holds, and where */
-    size_t pack_size;
-    int cpu_par;           /* chunks compressed at once: min(CPUs, workers) */
-    int uploads;           /* pack uploads in flight (atomic) */
-    /* Uploads hold it shared, GC exclusive: a GC on this node never deletes a
-     * chunk that an upload on this node has just found and is about to name. */
-    pthread_rwlock_t gc_lock;
-    struct repo_zero zero[REPO_ZERO_SLOTS]; /* hashes of zero chunks, by length */
-    pthread_mutex_t zero_lock;
-};
+/* A repository on one store; private to repo.c (callers use the functions
+ * below). */
+struct repo;
 
 /* What storing a stream did (added up over the streams of a checkpoint). */
 struct repo_stats {
@@ -101,6 +82,20 @@ int repo_store_pack(struct repo *r, const uint8_t *buf, size_t len, const struct
  * with the hold each stream takes itself. */
 void repo_hold(struct repo *r);
 void repo_release(struct repo *r);
+/* Garbage collection's side of the hold: waits until no upload on this node
+ * holds the repository (saying so in the log), and keeps new ones out until
+ * repo_gc_end(). */
+void repo_gc_begin(struct repo *r);
+void repo_gc_end(struct repo *r);
+/* The store the repository is on (not owned). */
+struct store *repo_store(const struct repo *r);
+/* Reloads the map of stored chunks from every pack index in the store. */
+int repo_refresh(struct repo *r);
+/* Where readers find chunk sha: its pack's object name (80 bytes) and the
+ * record's offset there; VK_ENOTFOUND when no pack holds it. */
+int repo_chunk_where(struct repo *r, const char *sha, char pack_object[80], uint64_t *off);
+/* The codec policy's state and estimates as JSON (new reference). */
+json_t *repo_policy_json(struct repo *r);
 /* Adds b into a. */
 void repo_stats_add(struct repo_stats *a, const struct repo_stats *b);
 /* The stats as JSON (new reference). */

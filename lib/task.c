@@ -1052,7 +1052,7 @@ static int task_upload_held(struct task_upload *u, uint64_t hold, struct manifes
         m.store_us = util_now_us() - t->up_start_us;
         m.uploaded_bytes = stats.new_bytes;
         m.data = json_pack("{s:o, s:o}", "stored", repo_stats_json(&stats), "codec_policy",
-                           codec_policy_json(&t->env->repo->policy));
+                           repo_policy_json(t->env->repo));
         struct manifest *own = NULL; /* m borrows the task's strings: a copy of its own */
         if (rc == 0)
             rc = manifest_copy(&m, &own);
