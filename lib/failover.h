@@ -64,7 +64,7 @@ void failover_free(struct failover *f);
 int failover_take_lease(struct failover *f, const char *id, struct store_fence *out);
 void failover_drop_lease(struct failover *f, const char *id);
 /* After taking task id's lease over: voids its next checkpoint number, which
- * the old holder could still be about to write (ckpt_void_next). */
+ * the old holder could still be about to write (catalog_void_next). */
 int failover_fence_task(struct failover *f, const char *id);
 /* Task id's lease was just taken here: its fence counts from now. */
 void failover_task_added(struct failover *f, const char *id);

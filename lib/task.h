@@ -40,7 +40,7 @@ struct task_env {
      * may_commit, asked right before a manifest is written: 0 when this node
      * still holds task id's lease (renewed by the call), else VK_ELEASE and
      * the checkpoint is not committed; out[0..*n) are the proofs of leases
-     * that the manifest's write must check (ckpt_commit).
+     * that the manifest's write must check (catalog_commit).
      * upload_begin / upload_end bracket an upload and its commit: this node's
      * uploads hold off garbage collection on other nodes, and wait for one
      * that runs; *hold names the hold the upload began under, which
