@@ -153,6 +153,8 @@ static int ckpt_paused(struct qmp *q, int stop_copy, const char *new_top, const 
     rc = qmp_exec(q, "migrate", json_pack("{s:s}", "uri", uri), NULL, CKPT_QMP_TIMEOUT_MS);
     if (rc < 0)
         return rc;
+    /* tests: the memory save certainly under way (stop-copy: the VM paused) */
+    testhook_gate("VMCKPT_TEST_SAVE_GATE", stop_copy ? "stop-copy" : "cow");
     if (stop_copy) {
         rc = ckpt_wait_migration(q, &out->mem_bytes);
         out->mem_save_us = util_now_us() - t;

@@ -5,6 +5,11 @@
 # its VM back running, and checkpoint and restore as before.
 . "$(dirname "$0")/lib.sh"
 
+# The save gate holds a checkpoint right after QEMU's migrate began (a
+# stop-copy's VM paused, a cow's pages being copied): the agent is killed in
+# that state for certain, however fast the machine saves memory.
+SGATE=$T/save-gate
+AGENT_ENV="VMCKPT_TEST_SAVE_GATE=$SGATE"
 start_agent a || { not_ok "agent starts"; finish; exit 1; }
 check "run a counter task" run_counter a c1 || { finish; exit 1; }
 S=$(serial_of a c1)
@@ -26,18 +31,22 @@ store_is_consistent() { # every manifest names stream indexes whose chunks are a
     done
 }
 
-crash_during() { # crash_during WHAT DELAY|gate MODE
-    local what=$1 delay=$2 mode=$3 before
+crash_during() { # crash_during WHAT save|gate MODE
+    local what=$1 at=$2 mode=$3 before
     before=$(ls "$T"/store/tasks/c1/manifests | wc -l)
+    [ "$at" = save ] && touch "$SGATE"
     vk a checkpoint c1 --mode "$mode" --no-wait >/dev/null 2>&1 &
-    if [ "$delay" = gate ]; then
+    if [ "$at" = gate ]; then
         gate_held c1 '*' && ok "the upload is in flight, held at the gate" || not_ok "the upload reaches the gate"
     else
-        sleep "$delay"
+        for _ in $(seq 1200); do [ -e "$SGATE.$mode" ] && break; sleep 0.1; done
+        [ -e "$SGATE.$mode" ] && ok "the $mode memory save is under way, held at the save gate" \
+            || not_ok "the $mode memory save reaches the save gate"
     fi
     kill -9 "$AGENT_a"; wait "$AGENT_a" 2>/dev/null
     ok "agent killed during $what"
-    [ "$delay" = gate ] && gate_open
+    [ "$at" = gate ] && gate_open
+    [ "$at" = save ] && rm -f "$SGATE" "$SGATE.$mode"
     [ "$(ls "$T"/store/tasks/c1/manifests | wc -l)" = "$before" ] && ok "the cut checkpoint did not commit ($what)" \
         || not_ok "the cut checkpoint did not commit ($what)"
     store_is_consistent && ok "store holds only complete checkpoints after a crash during $what" \
@@ -54,10 +63,10 @@ crash_during() { # crash_during WHAT DELAY|gate MODE
     echo "# manifests: before $before, now $(ls "$T"/store/tasks/c1/manifests | wc -l)"
 }
 
-crash_during "a paused stop-copy memory save" 0.25 stop-copy
-crash_during "a copy-on-write checkpoint" 0.15 cow
+crash_during "a paused stop-copy memory save" save stop-copy
+crash_during "a copy-on-write checkpoint" save cow
 # The upload stops at a gate between the delta and the memory: kill it there.
-AGENT_ENV="$GATE_ENV"
+AGENT_ENV="$GATE_ENV VMCKPT_TEST_SAVE_GATE=$SGATE"
 stop_agent a; start_agent a
 gate_close
 crash_during "an upload" gate cow
