@@ -405,19 +405,12 @@ static enum MHD_Result agent_verify(struct agent *a, struct MHD_Connection *c, c
 static enum MHD_Result agent_verify_all(struct agent *a, struct MHD_Connection *c)
 {
     json_t *res = json_array();
-    char **ids = NULL;
-    size_t n_ids = 0;
-    int rc = catalog_tasks(a->env.store, &ids, &n_ids);
-    for (size_t k = 0; rc == 0 && k < n_ids; k++) {
-        uint64_t *seqs = NULL;
-        size_t n = 0;
-        if (catalog_list(a->env.store, ids[k], &seqs, &n) < 0)
-            continue;
-        for (size_t i = 0; i < n; i++)
-            json_array_append_new(res, agent_verify_one(a, ids[k], seqs[i]));
-        free(seqs);
-    }
-    catalog_ids_free(ids, n_ids);
+    struct catalog_entry *e = NULL;
+    size_t n = 0;
+    int rc = catalog_all(a->env.store, &e, &n);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        json_array_append_new(res, agent_verify_one(a, e[i].task, e[i].seq));
+    catalog_entries_free(e, n);
     if (rc < 0) {
         json_decref(res);
         return agent_send_err(c, rc);

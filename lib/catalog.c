@@ -112,12 +112,77 @@ static int catalog_collect_task(void *arg, const char *name, uint64_t size, int6
         return 0;
     memcpy(id, p, (size_t)(slash - p));
     id[slash - p] = '\0';
-    if (util_valid_id(id) && !json_object_get(ids, id))
-        json_object_set_new(ids, id, json_true());
-    return 0;
+    if (!util_valid_id(id))
+        return 0;
+    json_t *seqs = json_object_get(ids, id);
+    if (!seqs && json_object_set_new(ids, id, seqs = json_array()) < 0)
+        return err_set(VK_ENOMEM, "out of memory");
+    return json_array_append_new(seqs, json_integer((json_int_t)manifest_seq_of(name))) < 0
+               ? err_set(VK_ENOMEM, "out of memory")
+               : 0;
 }
 
-int catalog_tasks(struct store *s, char ***out_ids, size_t *out_n)
+static int catalog_entry_cmp(const void *a, const void *b)
+{
+    const struct catalog_entry *x = a, *y = b;
+    int c = strcmp(x->task, y->task);
+    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+int catalog_all(struct store *s, struct catalog_entry **out, size_t *out_n)
+{
+    json_t *set = json_object(), *seqs, *v;
+    const char *id;
+    size_t n = 0, cap = 0, i;
+    struct catalog_entry *e = NULL;
+    int rc = set ? store_list(s, "tasks/", catalog_collect_task, set)
+                 : err_set(VK_ENOMEM, "out of memory");
+    json_object_foreach(set, id, seqs)
+    {
+        cap += json_array_size(seqs);
+    }
+    if (rc == 0 && !(e = calloc(cap + 1, sizeof(*e))))
+        rc = err_set(VK_ENOMEM, "out of memory");
+    json_object_foreach(set, id, seqs)
+    {
+        json_array_foreach(seqs, i, v)
+        {
+            if (rc == 0 && !(e[n].task = strdup(id)))
+                rc = err_set(VK_ENOMEM, "out of memory");
+            if (rc == 0)
+                e[n++].seq = (uint64_t)json_integer_value(v);
+        }
+    }
+    json_decref(set);
+    if (rc < 0) {
+        catalog_entries_free(e, n);
+        e = NULL;
+        n = 0;
+    } else if (n) {
+        qsort(e, n, sizeof(*e), catalog_entry_cmp);
+    }
+    *out = e;
+    *out_n = n;
+    return rc;
+}
+
+void catalog_entries_free(struct catalog_entry *e, size_t n)
+{
+    for (size_t i = 0; e && i < n; i++)
+        free(e[i].task);
+    free(e);
+}
+
+static void catalog_ids_free(char **ids, size_t n)
+{
+    for (size_t i = 0; ids && i < n; i++)
+        free(ids[i]);
+    free(ids);
+}
+
+/* The ids of the tasks that have manifests in the store (valid ids only).
+ * *out_ids and each id malloc'd: catalog_ids_free(). */
+static int catalog_tasks(struct store *s, char ***out_ids, size_t *out_n)
 {
     json_t *set = json_object(), *v;
     const char *id;
@@ -143,12 +208,6 @@ int catalog_tasks(struct store *s, char ***out_ids, size_t *out_n)
     return rc;
 }
 
-void catalog_ids_free(char **ids, size_t n)
-{
-    for (size_t i = 0; ids && i < n; i++)
-        free(ids[i]);
-    free(ids);
-}
 
 int catalog_void_next_all(struct store *s)
 {

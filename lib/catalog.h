@@ -11,10 +11,15 @@
 #include "manifest.h"
 #include "store.h"
 
-/* The ids of the tasks that have manifests in the store (valid ids only),
- * in no order. *out_ids and each id malloc'd: catalog_ids_free(). */
-int catalog_tasks(struct store *s, char ***out_ids, size_t *out_n);
-void catalog_ids_free(char **ids, size_t n);
+/* Every committed checkpoint in the store, from one listing (a listing may
+ * walk the whole store: RADOS), ordered by task, then number. *out:
+ * catalog_entries_free(). */
+struct catalog_entry {
+    char *task;
+    uint64_t seq;
+};
+int catalog_all(struct store *s, struct catalog_entry **out, size_t *out_n);
+void catalog_entries_free(struct catalog_entry *e, size_t n);
 /* Committed checkpoint numbers of a task, ascending (*out_seqs malloc'd,
  * caller frees; may be NULL when *out_n is 0). */
 int catalog_list(struct store *s, const char *task, uint64_t **out_seqs, size_t *out_n);

@@ -100,18 +100,12 @@ static int gc_mark_one(struct repo *r, const char *task, uint64_t seq, struct gc
 /* Marks every index and chunk that a manifest names. */
 static int gc_mark(struct repo *r, struct gc_set *live, struct gc_result *g)
 {
-    char **ids = NULL;
-    size_t n_ids = 0;
-    int rc = catalog_tasks(repo_store(r), &ids, &n_ids);
-    for (size_t k = 0; rc == 0 && k < n_ids; k++) {
-        uint64_t *seqs = NULL;
-        size_t n = 0;
-        rc = catalog_list(repo_store(r), ids[k], &seqs, &n);
-        for (size_t i = 0; rc == 0 && i < n; i++)
-            rc = gc_mark_one(r, ids[k], seqs[i], live, g);
-        free(seqs);
-    }
-    catalog_ids_free(ids, n_ids);
+    struct catalog_entry *e = NULL;
+    size_t n = 0;
+    int rc = catalog_all(repo_store(r), &e, &n);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = gc_mark_one(r, e[i].task, e[i].seq, live, g);
+    catalog_entries_free(e, n);
     return rc;
 }
 
