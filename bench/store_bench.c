@@ -61,7 +61,7 @@ static int put(const char *uri, const char *path, const char *codec, long chunk_
                            .mem_budget = 64 << 20, .retries = 5, .retry_base_ms = 100,
                            .forced_codec = codec_by_name(codec)};
     struct repo_stats st = {0};
-    struct mf_obj o;
+    struct stream_ref o;
     int rc = store_open(uri, &s);
     if (rc == 0)
         rc = repo_open(&r, s, &cfg);
@@ -170,7 +170,7 @@ static int roundtrip(const char *uri, const char *path, const char *out)
     struct repo *r = NULL, *r2 = NULL;
     struct repo_cfg cfg = {.chunk_avg = 32768, .workers = 0, .mem_budget = 64 << 20,
                            .retries = 3, .retry_base_ms = 100, .forced_codec = CODEC_AUTO};
-    struct mf_obj o = {0};
+    struct stream_ref o = {0};
     int64_t t0, t1, t2;
     int rc = store_open(uri, &s);
     if (rc == 0)
@@ -222,7 +222,7 @@ static int putset(const char *uri, int n, char **paths)
         rc = repo_open(&r, s, &cfg);
     int64_t t0 = util_now_us();
     for (int i = 0; rc == 0 && i < n; i++) {
-        struct mf_obj o = {0};
+        struct stream_ref o = {0};
         rc = repo_put_file(r, paths[i], 0, &o, &st, NULL, NULL);
         if (rc == 0) {
             json_array_append_new(streams, json_pack("{s:s, s:I, s:s}", "name", o.name, "size",
@@ -265,7 +265,7 @@ static int getset(const char *uri, const char *setjson)
     int64_t t0 = util_now_us();
     json_array_foreach(json_object_get(j, "streams"), i, o)
     {
-        struct mf_obj m = {.name = (char *)json_string_value(json_object_get(o, "name")),
+        struct stream_ref m = {.name = (char *)json_string_value(json_object_get(o, "name")),
                            .size = (uint64_t)json_integer_value(json_object_get(o, "size"))};
         snprintf(m.sha256, sizeof(m.sha256), "%s", json_string_value(json_object_get(o, "sha256")));
         if (rc == 0)

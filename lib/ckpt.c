@@ -392,7 +392,7 @@ int ckpt_snapshot(struct qmp *q, const struct ckpt_req *req, struct ckpt_snap *o
     return rc;
 }
 
-static int ckpt_check_obj(struct repo *r, const struct mf_obj *o, const char *what,
+static int ckpt_check_obj(struct repo *r, const struct stream_ref *o, const char *what,
                           void (*report)(void *, const char *), void *arg)
 {
     int rc = repo_verify_stream(r, o, what);
@@ -468,7 +468,7 @@ static int ckpt_blob_checked(const char *path, const char *stamp_path, uint64_t 
 
 /* Fetches stream o into the blob cache (blob_dir/<sha256>), or reuses the
  * copy there when ckpt_blob_checked() says it is the one this node checked. */
-static int ckpt_fetch_blob(struct repo *r, const struct mf_obj *o, const char *blob_dir,
+static int ckpt_fetch_blob(struct repo *r, const struct stream_ref *o, const char *blob_dir,
                            const char *what, char **out)
 {
     struct stat st;

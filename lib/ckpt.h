@@ -1,6 +1,7 @@
-/* ckpt: the checkpoint protocol with QEMU (modes live, cow, stop-copy), and
- * a stored checkpoint's streams verified or fetched for a restore. Listing,
- * loading and committing manifests: catalog. */
+/* ckpt: one checkpoint end to end. The protocol with QEMU (modes live, cow,
+ * stop-copy: ckpt.c), the upload of its streams and the commit of its
+ * manifest (ckpt_store.c), and a stored checkpoint's streams verified or
+ * fetched for a restore (ckpt.c). Listing and loading manifests: catalog. */
 #ifndef VMCKPT_CKPT_H
 #define VMCKPT_CKPT_H
 
@@ -82,6 +83,58 @@ int ckpt_snapshot(struct qmp *q, const struct ckpt_req *req, struct ckpt_snap *o
  * VM again itself; a VM still paused gets cont. For a failed checkpoint and
  * for an agent that takes back a VM its predecessor was checkpointing. */
 int ckpt_settle(struct qmp *q, const char *task);
+
+/* ---- the store side (ckpt_store.c) --------------------------------------- */
+
+/* A local file of a checkpoint and the stream it is stored as. */
+struct ckpt_file {
+    char *path;        /* owned by the put */
+    struct stream_ref obj; /* owned by the put; obj.name NULL until stored */
+};
+
+/* Asked right before the manifest is written (the task's lease, in a
+ * cluster): 0 to commit, with out[0..*n) the proofs the write must check. */
+typedef int (*ckpt_gate_fn)(void *arg, const char *task, uint64_t hold,
+                            struct store_fence *out, size_t *n);
+
+/* One checkpoint to upload and commit. The caller fills it, ckpt_store sets
+ * the objects of what it stored (also when it fails later: a stored stream
+ * stays good to name), ckpt_put_clear frees what the put owns. */
+struct ckpt_put {
+    /* The manifest but for its streams: task, seq, mode, the VM's shape,
+     * timings, policy (strings borrowed, kept valid by the caller until
+     * ckpt_store returns). Its streams, store_us, uploaded_bytes and data
+     * are filled by ckpt_store. */
+    struct manifest facts;
+    struct ckpt_file boot[3];  /* kernel, initrd, base: stored once */
+    struct ckpt_file *deltas;  /* the sealed chain at this checkpoint, oldest first */
+    size_t n_deltas;
+    size_t merged_upto;        /* deltas [0, merged_upto) are stored as one: merged */
+    struct stream_ref merged;
+    char *mem_path;            /* the memory and device state (owned) */
+    char *work_dir;            /* for a merge's temporary copy (owned) */
+    int max_chain;             /* [data] max_chain: merge beyond it; 0 = never */
+    int whole;                 /* [data] whole: store every delta again */
+    ckpt_gate_fn gate;         /* may be NULL (one node) */
+    void *gate_arg;
+    uint64_t hold;             /* the cluster's upload hold, passed to gate */
+    repo_progress_fn progress; /* bytes of this checkpoint stored so far; may be NULL */
+    void *progress_arg;
+};
+
+/* Stores what checkpoint p needs and has not stored yet (kernel, initrd and
+ * base once; a merged delta when the chain would pass max_chain; the new
+ * deltas; the memory), then, gate permitting, commits its manifest: the
+ * checkpoint exists from that write on. Holds off this node's garbage
+ * collection meanwhile (repo_hold). *out: the committed manifest
+ * (manifest_free), NULL on failure; VK_EEXISTS when p->facts.seq is taken,
+ * VK_ELEASE when the gate or the store's fence refuses. */
+int ckpt_store(struct repo *r, struct store *s, struct ckpt_put *p, struct manifest **out);
+/* Bytes ckpt_store would read: memory and the deltas not stored yet. */
+uint64_t ckpt_put_bytes(const struct ckpt_put *p);
+/* Frees what the put owns (paths, objects, the deltas array); objects the
+ * caller took over are to be cleared (name NULL) before. */
+void ckpt_put_clear(struct ckpt_put *p);
 
 /* Reads every chunk of every stream m names and checks them. Returns 0 when
  * all are intact, else the first error; every problem is reported through

@@ -81,9 +81,9 @@ static int gc_mark_one(struct repo *r, const char *task, uint64_t seq, struct gc
     int rc = catalog_load(repo_store(r), task, seq, &m);
     if (rc < 0)
         return err_wrap(rc, "garbage collection stopped, nothing deleted");
-    const struct mf_obj *streams[4] = {&m->kernel, &m->initrd, &m->base, &m->memory};
+    const struct stream_ref *streams[4] = {&m->kernel, &m->initrd, &m->base, &m->memory};
     for (size_t k = 0; rc == 0 && k < 4 + m->n_deltas; k++) {
-        const struct mf_obj *o = k < 4 ? streams[k] : &m->deltas[k - 4];
+        const struct stream_ref *o = k < 4 ? streams[k] : &m->deltas[k - 4];
         rc = gc_add(live, o->name);
         if (rc == 0)
             rc = repo_stream_chunks(r, o, gc_add, live);

@@ -26,7 +26,7 @@ uint64_t manifest_seq_of(const char *name)
     return end == base + 10 ? seq : 0;
 }
 
-static json_t *mf_obj_json(const struct mf_obj *o)
+static json_t *mf_ref_json(const struct stream_ref *o)
 {
     return json_pack("{s:s, s:I, s:s}", "name", o->name ? o->name : "", "size",
                      (json_int_t)o->size, "sha256", o->sha256);
@@ -38,7 +38,7 @@ json_t *manifest_to_json(const struct manifest *m)
     char when[32];
     util_iso_time(m->created_us, when, sizeof(when));
     for (size_t i = 0; i < m->n_deltas; i++)
-        json_array_append_new(deltas, mf_obj_json(&m->deltas[i]));
+        json_array_append_new(deltas, mf_ref_json(&m->deltas[i]));
     j = json_pack(
         "{s:i, s:s, s:I, s:I, s:s, s:s,"
         " s:{s:i, s:i, s:s, s:s},"
@@ -47,9 +47,9 @@ json_t *manifest_to_json(const struct manifest *m)
         "format", MANIFEST_FORMAT, "task", m->task, "seq", (json_int_t)m->seq, "created_us",
         (json_int_t)m->created_us, "created", when, "mode", m->mode, "vm", "memory_mib",
         m->memory_mib, "vcpus", m->vcpus, "machine", m->machine, "append", m->append, "kernel",
-        mf_obj_json(&m->kernel), "initrd", mf_obj_json(&m->initrd), "base",
-        mf_obj_json(&m->base), "base_format", m->base_format, "deltas", deltas, "memory",
-        mf_obj_json(&m->memory), "timings_us", "stopped", (json_int_t)m->stopped_us, "seal",
+        mf_ref_json(&m->kernel), "initrd", mf_ref_json(&m->initrd), "base",
+        mf_ref_json(&m->base), "base_format", m->base_format, "deltas", deltas, "memory",
+        mf_ref_json(&m->memory), "timings_us", "stopped", (json_int_t)m->stopped_us, "seal",
         (json_int_t)m->seal_us, "mem_save", (json_int_t)m->mem_save_us, "store",
         (json_int_t)m->store_us, "uploaded_bytes", (json_int_t)m->uploaded_bytes,
         "serial_bytes", (json_int_t)m->serial_bytes, "policy", "first_s", m->first_s, "every_s",
@@ -106,7 +106,7 @@ static int mf_is_text(const char *s)
     return s && n <= 400;
 }
 
-static int mf_obj_from(const json_t *j, struct mf_obj *o, const char **why)
+static int mf_ref_from(const json_t *j, struct stream_ref *o, const char **why)
 {
     const char *name = json_string_value(json_object_get(j, "name"));
     const char *sha = json_string_value(json_object_get(j, "sha256"));
@@ -209,17 +209,17 @@ static int mf_from_json(const json_t *j, struct manifest *m, const char **why)
         *why = "its delta chain is empty";
         return -1;
     }
-    if (mf_obj_from(json_object_get(j, "kernel"), &m->kernel, why) < 0 ||
-        mf_obj_from(json_object_get(j, "initrd"), &m->initrd, why) < 0 ||
-        mf_obj_from(json_object_get(j, "base"), &m->base, why) < 0 ||
-        mf_obj_from(json_object_get(j, "memory"), &m->memory, why) < 0)
+    if (mf_ref_from(json_object_get(j, "kernel"), &m->kernel, why) < 0 ||
+        mf_ref_from(json_object_get(j, "initrd"), &m->initrd, why) < 0 ||
+        mf_ref_from(json_object_get(j, "base"), &m->base, why) < 0 ||
+        mf_ref_from(json_object_get(j, "memory"), &m->memory, why) < 0)
         return -1;
     m->n_deltas = json_array_size(deltas);
     m->deltas = calloc(m->n_deltas ? m->n_deltas : 1, sizeof(*m->deltas));
     if (!m->deltas)
         return -1;
     for (size_t i = 0; i < m->n_deltas; i++)
-        if (mf_obj_from(json_array_get(deltas, i), &m->deltas[i], why) < 0)
+        if (mf_ref_from(json_array_get(deltas, i), &m->deltas[i], why) < 0)
             return -1;
     return 0;
 }
@@ -270,13 +270,6 @@ out:
     free(want);
     json_decref(j);
     return rc;
-}
-
-int manifest_obj_copy(struct mf_obj *dst, const struct mf_obj *src)
-{
-    *dst = *src;
-    dst->name = src->name ? strdup(src->name) : NULL;
-    return (src->name && !dst->name) ? err_set(VK_ENOMEM, "out of memory") : 0;
 }
 
 void manifest_free(struct manifest *m)

@@ -11,17 +11,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stream.h"
 #include "util.h"
 
 #define MANIFEST_FORMAT 1
 /* The longest delta chain a manifest may name ([data] max_chain at most). */
 #define MANIFEST_MAX_CHAIN (1 << 20)
-
-struct mf_obj {
-    char *name; /* object name in the store */
-    uint64_t size;
-    char sha256[UTIL_SHA256_HEX];
-};
 
 struct manifest {
     char *task;
@@ -36,11 +31,11 @@ struct manifest {
     int vcpus;
     char *machine;
     char *append; /* kernel command line */
-    struct mf_obj kernel, initrd, base;
+    struct stream_ref kernel, initrd, base;
     char *base_format; /* "qcow2" or "raw" */
-    struct mf_obj *deltas; /* oldest first; deltas[i] backs onto deltas[i-1], [0] onto base */
+    struct stream_ref *deltas; /* oldest first; deltas[i] backs onto deltas[i-1], [0] onto base */
     size_t n_deltas;
-    struct mf_obj memory; /* QEMU migration stream */
+    struct stream_ref memory; /* QEMU migration stream */
     /* Phase timings, microseconds. */
     int64_t stopped_us, seal_us, mem_save_us, store_us;
     uint64_t uploaded_bytes; /* bytes this checkpoint added to the store */
@@ -73,7 +68,5 @@ int manifest_copy(const struct manifest *m, struct manifest **out);
 /* One-line facts of a checkpoint for listings (new reference): seq, created,
  * mode, timings, memory/delta/uploaded bytes. */
 json_t *manifest_summary(const struct manifest *m);
-/* Deep copy of an object reference; 0 or VK_ENOMEM. */
-int manifest_obj_copy(struct mf_obj *dst, const struct mf_obj *src);
 
 #endif

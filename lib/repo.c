@@ -690,7 +690,7 @@ static int repo_put_index(struct repo *r, struct up_ctx *u, const char *sha, uin
 
 /* Fills o from the index of a file stored whole before (named by the file's
  * SHA-256): VK_ENOTFOUND if there is none. */
-static int repo_known_file(struct repo *r, const char *file_sha, struct mf_obj *o)
+static int repo_known_file(struct repo *r, const char *file_sha, struct stream_ref *o)
 {
     char *name = util_fmt("indexes/%s", file_sha), *text = NULL;
     size_t len = 0;
@@ -713,7 +713,7 @@ static int repo_known_file(struct repo *r, const char *file_sha, struct mf_obj *
     return rc;
 }
 
-int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct mf_obj *out,
+int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct stream_ref *out,
                   struct repo_stats *stats, repo_progress_fn progress, void *arg)
 {
     struct up_ctx u = {.r = r, .progress = progress, .arg = arg};
@@ -840,10 +840,10 @@ static struct repo_chunk_ref repo_down_at(const void *v, size_t i)
 }
 
 /* Loads and checks the index of stream o. *out: free(). */
-static int repo_index_parse(struct repo *r, const struct mf_obj *o, const char *what,
+static int repo_index_parse(struct repo *r, const struct stream_ref *o, const char *what,
                             const char *text, size_t len, struct down_entry **out, size_t *out_n);
 
-static int repo_load_index(struct repo *r, const struct mf_obj *o, const char *what,
+static int repo_load_index(struct repo *r, const struct stream_ref *o, const char *what,
                            struct down_entry **out, size_t *out_n)
 {
     char *text = NULL;
@@ -864,7 +864,7 @@ static int repo_load_index(struct repo *r, const struct mf_obj *o, const char *w
 }
 
 /* Decodes and checks the index text of stream o. *out: free(). */
-static int repo_index_parse(struct repo *r, const struct mf_obj *o, const char *what,
+static int repo_index_parse(struct repo *r, const struct stream_ref *o, const char *what,
                             const char *text, size_t len, struct down_entry **out, size_t *out_n)
 {
     size_t i;
@@ -941,7 +941,7 @@ out:
     return rc;
 }
 
-int repo_index_check(struct repo *r, const struct mf_obj *o, const char *text, size_t len)
+int repo_index_check(struct repo *r, const struct stream_ref *o, const char *text, size_t len)
 {
     struct down_entry *e = NULL;
     size_t n = 0;
@@ -1202,7 +1202,7 @@ static int repo_write_all(int fd, const uint8_t *p, size_t n)
 
 /* Runs the download of stream o: workers fetch, this thread writes in order.
  * With fd < 0 nothing is written (verification). */
-static int repo_download(struct repo *r, const struct mf_obj *o, int fd, const char *what)
+static int repo_download(struct repo *r, const struct stream_ref *o, int fd, const char *what)
 {
     struct down_ctx d = {.r = r, .what = what};
     pthread_t th[64];
@@ -1272,17 +1272,17 @@ out:
     return rc;
 }
 
-int repo_get_stream(struct repo *r, const struct mf_obj *o, int fd, const char *what)
+int repo_get_stream(struct repo *r, const struct stream_ref *o, int fd, const char *what)
 {
     return repo_download(r, o, fd, what);
 }
 
-int repo_verify_stream(struct repo *r, const struct mf_obj *o, const char *what)
+int repo_verify_stream(struct repo *r, const struct stream_ref *o, const char *what)
 {
     return repo_download(r, o, -1, what);
 }
 
-int repo_get_file(struct repo *r, const struct mf_obj *o, const char *path, const char *what)
+int repo_get_file(struct repo *r, const struct stream_ref *o, const char *path, const char *what)
 {
     /* Restores running at once may fetch the same blob (a shared kernel or
      * base): each into its own part file; whichever renames last wins, both whole. */
@@ -1308,7 +1308,7 @@ int repo_get_file(struct repo *r, const struct mf_obj *o, const char *path, cons
     return rc;
 }
 
-int repo_stream_chunks(struct repo *r, const struct mf_obj *o,
+int repo_stream_chunks(struct repo *r, const struct stream_ref *o,
                        int (*fn)(void *arg, const char *chunk_name), void *arg)
 {
     struct down_entry *e = NULL;

@@ -18,9 +18,9 @@
 
 #include "chunk.h"
 #include "codec.h"
-#include "manifest.h"
 #include "pack.h"
 #include "store.h"
+#include "stream.h"
 
 struct repo_cfg {
     size_t chunk_avg;     /* average chunk size, bytes */
@@ -55,22 +55,22 @@ typedef void (*repo_progress_fn)(void *arg, uint64_t raw_done);
 /* Stores a local file as a stream; fills out (out->name is the index name,
  * the caller's). With dedup_whole, the file is hashed first and nothing is
  * done if the store has its index already (kernels, initrds, bases). */
-int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct mf_obj *out,
+int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct stream_ref *out,
                   struct repo_stats *stats, repo_progress_fn progress, void *arg);
 /* Writes stream o to fd (a file or a pipe), fetching chunks in parallel and
  * checking each chunk and the whole stream. VK_ECORRUPT / VK_ENOTFOUND name
  * the damaged or missing object and the stream (`what`). */
-int repo_get_stream(struct repo *r, const struct mf_obj *o, int fd, const char *what);
+int repo_get_stream(struct repo *r, const struct stream_ref *o, int fd, const char *what);
 /* repo_get_stream into path (via path.part, renamed when complete). */
-int repo_get_file(struct repo *r, const struct mf_obj *o, const char *path, const char *what);
+int repo_get_file(struct repo *r, const struct stream_ref *o, const char *path, const char *what);
 /* Reads and checks every chunk of stream o without writing it anywhere. */
-int repo_verify_stream(struct repo *r, const struct mf_obj *o, const char *what);
+int repo_verify_stream(struct repo *r, const struct stream_ref *o, const char *what);
 
 /* Decodes and checks index text (len bytes) as the index of stream o, as a
  * read does: 0 or VK_ECORRUPT naming what is wrong. */
-int repo_index_check(struct repo *r, const struct mf_obj *o, const char *text, size_t len);
+int repo_index_check(struct repo *r, const struct stream_ref *o, const char *text, size_t len);
 /* Calls fn with the hash of every stored (non-zero) chunk of stream o. */
-int repo_stream_chunks(struct repo *r, const struct mf_obj *o,
+int repo_stream_chunks(struct repo *r, const struct stream_ref *o,
                        int (*fn)(void *arg, const char *chunk_sha), void *arg);
 /* Writes a pack (buf, len bytes, records listed in idx) and its index, with
  * retries, and adds it to the map; *retries (may be NULL) counts failed tries. */

@@ -30,7 +30,7 @@
 
 struct task_layer {
     char *path;
-    struct mf_obj obj; /* obj.name is NULL until the layer is in the store */
+    struct stream_ref obj; /* obj.name is NULL until the layer is in the store */
 };
 
 struct task {
@@ -43,12 +43,12 @@ struct task {
     char *machine, *accel, *append, *mode;
     char *kernel, *initrd, *base;
     char base_fmt[16];
-    struct mf_obj kernel_obj, initrd_obj, base_obj; /* name NULL until stored */
+    struct stream_ref kernel_obj, initrd_obj, base_obj; /* name NULL until stored */
     struct task_layer *layers; /* sealed deltas, oldest first */
     size_t n_layers;
     /* Layers [0, merged_upto) are stored as one merged delta, merged_obj. */
     size_t merged_upto;
-    struct mf_obj merged_obj;
+    struct stream_ref merged_obj;
     char *top; /* the delta the VM writes to */
     pid_t pid;
     uint64_t pid_start; /* the VM's start time (/proc): a pid alone may be reused */
@@ -111,12 +111,6 @@ static void task_set_error(struct task *t, const char *msg)
     t->last_error = msg ? strdup(msg) : NULL;
 }
 
-static void task_clear_obj(struct mf_obj *o)
-{
-    free(o->name);
-    memset(o, 0, sizeof(*o));
-}
-
 static void task_free_layers(struct task *t)
 {
     for (size_t i = 0; i < t->n_layers; i++) {
@@ -128,7 +122,7 @@ static void task_free_layers(struct task *t)
     t->n_layers = 0;
 }
 
-static int task_add_layer(struct task *t, const char *path, const struct mf_obj *obj)
+static int task_add_layer(struct task *t, const char *path, const struct stream_ref *obj)
 {
     struct task_layer *nl = realloc(t->layers, (t->n_layers + 1) * sizeof(*nl));
     if (!nl)
@@ -136,7 +130,7 @@ static int task_add_layer(struct task *t, const char *path, const struct mf_obj 
     t->layers = nl;
     memset(&nl[t->n_layers], 0, sizeof(*nl));
     nl[t->n_layers].path = strdup(path);
-    if (obj && manifest_obj_copy(&nl[t->n_layers].obj, obj) < 0)
+    if (obj && stream_ref_copy(&nl[t->n_layers].obj, obj) < 0)
         return VK_ENOMEM;
     t->n_layers++;
     return 0;
@@ -157,11 +151,11 @@ void task_free(struct task *t)
     free(t->kernel);
     free(t->initrd);
     free(t->base);
-    task_clear_obj(&t->kernel_obj);
-    task_clear_obj(&t->initrd_obj);
-    task_clear_obj(&t->base_obj);
+    stream_ref_clear(&t->kernel_obj);
+    stream_ref_clear(&t->initrd_obj);
+    stream_ref_clear(&t->base_obj);
     task_free_layers(t);
-    task_clear_obj(&t->merged_obj);
+    stream_ref_clear(&t->merged_obj);
     free(t->top);
     free(t->last_error);
     manifest_free(t->last);
@@ -193,7 +187,7 @@ static char *task_run_path(const struct task *t, const char *file)
 
 /* ---- local state (task.json) -------------------------------------------- */
 
-static json_t *task_obj_json(const struct mf_obj *o)
+static json_t *task_obj_json(const struct stream_ref *o)
 {
     if (!o->name)
         return json_null();
@@ -201,7 +195,7 @@ static json_t *task_obj_json(const struct mf_obj *o)
                      o->sha256);
 }
 
-static void task_obj_from(const json_t *j, struct mf_obj *o)
+static void task_obj_from(const json_t *j, struct stream_ref *o)
 {
     const char *name = json_string_value(json_object_get(j, "name"));
     const char *sha = json_string_value(json_object_get(j, "sha256"));
@@ -291,7 +285,7 @@ static int task_load(struct task *t)
     task_obj_from(json_object_get(j, "base_obj"), &t->base_obj);
     json_array_foreach(json_object_get(j, "layers"), i, layer)
     {
-        struct mf_obj o;
+        struct stream_ref o;
         task_obj_from(json_object_get(layer, "object"), &o);
         rc = task_add_layer(t, task_jstr_or(layer, "path", ""),
                             o.name ? &o : NULL);
@@ -550,16 +544,16 @@ static int task_take_manifest(struct task *t, const struct manifest *m, struct c
     t->first_s = m->first_s;
     t->every_s = m->every_s;
     snprintf(t->base_fmt, sizeof(t->base_fmt), "%s", m->base_format);
-    task_clear_obj(&t->kernel_obj);
-    task_clear_obj(&t->initrd_obj);
-    task_clear_obj(&t->base_obj);
-    rc = manifest_obj_copy(&t->kernel_obj, &m->kernel);
+    stream_ref_clear(&t->kernel_obj);
+    stream_ref_clear(&t->initrd_obj);
+    stream_ref_clear(&t->base_obj);
+    rc = stream_ref_copy(&t->kernel_obj, &m->kernel);
     if (rc == 0)
-        rc = manifest_obj_copy(&t->initrd_obj, &m->initrd);
+        rc = stream_ref_copy(&t->initrd_obj, &m->initrd);
     if (rc == 0)
-        rc = manifest_obj_copy(&t->base_obj, &m->base);
+        rc = stream_ref_copy(&t->base_obj, &m->base);
     task_free_layers(t);
-    task_clear_obj(&t->merged_obj);
+    stream_ref_clear(&t->merged_obj);
     t->merged_upto = 0;
     for (size_t i = 0; rc == 0 && i < m->n_deltas; i++)
         rc = task_add_layer(t, l->deltas[i], &m->deltas[i]);
@@ -570,7 +564,7 @@ static int task_take_manifest(struct task *t, const struct manifest *m, struct c
  * arrive, so that loading overlaps fetching. */
 struct task_feed {
     struct repo *repo;
-    const struct mf_obj *obj;
+    const struct stream_ref *obj;
     const char *fifo;
     atomic_int stop;
     atomic_int failed; /* 0, or the feed's error code */
@@ -768,7 +762,7 @@ static int task_sync_chain(struct task *t)
     t->layers = NULL;
     t->n_layers = 0;
     for (size_t k = n - 2; rc == 0 && k >= 1; k--) {
-        const struct mf_obj *obj = NULL;
+        const struct stream_ref *obj = NULL;
         for (size_t o = 0; o < n_old; o++)
             if (files[k] && !strcmp(old[o].path, files[k]) && old[o].obj.name)
                 obj = &old[o].obj;
@@ -863,59 +857,36 @@ struct task_upload {
     char why[400];        /* why that mode */
 };
 
-struct task_progress {
-    struct task *t;
-    uint64_t before; /* bytes of the checkpoint's earlier objects */
-};
-
 static void task_progress(void *arg, uint64_t done)
 {
-    struct task_progress *p = arg;
-    pthread_mutex_lock(&p->t->lock);
-    p->t->up_done = p->before + done;
-    pthread_mutex_unlock(&p->t->lock);
-}
-
-/* Stores one file as a stream, counting its bytes into the task's progress. */
-static int task_put(struct task *t, const char *path, int dedup_whole, struct mf_obj *out,
-                    struct repo_stats *stats)
-{
-    struct task_progress p = {t, 0};
+    struct task *t = arg;
     pthread_mutex_lock(&t->lock);
-    p.before = t->up_done;
+    t->up_done = done;
     pthread_mutex_unlock(&t->lock);
-    return repo_put_file(t->env->repo, path, dedup_whole, out, stats, task_progress, &p);
 }
 
-/* Stores kernel, initrd and base once; later checkpoints reuse them. */
-static int task_put_blobs(struct task *t, struct repo_stats *stats)
+static int task_file_copy(struct ckpt_file *f, const char *path, const struct stream_ref *obj)
 {
-    struct {
-        struct mf_obj *obj;
-        const char *path;
-    } blobs[] = {{&t->kernel_obj, t->kernel}, {&t->initrd_obj, t->initrd}, {&t->base_obj, t->base}};
-    for (size_t i = 0; i < 3; i++) {
-        struct mf_obj o;
-        int rc;
-        if (blobs[i].obj->name)
-            continue;
-        rc = task_put(t, blobs[i].path, 1, &o, stats);
-        if (rc < 0)
-            return rc;
-        pthread_mutex_lock(&t->lock);
-        *blobs[i].obj = o;
-        pthread_mutex_unlock(&t->lock);
-    }
+    f->path = strdup(path);
+    if (!f->path || (obj->name && stream_ref_copy(&f->obj, obj) < 0))
+        return err_set(VK_ENOMEM, "out of memory");
     return 0;
 }
 
-/* Builds the manifest from the task's chain; called with t->lock held. */
-static int task_fill_manifest(struct task *t, struct task_upload *u, struct manifest *m)
+/* Describes checkpoint u for ckpt_store: the manifest's facts (strings
+ * borrowed: a task's shape does not change while a checkpoint is pending,
+ * as a restore waits for none to be), copies of the files and of what of
+ * them is stored. Called with t->lock held. */
+static int task_put_prepare(struct task *t, struct task_upload *u, struct ckpt_put *p)
 {
+    const struct cfg *c = t->env->cfg;
+    struct manifest *m = &p->facts;
+    const char *boot[3] = {t->kernel, t->initrd, t->base};
+    const struct stream_ref *boot_obj[3] = {&t->kernel_obj, &t->initrd_obj, &t->base_obj};
     int rc = 0;
+
     m->task = t->id;
     m->seq = u->seq;
-    m->created_us = util_wall_us();
     m->mode = (char *)ckpt_mode_name(u->mode);
     m->mode_why = u->why[0] ? u->why : NULL;
     m->policy_mode = t->mode;
@@ -923,9 +894,6 @@ static int task_fill_manifest(struct task *t, struct task_upload *u, struct mani
     m->vcpus = t->vcpus;
     m->machine = t->machine;
     m->append = t->append;
-    m->kernel = t->kernel_obj;
-    m->initrd = t->initrd_obj;
-    m->base = t->base_obj;
     m->base_format = t->base_fmt;
     m->first_s = t->first_s;
     m->every_s = t->every_s;
@@ -933,166 +901,82 @@ static int task_fill_manifest(struct task *t, struct task_upload *u, struct mani
     m->seal_us = u->snap.seal_us;
     m->mem_save_us = u->snap.mem_save_us;
     m->serial_bytes = u->snap.serial_bytes;
-    m->deltas = calloc(u->n_layers + 1, sizeof(*m->deltas));
-    if (!m->deltas)
+    for (size_t i = 0; rc == 0 && i < 3; i++)
+        rc = task_file_copy(&p->boot[i], boot[i], boot_obj[i]);
+    p->deltas = calloc(u->n_layers ? u->n_layers : 1, sizeof(*p->deltas));
+    if (!p->deltas)
         return err_set(VK_ENOMEM, "out of memory");
-    if (t->merged_upto)
-        m->deltas[m->n_deltas++] = t->merged_obj; /* borrowed */
-    for (size_t i = t->merged_upto; i < u->n_layers; i++) {
-        if (!t->layers[i].obj.name)
-            rc = err_set(VK_ESTATE, "delta %s of task %s is not stored", t->layers[i].path, t->id);
-        m->deltas[m->n_deltas++] = t->layers[i].obj; /* borrowed */
-    }
-    return rc;
-}
-
-/* Bounds the chain a restore needs ([data] max_chain): when the stored chain
- * would be longer, all layers but the newest are merged into one delta
- * (a copy of the second newest, rebased onto the base in safe mode, which
- * copies in what the older layers hold) and stored; later checkpoints name
- * the merged delta instead of the layers. The running VM keeps its files. */
-static int task_merge(struct task *t, struct task_upload *u, struct repo_stats *stats)
-{
-    const struct cfg *c = t->env->cfg;
-    char *tmp = NULL, *src = NULL, *base = NULL, fmt[16];
-    struct mf_obj o;
-    size_t n, upto;
-    int rc;
-
-    pthread_mutex_lock(&t->lock);
-    n = u->n_layers;
-    size_t chain = (t->merged_upto ? 1 : 0) + n - t->merged_upto;
-    if (c->max_chain <= 0 || chain <= (size_t)c->max_chain || n < 2) {
-        pthread_mutex_unlock(&t->lock);
-        return 0;
-    }
-    upto = n - 1;
-    src = strdup(t->layers[upto - 1].path);
-    base = strdup(t->base);
-    snprintf(fmt, sizeof(fmt), "%s", t->base_fmt);
-    tmp = util_fmt("%s/merged-%010" PRIu64 ".qcow2", t->run_dir, u->seq);
-    pthread_mutex_unlock(&t->lock);
-    if (!src || !base || !tmp) {
+    for (size_t i = 0; rc == 0 && i < u->n_layers; i++, p->n_deltas++)
+        rc = task_file_copy(&p->deltas[i], t->layers[i].path, &t->layers[i].obj);
+    p->merged_upto = t->merged_upto;
+    if (rc == 0 && t->merged_obj.name)
+        rc = stream_ref_copy(&p->merged, &t->merged_obj);
+    p->mem_path = strdup(u->mem_path);
+    p->work_dir = strdup(t->run_dir);
+    if (rc == 0 && (!p->mem_path || !p->work_dir))
         rc = err_set(VK_ENOMEM, "out of memory");
-        goto out;
-    }
-    char *cp[] = {"cp", "--sparse=always", src, tmp, NULL};
-    rc = util_run(cp, NULL);
-    if (rc == 0)
-        rc = img_rebase_merge(tmp, base, fmt);
-    if (rc == 0)
-        rc = repo_put_file(t->env->repo, tmp, 0, &o, stats, NULL, NULL);
-    if (rc < 0) {
-        err_wrap(rc, "merging deltas 1-%zu of task %s", upto, t->id);
-        goto out;
-    }
-    pthread_mutex_lock(&t->lock);
-    task_clear_obj(&t->merged_obj);
-    t->merged_obj = o;
-    t->merged_upto = upto;
-    task_save(t);
-    pthread_mutex_unlock(&t->lock);
-    log_info("task %s: deltas 1-%zu merged into one (%" PRIu64 " bytes): chain of 2 instead of %zu",
-             t->id, upto, o.size, chain);
-out:
-    if (tmp)
-        unlink(tmp);
-    free(tmp);
-    free(src);
-    free(base);
+    p->max_chain = c->max_chain;
+    p->whole = c->whole;
+    p->gate = t->env->may_commit;
+    p->gate_arg = t->env->cluster_arg;
+    p->progress = task_progress;
+    p->progress_arg = t;
     return rc;
 }
 
-/* Uploads what a checkpoint needs and commits its manifest, holding off
- * garbage collection (here: the repository's lock; elsewhere: the upload
- * hold, hold). */
-static int task_upload_held(struct task_upload *u, uint64_t hold, struct manifest **out)
+static void task_obj_take(struct stream_ref *dst, struct stream_ref *src)
 {
-    struct task *t = u->t;
-    struct manifest m = {0};
-    struct repo_stats stats = {0};
-    repo_hold(t->env->repo); /* until the commit: see repo_hold */
-    int rc = task_put_blobs(t, &stats);
-
-    *out = NULL;
-    if (rc == 0)
-        rc = task_merge(t, u, &stats);
-    for (size_t i = 0; rc == 0; i++) {
-        char *path = NULL;
-        pthread_mutex_lock(&t->lock);
-        size_t n = u->n_layers; /* later layers belong to later checkpoints */
-        if (i < n && i >= t->merged_upto && (!t->layers[i].obj.name || t->env->cfg->whole))
-            path = strdup(t->layers[i].path);
-        pthread_mutex_unlock(&t->lock);
-        if (i >= n)
-            break;
-        if (!path)
-            continue;
-        struct mf_obj o;
-        rc = task_put(t, path, 0, &o, &stats);
-        if (rc == 0) {
-            pthread_mutex_lock(&t->lock);
-            task_clear_obj(&t->layers[i].obj);
-            t->layers[i].obj = o;
-            task_save(t);
-            pthread_mutex_unlock(&t->lock);
-        }
-        free(path);
-    }
-    if (rc == 0) { /* tests: hold an upload in flight, between its objects */
-        char tag[160];
-        snprintf(tag, sizeof(tag), "%s.%" PRIu64, t->id, u->seq);
-        testhook_gate("VMCKPT_TEST_UPLOAD_GATE", tag);
-    }
-    if (rc == 0)
-        rc = task_put(t, u->mem_path, 0, &m.memory, &stats);
-    if (rc == 0) {
-        pthread_mutex_lock(&t->lock);
-        rc = task_fill_manifest(t, u, &m);
-        m.store_us = util_now_us() - t->up_start_us;
-        m.uploaded_bytes = stats.new_bytes;
-        m.data = json_pack("{s:o, s:o}", "stored", repo_stats_json(&stats), "codec_policy",
-                           repo_policy_json(t->env->repo));
-        struct manifest *own = NULL; /* m borrows the task's strings: a copy of its own */
-        if (rc == 0)
-            rc = manifest_copy(&m, &own);
-        pthread_mutex_unlock(&t->lock);
-        /* Store calls without the task's lock: a store that stalls here must not
-         * stall what reads the task (status, lease renewal, the fence thread).
-         * Commits stay in order: one upload thread per task. */
-        struct store_fence fence[STORE_FENCE_MAX];
-        size_t n_fence = 0;
-        if (rc == 0 && t->env->may_commit)
-            rc = t->env->may_commit(t->env->cluster_arg, t->id, hold, fence, &n_fence);
-        if (rc == 0) { /* tests: stall between the lease check and the write */
-            char tag[160];
-            snprintf(tag, sizeof(tag), "%s.%" PRIu64, t->id, u->seq);
-            testhook_gate("VMCKPT_TEST_COMMIT_GATE", tag);
-        }
-        if (rc == 0) /* the commit point */
-            rc = catalog_commit(t->env->store, own, fence, n_fence);
-        if (rc == 0)
-            *out = own;
-        else
-            manifest_free(own);
-    }
-    repo_release(t->env->repo);
-    free(m.deltas);
-    free(m.memory.name);
-    json_decref(m.data);
-    return rc;
+    if (!src->name)
+        return;
+    stream_ref_clear(dst);
+    *dst = *src;
+    src->name = NULL;
 }
 
+/* Takes back what ckpt_store stored, whether or not it committed: a stored
+ * stream stays good for the next checkpoint to name. t->lock held. */
+static void task_put_apply(struct task *t, struct ckpt_put *p)
+{
+    task_obj_take(&t->kernel_obj, &p->boot[0].obj);
+    task_obj_take(&t->initrd_obj, &p->boot[1].obj);
+    task_obj_take(&t->base_obj, &p->boot[2].obj);
+    for (size_t i = 0; i < p->n_deltas && i < t->n_layers; i++)
+        task_obj_take(&t->layers[i].obj, &p->deltas[i].obj);
+    if (p->merged_upto > t->merged_upto) {
+        task_obj_take(&t->merged_obj, &p->merged);
+        t->merged_upto = p->merged_upto;
+    }
+    task_save(t);
+}
+
+/* Stores and commits checkpoint u (ckpt_store) inside the cluster's upload
+ * hold, which keeps other nodes' garbage collection off its new chunks. */
 static int task_upload(struct task_upload *u, struct manifest **out)
 {
-    const struct task_env *env = u->t->env;
-    uint64_t hold = 0;
+    struct task *t = u->t;
+    const struct task_env *env = t->env;
+    struct ckpt_put p = {0};
     *out = NULL;
-    int rc = env->upload_begin ? env->upload_begin(env->cluster_arg, &hold) : 0;
+    pthread_mutex_lock(&t->lock);
+    int rc = task_put_prepare(t, u, &p);
+    t->up_total = ckpt_put_bytes(&p);
+    pthread_mutex_unlock(&t->lock);
+    if (rc < 0) {
+        ckpt_put_clear(&p);
+        return rc;
+    }
+    rc = env->upload_begin ? env->upload_begin(env->cluster_arg, &p.hold) : 0;
+    /* Store calls without the task's lock: a store that stalls here must not
+     * stall what reads the task (status, lease renewal, the fence thread).
+     * Commits stay in order: one upload thread per task. */
     if (rc == 0)
-        rc = task_upload_held(u, hold, out);
+        rc = ckpt_store(env->repo, env->store, &p, out);
     if (env->upload_end)
         env->upload_end(env->cluster_arg);
+    pthread_mutex_lock(&t->lock);
+    task_put_apply(t, &p);
+    pthread_mutex_unlock(&t->lock);
+    ckpt_put_clear(&p);
     return rc;
 }
 
@@ -1126,13 +1010,8 @@ static void task_retain(struct task *t)
 /* Sets up the progress of upload u; called with t->lock held. */
 static void task_upload_starts(struct task *t, struct task_upload *u)
 {
-    struct stat st;
     t->up_seq = u->seq;
-    t->up_done = 0;
-    t->up_total = stat(u->mem_path, &st) == 0 ? (uint64_t)st.st_size : 0;
-    for (size_t i = t->merged_upto; i < u->n_layers; i++)
-        if (!t->layers[i].obj.name && stat(t->layers[i].path, &st) == 0)
-            t->up_total += (uint64_t)st.st_size;
+    t->up_done = t->up_total = 0; /* up_total: once the upload has described it */
     t->up_start_us = util_now_us();
 }
 

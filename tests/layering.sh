@@ -2,13 +2,13 @@
 # The library's dependency order, checked: a module may include only the
 # headers of modules in lower layers (the base layer's modules may include
 # each other). The layers are the README's "Code layout", lowest first; a
-# file store_X.c belongs to module store, ckpt_mode.c to ckpt. Prints TAP.
+# file store_X.c belongs to module store, ckpt_X.c to ckpt. Prints TAP.
 # Usage: tests/layering.sh [LIB_DIR]   (default lib)
 #        tests/layering.sh --self-test  (a back-edge added to a copy must fail)
 set -u
 cd "$(dirname "$0")/.."
 LAYERS=(
-    "err log util testhook"
+    "err log util testhook stream"
     "uri qmp chunk codec manifest api peer img"
     "store vm"
     "pack catalog cluster"
@@ -22,7 +22,7 @@ LAYERS=(
 
 module_of() { # module_of FILE
     local m; m=$(basename "$1"); m=${m%.*}
-    case $m in store_*) m=store ;; ckpt_mode) m=ckpt ;; esac
+    case $m in store_*) m=store ;; ckpt_*) m=ckpt ;; esac
     echo "$m"
 }
 layer_of() { # layer_of MODULE: its layer's index, or nothing

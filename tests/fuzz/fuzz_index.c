@@ -30,7 +30,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct mf_obj o = {.name = "indexes/fuzz"};
+    struct stream_ref o = {.name = "indexes/fuzz"};
     json_t *j = json_loadb((const char *)data, size, 0, NULL);
     const char *sha = json_string_value(json_object_get(j, "sha256"));
     snprintf(o.sha256, sizeof(o.sha256), "%s", sha ? sha : "");

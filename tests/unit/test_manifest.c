@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void fill_obj(struct mf_obj *o, const char *name, uint64_t size, char c)
+static void fill_obj(struct stream_ref *o, const char *name, uint64_t size, char c)
 {
     o->name = (char *)name;
     o->size = size;
@@ -18,7 +18,7 @@ static void fill_obj(struct mf_obj *o, const char *name, uint64_t size, char c)
     o->sha256[64] = '\0';
 }
 
-static void sample(struct manifest *m, struct mf_obj deltas[2])
+static void sample(struct manifest *m, struct stream_ref deltas[2])
 {
     memset(m, 0, sizeof(*m));
     m->task = "t1";
@@ -52,7 +52,7 @@ static void test_roundtrip(void **state)
 {
     (void)state;
     struct manifest m, *d = NULL;
-    struct mf_obj deltas[2];
+    struct stream_ref deltas[2];
     char *text = NULL;
     sample(&m, deltas);
     assert_int_equal(manifest_encode(&m, &text), 0);
@@ -76,7 +76,7 @@ static void test_damage_detected(void **state)
 {
     (void)state;
     struct manifest m, *d = NULL;
-    struct mf_obj deltas[2];
+    struct stream_ref deltas[2];
     char *text = NULL, *p;
     sample(&m, deltas);
     assert_int_equal(manifest_encode(&m, &text), 0);
@@ -122,7 +122,7 @@ static void test_forged_fields(void **state)
 {
     (void)state;
     struct manifest m;
-    struct mf_obj deltas[2];
+    struct stream_ref deltas[2];
     sample(&m, deltas); /* a digest that is a path out of the blob cache */
     snprintf(m.base.sha256, sizeof(m.base.sha256), "%s",
              "././././././././././././././././././././././././../../secret.raw");
@@ -169,7 +169,7 @@ static void test_modes(void **state)
 {
     (void)state;
     struct manifest m, *d = NULL;
-    struct mf_obj deltas[2];
+    struct stream_ref deltas[2];
     char *text = NULL;
     sample(&m, deltas);
     m.mode = "live";

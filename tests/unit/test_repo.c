@@ -96,7 +96,7 @@ static void test_roundtrip_dedup_zero(void **state)
     struct fixture *f = *state;
     char *in = make_file(f, "in", 0), *out = util_fmt("%s/out", f->root);
     struct repo_stats st = {0}, st2 = {0};
-    struct mf_obj o, o2;
+    struct stream_ref o, o2;
 
     assert_int_equal(repo_put_file(f->r, in, 0, &o, &st, NULL, NULL), 0);
     assert_int_equal(o.size, 3 << 20);
@@ -151,7 +151,7 @@ static void test_damage_named(void **state)
 {
     struct fixture *f = *state;
     char *in = make_file(f, "in", 1);
-    struct mf_obj o;
+    struct stream_ref o;
     assert_int_equal(repo_put_file(f->r, in, 0, &o, NULL, NULL, NULL), 0);
     /* Damage the first chunk of a pack: verification names it and its pack. */
     char *cmd = util_fmt("f=$(find %s/store/packs -type f | head -n1); "
@@ -183,7 +183,7 @@ static void test_damage_named(void **state)
 }
 
 /* Rewrites the index of stream o with fn applied to its chunk list. */
-static void edit_index(struct fixture *f, const struct mf_obj *o, void (*fn)(json_t *chunks))
+static void edit_index(struct fixture *f, const struct stream_ref *o, void (*fn)(json_t *chunks))
 {
     char *text = NULL, *out;
     size_t len = 0;
@@ -221,7 +221,7 @@ static void test_forged_index(void **state)
 {
     struct fixture *f = *state;
     char *in = make_file(f, "in", 2), *out = util_fmt("%s/out", f->root);
-    struct mf_obj o;
+    struct stream_ref o;
     assert_int_equal(repo_put_file(f->r, in, 0, &o, NULL, NULL, NULL), 0);
     edit_index(f, &o, mark_first_stored_zero);
     assert_int_equal(repo_verify_stream(f->r, &o, "base"), VK_ECORRUPT);
@@ -245,7 +245,7 @@ static void test_bad_pack_index(void **state)
 {
     struct fixture *f = *state;
     char *a = make_file(f, "a", 3), *b = make_file(f, "b", 4), *c = make_file(f, "c", 5);
-    struct mf_obj oa, ob, oc;
+    struct stream_ref oa, ob, oc;
     struct repo *r2 = NULL;
     struct repo_cfg cfg = {.chunk_avg = 16384, .workers = 2, .mem_budget = 1 << 20,
                            .retries = 2, .retry_base_ms = 1, .forced_codec = CODEC_AUTO};
@@ -285,7 +285,7 @@ static void test_bad_pack_index(void **state)
 }
 
 /* A manifest naming stream o as every one of its streams. */
-static void commit(struct fixture *f, uint64_t seq, const struct mf_obj *o)
+static void commit(struct fixture *f, uint64_t seq, const struct stream_ref *o)
 {
     struct manifest m = {0};
     m.task = "t";
@@ -297,7 +297,7 @@ static void commit(struct fixture *f, uint64_t seq, const struct mf_obj *o)
     m.append = "x";
     m.base_format = "raw";
     m.kernel = m.initrd = m.base = m.memory = *o;
-    struct mf_obj delta = *o; /* a checkpoint always seals a delta */
+    struct stream_ref delta = *o; /* a checkpoint always seals a delta */
     m.deltas = &delta;
     m.n_deltas = 1;
     assert_int_equal(catalog_commit(f->s, &m, NULL, 0), 0);
@@ -307,7 +307,7 @@ static void test_retention_and_gc(void **state)
 {
     struct fixture *f = *state;
     char *a = make_file(f, "a", 2), *b = make_file(f, "b", 3);
-    struct mf_obj oa, ob;
+    struct stream_ref oa, ob;
     struct gc_result g;
     int dropped = 0;
 
@@ -374,7 +374,7 @@ static void test_gc_repacks(void **state)
     /* x fills 512 KiB packs with 4 segments each; y shares one in four. */
     static const int xs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, ys[] = {1, 5, 9};
     char *x = make_segs(f, "x", xs, 12), *y = make_segs(f, "y", ys, 3);
-    struct mf_obj ox, oy;
+    struct stream_ref ox, oy;
     struct repo_stats st = {0};
     struct gc_result g;
 
