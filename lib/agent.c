@@ -13,6 +13,7 @@
 #include "store.h"
 #include "task.h"
 #include "util.h"
+#include "vm.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -221,8 +222,8 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
     struct task *t = NULL;
     int rc = 0;
 
-    if (sp.accel && strcmp(sp.accel, "kvm") && strcmp(sp.accel, "tcg"))
-        return agent_send_err(c, err_set(VK_EINVAL, "accel must be kvm or tcg, not '%s'", sp.accel));
+    if (sp.accel && (rc = vm_accel_check(sp.accel, "accel")) < 0)
+        return agent_send_err(c, rc);
     enum ckpt_mode mode;
     if (sp.mode && (rc = ckpt_mode_parse(sp.mode, "mode", &mode)) < 0)
         return agent_send_err(c, rc);

@@ -5,6 +5,7 @@
 #include "err.h"
 #include "uri.h"
 #include "util.h"
+#include "vm.h"
 
 #include <ini.h>
 #include <stddef.h>
@@ -37,9 +38,7 @@ static int cfg_int(int *field, const char *key, const char *value, int min, int 
 /* Extra checks of string settings: 0, or VK_EINVAL naming the setting. */
 static int cfg_check_accel(const char *key, const char *v)
 {
-    return !strcmp(v, "kvm") || !strcmp(v, "tcg")
-               ? 0
-               : err_set(VK_EINVAL, "%s must be kvm or tcg, not '%s'", key, v);
+    return vm_accel_check(v, key);
 }
 
 static int cfg_check_machine(const char *key, const char *v)

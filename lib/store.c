@@ -11,13 +11,41 @@
 #include <unistd.h>
 
 extern const struct store_ops store_dir_ops;
-extern const struct store_ops store_fault_ops;
+#ifdef VMCKPT_TEST_HOOKS
+extern const struct store_ops store_fault_ops; /* tests only */
+#endif
 extern const struct store_ops store_ftp_ops, store_sftp_ops;
+#ifdef VMCKPT_HAVE_RADOS
 extern const struct store_ops store_rados_ops;
+#endif
 
 static const struct store_ops *const store_backends[] = {
-    &store_dir_ops, &store_fault_ops, &store_ftp_ops, &store_sftp_ops, &store_rados_ops,
+    &store_dir_ops, &store_ftp_ops, &store_sftp_ops,
+#ifdef VMCKPT_TEST_HOOKS
+    &store_fault_ops,
+#endif
+#ifdef VMCKPT_HAVE_RADOS
+    &store_rados_ops,
+#endif
 };
+
+/* Backends optional at build time and left out of this build: scheme, and
+ * what was missing when it was built. */
+static const char *const store_absent[][2] = {
+#ifndef VMCKPT_HAVE_RADOS
+    {"rados", "librados-dev"},
+#endif
+    {NULL, NULL},
+};
+
+const char *store_schemes(void)
+{
+#ifdef VMCKPT_HAVE_RADOS
+    return "file, rados, ftp, sftp";
+#else
+    return "file, ftp, sftp (rados left out: built without librados-dev)";
+#endif
+}
 
 #define STORE_IO_BUF (1 << 20)
 
@@ -61,8 +89,13 @@ int store_open(const char *uri, struct store **out)
             return ops->open(uri, out);
         }
     }
-    return err_set(VK_EINVAL, "store URI: unknown scheme '%.*s' (supported: file://, rados://, "
-                              "ftp://, sftp://)", (int)(n > 16 ? 16 : n), uri);
+    for (size_t i = 0; colon && store_absent[i][0]; i++)
+        if (strlen(store_absent[i][0]) == n && !strncmp(uri, store_absent[i][0], n))
+            return err_set(VK_EINVAL, "store URI: %s:// is not in this build of vmckpt: it was "
+                                      "built without %s; install that and rebuild",
+                           store_absent[i][0], store_absent[i][1]);
+    return err_set(VK_EINVAL, "store URI: unknown scheme '%.*s' (this build has: %s)",
+                   (int)(n > 16 ? 16 : n), uri, store_schemes());
 }
 
 void store_free(struct store *s)

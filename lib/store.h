@@ -114,6 +114,8 @@ struct store_writer {
 int store_open(const char *uri, struct store **out);
 void store_free(struct store *s);
 const char *store_uri(const struct store *s);
+/* The schemes of the backends built in, for --help and messages (static). */
+const char *store_schemes(void);
 unsigned store_caps(const struct store *s); /* STORE_CAP_* flags */
 
 /* Writes a small object and removes it: VK_OK when the store takes writes. */

@@ -7,7 +7,10 @@
  *   VMCKPT_FAULT_DOWN_FILE=PATH while PATH exists, every call fails, as if the
  *                               store were cut off from this node
  *   VMCKPT_FAULT_SLOW_FILE=PATH while PATH holds N, every call first waits N
- *                               ms (0-60000), as if the store were slow */
+ *                               ms (0-60000), as if the store were slow
+ * A test hook: built only into test builds (-DVMCKPT_TEST_HOOKS, `make
+ * check`), so a production agent has no fault:// and reads none of these. */
+#ifdef VMCKPT_TEST_HOOKS
 #include "err.h"
 #include "store.h"
 
@@ -240,3 +243,5 @@ const struct store_ops store_fault_ops = {
     .void_name = fault_void,
     .taken = fault_taken,
 };
+
+#endif /* VMCKPT_TEST_HOOKS */

@@ -648,8 +648,8 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     *out = NULL;
     if (!util_valid_id(id))
         return err_set(VK_EINVAL, "task id '%s' is not valid", id);
-    if (accel && strcmp(accel, "kvm") != 0 && strcmp(accel, "tcg") != 0) /* a QEMU argument */
-        return err_set(VK_EINVAL, "accel must be kvm or tcg, not '%s'", accel);
+    if (accel && (rc = vm_accel_check(accel, "accel")) < 0) /* a QEMU argument */
+        return rc;
     if (!t) {
         t = task_new(env, id);
         if (!t)

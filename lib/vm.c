@@ -46,6 +46,13 @@ static void vm_child(const struct vm_spec *s, char **argv, int errfd)
     _exit(127);
 }
 
+int vm_accel_check(const char *accel, const char *what)
+{
+    if (accel && (!strcmp(accel, "kvm") || !strcmp(accel, "tcg")))
+        return 0;
+    return err_set(VK_EINVAL, "%s must be kvm or tcg, not '%s'", what, accel ? accel : "");
+}
+
 int vm_start(const struct vm_spec *s, pid_t *out_pid)
 {
     char *argv[VM_MAX_ARGS], *own[16];
@@ -53,6 +60,8 @@ int vm_start(const struct vm_spec *s, pid_t *out_pid)
     char mem[32], smp[32];
     pid_t pid;
 
+    if ((rc = vm_accel_check(s->accel, "the accelerator")) < 0)
+        return rc;
     snprintf(mem, sizeof(mem), "%d", s->memory_mib);
     snprintf(smp, sizeof(smp), "%d", s->vcpus);
     char *disk = vm_opt_escape(s->disk), *ser = vm_opt_escape(s->serial_path);

@@ -23,7 +23,12 @@ struct vm_spec {
     const char *incoming; /* NULL, or a migration URI to load from (VM stays paused) */
 };
 
-/* Starts QEMU; returns once it is exec'd. VK_ENOTFOUND if the binary is missing. */
+/* 0 when accel is an accelerator vmckpt runs QEMU with ("kvm", "tcg"), else
+ * VK_EINVAL naming what (a setting, a request field). The one check of it:
+ * settings, API requests, restores and vm_start all ask here. */
+int vm_accel_check(const char *accel, const char *what);
+/* Starts QEMU; returns once it is exec'd. VK_ENOTFOUND if the binary is
+ * missing, VK_EINVAL for an accelerator vm_accel_check refuses. */
 int vm_start(const struct vm_spec *spec, pid_t *out_pid);
 /* Connects to the QMP socket of a QEMU we started, failing fast with QEMU's own
  * last words if it exits first. *out is the caller's (qmp_free). */

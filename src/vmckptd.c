@@ -3,6 +3,7 @@
 #include "cfg.h"
 #include "err.h"
 #include "log.h"
+#include "store.h"
 #include "uri.h"
 
 #include <signal.h>
@@ -43,7 +44,9 @@ static void usage(FILE *f)
             "                    (host_key_check=no instead of known_hosts: any server)\n"
             "  --socket PATH     [agent] socket (default STATE_DIR/vmckptd.sock)\n"
             "  --set S.K=V       any setting, e.g. --set qemu.accel=tcg\n"
-            "  --debug           verbose log\n");
+            "  --debug           verbose log\n"
+            "\n"
+            "Stores in this build: %s.\n", store_schemes());
 }
 
 static int set_opt(struct cfg *c, const char *spec)

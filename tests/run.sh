@@ -36,6 +36,10 @@ fi
 echo "# layering: tests/layering.sh"
 { bash tests/layering.sh; bash tests/layering.sh --self-test; } >"$log" 2>&1; rc=$?
 cat "$log"; count layering "$log" "$rc"
+# Backends chosen at build time: a build without RADOS works and says so.
+echo "# build options: tests/build_options.sh"
+bash tests/build_options.sh "$B" >"$log" 2>&1; rc=$?
+cat "$log"; count build_options "$log" "$rc"
 echo "# settings: tests/settings_doc.sh"
 bash tests/settings_doc.sh "$B" >"$log" 2>&1; rc=$?
 cat "$log"; count settings "$log" "$rc"
