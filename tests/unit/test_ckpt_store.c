@@ -19,36 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct fixture {
-    char root[64];
-    struct store *s;
-    struct repo *r;
-};
-
-static int setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof(*f));
-    struct repo_cfg cfg = {.chunk_avg = 16384, .workers = 3, .mem_budget = 1 << 20,
-                           .retries = 2, .retry_base_ms = 1, .forced_codec = CODEC_AUTO};
-    char uri[128];
-    snprintf(f->root, sizeof(f->root), "/tmp/vmckpt-test-ckst.XXXXXX");
-    assert_non_null(mkdtemp(f->root));
-    snprintf(uri, sizeof(uri), "file://%s/store", f->root);
-    assert_int_equal(store_open(uri, &f->s), 0);
-    assert_int_equal(repo_open(&f->r, f->s, &cfg), 0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    repo_free(f->r);
-    store_free(f->s);
-    util_rm_rf(f->root);
-    free(f);
-    return 0;
-}
+#include "repo_fixture.h"
 
 /* A file of n KiB of pseudo-random bytes that depend on seed. */
 static char *make_file(struct fixture *f, const char *name, int kib, uint64_t seed)
