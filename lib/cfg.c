@@ -136,6 +136,7 @@ static const struct cfg_def cfg_defs[] = {
     I("data", "keep", keep, 0, 0, 1 << 30),
     I("data", "pack_mib", pack_mib, 8, 1, 256),
     I("data", "max_chain", max_chain, 8, 0, 1 << 20),
+    I("data", "max_local_chain", max_local_chain, 4, 0, 1 << 16),
     {"data", "mode", CFG_WHOLE, offsetof(struct cfg, whole), NULL, 0, 0, 0, NULL},
     I("data", "gc_grace", gc_grace_s, 3600, 0, 1 << 30),
 };

@@ -43,6 +43,7 @@ struct cfg {
     int keep;        /* [data] keep: checkpoints kept per task, 0 = all */
     int pack_mib;    /* [data] pack_mib: new chunks per pack object (at most half the buffer) */
     int max_chain;   /* [data] max_chain: deltas a checkpoint may need, 0 = no limit */
+    int max_local_chain; /* [data] max_local_chain: overlays of the running VM, 0 = no limit */
     int gc_grace_s;  /* [data] gc_grace: unreferenced data younger than this is kept */
     int whole;       /* [data] mode = whole: store everything every time (the paper's way) */
     int cluster;     /* [cluster] enabled: leases, failure detection, take-over */

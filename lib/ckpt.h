@@ -107,14 +107,22 @@ struct ckpt_put {
      * are filled by ckpt_store. */
     struct manifest facts;
     struct ckpt_file boot[3];  /* kernel, initrd, base: stored once */
-    struct ckpt_file *deltas;  /* the sealed chain at this checkpoint, oldest first */
+    /* The chain of the last committed checkpoint (its manifest's deltas,
+     * oldest first), which this one extends; chain_unknown when that
+     * manifest could not be read: the chain is then stored again, merged. */
+    struct stream_ref *chain;
+    size_t n_chain;
+    int chain_unknown;
+    struct ckpt_file *deltas;  /* sealed since it, oldest first; the newest is this one's */
     size_t n_deltas;
-    size_t merged_upto;        /* deltas [0, merged_upto) are stored as one: merged */
-    struct stream_ref merged;
+    /* The local file the newest delta backs onto (NULL: the base): through
+     * its backing chain, the disk as the previous seal left it. A merge
+     * copies it and rebases the copy onto the base. */
+    char *below;
     char *mem_path;            /* the memory and device state (owned) */
     char *work_dir;            /* for a merge's temporary copy (owned) */
     int max_chain;             /* [data] max_chain: merge beyond it; 0 = never */
-    int whole;                 /* [data] whole: store every delta again */
+    int whole;                 /* [data] mode whole: the disk stored again each time */
     ckpt_gate_fn gate;         /* may be NULL (one node) */
     void *gate_arg;
     uint64_t hold;             /* the cluster's upload hold, passed to gate */
@@ -123,9 +131,11 @@ struct ckpt_put {
 };
 
 /* Stores what checkpoint p needs and has not stored yet (kernel, initrd and
- * base once; a merged delta when the chain would pass max_chain; the new
- * deltas; the memory), then, gate permitting, commits its manifest: the
- * checkpoint exists from that write on. Holds off this node's garbage
+ * base once; the deltas sealed since the last commit, or, when the chain
+ * would pass max_chain (or under whole, or an unknown chain), everything
+ * below the newest as one merged delta and the newest; the memory), then,
+ * gate permitting, commits its manifest: the checkpoint exists from that
+ * write on. Holds off this node's garbage
  * collection meanwhile (repo_hold). *out: the committed manifest
  * (manifest_free), NULL on failure; VK_EEXISTS when p->facts.seq is taken,
  * VK_ELEASE when the gate or the store's fence refuses. */

@@ -59,58 +59,63 @@ static int ckpt_put_boot(struct ckpt_up *u)
     return 0;
 }
 
-/* Bounds the chain a restore needs (max_chain): when the stored chain would
- * be longer, all deltas but the newest are merged into one (a copy of the
- * second newest, rebased onto the base in safe mode, which copies in what
- * the older deltas hold) and stored; this and later checkpoints name the
- * merged delta instead. The running VM keeps its files. */
-static int ckpt_merge(struct ckpt_up *u)
+/* Whether checkpoint p stores everything below its newest delta again, as
+ * one merged delta: when its chain would pass max_chain (bounding what a
+ * restore needs), under whole, or when the committed chain is unknown. */
+static int ckpt_must_merge(const struct ckpt_put *p)
+{
+    size_t chain = p->n_chain + p->n_deltas;
+    if (!p->below)
+        return 0; /* the newest delta backs onto the base: nothing below it */
+    return p->whole || p->chain_unknown || (p->max_chain > 0 && chain > (size_t)p->max_chain);
+}
+
+/* The merged delta: a copy of the local file below the newest delta, rebased
+ * onto the base in safe mode, which copies in what its backing chain holds.
+ * Stored into *merged. The running VM keeps its files. */
+static int ckpt_merge(struct ckpt_up *u, struct stream_ref *merged)
 {
     struct ckpt_put *p = u->p;
-    size_t n = p->n_deltas, upto = n - 1;
-    size_t chain = (p->merged_upto ? 1 : 0) + n - p->merged_upto;
-    struct stream_ref o = {0};
     int rc;
-
-    if (p->max_chain <= 0 || chain <= (size_t)p->max_chain || n < 2)
-        return 0;
     char *tmp = util_fmt("%s/merged-%010" PRIu64 ".qcow2", p->work_dir, p->facts.seq);
     if (!tmp)
         return err_set(VK_ENOMEM, "out of memory");
-    char *cp[] = {"cp", "--sparse=always", p->deltas[upto - 1].path, tmp, NULL};
+    char *cp[] = {"cp", "--sparse=always", p->below, tmp, NULL};
     rc = util_run(cp, NULL);
     if (rc == 0)
         rc = img_rebase_merge(tmp, p->boot[2].path, p->facts.base_format);
     if (rc == 0)
-        rc = repo_put_file(u->repo, tmp, 0, &o, &u->stats, NULL, NULL);
+        rc = repo_put_file(u->repo, tmp, 0, merged, &u->stats, NULL, NULL);
     unlink(tmp);
     free(tmp);
     if (rc < 0)
-        return err_wrap(rc, "merging deltas 1-%zu of task %s", upto, p->facts.task);
-    free(p->merged.name);
-    p->merged = o;
-    p->merged_upto = upto;
-    log_info("task %s: deltas 1-%zu merged into one (%" PRIu64 " bytes): chain of 2 instead of %zu",
-             p->facts.task, upto, o.size, chain);
+        return err_wrap(rc, "merging the deltas of task %s below checkpoint %" PRIu64,
+                        p->facts.task, p->facts.seq);
+    log_info("task %s: checkpoint %" PRIu64 ": its older deltas merged into one (%" PRIu64
+             " bytes): a chain of 2 instead of %zu", p->facts.task, p->facts.seq, merged->size,
+             p->n_chain + p->n_deltas);
     return 0;
 }
 
-/* The deltas sealed since the last stored one (all of them under whole). */
-static int ckpt_put_deltas(struct ckpt_up *u)
+/* The deltas sealed since the last commit that are not stored yet: all of
+ * them, or only the newest when the rest is merged. */
+static int ckpt_put_deltas(struct ckpt_up *u, int merged)
 {
     struct ckpt_put *p = u->p;
-    for (size_t i = p->merged_upto; i < p->n_deltas; i++) {
+    for (size_t i = merged ? p->n_deltas - 1 : 0; i < p->n_deltas; i++) {
         struct ckpt_file *f = &p->deltas[i];
-        int rc = f->obj.name && !p->whole ? 0 : ckpt_put_one(u, f->path, 0, &f->obj);
+        int rc = f->obj.name ? 0 : ckpt_put_one(u, f->path, 0, &f->obj);
         if (rc < 0)
             return rc;
     }
     return 0;
 }
 
-/* The manifest to commit: the facts, the streams, what the upload added.
+/* The manifest to commit: the facts, the streams (merged, or NULL when the
+ * chain is the committed one and the new deltas), what the upload added.
  * Its streams are borrowed from p; a copy of its own comes out. */
-static int ckpt_manifest(struct ckpt_up *u, int64_t t0, struct manifest **out)
+static int ckpt_manifest(struct ckpt_up *u, const struct stream_ref *merged, int64_t t0,
+                         struct manifest **out)
 {
     struct ckpt_put *p = u->p;
     struct manifest m = p->facts;
@@ -120,13 +125,18 @@ static int ckpt_manifest(struct ckpt_up *u, int64_t t0, struct manifest **out)
     m.initrd = p->boot[1].obj;
     m.base = p->boot[2].obj;
     m.n_deltas = 0;
-    m.deltas = calloc(p->n_deltas + 1, sizeof(*m.deltas));
+    m.deltas = calloc(p->n_chain + p->n_deltas + 1, sizeof(*m.deltas));
     if (!m.deltas)
         return err_set(VK_ENOMEM, "out of memory");
-    if (p->merged_upto)
-        m.deltas[m.n_deltas++] = p->merged;
-    for (size_t i = p->merged_upto; i < p->n_deltas; i++)
-        m.deltas[m.n_deltas++] = p->deltas[i].obj;
+    if (merged) {
+        m.deltas[m.n_deltas++] = *merged;
+        m.deltas[m.n_deltas++] = p->deltas[p->n_deltas - 1].obj;
+    } else {
+        for (size_t i = 0; i < p->n_chain; i++)
+            m.deltas[m.n_deltas++] = p->chain[i];
+        for (size_t i = 0; i < p->n_deltas; i++)
+            m.deltas[m.n_deltas++] = p->deltas[i].obj;
+    }
     m.created_us = util_wall_us();
     m.store_us = util_now_us() - t0;
     m.uploaded_bytes = u->stats.new_bytes;
@@ -162,28 +172,34 @@ int ckpt_store(struct repo *r, struct store *s, struct ckpt_put *p, struct manif
 {
     struct ckpt_up u = {.repo = r, .p = p};
     struct manifest *m = NULL;
+    struct stream_ref merged = {0};
     int64_t t0 = util_now_us();
-    int rc;
+    int rc, merge = ckpt_must_merge(p);
 
     *out = NULL;
     if (p->n_deltas == 0 || !p->mem_path)
-        return err_set(VK_EINVAL, "checkpoint %" PRIu64 " of task %s names no delta or memory",
+        return err_set(VK_EINVAL, "checkpoint %" PRIu64 " of task %s names no new delta or "
+                                  "no memory", p->facts.seq, p->facts.task);
+    if (p->chain_unknown && !p->below)
+        return err_set(VK_ESTATE, "checkpoint %" PRIu64 " of task %s: the chain it extends is "
+                                  "unknown and there is no local file to store it from",
                        p->facts.seq, p->facts.task);
     repo_hold(r); /* until the commit: see repo_hold */
     rc = ckpt_put_boot(&u);
+    if (rc == 0 && merge)
+        rc = ckpt_merge(&u, &merged);
     if (rc == 0)
-        rc = ckpt_merge(&u);
-    if (rc == 0)
-        rc = ckpt_put_deltas(&u);
+        rc = ckpt_put_deltas(&u, merge);
     if (rc == 0)
         ckpt_gate("VMCKPT_TEST_UPLOAD_GATE", p); /* an upload in flight, between its streams */
     if (rc == 0)
         rc = ckpt_put_one(&u, p->mem_path, 0, &p->facts.memory);
     if (rc == 0)
-        rc = ckpt_manifest(&u, t0, &m);
+        rc = ckpt_manifest(&u, merge ? &merged : NULL, t0, &m);
     if (rc == 0)
         rc = ckpt_commit(s, p, m);
     repo_release(r);
+    stream_ref_clear(&merged);
     if (rc < 0) {
         manifest_free(m);
         return rc;
@@ -196,8 +212,8 @@ uint64_t ckpt_put_bytes(const struct ckpt_put *p)
 {
     struct stat st;
     uint64_t n = p->mem_path && stat(p->mem_path, &st) == 0 ? (uint64_t)st.st_size : 0;
-    for (size_t i = p->merged_upto; i < p->n_deltas; i++)
-        if ((!p->deltas[i].obj.name || p->whole) && stat(p->deltas[i].path, &st) == 0)
+    for (size_t i = p->n_deltas && ckpt_must_merge(p) ? p->n_deltas - 1 : 0; i < p->n_deltas; i++)
+        if (!p->deltas[i].obj.name && stat(p->deltas[i].path, &st) == 0)
             n += (uint64_t)st.st_size;
     return n;
 }
@@ -213,7 +229,10 @@ void ckpt_put_clear(struct ckpt_put *p)
         free(p->deltas[i].obj.name);
     }
     free(p->deltas);
-    free(p->merged.name);
+    for (size_t i = 0; i < p->n_chain; i++)
+        free(p->chain[i].name);
+    free(p->chain);
+    free(p->below);
     free(p->facts.memory.name);
     free(p->mem_path);
     free(p->work_dir);

@@ -23,14 +23,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TASK_START_TIMEOUT_MS 30000
 #define TASK_LOAD_TIMEOUT_MS (10 * 60 * 1000)
 
+/* A sealed local layer of the running VM's chain. */
 struct task_layer {
     char *path;
-    struct stream_ref obj; /* obj.name is NULL until the layer is in the store */
+    uint64_t gen;          /* its number: layers are sealed 1, 2, 3 ... (never reused) */
+    int committed;         /* a committed checkpoint holds its content */
+    struct stream_ref obj; /* not committed: stored by a try that failed (else name NULL) */
 };
 
 struct task {
@@ -44,12 +48,16 @@ struct task {
     char *kernel, *initrd, *base;
     char base_fmt[16];
     struct stream_ref kernel_obj, initrd_obj, base_obj; /* name NULL until stored */
-    struct task_layer *layers; /* sealed deltas, oldest first */
+    struct task_layer *layers; /* the running chain's sealed layers, oldest first */
     size_t n_layers;
-    /* Layers [0, merged_upto) are stored as one merged delta, merged_obj. */
-    size_t merged_upto;
-    struct stream_ref merged_obj;
-    char *top; /* the delta the VM writes to */
+    uint64_t next_gen; /* the top's number once sealed (its file: top-<next_gen>.qcow2) */
+    char *top;         /* the delta the VM writes to */
+    /* Committed layers merged into the one below in the running VM (block-
+     * commit), bounding its chain: one merge at a time, never beside a
+     * snapshot (both use qmp, and QEMU refuses a seal during the job). */
+    int merging;
+    pthread_cond_t idle; /* signalled when a merge ends */
+    unsigned long local_merges;
     pid_t pid;
     uint64_t pid_start; /* the VM's start time (/proc): a pid alone may be reused */
     struct qmp *qmp;
@@ -122,16 +130,22 @@ static void task_free_layers(struct task *t)
     t->n_layers = 0;
 }
 
-static int task_add_layer(struct task *t, const char *path, const struct stream_ref *obj)
+/* Appends a sealed layer; obj (may be NULL) is copied. */
+static int task_add_layer(struct task *t, const char *path, uint64_t gen, int committed,
+                          const struct stream_ref *obj)
 {
     struct task_layer *nl = realloc(t->layers, (t->n_layers + 1) * sizeof(*nl));
     if (!nl)
         return err_set(VK_ENOMEM, "out of memory");
     t->layers = nl;
-    memset(&nl[t->n_layers], 0, sizeof(*nl));
-    nl[t->n_layers].path = strdup(path);
-    if (obj && stream_ref_copy(&nl[t->n_layers].obj, obj) < 0)
-        return VK_ENOMEM;
+    nl += t->n_layers;
+    memset(nl, 0, sizeof(*nl));
+    nl->gen = gen;
+    nl->committed = committed;
+    if (!(nl->path = strdup(path)) || (obj && stream_ref_copy(&nl->obj, obj) < 0)) {
+        free(nl->path);
+        return err_set(VK_ENOMEM, "out of memory");
+    }
     t->n_layers++;
     return 0;
 }
@@ -155,10 +169,10 @@ void task_free(struct task *t)
     stream_ref_clear(&t->initrd_obj);
     stream_ref_clear(&t->base_obj);
     task_free_layers(t);
-    stream_ref_clear(&t->merged_obj);
     free(t->top);
     free(t->last_error);
     manifest_free(t->last);
+    pthread_cond_destroy(&t->idle);
     pthread_mutex_destroy(&t->lock);
     free(t);
 }
@@ -168,8 +182,14 @@ static struct task *task_new(const struct task_env *env, const char *id)
     struct task *t = calloc(1, sizeof(*t));
     if (!t)
         return NULL;
+    pthread_condattr_t ca; /* waits measured on the monotonic clock: the wall one can step */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->idle, &ca);
+    pthread_condattr_destroy(&ca);
     t->env = env;
+    t->next_gen = 1;
     t->id = strdup(id);
     t->dir = util_fmt("%s/%s", env->tasks_dir, id);
     t->state = TASK_STOPPED;
@@ -215,8 +235,11 @@ static int task_save(struct task *t)
     int rc;
 
     for (size_t i = 0; i < t->n_layers; i++)
-        json_array_append_new(layers, json_pack("{s:s, s:o}", "path", t->layers[i].path,
-                                                "object", task_obj_json(&t->layers[i].obj)));
+        json_array_append_new(layers, json_pack("{s:s, s:I, s:b, s:o}", "path",
+                                                t->layers[i].path, "gen",
+                                                (json_int_t)t->layers[i].gen, "committed",
+                                                t->layers[i].committed, "object",
+                                                task_obj_json(&t->layers[i].obj)));
     j = json_pack("{s:s, s:i, s:s, s:i, s:i, s:i, s:i, s:s, s:s, s:s, s:s,"
                   " s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:s, s:i, s:s, s:I, s:I}",
                   "id", t->id, "run", t->run, "run_dir", t->run_dir, "memory_mib", t->memory_mib,
@@ -229,9 +252,8 @@ static int task_save(struct task *t)
                   "next_seq", (json_int_t)t->next_seq, "last_seq", (json_int_t)t->last_seq);
     if (j && t->pid_start)
         json_object_set_new(j, "pid_start", json_integer((json_int_t)t->pid_start));
-    if (j && t->merged_upto)
-        json_object_set_new(j, "merged", json_pack("{s:I, s:o}", "upto", (json_int_t)t->merged_upto,
-                                                   "object", task_obj_json(&t->merged_obj)));
+    if (j)
+        json_object_set_new(j, "next_gen", json_integer((json_int_t)t->next_gen));
     text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     rc = (path && text) ? util_write_file_atomic(path, text, strlen(text))
                         : err_set(VK_ENOMEM, "cannot encode state of task %s", t->id);
@@ -285,18 +307,22 @@ static int task_load(struct task *t)
     task_obj_from(json_object_get(j, "base_obj"), &t->base_obj);
     json_array_foreach(json_object_get(j, "layers"), i, layer)
     {
+        /* A state file from before layer numbers: layers counted 1, 2, ...
+         * and taken as not committed (named again after the committed chain,
+         * which is harmless: the same writes in the same order). */
         struct stream_ref o;
+        uint64_t gen = (uint64_t)json_integer_value(json_object_get(layer, "gen"));
         task_obj_from(json_object_get(layer, "object"), &o);
-        rc = task_add_layer(t, task_jstr_or(layer, "path", ""),
-                            o.name ? &o : NULL);
+        rc = task_add_layer(t, task_jstr_or(layer, "path", ""), gen ? gen : i + 1,
+                            json_is_true(json_object_get(layer, "committed")), o.name ? &o : NULL);
         free(o.name);
         if (rc < 0)
             goto out;
     }
     t->top = task_jstr(j, "top");
-    json_t *merged = json_object_get(j, "merged");
-    task_obj_from(json_object_get(merged, "object"), &t->merged_obj);
-    t->merged_upto = t->merged_obj.name ? (size_t)json_integer_value(json_object_get(merged, "upto")) : 0;
+    t->next_gen = (uint64_t)json_integer_value(json_object_get(j, "next_gen"));
+    if (t->next_gen <= (t->n_layers ? t->layers[t->n_layers - 1].gen : 0))
+        t->next_gen = (t->n_layers ? t->layers[t->n_layers - 1].gen : 0) + 1;
     t->pid = (pid_t)json_integer_value(json_object_get(j, "pid"));
     t->pid_start = (uint64_t)json_integer_value(json_object_get(j, "pid_start"));
     if (t->pid > 0 && t->pid_start && util_proc_start(t->pid) != t->pid_start) {
@@ -553,10 +579,9 @@ static int task_take_manifest(struct task *t, const struct manifest *m, struct c
     if (rc == 0)
         rc = stream_ref_copy(&t->base_obj, &m->base);
     task_free_layers(t);
-    stream_ref_clear(&t->merged_obj);
-    t->merged_upto = 0;
-    for (size_t i = 0; rc == 0 && i < m->n_deltas; i++)
-        rc = task_add_layer(t, l->deltas[i], &m->deltas[i]);
+    for (size_t i = 0; rc == 0 && i < m->n_deltas; i++) /* m holds them all: committed */
+        rc = task_add_layer(t, l->deltas[i], i + 1, 1, NULL);
+    t->next_gen = m->n_deltas + 1; /* the top, top-<n+1>.qcow2 */
     return rc;
 }
 
@@ -657,7 +682,7 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
         created = 1;
     }
     pthread_mutex_lock(&t->lock);
-    if (!created && (t->pending || task_vm_alive(t))) {
+    if (!created && (t->pending || t->merging || task_vm_alive(t))) {
         rc = err_set(VK_ESTATE, "task %s is running on this node (pid %d): kill or remove it "
                                 "before restoring it", id, (int)t->pid);
         goto out_unlock;
@@ -756,21 +781,33 @@ static int task_sync_chain(struct task *t)
         json_decref(blocks);
         return err_set(VK_EQEMU, "QEMU of task %s shows no delta chain on drive0", t->id);
     }
-    /* files: top, newest sealed, ..., base. Keep known layers' objects. */
+    /* files: top, newest sealed, ..., base. A known layer keeps its number
+     * and state; one the state file missed (sealed just before the agent
+     * died) is new and not committed. A layer QEMU no longer has was merged
+     * away (its merge ended as the agent died): its file goes. */
     struct task_layer *old = t->layers;
     size_t n_old = t->n_layers;
     t->layers = NULL;
     t->n_layers = 0;
     for (size_t k = n - 2; rc == 0 && k >= 1; k--) {
-        const struct stream_ref *obj = NULL;
+        const struct task_layer *known = NULL;
         for (size_t o = 0; o < n_old; o++)
-            if (files[k] && !strcmp(old[o].path, files[k]) && old[o].obj.name)
-                obj = &old[o].obj;
-        rc = task_add_layer(t, files[k] ? files[k] : "", obj);
+            if (files[k] && !strcmp(old[o].path, files[k]))
+                known = &old[o];
+        if (known)
+            rc = task_add_layer(t, known->path, known->gen, known->committed,
+                                known->obj.name ? &known->obj : NULL);
+        else
+            rc = task_add_layer(t, files[k] ? files[k] : "", t->next_gen++, 0, NULL);
     }
     free(t->top);
     t->top = strdup(files[0]);
     for (size_t o = 0; o < n_old; o++) {
+        int kept = 0;
+        for (size_t k = 0; k < t->n_layers; k++)
+            kept |= !strcmp(t->layers[k].path, old[o].path);
+        if (!kept && rc == 0)
+            unlink(old[o].path);
         free(old[o].path);
         free(old[o].obj.name);
     }
@@ -849,7 +886,7 @@ struct task_upload {
     struct task_upload *next;
     struct task *t;
     uint64_t seq;
-    size_t n_layers; /* the chain at this checkpoint: layers[0, n_layers) */
+    uint64_t gen; /* the layer this checkpoint sealed; its chain: the layers up to it */
     char *mem_path;
     struct ckpt_snap snap;
     enum ckpt_mode asked; /* the mode asked for (auto, or one forced) */
@@ -871,6 +908,40 @@ static int task_file_copy(struct ckpt_file *f, const char *path, const struct st
     if (!f->path || (obj->name && stream_ref_copy(&f->obj, obj) < 0))
         return err_set(VK_ENOMEM, "out of memory");
     return 0;
+}
+
+/* The chain checkpoint u extends (the last commit's) and its deltas: the
+ * layers not committed, up to the one u sealed (later ones belong to later
+ * checkpoints; committed ones are never among them, so a local merge, which
+ * takes only committed layers, leaves them be). t->lock held. */
+static int task_put_chain(struct task *t, const struct task_upload *u, struct ckpt_put *p)
+{
+    size_t n = 0, newest = 0;
+    int rc = 0;
+    if (t->last && t->last->n_deltas) {
+        p->chain = calloc(t->last->n_deltas, sizeof(*p->chain));
+        if (!p->chain)
+            return err_set(VK_ENOMEM, "out of memory");
+        for (; rc == 0 && p->n_chain < t->last->n_deltas; p->n_chain++)
+            rc = stream_ref_copy(&p->chain[p->n_chain], &t->last->deltas[p->n_chain]);
+    } else if (t->last_seq) {
+        p->chain_unknown = 1; /* its manifest could not be read (see task_adopt) */
+    }
+    for (size_t i = 0; i < t->n_layers && t->layers[i].gen <= u->gen; i++) {
+        newest = i;
+        n += !t->layers[i].committed;
+    }
+    p->deltas = calloc(n ? n : 1, sizeof(*p->deltas));
+    if (!p->deltas || n == 0 || t->layers[newest].gen != u->gen)
+        return rc < 0 ? rc : !p->deltas ? err_set(VK_ENOMEM, "out of memory")
+                             : err_set(VK_ESTATE, "task %s: the delta checkpoint %" PRIu64
+                                                  " sealed is not in the chain", t->id, u->seq);
+    for (size_t i = 0; rc == 0 && i <= newest; i++)
+        if (!t->layers[i].committed)
+            rc = task_file_copy(&p->deltas[p->n_deltas++], t->layers[i].path, &t->layers[i].obj);
+    if (rc == 0 && newest > 0 && !(p->below = strdup(t->layers[newest - 1].path)))
+        rc = err_set(VK_ENOMEM, "out of memory");
+    return rc;
 }
 
 /* Describes checkpoint u for ckpt_store: the manifest's facts (strings
@@ -903,14 +974,8 @@ static int task_put_prepare(struct task *t, struct task_upload *u, struct ckpt_p
     m->serial_bytes = u->snap.serial_bytes;
     for (size_t i = 0; rc == 0 && i < 3; i++)
         rc = task_file_copy(&p->boot[i], boot[i], boot_obj[i]);
-    p->deltas = calloc(u->n_layers ? u->n_layers : 1, sizeof(*p->deltas));
-    if (!p->deltas)
-        return err_set(VK_ENOMEM, "out of memory");
-    for (size_t i = 0; rc == 0 && i < u->n_layers; i++, p->n_deltas++)
-        rc = task_file_copy(&p->deltas[i], t->layers[i].path, &t->layers[i].obj);
-    p->merged_upto = t->merged_upto;
-    if (rc == 0 && t->merged_obj.name)
-        rc = stream_ref_copy(&p->merged, &t->merged_obj);
+    if (rc == 0)
+        rc = task_put_chain(t, u, p);
     p->mem_path = strdup(u->mem_path);
     p->work_dir = strdup(t->run_dir);
     if (rc == 0 && (!p->mem_path || !p->work_dir))
@@ -934,17 +999,23 @@ static void task_obj_take(struct stream_ref *dst, struct stream_ref *src)
 }
 
 /* Takes back what ckpt_store stored, whether or not it committed: a stored
- * stream stays good for the next checkpoint to name. t->lock held. */
-static void task_put_apply(struct task *t, struct ckpt_put *p)
+ * stream stays good for the next try to name. Once committed, the layers up
+ * to the one u sealed are in the committed chain. t->lock held. */
+static void task_put_apply(struct task *t, const struct task_upload *u, struct ckpt_put *p,
+                           int committed)
 {
     task_obj_take(&t->kernel_obj, &p->boot[0].obj);
     task_obj_take(&t->initrd_obj, &p->boot[1].obj);
     task_obj_take(&t->base_obj, &p->boot[2].obj);
-    for (size_t i = 0; i < p->n_deltas && i < t->n_layers; i++)
-        task_obj_take(&t->layers[i].obj, &p->deltas[i].obj);
-    if (p->merged_upto > t->merged_upto) {
-        task_obj_take(&t->merged_obj, &p->merged);
-        t->merged_upto = p->merged_upto;
+    for (size_t i = 0; i < t->n_layers; i++) {
+        struct task_layer *l = &t->layers[i];
+        for (size_t k = 0; !l->committed && k < p->n_deltas; k++)
+            if (!strcmp(l->path, p->deltas[k].path))
+                task_obj_take(&l->obj, &p->deltas[k].obj);
+        if (committed && l->gen <= u->gen) {
+            l->committed = 1;
+            stream_ref_clear(&l->obj);
+        }
     }
     task_save(t);
 }
@@ -974,7 +1045,7 @@ static int task_upload(struct task_upload *u, struct manifest **out)
     if (env->upload_end)
         env->upload_end(env->cluster_arg);
     pthread_mutex_lock(&t->lock);
-    task_put_apply(t, &p);
+    task_put_apply(t, u, &p, rc == 0);
     pthread_mutex_unlock(&t->lock);
     ckpt_put_clear(&p);
     return rc;
@@ -1057,6 +1128,60 @@ static void task_upload_free(struct task_upload *u)
     free(u);
 }
 
+#define TASK_MERGE_TIMEOUT_MS (10 * 60 * 1000)
+
+/* Bounds the running VM's chain ([data] max_local_chain overlays over the
+ * base, counting the top): once the next seal would pass it, the committed
+ * layers at the bottom are merged into the lowest while the VM runs. Only
+ * committed layers: the uncommitted are still to be stored as they are.
+ * Not under [data] mode whole, whose checkpoints store the chain from the
+ * local files again. Runs on the upload thread, after a commit, so that no
+ * upload reads a layer while QEMU writes into it. */
+static void task_merge_local(struct task *t)
+{
+    const struct cfg *c = t->env->cfg;
+    size_t k = 0;
+    pthread_mutex_lock(&t->lock);
+    while (k < t->n_layers && t->layers[k].committed)
+        k++;
+    if (c->max_local_chain <= 0 || c->whole || t->n_layers + 2 <= (size_t)c->max_local_chain ||
+        k < 2 || t->snapping || t->merging || t->state != TASK_RUNNING || !t->qmp) {
+        pthread_mutex_unlock(&t->lock);
+        return;
+    }
+    char *top = strdup(t->layers[k - 1].path), *base = strdup(t->layers[0].path);
+    struct qmp *q = t->qmp; /* ours while merging, as while snapping */
+    t->merging = 1;
+    pthread_mutex_unlock(&t->lock);
+    testhook_gate("VMCKPT_TEST_MERGE_GATE", t->id); /* tests: a merge certainly under way */
+    int64_t t0 = util_now_us();
+    int rc = top && base ? vm_merge_layers(q, top, base, TASK_MERGE_TIMEOUT_MS)
+                         : err_set(VK_ENOMEM, "out of memory");
+    pthread_mutex_lock(&t->lock);
+    t->merging = 0;
+    pthread_cond_broadcast(&t->idle);
+    if (rc < 0) {
+        log_warn("task %s: the running chain stays %zu deep: %s", t->id, t->n_layers + 1,
+                 err_msg());
+    } else {
+        for (size_t i = 1; i < k; i++) {
+            unlink(t->layers[i].path);
+            free(t->layers[i].path);
+        }
+        t->layers[0].gen = t->layers[k - 1].gen;
+        memmove(&t->layers[1], &t->layers[k], (t->n_layers - k) * sizeof(*t->layers));
+        t->n_layers -= k - 1;
+        t->local_merges++;
+        task_save(t);
+        log_info("task %s: %zu committed layers merged into %s in %.2f s, the VM running: its "
+                 "chain is %zu deep", t->id, k, base, (double)(util_now_us() - t0) / 1e6,
+                 t->n_layers + 1);
+    }
+    pthread_mutex_unlock(&t->lock);
+    free(top);
+    free(base);
+}
+
 /* The task's uploader: takes queued checkpoints in order until none is left. */
 static void *task_upload_thread(void *arg)
 {
@@ -1081,6 +1206,8 @@ static void *task_upload_thread(void *arg)
         task_upload_ends(t, u, rc, m);
         pthread_mutex_unlock(&t->lock);
         task_upload_free(u);
+        if (rc == 0)
+            task_merge_local(t);
     }
 }
 
@@ -1201,6 +1328,22 @@ static int task_snapshot(struct task *t, struct task_upload *u, const char *new_
     return rc;
 }
 
+#define TASK_MERGE_WAIT_S 60
+
+/* A checkpoint waits for a merge of layers to end (QEMU refuses a seal
+ * meanwhile); merges are of the few layers since the last one. t->lock held. */
+static int task_wait_merge(struct task *t)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += TASK_MERGE_WAIT_S;
+    while (t->merging)
+        if (pthread_cond_timedwait(&t->idle, &t->lock, &until) == ETIMEDOUT && t->merging)
+            return err_set(VK_EBUSY, "task %s: its layers are being merged for more than "
+                                     "%d s; try again later", t->id, TASK_MERGE_WAIT_S);
+    return 0;
+}
+
 int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
 {
     struct task_upload *u = NULL;
@@ -1208,9 +1351,11 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
     int rc;
 
     pthread_mutex_lock(&t->lock);
-    rc = task_begin_checkpoint(t, mode ? mode : t->mode, &u);
+    rc = task_wait_merge(t);
+    if (rc == 0)
+        rc = task_begin_checkpoint(t, mode ? mode : t->mode, &u);
     if (rc == 0) {
-        new_top = util_fmt("%s/top-%zu.qcow2", t->run_dir, t->n_layers + 2);
+        new_top = util_fmt("%s/top-%" PRIu64 ".qcow2", t->run_dir, t->next_gen + 1);
         serial = task_run_path(t, "serial.log");
     }
     pthread_mutex_unlock(&t->lock);
@@ -1221,13 +1366,14 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
     pthread_mutex_lock(&t->lock);
     t->snapping = 0;
     if (u->snap.sealed) {
-        task_add_layer(t, t->top, NULL);
+        u->gen = t->next_gen++;
+        if (task_add_layer(t, t->top, u->gen, 0, NULL) < 0 && rc == 0)
+            rc = VK_ENOMEM; /* the VM writes to new_top: follow it all the same */
         free(t->top);
         t->top = new_top;
         new_top = NULL;
         task_save(t);
     }
-    u->n_layers = t->n_layers;
     if (rc < 0) {
         err_wrap(rc, "checkpoint %" PRIu64 " of task %s", u->seq, t->id);
         t->up_start_us = util_now_us();
@@ -1267,9 +1413,9 @@ int task_remove(struct task *t)
 {
     int rc = 0;
     pthread_mutex_lock(&t->lock);
-    if (t->pending || t->restoring) {
+    if (t->pending || t->restoring || t->merging) {
         rc = err_set(VK_EBUSY, "task %s: a %s is in progress; try again when it ends", t->id,
-                     t->pending ? "checkpoint" : "restore");
+                     t->pending ? "checkpoint" : t->restoring ? "restore" : "merge of its layers");
     } else {
         if (task_vm_alive(t))
             vm_kill(t->pid, SIGKILL, 10000);
@@ -1290,13 +1436,13 @@ int task_poll(struct task *t)
     if (t->state == TASK_RUNNING && !task_vm_alive(t)) {
         log_error("task %s: VM pid %d died", t->id, (int)t->pid);
         t->state = TASK_CRASHED;
-        if (!t->snapping) {
+        if (!t->snapping && !t->merging) {
             qmp_free(t->qmp);
             t->qmp = NULL;
         }
         task_save(t);
     }
-    if (t->state == TASK_RUNNING && !t->pending && t->next_due_us > 0 &&
+    if (t->state == TASK_RUNNING && !t->pending && !t->merging && t->next_due_us > 0 &&
         util_now_us() >= t->next_due_us) {
         due = 1;
         t->next_due_us = 0; /* set again when this checkpoint ends */
@@ -1336,6 +1482,10 @@ json_t *task_json(struct task *t)
                   "checkpoint_every", t->every_s, "run", t->run, "run_dir", t->run_dir,
                   "serial_log", NULL, "checkpoint", cur, "last_checkpoint", last, "restore",
                   restore, "error", t->last_error, "deltas", (json_int_t)t->n_layers);
+    if (j) /* the running chain: sealed layers and the top; merges that bounded it */
+        json_object_set_new(j, "local_chain", json_pack("{s:I, s:I}", "depth",
+                                                        (json_int_t)(t->n_layers + 1), "merges",
+                                                        (json_int_t)t->local_merges));
     if (j && t->failed_seq)
         json_object_set_new(j, "failed_seq", json_integer((json_int_t)t->failed_seq));
     if (j) /* mode auto: live pre-copies given up and taken paused instead */

@@ -119,6 +119,62 @@ out:
     return rc;
 }
 
+#define VM_MERGE_JOB "vmckpt-merge"
+
+/* Whether QEMU still lists the merge job; VK_* when it cannot be asked. */
+static int vm_job_running(struct qmp *q)
+{
+    json_t *jobs = NULL, *j;
+    size_t i;
+    int rc = qmp_exec(q, "query-block-jobs", NULL, &jobs, 30000), found = 0;
+    if (rc < 0)
+        return rc;
+    json_array_foreach(jobs, i, j)
+    {
+        const char *id = json_string_value(json_object_get(j, "device"));
+        found |= id && !strcmp(id, VM_MERGE_JOB);
+    }
+    json_decref(jobs);
+    return found;
+}
+
+int vm_merge_layers(struct qmp *q, const char *top, const char *base, int timeout_ms)
+{
+    int64_t deadline = util_now_us() + (int64_t)timeout_ms * 1000;
+    json_t *ev = NULL;
+    int rc, cancelled = 0;
+
+    qmp_drop_events(q);
+    rc = qmp_exec(q, "block-commit",
+                  json_pack("{s:s, s:s, s:s, s:s}", "job-id", VM_MERGE_JOB, "device", "drive0",
+                            "top", top, "base", base), NULL, 30000);
+    if (rc < 0)
+        return err_wrap(rc, "merging %s down to %s", top, base);
+    while ((rc = vm_job_running(q)) == 1) {
+        if (!cancelled && util_now_us() > deadline) {
+            qmp_exec(q, "block-job-cancel", json_pack("{s:s}", "device", VM_MERGE_JOB), NULL,
+                     30000);
+            cancelled = 1;
+        }
+        usleep(20000);
+    }
+    if (rc < 0)
+        return err_wrap(rc, "merging %s down to %s", top, base);
+    /* Events come before the reply that no longer lists the job. */
+    rc = qmp_wait_event(q, "BLOCK_JOB_COMPLETED", 0, &ev);
+    const char *why = json_string_value(json_object_get(json_object_get(ev, "data"), "error"));
+    if (rc == 0 && why)
+        rc = err_set(VK_EQEMU, "merging %s down to %s: %s", top, base, why);
+    else if (rc < 0)
+        rc = cancelled ? err_set(VK_ETIMEOUT, "merging %s down to %s: not done in %d ms, "
+                                              "cancelled", top, base, timeout_ms)
+                       : err_set(VK_EQEMU, "merging %s down to %s: the job ended without "
+                                           "completing", top, base);
+    json_decref(ev);
+    qmp_drop_events(q);
+    return rc;
+}
+
 int vm_alive(pid_t pid)
 {
     int status;

@@ -34,6 +34,13 @@ int vm_start(const struct vm_spec *spec, pid_t *out_pid);
  * last words if it exits first. *out is the caller's (qmp_free). */
 int vm_connect(pid_t pid, const char *qmp_path, const char *log_path, int timeout_ms,
                struct qmp **out);
+/* Merges the running VM's sealed layers from top down to base (filenames in
+ * drive0's backing chain, top not the active layer) into base, while the VM
+ * runs (QMP block-commit): QEMU then points the layer above top at base, and
+ * the files between are no longer used. Waits for the job, at most
+ * timeout_ms (then cancels it). A job cut short leaves a valid chain: what
+ * it copied into base is what the layers above hold. */
+int vm_merge_layers(struct qmp *q, const char *top, const char *base, int timeout_ms);
 /* 1 while the process exists (reaps it if it is our child and has exited). */
 int vm_alive(pid_t pid);
 /* Sends sig and, for SIGKILL/SIGTERM, waits up to timeout_ms for the end. */

@@ -35,12 +35,14 @@ static char *make_file(struct fixture *f, const char *name, int kib, uint64_t se
     return path;
 }
 
-/* A put of checkpoint seq with n_deltas deltas d0, d1, ... (d_i's content
- * from seed i) and a fresh memory file; objs[i], when given, mark delta i
- * stored already. */
+/* A put of checkpoint seq with n_deltas new deltas d<first>, d<first+1>, ...
+ * (d_i's content from seed i) and a fresh memory file; objs[i], when given,
+ * mark new delta i stored already. */
 static void make_put(struct fixture *f, struct ckpt_put *p, uint64_t seq, size_t n_deltas,
                      const struct stream_ref *objs)
 {
+    static size_t first;
+    first = seq == 1 ? 0 : first;
     static const char *boot[3] = {"kernel", "initrd", "base"};
     char name[32];
     memset(p, 0, sizeof(*p));
@@ -51,12 +53,13 @@ static void make_put(struct fixture *f, struct ckpt_put *p, uint64_t seq, size_t
         p->boot[i].path = make_file(f, boot[i], 64, 100 + (uint64_t)i);
     p->deltas = calloc(n_deltas, sizeof(*p->deltas));
     for (size_t i = 0; i < n_deltas; i++) {
-        snprintf(name, sizeof(name), "d%zu", i);
-        p->deltas[i].path = make_file(f, name, 96, i);
+        snprintf(name, sizeof(name), "d%zu", first + i);
+        p->deltas[i].path = make_file(f, name, 96, first + i);
         if (objs && objs[i].name)
             assert_int_equal(stream_ref_copy(&p->deltas[i].obj, &objs[i]), 0);
     }
     p->n_deltas = n_deltas;
+    first += n_deltas;
     snprintf(name, sizeof(name), "mem%" PRIu64, seq);
     p->mem_path = make_file(f, name, 256, 1000 + seq);
     p->work_dir = strdup(f->root);
@@ -71,14 +74,15 @@ static void progress(void *arg, uint64_t done)
         ;
 }
 
-/* The first checkpoint stores everything and commits; the second names the
- * stored boot files and delta and adds only its new delta and memory. */
+/* The first checkpoint stores everything and commits; the second, given the
+ * committed chain and the stored boot files, reads only its new delta and
+ * memory and names the committed delta first. */
 static void test_store_then_reuse(void **state)
 {
     struct fixture *f = *state;
     struct ckpt_put p;
     struct manifest *m = NULL, *back = NULL;
-    struct stream_ref first[2] = {{0}};
+    struct stream_ref boot[3] = {{0}};
 
     make_put(f, &p, 1, 1, NULL);
     p.progress = progress;
@@ -90,48 +94,61 @@ static void test_store_then_reuse(void **state)
     assert_non_null(p.deltas[0].obj.name);
     assert_string_equal(m->deltas[0].sha256, p.deltas[0].obj.sha256);
     assert_int_equal(m->memory.size, 256 * 1024);
-    assert_true(last_progress >= (256 + 96) * 1024);
+    assert_int_equal(last_progress, (3 * 64 + 96 + 256) * 1024);
     assert_int_equal(catalog_load(f->s, "t1", 1, &back), 0);
     assert_string_equal(back->memory.sha256, m->memory.sha256);
     assert_string_equal(back->base.sha256, p.boot[2].obj.sha256);
     uint64_t first_bytes = m->uploaded_bytes;
-    struct stream_ref back_boot[3] = {{0}};
-    assert_int_equal(stream_ref_copy(&first[0], &p.deltas[0].obj), 0);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(stream_ref_copy(&back_boot[i], &p.boot[i].obj), 0);
+        assert_int_equal(stream_ref_copy(&boot[i], &p.boot[i].obj), 0);
+    ckpt_put_clear(&p);
+
+    make_put(f, &p, 2, 1, NULL);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(stream_ref_copy(&p.boot[i].obj, &boot[i]), 0);
+    p.chain = calloc(1, sizeof(*p.chain));
+    assert_int_equal(stream_ref_copy(&p.chain[0], &back->deltas[0]), 0);
+    p.n_chain = 1;
+    assert_int_equal(ckpt_put_bytes(&p), (256 + 96) * 1024);
+    p.progress = progress;
+    last_progress = 0;
+    struct manifest *m2 = NULL;
+    assert_int_equal(ckpt_store(f->r, f->s, &p, &m2), 0);
+    assert_int_equal(m2->n_deltas, 2);
+    assert_string_equal(m2->deltas[0].name, back->deltas[0].name);
+    assert_string_equal(m2->deltas[1].sha256, p.deltas[0].obj.sha256);
+    assert_int_equal(last_progress, (256 + 96) * 1024); /* only the new delta and memory read */
+    assert_true(m2->uploaded_bytes < first_bytes);
     manifest_free(m);
+    manifest_free(m2);
     manifest_free(back);
     ckpt_put_clear(&p);
-
-    /* The boot files are named by the caller's objects, as a task keeps them. */
-    make_put(f, &p, 2, 2, first);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(stream_ref_copy(&p.boot[i].obj, &back_boot[i]), 0);
-    assert_int_equal(ckpt_put_bytes(&p), (256 + 96) * 1024); /* delta 0 is stored */
-    p.progress = progress;
-    last_progress = 0;
+        free(boot[i].name);
+}
+
+/* A new delta stored by a try that failed is named, not read again. */
+static void test_stored_delta_reused(void **state)
+{
+    struct fixture *f = *state;
+    struct ckpt_put p;
+    struct manifest *m = NULL;
+    make_put(f, &p, 1, 2, NULL);
+    p.gate = NULL;
+    assert_int_equal(ckpt_store(f->r, f->s, &p, &m), 0);
+    struct stream_ref d0 = {0};
+    assert_int_equal(stream_ref_copy(&d0, &p.deltas[0].obj), 0);
+    manifest_free(m);
+    ckpt_put_clear(&p);
+
+    make_put(f, &p, 2, 2, NULL);
+    free(p.deltas[0].path);
+    p.deltas[0].path = strdup("/nonexistent/never-read");
+    p.deltas[0].obj = d0; /* taken over by the put */
     assert_int_equal(ckpt_store(f->r, f->s, &p, &m), 0);
     assert_int_equal(m->n_deltas, 2);
-    assert_string_equal(m->deltas[0].name, first[0].name);
-    assert_int_equal(last_progress, (256 + 96) * 1024); /* only delta 1 and memory read */
-    assert_true(m->uploaded_bytes < first_bytes);
     manifest_free(m);
     ckpt_put_clear(&p);
-
-    /* [data] whole: every delta stored (read) again. */
-    make_put(f, &p, 3, 2, first);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(stream_ref_copy(&p.boot[i].obj, &back_boot[i]), 0);
-    p.whole = 1;
-    p.progress = progress;
-    last_progress = 0;
-    assert_int_equal(ckpt_store(f->r, f->s, &p, &m), 0);
-    assert_int_equal(last_progress, (256 + 2 * 96) * 1024);
-    manifest_free(m);
-    ckpt_put_clear(&p);
-    free(first[0].name);
-    for (int i = 0; i < 3; i++)
-        free(back_boot[i].name);
 }
 
 static int refuse(void *arg, const char *task, uint64_t hold, struct store_fence *out, size_t *n)
@@ -174,8 +191,9 @@ static void test_refused_commit(void **state)
     ckpt_put_clear(&p);
 }
 
-/* A put naming no delta is refused before anything is stored. */
-static void test_no_delta(void **state)
+/* A put naming no new delta, or one whose committed chain is unknown with
+ * no local file to store it from, is refused before anything is stored. */
+static void test_refused_puts(void **state)
 {
     struct fixture *f = *state;
     struct ckpt_put p;
@@ -184,6 +202,12 @@ static void test_no_delta(void **state)
     assert_int_equal(ckpt_store(f->r, f->s, &p, &m), VK_EINVAL);
     assert_null(p.boot[0].obj.name);
     ckpt_put_clear(&p);
+    make_put(f, &p, 1, 1, NULL);
+    p.chain_unknown = 1;
+    assert_int_equal(ckpt_store(f->r, f->s, &p, &m), VK_ESTATE);
+    assert_null(p.boot[0].obj.name);
+    assert_null(m);
+    ckpt_put_clear(&p);
 }
 
 int main(void)
@@ -191,7 +215,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_store_then_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_commit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_delta, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stored_delta_reused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_puts, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,75 @@
+#!/bin/bash
+# A task that runs long: the running VM's own chain of local overlays stays
+# bounded ([data] max_local_chain), its committed layers merged while the VM
+# runs; a checkpoint asked for during a merge waits for it (a merge gate
+# makes the merge certainly under way); an agent restart and a restore
+# follow the merged chain, and the counter guest's disk matches its memory.
+. "$(dirname "$0")/lib.sh"
+
+MGATE=$T/merge-gate
+AGENT_ENV="VMCKPT_TEST_MERGE_GATE=$MGATE"
+SETS=(--set data.max_local_chain=4 --set data.max_chain=3)
+start_agent a "${SETS[@]}" && ok "agent starts (max_local_chain 4)" || { not_ok "agent starts"; finish; exit 1; }
+check "run a counter task" run_counter a c1 || { finish; exit 1; }
+S1=$(serial_of a c1)
+RUN=$(dirname "$S1")
+wait_line "$S1" '^counter 3$' 90 && ok "guest boots and counts" || not_ok "guest boots and counts" "$(tail -3 "$S1")"
+
+depth() { vk a --json status c1 | jq -r .local_chain.depth; }
+merges() { vk a --json status c1 | jq -r .local_chain.merges; }
+# settled: no merge running (a checkpoint taken now would not wait)
+files() { compgen -G "$RUN/top-*.qcow2" | wc -l; }
+
+max=0 bad=""
+for i in $(seq 1 9); do
+    vk a checkpoint c1 >"$T/last.out" 2>&1 || bad="$bad checkpoint $i failed: $(tail -1 "$T/last.out");"
+    d=$(depth); [ "$d" -gt "$max" ] && max=$d
+    # the layer files in the run directory are the chain: merged ones are gone
+    for _ in $(seq 100); do [ "$(files)" = "$(depth)" ] && break; sleep 0.1; done
+    [ "$(files)" = "$(depth)" ] || bad="$bad after $i: $(files) files, depth $(depth);"
+done
+[ -z "$bad" ] && ok "nine checkpoints commit, the chain's files are the chain" || not_ok "nine checkpoints" "$bad"
+[ "$max" -le 4 ] && ok "the running chain stays at most 4 deep (max seen $max)" || not_ok "the running chain stays at most 4 deep" "max seen $max"
+[ "$(merges)" -ge 2 ] && ok "committed layers were merged ($(merges) merges)" || not_ok "committed layers were merged" "merges $(merges)"
+grep -q 'committed layers merged into' "$T/a/agent.log" && ok "the merge is logged" || not_ok "the merge is logged"
+
+# A merge held at its gate: a checkpoint asked for meanwhile waits for it.
+touch "$MGATE"
+held=0
+for i in 1 2 3; do
+    vk a checkpoint c1 >/dev/null 2>&1
+    for _ in $(seq 50); do [ -e "$MGATE.c1" ] && break; sleep 0.1; done
+    [ -e "$MGATE.c1" ] && { held=1; break; }
+done
+[ "$held" = 1 ] && ok "a merge is held at its gate" || not_ok "a merge is held at its gate"
+vk a checkpoint c1 >"$T/wait.out" 2>&1 &
+cp_pid=$!
+sleep 2
+kill -0 "$cp_pid" 2>/dev/null && ok "a checkpoint asked for during the merge waits" || not_ok "a checkpoint asked for during the merge waits" "$(cat "$T/wait.out")"
+rm -f "$MGATE"
+wait "$cp_pid" && ok "it commits once the merge ends" || not_ok "it commits once the merge ends" "$(cat "$T/wait.out")"
+[ "$(depth)" -le 4 ] && ok "still at most 4 deep ($(depth))" || not_ok "still at most 4 deep" "$(depth)"
+
+# An agent restart takes back the VM with its merged chain.
+d_before=$(depth)
+stop_agent a
+start_agent a "${SETS[@]}" && ok "agent restarts" || not_ok "agent restarts"
+[ "$(depth)" = "$d_before" ] && ok "the adopted chain is the merged one ($d_before deep)" || not_ok "the adopted chain is the merged one" "now $(depth), was $d_before"
+for i in 1 2 3; do check "checkpoint $i after the restart commits" vk a checkpoint c1; done
+for _ in $(seq 100); do [ "$(files)" = "$(depth)" ] && break; sleep 0.1; done
+[ "$(depth)" -le 4 ] && [ "$(files)" = "$(depth)" ] && ok "after the restart: at most 4 deep, files match ($(depth))" || not_ok "after the restart" "depth $(depth), files $(files)"
+! grep -a MISMATCH "$S1" && ok "the running guest's disk matches its memory" || not_ok "the running guest's disk matches its memory" "$(grep -a MISMATCH "$S1" | head -2)"
+
+# The newest checkpoint restores: the merged layers held the right writes.
+seq=$(vk a --json status c1 | jq -r .last_checkpoint.seq)
+want=$(( $(counter_at a c1 "$seq" "$S1") + 1 ))
+check "kill -9 of the VM" vk a kill c1
+check "restore the newest checkpoint ($seq)" vk a restore c1
+S=$(serial_of a c1)
+wait_line "$S" '^counter [0-9]' 60
+[ "$(first_counter "$S")" = "$want" ] && ok "it resumes at counter $want" || not_ok "it resumes at counter $want" "got $(first_counter "$S")"
+wait_line "$S" "^counter $((want + 2))\$" 60
+! grep -a MISMATCH "$S" && ok "restored: disk matches memory" || not_ok "restored: disk matches memory" "$(grep -a MISMATCH "$S" | head -2)"
+check "rm the task" vk a rm c1
+stop_agent a
+finish
