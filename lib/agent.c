@@ -649,6 +649,12 @@ static char *agent_metrics_text(struct agent *a)
     for (size_t k = 0; k < n; k++)
         fprintf(f, "vmckpt_live_fallbacks_total{task=\"%s\"} %lu\n", task_id(v[k]),
                 task_live_fallbacks(v[k]));
+    fprintf(f, "# HELP vmckpt_checkpoints_refused_total checkpoints refused before the VM was "
+               "touched, by reason (room: no room for the memory image), since the agent "
+               "started\n# TYPE vmckpt_checkpoints_refused_total counter\n");
+    for (size_t k = 0; k < n; k++)
+        fprintf(f, "vmckpt_checkpoints_refused_total{task=\"%s\",reason=\"room\"} %lu\n",
+                task_id(v[k]), task_room_refusals(v[k]));
     if (a->fo)
         failover_metrics(a->fo, f);
     fclose(f);

@@ -58,6 +58,7 @@ struct task {
     int merging;
     pthread_cond_t idle; /* signalled when a merge ends */
     unsigned long local_merges;
+    unsigned long room_refusals; /* checkpoints refused: no room for the memory image */
     pid_t pid;
     uint64_t pid_start; /* the VM's start time (/proc): a pid alone may be reused */
     struct qmp *qmp;
@@ -1245,6 +1246,35 @@ static void task_pick_mode(struct task *t, struct task_upload *u)
     }
 }
 
+#define TASK_ROOM_MARGIN (64ull << 20) /* device state, the new overlay, the log */
+
+/* Whether the run directory can hold the memory image of a checkpoint in
+ * mode m before the VM is touched: live's spool may reach its bound
+ * ([live] spool_pct of memory: pre-copy resends pages written again), a
+ * paused save the guest's memory. t->lock held. */
+static int task_room_check(struct task *t, enum ckpt_mode m)
+{
+    const struct cfg *c = t->env->cfg;
+    uint64_t mem = (uint64_t)t->memory_mib << 20, free_b = 0;
+    uint64_t need = (m == CKPT_LIVE ? mem * (uint64_t)c->live_spool_pct / 100 : mem) +
+                    TASK_ROOM_MARGIN;
+    int rc = util_free_bytes(t->run_dir, &free_b);
+    long fake = testhook_file_num("VMCKPT_TEST_FREE_MIB_FILE"); /* tests: a disk this full */
+    if (rc < 0)
+        return rc;
+    if (fake > 0)
+        free_b = (uint64_t)fake << 20;
+    if (free_b >= need)
+        return 0;
+    t->room_refusals++;
+    return err_set(VK_ENOSPC, "task %s: %s has %" PRIu64 " MiB free, a %s checkpoint may "
+                              "need %" PRIu64 " MiB there (the memory image%s); the VM was not "
+                              "touched. Free space in the state directory%s", t->id,
+                   t->run_dir, free_b >> 20, ckpt_mode_name(m), need >> 20,
+                   m == CKPT_LIVE ? ": [live] spool_pct of the guest's memory" : "",
+                   m == CKPT_LIVE ? " or lower [live] spool_pct" : "");
+}
+
 static int task_begin_checkpoint(struct task *t, const char *mode, struct task_upload **out)
 {
     struct task_upload *u;
@@ -1269,6 +1299,11 @@ static int task_begin_checkpoint(struct task *t, const char *mode, struct task_u
     u->seq = t->next_seq++;
     u->asked = asked;
     task_pick_mode(t, u);
+    if ((rc = task_room_check(t, u->mode)) < 0) {
+        t->next_seq--; /* the number was never used */
+        free(u);
+        return rc;
+    }
     u->mem_path = util_fmt("%s/memory-%010" PRIu64 ".mig", t->run_dir, u->seq);
     t->snapping = 1;
     t->snap_seq = u->seq;
@@ -1354,6 +1389,8 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
     rc = task_wait_merge(t);
     if (rc == 0)
         rc = task_begin_checkpoint(t, mode ? mode : t->mode, &u);
+    if (rc < 0 && t->every_s > 0 && t->pending == 0 && t->next_due_us == 0)
+        t->next_due_us = util_now_us() + (int64_t)t->every_s * 1000000; /* try again then */
     if (rc == 0) {
         new_top = util_fmt("%s/top-%" PRIu64 ".qcow2", t->run_dir, t->next_gen + 1);
         serial = task_run_path(t, "serial.log");
@@ -1488,6 +1525,8 @@ json_t *task_json(struct task *t)
                                                         (json_int_t)t->local_merges));
     if (j && t->failed_seq)
         json_object_set_new(j, "failed_seq", json_integer((json_int_t)t->failed_seq));
+    if (j)
+        json_object_set_new(j, "room_refusals", json_integer((json_int_t)t->room_refusals));
     if (j) /* mode auto: live pre-copies given up and taken paused instead */
         json_object_set_new(j, "live_fallbacks", json_integer((json_int_t)t->am.fallbacks));
     if (j && t->run_dir) {
@@ -1523,6 +1562,14 @@ int task_busy(struct task *t)
     int busy = t->pending > 0;
     pthread_mutex_unlock(&t->lock);
     return busy;
+}
+
+unsigned long task_room_refusals(struct task *t)
+{
+    pthread_mutex_lock(&t->lock);
+    unsigned long n = t->room_refusals;
+    pthread_mutex_unlock(&t->lock);
+    return n;
 }
 
 unsigned long task_live_fallbacks(struct task *t)

@@ -106,6 +106,9 @@ enum task_state task_state(struct task *t);
  * directory (caller frees; NULL when none), read together. */
 enum task_state task_vm(struct task *t, pid_t *pid, char **run_dir);
 int task_busy(struct task *t);           /* 1 while a checkpoint is taken or uploaded */
+/* Checkpoints refused because the state directory had no room for the
+ * memory image (the VM untouched), since the agent started. */
+unsigned long task_room_refusals(struct task *t);
 unsigned long task_live_fallbacks(struct task *t); /* see automode */
 /* Figures of the task's last committed checkpoint (0 when unknown). */
 struct task_last {

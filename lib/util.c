@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -464,4 +465,14 @@ void util_backoff(int base_ms, int attempt)
     if (attempt < 0)
         attempt = 0;
     usleep((useconds_t)(base_ms * 1000) << (attempt < 10 ? attempt : 10));
+}
+
+int util_free_bytes(const char *path, uint64_t *out)
+{
+    struct statvfs v;
+    *out = 0;
+    if (statvfs(path, &v) < 0)
+        return err_errno(errno, "cannot read the free space of %s", path);
+    *out = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+    return 0;
 }

@@ -23,6 +23,8 @@ char *util_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int util_valid_id(const char *id);
 
 /* mkdir -p; 0 or VK_EIO with a message naming the path. */
+/* Bytes free to an unprivileged writer on the file system holding path. */
+int util_free_bytes(const char *path, uint64_t *out);
 int util_mkdir_p(const char *path, mode_t mode);
 /* The start time of process pid (clock ticks since boot, from /proc), or 0
  * when there is no such process (or pid <= 1). With the pid it names one

@@ -7,7 +7,8 @@
 . "$(dirname "$0")/lib.sh"
 
 MGATE=$T/merge-gate
-AGENT_ENV="VMCKPT_TEST_MERGE_GATE=$MGATE"
+FREE=$T/free-mib # tests: the free space the agent sees in its state directory, in MiB
+AGENT_ENV="VMCKPT_TEST_MERGE_GATE=$MGATE VMCKPT_TEST_FREE_MIB_FILE=$FREE"
 SETS=(--set data.max_local_chain=4 --set data.max_chain=3)
 start_agent a "${SETS[@]}" && ok "agent starts (max_local_chain 4)" || { not_ok "agent starts"; finish; exit 1; }
 check "run a counter task" run_counter a c1 || { finish; exit 1; }
@@ -59,6 +60,20 @@ for i in 1 2 3; do check "checkpoint $i after the restart commits" vk a checkpoi
 for _ in $(seq 100); do [ "$(files)" = "$(depth)" ] && break; sleep 0.1; done
 [ "$(depth)" -le 4 ] && [ "$(files)" = "$(depth)" ] && ok "after the restart: at most 4 deep, files match ($(depth))" || not_ok "after the restart" "depth $(depth), files $(files)"
 ! grep -a MISMATCH "$S1" && ok "the running guest's disk matches its memory" || not_ok "the running guest's disk matches its memory" "$(grep -a MISMATCH "$S1" | head -2)"
+
+# No room for the memory image: refused before the VM is touched.
+seq0=$(vk a --json status c1 | jq -r .last_checkpoint.seq)
+pid0=$(pid_of a c1)
+echo 100 >"$FREE"
+check_fails "a checkpoint with 100 MiB free is refused, saying why" "has 100 MiB free" vk a checkpoint c1
+grep -q 'the VM was not touched' "$T/last.out" && ok "the refusal says the VM was not touched" || not_ok "the refusal says the VM was not touched" "$(cat "$T/last.out")"
+[ "$(vk a --json status c1 | jq -r .state)" = running ] && [ "$(pid_of a c1)" = "$pid0" ]     && ok "the VM runs on, untouched" || not_ok "the VM runs on, untouched"
+[ "$(vk a --json status c1 | jq -r .room_refusals)" = 1 ] && ok "status counts the refusal" || not_ok "status counts the refusal"
+vk a metrics | grep -q '^vmckpt_checkpoints_refused_total{task="c1",reason="room"} 1$'     && ok "metrics count it" || not_ok "metrics count it" "$(vk a metrics | grep refused)"
+! compgen -G "$RUN/memory-*" >/dev/null && ok "no memory image was begun" || not_ok "no memory image was begun" "$(ls "$RUN")"
+rm -f "$FREE"
+check "with room again, a checkpoint commits" vk a checkpoint c1
+[ "$(vk a --json status c1 | jq -r .last_checkpoint.seq)" = $((seq0 + 1)) ]     && ok "it takes the next number ($((seq0 + 1))): the refused one used none" || not_ok "it takes the next number" "$(vk a --json status c1 | jq -r .last_checkpoint.seq)"
 
 # The newest checkpoint restores: the merged layers held the right writes.
 seq=$(vk a --json status c1 | jq -r .last_checkpoint.seq)
