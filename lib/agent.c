@@ -555,20 +555,40 @@ static void *agent_policy_checkpoint(void *arg)
     return NULL;
 }
 
-static void agent_start_policy_checkpoint(struct agent *a, struct task *t)
+/* [task] restart: the crashed task restored from its newest intact
+ * checkpoint, as `vmckpt restore` would (lease and fence in cluster mode). */
+static void *agent_restart(void *arg)
+{
+    struct agent_job *job = arg;
+    struct agent *a = job->a;
+    struct task *out = NULL;
+    const char *id = task_id(job->t);
+    int rc = agent_take_lease(a, id);
+    if (rc == 0 && a->fo)
+        rc = failover_fence_task(a->fo, id);
+    if (rc == 0)
+        rc = agent_restore_intact(a, job->t, id, NULL, &out);
+    task_restart_ends(job->t, rc, rc < 0 ? err_msg() : NULL);
+    atomic_fetch_sub(&a->policy_jobs, 1);
+    free(job);
+    return NULL;
+}
+
+static void agent_start_job(struct agent *a, struct task *t, void *(*fn)(void *),
+                            const char *what)
 {
     struct agent_job *job = malloc(sizeof(*job));
     pthread_t th;
     if (!job) {
-        log_error("task %s: out of memory for its periodic checkpoint", task_id(t));
+        log_error("task %s: out of memory for its %s", task_id(t), what);
         return;
     }
     *job = (struct agent_job){.a = a, .t = t};
     atomic_fetch_add(&a->policy_jobs, 1);
-    if (pthread_create(&th, NULL, agent_policy_checkpoint, job) != 0) {
+    if (pthread_create(&th, NULL, fn, job) != 0) {
         atomic_fetch_sub(&a->policy_jobs, 1);
         free(job);
-        log_error("task %s: cannot start a thread for its periodic checkpoint", task_id(t));
+        log_error("task %s: cannot start a thread for its %s", task_id(t), what);
         return;
     }
     pthread_detach(th);
@@ -584,9 +604,13 @@ static void *agent_sched(void *arg)
         if (copy && n)
             memcpy(copy, a->tasks, n * sizeof(*copy));
         pthread_mutex_unlock(&a->lock);
-        for (size_t i = 0; copy && i < n && !a->stopping; i++)
-            if (task_poll(copy[i]))
-                agent_start_policy_checkpoint(a, copy[i]);
+        for (size_t i = 0; copy && i < n && !a->stopping; i++) {
+            int due = task_poll(copy[i]);
+            if (due & TASK_DUE_CHECKPOINT)
+                agent_start_job(a, copy[i], agent_policy_checkpoint, "periodic checkpoint");
+            if (due & TASK_DUE_RESTART)
+                agent_start_job(a, copy[i], agent_restart, "restart");
+        }
         free(copy);
         usleep(100000);
     }
@@ -649,6 +673,12 @@ static char *agent_metrics_text(struct agent *a)
     for (size_t k = 0; k < n; k++)
         fprintf(f, "vmckpt_live_fallbacks_total{task=\"%s\"} %lu\n", task_id(v[k]),
                 task_live_fallbacks(v[k]));
+    fprintf(f, "# HELP vmckpt_restarts_total crashed tasks restored without a command "
+               "([task] restart), since the agent started\n"
+               "# TYPE vmckpt_restarts_total counter\n");
+    for (size_t k = 0; k < n; k++)
+        fprintf(f, "vmckpt_restarts_total{task=\"%s\"} %lu\n", task_id(v[k]),
+                task_restarts(v[k]));
     fprintf(f, "# HELP vmckpt_checkpoints_refused_total checkpoints refused before the VM was "
                "touched, by reason (room: no room for the memory image), since the agent "
                "started\n# TYPE vmckpt_checkpoints_refused_total counter\n");

@@ -64,6 +64,13 @@ static int cfg_check_mode(const char *key, const char *v)
     return ckpt_mode_parse(v, key, &m);
 }
 
+static int cfg_check_restart(const char *key, const char *v)
+{
+    return !strcmp(v, "on-crash") || !strcmp(v, "never")
+               ? 0
+               : err_set(VK_EINVAL, "%s must be on-crash or never, not '%s'", key, v);
+}
+
 static int cfg_check_codec(const char *key, const char *v)
 {
     int k = codec_by_name(v);
@@ -121,6 +128,9 @@ static const struct cfg_def cfg_defs[] = {
     I("task", "checkpoint_first", first_s, 0, 0, 1 << 30),
     I("task", "checkpoint_every", every_s, 0, 0, 1 << 30),
     S("task", "mode", mode, "auto", cfg_check_mode),
+    S("task", "restart", restart, "on-crash", cfg_check_restart),
+    I("task", "restart_max", restart_max, 5, 0, 64), /* RESTART_TRACK */
+    I("task", "restart_window", restart_window_s, 600, 1, 30 * 86400),
     S("task", "kernel", kernel, NULL, NULL),
     S("task", "initrd", initrd, NULL, NULL),
     S("task", "append", append, "console=ttyS0 quiet", NULL),

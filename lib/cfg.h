@@ -28,6 +28,9 @@ struct cfg {
     int first_s;     /* [task] checkpoint_first: seconds to the first checkpoint, 0 = none */
     int every_s;     /* [task] checkpoint_every: seconds between checkpoints, 0 = none */
     char *mode;      /* [task] mode: auto, live, cow or stop-copy */
+    char *restart;   /* [task] restart: on-crash or never */
+    int restart_max; /* [task] restart_max: restarts within restart_window, at most */
+    int restart_window_s; /* [task] restart_window: seconds */
     int live_stop_ms;     /* [live] target_stop_ms: the VM stop pre-copy aims at */
     int live_bw_mib;      /* [live] bandwidth_mib: MiB/s QEMU may write to the spool */
     int live_converge_s;  /* [live] converge_s: pre-copy not done by then is given up */

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "qmp.h"
+#include "restart.h"
 #include "testhook.h"
 #include "util.h"
 #include "vm.h"
@@ -59,6 +60,11 @@ struct task {
     pthread_cond_t idle; /* signalled when a merge ends */
     unsigned long local_merges;
     unsigned long room_refusals; /* checkpoints refused: no room for the memory image */
+    /* [task] restart: a crashed VM restored again on this node. */
+    struct restart rs;
+    int64_t restart_due_us; /* monotonic; 0: none planned */
+    int restarting;         /* the agent restores it now */
+    int no_restart;         /* killed on purpose (vmckpt kill, a fence): not restarted */
     pid_t pid;
     uint64_t pid_start; /* the VM's start time (/proc): a pid alone may be reused */
     struct qmp *qmp;
@@ -113,6 +119,8 @@ static int task_vm_alive(struct task *t)
 }
 
 /* ---- small helpers ------------------------------------------------------ */
+
+static void task_crashed(struct task *t, const char *how);
 
 static void task_set_error(struct task *t, const char *msg)
 {
@@ -255,6 +263,8 @@ static int task_save(struct task *t)
         json_object_set_new(j, "pid_start", json_integer((json_int_t)t->pid_start));
     if (j)
         json_object_set_new(j, "next_gen", json_integer((json_int_t)t->next_gen));
+    if (j && t->no_restart)
+        json_object_set_new(j, "no_restart", json_true());
     text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     rc = (path && text) ? util_write_file_atomic(path, text, strlen(text))
                         : err_set(VK_ENOMEM, "cannot encode state of task %s", t->id);
@@ -322,6 +332,7 @@ static int task_load(struct task *t)
     }
     t->top = task_jstr(j, "top");
     t->next_gen = (uint64_t)json_integer_value(json_object_get(j, "next_gen"));
+    t->no_restart = json_is_true(json_object_get(j, "no_restart"));
     if (t->next_gen <= (t->n_layers ? t->layers[t->n_layers - 1].gen : 0))
         t->next_gen = (t->n_layers ? t->layers[t->n_layers - 1].gen : 0) + 1;
     t->pid = (pid_t)json_integer_value(json_object_get(j, "pid"));
@@ -737,6 +748,8 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     t->last = m;
     m = NULL;
     t->next_seq = task_store_next_seq(t);
+    t->no_restart = 0;
+    t->restart_due_us = 0;
     task_set_error(t, NULL);
     task_save(t);
     log_info("task %s: restored checkpoint %" PRIu64 " in %.2f s (fetch %.2f s, load+resume "
@@ -864,8 +877,12 @@ int task_adopt(const struct task_env *env, const char *id, struct task **out)
             t->next_due_us = t->first_s > 0 ? util_now_us() + (int64_t)t->first_s * 1000000 : 0;
         }
     } else if (t->state == TASK_RUNNING) {
-        log_warn("task %s: its VM (pid %d) died while the agent was away", id, (int)t->pid);
-        t->state = TASK_CRASHED;
+        char how[96];
+        snprintf(how, sizeof(how), "its VM (pid %d) died while the agent was away", (int)t->pid);
+        task_crashed(t, how);
+    } else if (t->state == TASK_CRASHED && !t->no_restart &&
+               !strcmp(env->cfg->restart, "on-crash")) {
+        t->restart_due_us = util_now_us(); /* a restart the last agent did not get to */
     }
     task_drop_spool(t);
     t->next_seq = task_store_next_seq(t);
@@ -1428,6 +1445,59 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
 
 /* ---- life and death ------------------------------------------------------- */
 
+/* The VM is gone without being asked to: the task is crashed, and [task]
+ * restart says whether and when the agent restores it. t->lock held. */
+static void task_crashed(struct task *t, const char *how)
+{
+    const struct cfg *c = t->env->cfg;
+    struct restart_policy p = {!strcmp(c->restart, "on-crash"), c->restart_max,
+                               c->restart_window_s};
+    char why[200];
+    t->state = TASK_CRASHED;
+    t->restart_due_us = 0;
+    if (t->no_restart) {
+        log_error("task %s: %s (killed on purpose: not restarted)", t->id, how);
+        return;
+    }
+    switch (restart_crashed(&t->rs, &p, util_now_us(), &t->restart_due_us, why, sizeof(why))) {
+    case RESTART_GIVE_UP:
+        t->state = TASK_FAILED;
+        task_set_error(t, why);
+        log_error("task %s: %s: %s", t->id, how, why);
+        break;
+    case RESTART_AT:
+        log_error("task %s: %s; %s", t->id, how, why);
+        break;
+    case RESTART_NO:
+        log_error("task %s: %s (%s)", t->id, how, why);
+        break;
+    }
+}
+
+void task_restart_ends(struct task *t, int rc, const char *msg)
+{
+    pthread_mutex_lock(&t->lock);
+    t->restarting = 0;
+    if (rc == 0) {
+        restart_done(&t->rs);
+        log_info("task %s: restarted without a command (restart %lu)", t->id, t->rs.restarts);
+    } else if (rc == VK_EBUSY || rc == VK_ELEASE || rc == VK_ENOTFOUND || rc == VK_ECORRUPT) {
+        /* another node has it now, or no checkpoint can be restored: trying
+         * again would not change that */
+        task_set_error(t, msg);
+        log_warn("task %s: not restarted: %s", t->id, msg);
+    } else if (t->state != TASK_RUNNING) {
+        char how[600];
+        snprintf(how, sizeof(how), "its restart failed: %s", msg);
+        task_set_error(t, msg);
+        task_crashed(t, how);
+        if (t->state == TASK_FAILED)
+            task_set_error(t, how);
+    }
+    task_save(t);
+    pthread_mutex_unlock(&t->lock);
+}
+
 int task_kill(struct task *t)
 {
     int rc;
@@ -1438,6 +1508,8 @@ int task_kill(struct task *t)
         rc = vm_kill(t->pid, SIGKILL, 10000);
         if (rc == 0) {
             t->state = TASK_CRASHED;
+            t->no_restart = 1;
+            t->restart_due_us = 0;
             log_info("task %s: VM pid %d killed on request", t->id, (int)t->pid);
             task_save(t);
         }
@@ -1471,8 +1543,9 @@ int task_poll(struct task *t)
     int due = 0;
     pthread_mutex_lock(&t->lock);
     if (t->state == TASK_RUNNING && !task_vm_alive(t)) {
-        log_error("task %s: VM pid %d died", t->id, (int)t->pid);
-        t->state = TASK_CRASHED;
+        char how[64];
+        snprintf(how, sizeof(how), "VM pid %d died", (int)t->pid);
+        task_crashed(t, how);
         if (!t->snapping && !t->merging) {
             qmp_free(t->qmp);
             t->qmp = NULL;
@@ -1481,8 +1554,15 @@ int task_poll(struct task *t)
     }
     if (t->state == TASK_RUNNING && !t->pending && !t->merging && t->next_due_us > 0 &&
         util_now_us() >= t->next_due_us) {
-        due = 1;
+        due |= TASK_DUE_CHECKPOINT;
         t->next_due_us = 0; /* set again when this checkpoint ends */
+    }
+    /* A restart waits for the checkpoints in flight: it restores the newest. */
+    if (t->state == TASK_CRASHED && t->restart_due_us > 0 && !t->pending && !t->merging &&
+        !t->restoring && !t->restarting && util_now_us() >= t->restart_due_us) {
+        due |= TASK_DUE_RESTART;
+        t->restarting = 1; /* until task_restart_ends */
+        t->restart_due_us = 0;
     }
     pthread_mutex_unlock(&t->lock);
     return due;
@@ -1527,6 +1607,17 @@ json_t *task_json(struct task *t)
         json_object_set_new(j, "failed_seq", json_integer((json_int_t)t->failed_seq));
     if (j)
         json_object_set_new(j, "room_refusals", json_integer((json_int_t)t->room_refusals));
+    if (j) {
+        int64_t due = t->restart_due_us ? t->restart_due_us - util_now_us() : -1;
+        json_object_set_new(j, "restart", json_pack("{s:s, s:I, s:I, s:b, s:o}", "policy",
+                                                    t->no_restart ? "killed on purpose"
+                                                                  : t->env->cfg->restart,
+                                                    "restarts", (json_int_t)t->rs.restarts,
+                                                    "recent_crashes", (json_int_t)t->rs.n,
+                                                    "restarting", t->restarting, "due_in_s",
+                                                    due >= 0 ? json_real((double)due / 1e6)
+                                                             : json_null()));
+    }
     if (j) /* mode auto: live pre-copies given up and taken paused instead */
         json_object_set_new(j, "live_fallbacks", json_integer((json_int_t)t->am.fallbacks));
     if (j && t->run_dir) {
@@ -1562,6 +1653,14 @@ int task_busy(struct task *t)
     int busy = t->pending > 0;
     pthread_mutex_unlock(&t->lock);
     return busy;
+}
+
+unsigned long task_restarts(struct task *t)
+{
+    pthread_mutex_lock(&t->lock);
+    unsigned long n = t->rs.restarts;
+    pthread_mutex_unlock(&t->lock);
+    return n;
 }
 
 unsigned long task_room_refusals(struct task *t)

@@ -86,14 +86,23 @@ const char *task_id(const struct task *t);
  * locally; the upload and the commit continue in the background (see
  * task_json: "checkpoint"). mode NULL means the task's default. */
 int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq);
-/* Kills the VM with SIGKILL, as a crash would (the task becomes "crashed"). */
+/* Kills the VM with SIGKILL, as a crash would (the task becomes "crashed"),
+ * but on purpose: it is not restarted automatically ([task] restart). */
 int task_kill(struct task *t);
 /* Ends the VM and removes the task's local files; its checkpoints stay in the
  * store. Fails while a checkpoint runs. */
 int task_remove(struct task *t);
-/* Periodic work: notices a dead VM; returns 1 when the checkpoint policy says
- * a checkpoint is due now. */
+/* What task_poll finds due (bits). */
+#define TASK_DUE_CHECKPOINT 1 /* the checkpoint policy: take one now */
+#define TASK_DUE_RESTART 2    /* [task] restart: restore the crashed task now, then
+                               * task_restart_ends */
+/* Periodic work: notices a dead VM (crashed; a restart planned by [task]
+ * restart) and returns what is due now. */
 int task_poll(struct task *t);
+/* How a restart task_poll asked for ended (rc and the error's message):
+ * counted; a failure counts as another crash (retried later or the task
+ * failed); VK_EBUSY/VK_ELEASE (another node holds the task) end restarts. */
+void task_restart_ends(struct task *t, int rc, const char *msg);
 /* Garbage collection of env's repository (gc_run), excluding the uploads of
  * other nodes in cluster mode (gc_begin/gc_end). */
 int task_gc(const struct task_env *env, int grace_s, struct gc_result *out);
@@ -109,6 +118,8 @@ int task_busy(struct task *t);           /* 1 while a checkpoint is taken or upl
 /* Checkpoints refused because the state directory had no room for the
  * memory image (the VM untouched), since the agent started. */
 unsigned long task_room_refusals(struct task *t);
+/* Restarts of the crashed task without a command ([task] restart). */
+unsigned long task_restarts(struct task *t);
 unsigned long task_live_fallbacks(struct task *t); /* see automode */
 /* Figures of the task's last committed checkpoint (0 when unknown). */
 struct task_last {

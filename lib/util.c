@@ -460,11 +460,16 @@ int util_pid_matches(pid_t pid, const char *needle)
     return strstr(buf, needle) != NULL;
 }
 
-void util_backoff(int base_ms, int attempt)
+int64_t util_backoff_ms(int base_ms, int attempt)
 {
     if (attempt < 0)
         attempt = 0;
-    usleep((useconds_t)(base_ms * 1000) << (attempt < 10 ? attempt : 10));
+    return (int64_t)base_ms << (attempt < 10 ? attempt : 10);
+}
+
+void util_backoff(int base_ms, int attempt)
+{
+    usleep((useconds_t)(util_backoff_ms(base_ms, attempt) * 1000));
 }
 
 int util_free_bytes(const char *path, uint64_t *out)

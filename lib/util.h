@@ -76,6 +76,8 @@ int util_pid_matches(pid_t pid, const char *needle);
  * from 0) is base_ms doubled attempt times (at most 1024 × base_ms): a store
  * that failed once may answer now, one that stays down is not hammered. */
 void util_backoff(int base_ms, int attempt);
+/* That pause, in ms, for waits that are scheduled rather than slept. */
+int64_t util_backoff_ms(int base_ms, int attempt);
 #define UTIL_RETRY_BASE_MS 200
 
 #endif

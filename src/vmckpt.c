@@ -229,6 +229,21 @@ static void print_task(json_t *t)
     print_task_row(t);
     if (json_string_value(json_object_get(t, "error")))
         printf("last error: %s\n", jstr(t, "error"));
+    json_t *r = json_object_get(t, "restart"), *lc = json_object_get(t, "local_chain");
+    if (r) {
+        printf("restart: %s; %lld restart(s), %lld crash(es) in the window", jstr(r, "policy"),
+               (long long)json_integer_value(json_object_get(r, "restarts")),
+               (long long)json_integer_value(json_object_get(r, "recent_crashes")));
+        if (json_is_true(json_object_get(r, "restarting")))
+            printf("; restoring now");
+        else if (json_is_number(json_object_get(r, "due_in_s")))
+            printf("; next in %.1f s", json_number_value(json_object_get(r, "due_in_s")));
+        printf("\n");
+    }
+    if (lc)
+        printf("local chain: %lld deep, %lld merge(s)\n",
+               (long long)json_integer_value(json_object_get(lc, "depth")),
+               (long long)json_integer_value(json_object_get(lc, "merges")));
     printf("serial log: %s\n", jstr(t, "serial_log"));
 }
 

@@ -14,7 +14,7 @@ LAYERS=(
     "pack catalog cluster"
     "repo"
     "ckpt"
-    "cfg automode gc"
+    "cfg automode gc restart"
     "task"
     "failover"
     "agent"

@@ -85,6 +85,62 @@ wait_line "$S" '^counter [0-9]' 60
 [ "$(first_counter "$S")" = "$want" ] && ok "it resumes at counter $want" || not_ok "it resumes at counter $want" "got $(first_counter "$S")"
 wait_line "$S" "^counter $((want + 2))\$" 60
 ! grep -a MISMATCH "$S" && ok "restored: disk matches memory" || not_ok "restored: disk matches memory" "$(grep -a MISMATCH "$S" | head -2)"
+
+# [task] restart = on-crash (the default): QEMU killed behind the agent's
+# back is restored from the newest checkpoint without a command.
+check "a checkpoint of the restored task" vk a checkpoint c1
+seq=$(vk a --json status c1 | jq -r .last_checkpoint.seq)
+want=$(( $(counter_at a c1 "$seq" "$S") + 1 ))
+pid=$(pid_of a c1)
+t0=$(date +%s.%N)
+kill -9 "$pid"
+back=0
+for _ in $(seq 1200); do
+    st=$(vk a --json status c1)
+    if [ "$(echo "$st" | jq -r .state)" = running ] && [ "$(echo "$st" | jq -r .pid)" != "$pid" ]; then back=1; break; fi
+    sleep 0.1
+done
+secs=$(echo "$(date +%s.%N) - $t0" | bc)
+[ "$back" = 1 ] && ok "QEMU killed behind the agent's back runs again without a command (in $(printf '%.1f' "$secs") s)"     || not_ok "QEMU killed behind the agent's back runs again without a command" "$(vk a status c1)"
+echo "# restart: $(printf '%.2f' "$secs") s from kill -9 to running"
+[ "$(vk a --json status c1 | jq -r .restore.from_seq)" = "$seq" ] && ok "restarted from the newest checkpoint ($seq)" || not_ok "restarted from the newest checkpoint ($seq)" "$(vk a --json status c1 | jq -c .restore)"
+[ "$(vk a --json status c1 | jq -r .restart.restarts)" = 1 ] && ok "status counts the restart" || not_ok "status counts the restart" "$(vk a --json status c1 | jq -c .restart)"
+vk a status c1 | grep -q '^restart: on-crash; 1 restart(s)' && ok "vmckpt status shows it" || not_ok "vmckpt status shows it" "$(vk a status c1)"
+vk a metrics | grep -q '^vmckpt_restarts_total{task="c1"} 1$' && ok "metrics count it" || not_ok "metrics count the restart" "$(vk a metrics | grep restarts)"
+S=$(serial_of a c1)
+wait_line "$S" '^counter [0-9]' 60
+[ "$(first_counter "$S")" = "$want" ] && ok "the restarted guest resumes at counter $want" || not_ok "the restarted guest resumes at counter $want" "got $(first_counter "$S")"
+wait_line "$S" "^counter $((want + 2))\$" 60
+! grep -a MISMATCH "$S" && ok "restarted: disk matches memory" || not_ok "restarted: disk matches memory"
+grep -q 'restarted without a command' "$T/a/agent.log" && ok "the restart is logged" || not_ok "the restart is logged"
 check "rm the task" vk a rm c1
 stop_agent a
+
+# restart_max = 1: the second crash within the window fails the task, with
+# the reason; restart = never: a crash stays a crash.
+start_agent b --set task.restart_max=1 && ok "agent b starts (restart_max 1)" || not_ok "agent b starts"
+check "run a counter task on b" run_counter b r1
+SB=$(serial_of b r1)
+wait_line "$SB" '^counter 2$' 90
+check "checkpoint on b" vk b checkpoint r1
+kill -9 "$(pid_of b r1)"
+for _ in $(seq 1200); do [ "$(vk b --json status r1 | jq -r .restart.restarts)" = 1 ] && [ "$(vk b --json status r1 | jq -r .state)" = running ] && break; sleep 0.1; done
+[ "$(vk b --json status r1 | jq -r .state)" = running ] && ok "b: the first crash is restarted" || not_ok "b: the first crash is restarted" "$(vk b status r1)"
+kill -9 "$(pid_of b r1)"
+for _ in $(seq 300); do [ "$(vk b --json status r1 | jq -r .state)" = failed ] && break; sleep 0.1; done
+[ "$(vk b --json status r1 | jq -r .state)" = failed ] && ok "b: the second crash within the window fails the task" || not_ok "b: the second crash fails the task" "$(vk b status r1)"
+vk b --json status r1 | jq -r .error | grep -q 'crashed 2 times within 600 s' && ok "b: status says why" || not_ok "b: status says why" "$(vk b --json status r1 | jq -r .error)"
+check "b: a failed task can still be restored by hand" vk b restore r1
+check "rm the task on b" vk b rm r1
+stop_agent b
+start_agent c --set task.restart=never && ok "agent c starts (restart never)" || not_ok "agent c starts"
+check "run a counter task on c" run_counter c n1
+wait_line "$(serial_of c n1)" '^counter 2$' 90
+check "checkpoint on c" vk c checkpoint n1
+kill -9 "$(pid_of c n1)"
+for _ in $(seq 300); do grep -q 'restart = never' "$T/c/agent.log" && break; sleep 0.1; done
+grep -q 'not restarted: \[task\] restart = never' "$T/c/agent.log" && [ "$(vk c --json status n1 | jq -r .state)" = crashed ] \
+    && ok "c: the crash is not restarted, and the log says why" || not_ok "c: the crash is not restarted" "$(vk c status n1)"
+check "rm the task on c" vk c rm n1
+stop_agent c
 finish
