@@ -8,7 +8,7 @@ CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Ilib \
 # --as-needed: each program records only the libraries it uses (the client, which
 # only speaks HTTP, does not load librados).
 LDFLAGS += -Wl,--as-needed
-LDLIBS += $(shell pkg-config --libs $(PKGS)) -pthread
+LDLIBS += $(shell pkg-config --libs $(PKGS)) -pthread -lm
 # The RADOS store is built when librados's header is there (Debian ships no
 # pkg-config file for it); RADOS=0 leaves it out, RADOS=1 insists on it.
 ifndef RADOS
@@ -37,7 +37,7 @@ LIB_OBJ = $(LIB_SRC:lib/%.c=$(B)/lib/%.o)
 TEST_SRC = $(wildcard tests/unit/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
 
-all: $(B)/vmckptd $(B)/vmckpt $(B)/store_bench
+all: $(B)/vmckptd $(B)/vmckpt $(B)/store_bench $(B)/interval_sim
 
 $(B)/lib/%.o: lib/%.c $(wildcard lib/*.h) Makefile
 	@mkdir -p $(dir $@)
@@ -53,6 +53,9 @@ $(B)/vmckpt: src/vmckpt.c $(B)/libvmckpt.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/store_bench: bench/store_bench.c $(B)/libvmckpt.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/interval_sim: bench/interval_sim.c $(B)/libvmckpt.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/tests/%: tests/unit/%.c $(B)/libvmckpt.a

@@ -217,7 +217,9 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
         .memory_mib = agent_jint(body, "memory_mib", cfg->memory_mib),
         .vcpus = agent_jint(body, "vcpus", cfg->vcpus),
         .first_s = agent_jint(body, "checkpoint_first", cfg->first_s),
-        .every_s = agent_jint(body, "checkpoint_every", cfg->every_s),
+        .every_s = json_is_string(json_object_get(body, "checkpoint_every"))
+                       ? CFG_AUTO /* api_check_body let only "auto" through */
+                       : agent_jint(body, "checkpoint_every", cfg->every_s),
     };
     struct task *t = NULL;
     int rc = 0;
@@ -227,7 +229,7 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
     enum ckpt_mode mode;
     if (sp.mode && (rc = ckpt_mode_parse(sp.mode, "mode", &mode)) < 0)
         return agent_send_err(c, rc);
-    if (sp.memory_mib < 16 || sp.vcpus < 1 || sp.first_s < 0 || sp.every_s < 0)
+    if (sp.memory_mib < 16 || sp.vcpus < 1 || sp.first_s < 0 || sp.every_s < CFG_AUTO)
         return agent_send_err(c, err_set(VK_EINVAL, "memory must be >= 16 MiB, vcpus >= 1, "
                                                     "checkpoint times >= 0"));
     if (sp.id && (rc = agent_reserve(a, sp.id)) < 0)

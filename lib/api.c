@@ -13,13 +13,13 @@
  * newest checkpoint). */
 struct api_field {
     const char *key;
-    char type; /* 's' string, 'i' integer 0..INT_MAX, 'b' boolean */
+    char type; /* 's' string, 'i' integer 0..INT_MAX, 'b' boolean, 'e' 'i' or "auto" */
 };
 
 static const struct api_field api_run_fields[] = {
     {"id", 's'}, {"kernel", 's'}, {"initrd", 's'}, {"base", 's'}, {"work", 's'},
     {"accel", 's'}, {"mode", 's'}, {"memory_mib", 'i'}, {"vcpus", 'i'},
-    {"checkpoint_first", 'i'}, {"checkpoint_every", 'i'}, {NULL, 0}};
+    {"checkpoint_first", 'i'}, {"checkpoint_every", 'e'}, {NULL, 0}};
 static const struct api_field api_restore_fields[] = {
     {"seq", 'i'}, {"accel", 's'}, {"latest_intact", 'b'}, {NULL, 0}};
 static const struct api_field api_gc_fields[] = {{"grace", 'i'}, {NULL, 0}};
@@ -41,10 +41,12 @@ static int api_check_body(json_t *body, const struct api_field *f)
             return err_set(VK_EINVAL, "request field '%s' must be a string", key);
         if (k->type == 'b' && !json_is_boolean(v))
             return err_set(VK_EINVAL, "request field '%s' must be true or false", key);
-        if (k->type == 'i' &&
+        if (k->type == 'e' && json_is_string(v) && !strcmp(json_string_value(v), "auto"))
+            continue;
+        if ((k->type == 'i' || k->type == 'e') &&
             (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT_MAX))
-            return err_set(VK_EINVAL, "request field '%s' must be a whole number from 0 to %d",
-                           key, INT_MAX);
+            return err_set(VK_EINVAL, "request field '%s' must be a whole number from 0 to %d%s",
+                           key, INT_MAX, k->type == 'e' ? " or \"auto\"" : "");
     }
     return 0;
 }

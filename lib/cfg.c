@@ -84,6 +84,7 @@ enum cfg_kind {
     CFG_STR,   /* char *, checked by check when it is not NULL */
     CFG_INT,   /* int in [min, max] */
     CFG_WHOLE, /* data.mode: dedup or whole, kept as a flag */
+    CFG_EVERY, /* an int in [min, max], or "auto": CFG_AUTO */
 };
 
 /* Every setting, once: what cfg_set parses, cfg_load defaults and cfg_free
@@ -126,7 +127,11 @@ static const struct cfg_def cfg_defs[] = {
     I("task", "memory_mib", memory_mib, 256, 16, 1 << 20),
     I("task", "vcpus", vcpus, 1, 1, 256),
     I("task", "checkpoint_first", first_s, 0, 0, 1 << 30),
-    I("task", "checkpoint_every", every_s, 0, 0, 1 << 30),
+    {"task", "checkpoint_every", CFG_EVERY, offsetof(struct cfg, every_s), NULL, 0, 0, 1 << 30,
+     NULL},
+    I("task", "mtbf", mtbf_s, 86400, 1, 1 << 30),
+    I("task", "max_lost_work", max_lost_s, 600, 1, 1 << 30),
+    I("task", "min_interval", min_interval_s, 5, 1, 1 << 30),
     S("task", "mode", mode, "auto", cfg_check_mode),
     S("task", "restart", restart, "on-crash", cfg_check_restart),
     I("task", "restart_max", restart_max, 5, 0, 64), /* RESTART_TRACK */
@@ -163,6 +168,12 @@ static int cfg_apply(struct cfg *c, const struct cfg_def *d, const char *value)
     switch (d->kind) {
     case CFG_INT:
         return cfg_int(field, key, value, d->min, d->max);
+    case CFG_EVERY:
+        if (!strcmp(value, "auto")) {
+            *(int *)field = CFG_AUTO;
+            return 0;
+        }
+        return cfg_int(field, key, value, d->min, d->max);
     case CFG_WHOLE:
         if (strcmp(value, "dedup") != 0 && strcmp(value, "whole") != 0)
             return err_set(VK_EINVAL, "%s must be dedup or whole, not '%s'", key, value);
@@ -187,7 +198,7 @@ static int cfg_defaults(struct cfg *c)
 {
     for (size_t i = 0; i < CFG_N_DEFS; i++) {
         const struct cfg_def *d = &cfg_defs[i];
-        if (d->kind == CFG_INT)
+        if (d->kind == CFG_INT || d->kind == CFG_EVERY)
             *(int *)((char *)c + d->off) = d->def_int;
         else if (d->kind == CFG_STR && d->def_str &&
                  cfg_str((char **)((char *)c + d->off), d->def_str) < 0)
@@ -305,7 +316,7 @@ void cfg_print_settings(FILE *f)
 {
     for (size_t i = 0; i < CFG_N_DEFS; i++) {
         const struct cfg_def *d = &cfg_defs[i];
-        if (d->kind == CFG_INT)
+        if (d->kind == CFG_INT || d->kind == CFG_EVERY)
             fprintf(f, "%s.%s %d\n", d->section, d->key, d->def_int);
         else if (d->kind == CFG_WHOLE)
             fprintf(f, "%s.%s dedup\n", d->section, d->key);

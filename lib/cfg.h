@@ -5,6 +5,8 @@
 #ifndef VMCKPT_CFG_H
 #define VMCKPT_CFG_H
 
+#define CFG_AUTO (-1) /* checkpoint_every = auto */
+
 #include <stdio.h>
 
 struct cfg {
@@ -26,7 +28,11 @@ struct cfg {
     int memory_mib;  /* [task] memory_mib */
     int vcpus;       /* [task] vcpus */
     int first_s;     /* [task] checkpoint_first: seconds to the first checkpoint, 0 = none */
-    int every_s;     /* [task] checkpoint_every: seconds between checkpoints, 0 = none */
+    int every_s;     /* [task] checkpoint_every: seconds between checkpoints, 0 = none,
+                      * CFG_AUTO = auto (see interval.h) */
+    int mtbf_s;      /* [task] mtbf: mean time between failures, for auto */
+    int max_lost_s;  /* [task] max_lost_work: auto's interval at most */
+    int min_interval_s; /* [task] min_interval: auto's interval at least */
     char *mode;      /* [task] mode: auto, live, cow or stop-copy */
     char *restart;   /* [task] restart: on-crash or never */
     int restart_max; /* [task] restart_max: restarts within restart_window, at most */

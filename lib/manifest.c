@@ -152,7 +152,7 @@ static int mf_from_json(const json_t *j, struct manifest *m, const char **why)
     json_int_t every = json_integer_value(json_object_get(json_object_get(j, "policy"), "every_s"));
     /* Sizes become QEMU arguments and allocations: in range before any cast. */
     if (mib < 16 || mib > (1 << 20) || vcpus < 1 || vcpus > 256 || first < 0 ||
-        first > INT_MAX || every < 0 || every > INT_MAX) {
+        first > INT_MAX || every < -1 || every > INT_MAX) { /* every -1: auto */
         *why = "its memory size, vCPU count or checkpoint times are out of range";
         return -1;
     }

@@ -41,7 +41,8 @@ struct manifest {
     uint64_t uploaded_bytes; /* bytes this checkpoint added to the store */
     uint64_t serial_bytes;   /* size of the guest's console log at the checkpoint */
     /* The task's checkpoint policy, so that it follows the task to another node. */
-    int first_s, every_s; /* first checkpoint after first_s, then every every_s; 0 = never */
+    int first_s, every_s; /* first checkpoint after first_s, then every every_s; 0 = never;
+                           * every_s -1: auto (interval.h) */
     /* How the data was stored: chunk counts, codec decisions and the estimates
      * behind them. Owned (decref'd by manifest_free); may be NULL. */
     json_t *data;

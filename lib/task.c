@@ -6,6 +6,7 @@
 #include "err.h"
 #include "gc.h"
 #include "img.h"
+#include "interval.h"
 #include "log.h"
 #include "manifest.h"
 #include "qmp.h"
@@ -60,6 +61,7 @@ struct task {
     pthread_cond_t idle; /* signalled when a merge ends */
     unsigned long local_merges;
     unsigned long room_refusals; /* checkpoints refused: no room for the memory image */
+    struct interval iv;          /* checkpoint_every = auto: what the checkpoints cost */
     /* [task] restart: a crashed VM restored again on this node. */
     struct restart rs;
     int64_t restart_due_us; /* monotonic; 0: none planned */
@@ -1104,6 +1106,22 @@ static void task_upload_starts(struct task *t, struct task_upload *u)
     t->up_start_us = util_now_us();
 }
 
+/* Microseconds to the next periodic checkpoint (0: none): checkpoint_every,
+ * or under auto Young/Daly's interval from this task's checkpoints (why, if
+ * not NULL, says how it came). t->lock held. */
+static int64_t task_every_us(const struct task *t, char *why, size_t len)
+{
+    const struct cfg *c = t->env->cfg;
+    struct interval_policy p = {c->mtbf_s, c->max_lost_s, c->min_interval_s};
+    char buf[300];
+    if (t->every_s != CFG_AUTO) {
+        if (why)
+            snprintf(why, len, t->every_s > 0 ? "fixed" : "none");
+        return (int64_t)(t->every_s > 0 ? t->every_s : 0) * 1000000;
+    }
+    return (int64_t)interval_pick(&t->iv, &p, why ? why : buf, why ? len : sizeof(buf)) * 1000000;
+}
+
 /* Records how checkpoint u ended; called with t->lock held. */
 static void task_upload_ends(struct task *t, struct task_upload *u, int rc, struct manifest *m)
 {
@@ -1114,9 +1132,10 @@ static void task_upload_ends(struct task *t, struct task_upload *u, int rc, stru
         manifest_free(t->last);
         t->last = m;
         task_set_error(t, NULL);
-        log_info("task %s: checkpoint %" PRIu64 " committed (%s, VM stopped %.1f ms, %" PRIu64
-                 " bytes stored in %.2f s)", t->id, u->seq, ckpt_mode_name(u->mode),
-                 (double)u->snap.stopped_us / 1000, m ? m->uploaded_bytes : 0,
+        log_info("task %s: checkpoint %" PRIu64 " committed (%s, VM stopped %.1f ms, memory "
+                 "saved in %.1f ms, %" PRIu64 " bytes stored in %.2f s)", t->id, u->seq,
+                 ckpt_mode_name(u->mode), (double)u->snap.stopped_us / 1000,
+                 (double)u->snap.mem_save_us / 1000, m ? m->uploaded_bytes : 0,
                  (double)(util_now_us() - t->up_start_us) / 1e6);
     } else {
         if (rc == VK_EEXISTS) { /* another node used the number: go on after the store's */
@@ -1134,8 +1153,10 @@ static void task_upload_ends(struct task *t, struct task_upload *u, int rc, stru
     t->pending--;
     if (t->up_seq == u->seq)
         t->up_seq = 0;
-    if (t->every_s > 0 && t->pending == 0)
-        t->next_due_us = util_now_us() + (int64_t)t->every_s * 1000000;
+    if (rc == 0)
+        interval_note(&t->iv, u->mode, u->snap.stopped_us, u->snap.mem_save_us);
+    if (t->every_s != 0 && t->pending == 0)
+        t->next_due_us = util_now_us() + task_every_us(t, NULL, 0);
     task_save(t);
 }
 
@@ -1406,8 +1427,8 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
     rc = task_wait_merge(t);
     if (rc == 0)
         rc = task_begin_checkpoint(t, mode ? mode : t->mode, &u);
-    if (rc < 0 && t->every_s > 0 && t->pending == 0 && t->next_due_us == 0)
-        t->next_due_us = util_now_us() + (int64_t)t->every_s * 1000000; /* try again then */
+    if (rc < 0 && t->every_s != 0 && t->pending == 0 && t->next_due_us == 0)
+        t->next_due_us = util_now_us() + task_every_us(t, NULL, 0); /* try again then */
     if (rc == 0) {
         new_top = util_fmt("%s/top-%" PRIu64 ".qcow2", t->run_dir, t->next_gen + 1);
         serial = task_run_path(t, "serial.log");
@@ -1607,6 +1628,16 @@ json_t *task_json(struct task *t)
         json_object_set_new(j, "failed_seq", json_integer((json_int_t)t->failed_seq));
     if (j)
         json_object_set_new(j, "room_refusals", json_integer((json_int_t)t->room_refusals));
+    if (j) { /* the interval in force and why */
+        char why[300];
+        int64_t every = task_every_us(t, why, sizeof(why));
+        json_object_set_new(j, "interval", json_pack("{s:I, s:s, s:f, s:I}", "seconds",
+                                                     (json_int_t)(every / 1000000), "why", why,
+                                                     "cost_s", t->iv.cost_s, "measured",
+                                                     (json_int_t)t->iv.n));
+        if (t->every_s == CFG_AUTO)
+            json_object_set_new(j, "checkpoint_every", json_string("auto"));
+    }
     if (j) {
         int64_t due = t->restart_due_us ? t->restart_due_us - util_now_us() : -1;
         json_object_set_new(j, "restart", json_pack("{s:s, s:I, s:I, s:b, s:o}", "policy",

@@ -22,11 +22,13 @@ static void usage(FILE *f)
         "\n"
         "Commands (all talk to the vmckptd agent of this node):\n"
         "  run TASK --base IMG [--kernel K] [--initrd I] [--work W] [--memory MIB]\n"
-        "           [--vcpus N] [--accel kvm|tcg] [--first SEC] [--every SEC]\n"
+        "           [--vcpus N] [--accel kvm|tcg] [--first SEC] [--every SEC|auto]\n"
         "           [--mode auto|live|cow|stop-copy]\n"
         "                          start a task VM on IMG (read-only) + a fresh delta;\n"
         "                          checkpoint first after --first, then every --every\n"
-        "                          seconds (0 = never; defaults from the agent's config)\n"
+        "                          seconds (0 = never; auto: from the task's measured\n"
+        "                          checkpoint cost and [task] mtbf, Young/Daly; defaults\n"
+        "                          from the agent's config)\n"
         "  checkpoint TASK [--mode auto|live|cow|stop-copy] [--no-wait]\n"
         "                          take a checkpoint; waits for the upload unless --no-wait.\n"
         "                          Modes: live copies memory while the VM runs and stops it\n"
@@ -282,6 +284,11 @@ static int cmd_run(int argc, char **argv)
     body = json_pack("{s:s}", "id", argv[1]);
     for (int i = 2; i < argc; i++) {
         int known = 0, v;
+        if (!strcmp(argv[i], "--every") && i + 1 < argc && !strcmp(argv[i + 1], "auto")) {
+            json_object_set_new(body, "checkpoint_every", json_string("auto"));
+            i++;
+            continue;
+        }
         for (size_t k = 0; k < sizeof(str_opts) / sizeof(*str_opts); k += 2)
             if (!strcmp(argv[i], str_opts[k]) && i + 1 < argc) {
                 char *abs = NULL;

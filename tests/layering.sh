@@ -14,7 +14,7 @@ LAYERS=(
     "pack catalog cluster"
     "repo"
     "ckpt"
-    "cfg automode gc restart"
+    "cfg automode gc restart interval"
     "task"
     "failover"
     "agent"
