@@ -133,7 +133,21 @@ vk b --json status r1 | jq -r .error | grep -q 'crashed 2 times within 600 s' &&
 check "b: a failed task can still be restored by hand" vk b restore r1
 check "rm the task on b" vk b rm r1
 stop_agent b
-start_agent c --set task.restart=never && ok "agent c starts (restart never)" || not_ok "agent c starts"
+start_agent c --set task.restart=never --set task.mtbf=60 --set task.min_interval=1 \
+    && ok "agent c starts (restart never, mtbf 60 s)" || not_ok "agent c starts"
+# checkpoint_every = auto: the interval comes from the measured cost.
+check_fails "--every takes a number or auto" "whole number" run_counter c bad --every sometimes
+check "run a task with --every auto" run_counter c a1 --first 1 --every auto
+for _ in $(seq 1200); do [ "$(vk c --json status a1 | jq -r .interval.measured)" -ge 3 ] && break; sleep 0.1; done
+st=$(vk c --json status a1)
+[ "$(echo "$st" | jq -r .interval.measured)" -ge 3 ] && ok "auto: periodic checkpoints are taken ($(echo "$st" | jq -r .interval.measured))" || not_ok "auto: periodic checkpoints are taken" "$st"
+echo "$st" | jq -r .interval.why | grep -q 'auto (Young/Daly): checkpoint cost [0-9.]* s .*MTBF 60 s' \
+    && ok "auto: status says the interval and why: $(echo "$st" | jq -r .interval.why)" || not_ok "auto: status says why" "$(echo "$st" | jq -c .interval)"
+[ "$(echo "$st" | jq -r .checkpoint_every)" = auto ] && [ "$(echo "$st" | jq -r .interval.seconds)" -ge 1 ] \
+    && [ "$(echo "$st" | jq -r .interval.seconds)" -le 600 ] && ok "auto: within [min_interval, max_lost_work]" || not_ok "auto: bounds" "$(echo "$st" | jq -c .interval)"
+vk c --json show a1 1 | grep -q '"every_s": -1' \
+    && ok "auto: the manifest carries the policy (every_s -1)" || not_ok "auto: the manifest carries the policy" "$(vk c --json show a1 1 | head -c 400)"
+check "rm the auto task" vk c rm a1
 check "run a counter task on c" run_counter c n1
 wait_line "$(serial_of c n1)" '^counter 2$' 90
 check "checkpoint on c" vk c checkpoint n1
