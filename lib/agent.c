@@ -429,6 +429,93 @@ static enum MHD_Result agent_gc(struct agent *a, struct MHD_Connection *c, json_
     return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, gc_result_json(&g));
 }
 
+#define AGENT_MOVE_WAIT_MS 60000
+
+/* A planned move of task t to node `to` (NULL: placement picks): its last
+ * checkpoint here with the VM left paused, then the VM killed, the task
+ * handed over (failover) and removed here; the target restores it from that
+ * checkpoint, so no guest work is lost. A target that does not take it in
+ * time: the task is restored here again. *out: what was done. */
+static int agent_move_task(struct agent *a, struct task *t, const char *to, json_t **out)
+{
+    char target[128], why[1024];
+    const char *id = task_id(t);
+    uint64_t seq = 0;
+    int64_t t0 = util_now_us();
+    int rc = a->fo ? failover_pick_target(a->fo, to, target)
+                   : err_set(VK_ESTATE, "a move needs cluster mode ([cluster] enabled = 1)");
+    *out = NULL;
+    if (rc == 0)
+        rc = task_freeze(t, &seq);
+    if (rc < 0)
+        return err_wrap(rc, "move of task %s", id);
+    task_kill(t); /* paused at its last checkpoint: nothing after it is lost */
+    rc = failover_move_out(a->fo, id, target, seq);
+    if (rc == 0) {
+        task_remove(t);
+        rc = failover_wait_moved(a->fo, id, AGENT_MOVE_WAIT_MS);
+    }
+    if (rc < 0) { /* take it back: the lease first, which the target may hold by now */
+        struct task *back = NULL;
+        snprintf(why, sizeof(why), "%s", err_msg());
+        int r2 = agent_take_lease(a, id);
+        if (r2 == VK_EBUSY) {
+            log_warn("task %s: node %s took it late: it runs there", id, target);
+            rc = 0;
+        } else {
+            if (r2 == 0)
+                r2 = agent_restore_intact(a, t, id, NULL, &back);
+            return err_set(rc, "move of task %s to %s: %s; %s", id, target, why,
+                           r2 == 0 ? "it runs here again from its last checkpoint (no work "
+                                     "lost)"
+                                   : "it could not be restored here either: restore it by hand");
+        }
+    }
+    double secs = (double)(util_now_us() - t0) / 1e6;
+    log_info("task %s moved to %s from its checkpoint %" PRIu64 " in %.2f s", id, target, seq,
+             secs);
+    *out = json_pack("{s:s, s:s, s:I, s:f}", "task", id, "to", target, "seq", (json_int_t)seq,
+                     "seconds", secs);
+    return 0;
+}
+
+/* POST /v1/drain: every task running here moved to other nodes. */
+static enum MHD_Result agent_drain(struct agent *a, struct MHD_Connection *c, json_t *body)
+{
+    const char *node = agent_jstr(body, "node");
+    json_t *moved, *failed;
+    if (!node || strcmp(node, a->cfg->node) != 0)
+        return agent_send_err(c, err_set(VK_EINVAL, "drain %s: ask that node's own agent (this "
+                                                    "is %s)", node ? node : "(no node)",
+                                         a->cfg->node));
+    if (!a->fo)
+        return agent_send_err(c, err_set(VK_ESTATE, "a drain needs cluster mode ([cluster] "
+                                                    "enabled = 1)"));
+    moved = json_array();
+    failed = json_array();
+    pthread_mutex_lock(&a->lock);
+    size_t n = a->n_tasks;
+    struct task **v = n ? malloc(n * sizeof(*v)) : NULL;
+    if (v)
+        memcpy(v, a->tasks, n * sizeof(*v));
+    pthread_mutex_unlock(&a->lock);
+    for (size_t i = 0; v && i < n; i++) {
+        json_t *r = NULL;
+        if (task_state(v[i]) != TASK_RUNNING)
+            continue;
+        if (agent_move_task(a, v[i], NULL, &r) == 0)
+            json_array_append_new(moved, r);
+        else
+            json_array_append_new(failed, json_pack("{s:s, s:s}", "task", task_id(v[i]),
+                                                    "error", err_msg()));
+    }
+    free(v);
+    log_info("drain of %s: %zu task(s) moved, %zu not", node, json_array_size(moved),
+             json_array_size(failed));
+    return agent_send(c, 200, json_pack("{s:s, s:o, s:o}", "node", node, "moved", moved,
+                                        "failed", failed));
+}
+
 static enum MHD_Result agent_task_op(struct agent *a, struct MHD_Connection *c,
                                      const struct api_req *q)
 {
@@ -452,6 +539,11 @@ static enum MHD_Result agent_task_op(struct agent *a, struct MHD_Connection *c,
         return rc < 0 ? agent_send_err(c, rc)
                       : agent_send(c, 202, json_pack("{s:s, s:I}", "task", q->id, "seq",
                                                      (json_int_t)seq));
+    case API_MOVE: {
+        json_t *r = NULL;
+        rc = agent_move_task(a, t, agent_jstr(q->body, "to"), &r);
+        return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, r);
+    }
     default: /* API_KILL */
         rc = task_kill(t);
         return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, task_json(t));
@@ -477,6 +569,7 @@ static enum MHD_Result agent_dispatch(struct agent *a, struct MHD_Connection *c,
     case API_CKPT_SHOW: return agent_show(a, c, q->id, q->seq);
     case API_CKPT_VERIFY: return agent_verify(a, c, q->id, q->seq);
     case API_TASK_VERIFY: return agent_verify(a, c, q->id, 0);
+    case API_DRAIN: return agent_drain(a, c, q->body);
     default: return agent_task_op(a, c, q);
     }
 }

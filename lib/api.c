@@ -24,6 +24,8 @@ static const struct api_field api_restore_fields[] = {
     {"seq", 'i'}, {"accel", 's'}, {"latest_intact", 'b'}, {NULL, 0}};
 static const struct api_field api_gc_fields[] = {{"grace", 'i'}, {NULL, 0}};
 static const struct api_field api_ckpt_fields[] = {{"mode", 's'}, {NULL, 0}};
+static const struct api_field api_move_fields[] = {{"to", 's'}, {NULL, 0}};
+static const struct api_field api_drain_fields[] = {{"node", 's'}, {NULL, 0}};
 static const struct api_field api_no_fields[] = {{NULL, 0}};
 
 static int api_check_body(json_t *body, const struct api_field *f)
@@ -58,6 +60,8 @@ static const struct api_field *api_fields_of(enum api_op op)
     case API_RESTORE: return api_restore_fields;
     case API_GC: return api_gc_fields;
     case API_CHECKPOINT: return api_ckpt_fields;
+    case API_MOVE: return api_move_fields;
+    case API_DRAIN: return api_drain_fields;
     default: return api_no_fields;
     }
 }
@@ -111,7 +115,7 @@ static int api_route_all(const char *method, const char *url, struct api_req *ou
     } fixed[] = {{"GET", "/v1/tasks", API_LIST},          {"POST", "/v1/tasks", API_RUN},
                  {"GET", "/v1/verify", API_VERIFY_ALL},   {"POST", "/v1/gc", API_GC},
                  {"GET", "/v1/nodes", API_NODES},         {"GET", "/v1/metrics", API_METRICS_JSON},
-                 {"GET", "/metrics", API_METRICS}};
+                 {"GET", "/metrics", API_METRICS},        {"POST", "/v1/drain", API_DRAIN}};
     const char *rest;
     int get = !strcmp(method, "GET"), post = !strcmp(method, "POST"), r;
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
@@ -132,6 +136,8 @@ static int api_route_all(const char *method, const char *url, struct api_req *ou
             out->op = API_KILL;
         else if (!strcmp(rest, "restore") && post)
             out->op = API_RESTORE;
+        else if (!strcmp(rest, "move") && post)
+            out->op = API_MOVE;
         else
             return VK_ENOTFOUND;
         return 0;

@@ -30,6 +30,8 @@ enum api_op {
     API_CKPT_SHOW,    /* GET /v1/checkpoints/ID/SEQ */
     API_CKPT_VERIFY,  /* GET /v1/checkpoints/ID/SEQ/verify */
     API_TASK_VERIFY,  /* GET /v1/verify/ID */
+    API_MOVE,         /* POST /v1/tasks/ID/move {"to": NODE} */
+    API_DRAIN,        /* POST /v1/drain {"node": NODE} */
 };
 
 #define API_MAX_BODY (1 << 20)

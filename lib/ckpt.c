@@ -129,9 +129,11 @@ static int ckpt_cont_saved(struct qmp *q)
     }
 }
 
-/* cow and stop-copy: stop, seal, save (wholly or copy-on-write), run. */
-static int ckpt_paused(struct qmp *q, int stop_copy, const char *new_top, const char *uri,
-                       const char *serial_path, struct ckpt_evs *ev, struct ckpt_snap *out)
+/* cow and stop-copy: stop, seal, save (wholly or copy-on-write), run; a
+ * final stop-copy leaves the VM paused once saved. */
+static int ckpt_paused(struct qmp *q, int stop_copy, int final, const char *new_top,
+                       const char *uri, const char *serial_path, struct ckpt_evs *ev,
+                       struct ckpt_snap *out)
 {
     struct stat st;
     int64_t t;
@@ -158,7 +160,7 @@ static int ckpt_paused(struct qmp *q, int stop_copy, const char *new_top, const 
     if (stop_copy) {
         rc = ckpt_wait_migration(q, &out->mem_bytes);
         out->mem_save_us = util_now_us() - t;
-        if (rc < 0)
+        if (rc < 0 || final)
             return rc;
         rc = ckpt_cont_saved(q);
         if (rc < 0)
@@ -375,12 +377,14 @@ int ckpt_snapshot(struct qmp *q, const struct ckpt_req *req, struct ckpt_snap *o
         rc = req->mode == CKPT_LIVE
                  ? ckpt_live(q, req->live, req->new_top, req->mem_path, uri, req->serial_path,
                              &ev, out)
-                 : ckpt_paused(q, req->mode == CKPT_STOP_COPY, req->new_top, uri,
+                 : ckpt_paused(q, req->mode == CKPT_STOP_COPY, req->final, req->new_top, uri,
                                req->serial_path, &ev, out);
-        if (rc == 0)
+        if (rc == 0 && !req->final)
             rc = ckpt_event(q, "STOP", &ev.stop);
-        if (rc == 0)
+        if (rc == 0 && !req->final)
             out->stopped_us = qmp_event_time_us(ev.resume) - qmp_event_time_us(ev.stop);
+        else if (rc == 0) /* still stopped: it stays so */
+            out->stopped_us = util_wall_us() - qmp_event_time_us(ev.stop);
         else
             ckpt_settle_after(q, req->task);
     }

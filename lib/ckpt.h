@@ -58,6 +58,8 @@ struct ckpt_req {
     const char *new_top;           /* its successor, created here */
     const char *mem_path;          /* memory and device state go here */
     const char *serial_path;       /* console log (its size is noted), or NULL */
+    int final;                     /* CKPT_STOP_COPY only: the VM stays paused once saved
+                                    * (a planned move: it never runs here again) */
 };
 
 /* Takes a consistent checkpoint of a running VM: memory and device state to
@@ -72,7 +74,7 @@ struct ckpt_req {
  *   VK_ETIMEOUT returned (the caller may take the checkpoint another way).
  * - CKPT_COW: paused, sealed, QEMU's background-snapshot resumes it at once
  *   and copies pages on write.
- * - CKPT_STOP_COPY: paused until the memory is saved.
+ * - CKPT_STOP_COPY: paused until the memory is saved (and after, when final).
  * On any failure the VM is left running; out->sealed tells whether the disk
  * switch happened (then new_top is the VM's write target whatever the
  * result; else new_top is removed). Blocks until memory is saved. */

@@ -168,3 +168,112 @@ void cluster_assign(const struct cluster_node *v, size_t n, int64_t now_ms, size
     }
     free(live);
 }
+
+/* ---- planned moves ----------------------------------------------------------- */
+
+void cluster_pick_other(const struct cluster_node *v, size_t n, int64_t now_ms, const char *self,
+                        char out[128])
+{
+    const struct cluster_node *best = NULL;
+    out[0] = '\0';
+    for (size_t j = 0; j < n; j++)
+        if (strcmp(v[j].name, self) != 0 && cluster_state_of(&v[j], now_ms) == CLUSTER_ALIVE &&
+            (!best || cluster_before(&v[j], best)))
+            best = &v[j];
+    if (best)
+        snprintf(out, 128, "%s", best->name);
+}
+
+static void cluster_move_name(const char *task, char out[192])
+{
+    snprintf(out, 192, "cluster/moves/%s", task);
+}
+
+int cluster_move_put(struct store *s, const char *task, const char *from, const char *to,
+                     uint64_t seq)
+{
+    char name[192];
+    json_t *j = json_pack("{s:s, s:s, s:s, s:I}", "task", task, "from", from, "to", to, "seq",
+                          (json_int_t)seq);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return err_set(VK_ENOMEM, "out of memory");
+    cluster_move_name(task, name);
+    int rc = store_put_buf(s, name, text, strlen(text));
+    free(text);
+    return rc < 0 ? err_wrap(rc, "cannot hand task %s over to %s", task, to) : 0;
+}
+
+struct cluster_moves {
+    struct store *s;
+    const char *node;
+    json_t *out; /* [{"task", "from"}] */
+};
+
+static int cluster_move_collect(void *arg, const char *name, uint64_t size, int64_t mtime)
+{
+    struct cluster_moves *m = arg;
+    char *text = NULL;
+    size_t len = 0;
+    (void)mtime;
+    if (size > 4096 || store_get_buf(m->s, name, &text, &len) < 0) {
+        err_clear();
+        return 0; /* not one we wrote, or gone since the listing */
+    }
+    json_t *j = json_loadb(text, len, 0, NULL);
+    free(text);
+    const char *task = json_string_value(json_object_get(j, "task"));
+    const char *from = json_string_value(json_object_get(j, "from"));
+    const char *to = json_string_value(json_object_get(j, "to"));
+    char want[192];
+    /* The store is not trusted: the task becomes a path, and the record
+     * must be the one its name says. */
+    if (task && from && to && util_valid_id(task) && strlen(from) < 128 &&
+        !strcmp(to, m->node)) {
+        cluster_move_name(task, want);
+        if (!strcmp(want, name))
+            json_array_append_new(m->out, json_pack("{s:s, s:s}", "task", task, "from", from));
+    }
+    json_decref(j);
+    return 0;
+}
+
+int cluster_moves_to(struct store *s, const char *node, json_t **out)
+{
+    struct cluster_moves m = {s, node, json_array()};
+    int rc = m.out ? store_list(s, "cluster/moves/", cluster_move_collect, &m)
+                   : err_set(VK_ENOMEM, "out of memory");
+    if (rc < 0) {
+        json_decref(m.out);
+        *out = NULL;
+        return err_wrap(rc, "cannot read the cluster's planned moves");
+    }
+    *out = m.out;
+    return 0;
+}
+
+int cluster_move_pending(struct store *s, const char *task)
+{
+    char name[192];
+    uint64_t size;
+    cluster_move_name(task, name);
+    int rc = store_stat(s, name, &size);
+    if (rc == VK_ENOTFOUND) {
+        err_clear();
+        return 0;
+    }
+    return rc < 0 ? rc : 1;
+}
+
+int cluster_move_done(struct store *s, const char *task)
+{
+    char name[192];
+    cluster_move_name(task, name);
+    int rc = store_remove(s, name);
+    if (rc == VK_ENOTFOUND) {
+        err_clear();
+        rc = 0;
+    }
+    return rc;
+}

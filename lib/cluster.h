@@ -48,6 +48,21 @@ const char *cluster_state_name(enum cluster_state st);
  * into out; "" if no node is alive. */
 void cluster_assign(const struct cluster_node *v, size_t n, int64_t now_ms, size_t i,
                     char out[128]);
+/* Planned moves (vmckpt move, drain): cluster/moves/<task> asks node `to`
+ * to restore the task, whose source node stopped it at checkpoint seq and
+ * gave up its lease; the target deletes the record once the task runs
+ * there.
+ * The alive node other than self first in placement order; "" if none. */
+void cluster_pick_other(const struct cluster_node *v, size_t n, int64_t now_ms, const char *self,
+                        char out[128]);
+int cluster_move_put(struct store *s, const char *task, const char *from, const char *to,
+                     uint64_t seq);
+/* The moves asked of node: *out a JSON array of {"task", "from"} (new
+ * reference); records that do not check out are skipped. */
+int cluster_moves_to(struct store *s, const char *node, json_t **out);
+/* 1 while task's move record exists, 0 once it is gone. */
+int cluster_move_pending(struct store *s, const char *task);
+int cluster_move_done(struct store *s, const char *task);
 /* The task lease's object name. */
 void cluster_lease_name(const char *task, char out[192]);
 /* MemAvailable of this machine, in MiB (0 if unknown). */

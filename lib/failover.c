@@ -26,6 +26,7 @@ struct fo_takeover {
     int64_t seen_wall_ms;    /* when this node found it dead */
     int64_t seen_mono_ms;
     int lost; /* another node got its lease meanwhile (f->lock) */
+    int move; /* a planned move of a live node's task, not a take-over */
 };
 
 /* When a task's lease was last renewed here (monotonic ms). */
@@ -57,7 +58,7 @@ struct failover {
     size_t n_restoring;
     struct fo_dead *dead; /* the cluster thread's own */
     size_t n_dead;
-    atomic_ullong detections, takeovers, fences, renew_failures;
+    atomic_ullong detections, takeovers, fences, renew_failures, moves_in, moves_out;
     double renew_s, detect_s, resume_s;
     /* uploads in flight here and their hold; a GC running here */
     pthread_mutex_t hold_mu; /* guards the four below; held across their store calls */
@@ -733,8 +734,8 @@ static void *fo_takeover_run(void *arg)
     struct failover *f = tk->f;
     struct task *out = NULL;
     int64_t t0 = fo_mono_ms();
-    log_info("task %s of dead node %s: lease taken, restoring its newest checkpoint", tk->id,
-             tk->from);
+    log_info("task %s of %s node %s: lease taken, restoring its newest checkpoint", tk->id,
+             tk->move ? "moving" : "dead", tk->from);
     int rc = failover_fence_task(f, tk->id);
     if (rc == 0)
         rc = f->host.restore(f->host.arg, tk->id, &out);
@@ -760,6 +761,15 @@ static void *fo_takeover_run(void *arg)
         fo_takeover_end(tk, 1);
         return NULL;
     }
+    if (tk->move) {
+        if (cluster_move_done(f->store, tk->id) < 0)
+            log_warn("task %s: cannot remove its move record: %s", tk->id, err_msg());
+        atomic_fetch_add(&f->moves_in, 1);
+        log_info("task %s moved here from node %s: restored in %" PRId64 " ms", tk->id, tk->from,
+                 t1 - t0);
+        fo_takeover_end(tk, 0);
+        return NULL;
+    }
     atomic_fetch_add(&f->takeovers, 1);
     pthread_mutex_lock(&f->lock);
     f->resume_s = (double)(t1 - tk->seen_mono_ms) / 1e3;
@@ -773,10 +783,9 @@ static void *fo_takeover_run(void *arg)
     return NULL;
 }
 
-/* Starts restoring task `id` of dead node nd here, if this node gets its
- * lease: 1 when it did. */
-static int fo_take_over(struct failover *f, const struct cluster_node *nd, const char *id,
-                        const struct fo_dead *d)
+/* Starts restoring task `id` here, if this node gets its lease: 1 when it
+ * did. tk0: who it comes from and when that was seen. */
+static int fo_start_takeover(struct failover *f, const char *id, const struct fo_takeover *tk0)
 {
     char name[192];
     cluster_lease_name(id, name);
@@ -792,12 +801,9 @@ static int fo_take_over(struct failover *f, const struct cluster_node *nd, const
     struct fo_takeover *tk = calloc(1, sizeof(*tk));
     struct fo_takeover **nr = NULL;
     if (tk) {
+        *tk = *tk0;
         tk->f = f;
         snprintf(tk->id, sizeof(tk->id), "%s", id);
-        snprintf(tk->from, sizeof(tk->from), "%s", nd->name);
-        tk->from_renewed_ms = nd->renewed_ms;
-        tk->seen_wall_ms = d->seen_wall_ms;
-        tk->seen_mono_ms = d->seen_mono_ms;
         pthread_mutex_lock(&f->lock);
         nr = realloc(f->restoring, (f->n_restoring + 1) * sizeof(*nr));
         if (nr) {
@@ -825,6 +831,38 @@ static int fo_take_over(struct failover *f, const struct cluster_node *nd, const
         fo_takeover_end(tk, 1);
     }
     return started;
+}
+
+/* Starts restoring task `id` of dead node nd here, if this node gets its
+ * lease: 1 when it did. */
+static int fo_take_over(struct failover *f, const struct cluster_node *nd, const char *id,
+                        const struct fo_dead *d)
+{
+    struct fo_takeover tk = {.from_renewed_ms = nd->renewed_ms,
+                             .seen_wall_ms = d->seen_wall_ms,
+                             .seen_mono_ms = d->seen_mono_ms};
+    snprintf(tk.from, sizeof(tk.from), "%s", nd->name);
+    return fo_start_takeover(f, id, &tk);
+}
+
+/* The planned moves asked of this node: each task restored here once its
+ * old node gave up its lease. */
+static void fo_watch_moves(struct failover *f)
+{
+    json_t *moves = NULL, *m;
+    size_t i;
+    if (cluster_moves_to(f->store, f->cfg->node, &moves) < 0) {
+        log_warn("%s", err_msg());
+        return;
+    }
+    json_array_foreach(moves, i, m)
+    {
+        struct fo_takeover tk = {.move = 1, .seen_wall_ms = util_wall_us() / 1000,
+                                 .seen_mono_ms = fo_mono_ms()};
+        snprintf(tk.from, sizeof(tk.from), "%s", json_string_value(json_object_get(m, "from")));
+        fo_start_takeover(f, json_string_value(json_object_get(m, "task")), &tk);
+    }
+    json_decref(moves);
 }
 
 static void fo_watch(struct failover *f)
@@ -857,6 +895,7 @@ static void fo_watch(struct failover *f)
         }
     }
     cluster_nodes_free(v, n);
+    fo_watch_moves(f);
 }
 
 static void *fo_cluster_thread(void *arg)
@@ -881,6 +920,65 @@ static void *fo_cluster_thread(void *arg)
             usleep(left < 50000 ? (useconds_t)left : 50000);
     }
     return NULL;
+}
+
+/* ---- planned moves: this node's side ------------------------------------------- */
+
+int failover_pick_target(struct failover *f, const char *to, char out[128])
+{
+    struct cluster_node *v = NULL;
+    size_t n = 0;
+    int64_t now = util_wall_us() / 1000;
+    int rc = cluster_nodes(f->store, &v, &n);
+    out[0] = '\0';
+    if (rc < 0)
+        return rc;
+    if (to) {
+        for (size_t i = 0; i < n; i++)
+            if (!strcmp(v[i].name, to) && cluster_state_of(&v[i], now) == CLUSTER_ALIVE)
+                snprintf(out, 128, "%s", to);
+        if (!strcmp(to, f->cfg->node))
+            rc = err_set(VK_EINVAL, "node %s is this node: a move goes to another one", to);
+        else if (!out[0])
+            rc = err_set(VK_ESTATE, "node %s is not an alive node of this cluster (see vmckpt "
+                                    "nodes): nothing was moved", to);
+    } else {
+        cluster_pick_other(v, n, now, f->cfg->node, out);
+        if (!out[0])
+            rc = err_set(VK_ESTATE, "no other node of this cluster is alive to take the task: "
+                                    "nothing was moved");
+    }
+    cluster_nodes_free(v, n);
+    return rc;
+}
+
+int failover_move_out(struct failover *f, const char *id, const char *to, uint64_t seq)
+{
+    /* The record first, then the lease: the target takes the task only once
+     * the lease is free, and the record tells it to. */
+    int rc = cluster_move_put(f->store, id, f->cfg->node, to, seq);
+    if (rc < 0)
+        return rc;
+    failover_drop_lease(f, id);
+    atomic_fetch_add(&f->moves_out, 1);
+    return 0;
+}
+
+int failover_wait_moved(struct failover *f, const char *id, int timeout_ms)
+{
+    int64_t deadline = fo_mono_ms() + timeout_ms;
+    for (;;) {
+        int rc = cluster_move_pending(f->store, id);
+        if (rc <= 0)
+            return rc;
+        if (fo_mono_ms() > deadline)
+            break;
+        usleep(50000);
+    }
+    /* Not taken: the record goes, so that the target cannot take it late
+     * (it would need the lease too, which the caller takes back). */
+    cluster_move_done(f->store, id);
+    return err_set(VK_ETIMEOUT, "no node took task %s within %d s", id, timeout_ms / 1000);
 }
 
 /* ---- views ---------------------------------------------------------------------- */
@@ -931,6 +1029,12 @@ void failover_metrics(struct failover *f, FILE *out)
             (unsigned long long)atomic_load(&f->detections), detect_s,
             (unsigned long long)atomic_load(&f->takeovers), resume_s,
             (unsigned long long)atomic_load(&f->fences));
+    fprintf(out, "# HELP vmckpt_moves_total planned moves of tasks (vmckpt move, drain), by "
+                 "direction\n# TYPE vmckpt_moves_total counter\n"
+                 "vmckpt_moves_total{direction=\"in\"} %llu\n"
+                 "vmckpt_moves_total{direction=\"out\"} %llu\n",
+            (unsigned long long)atomic_load(&f->moves_in),
+            (unsigned long long)atomic_load(&f->moves_out));
 }
 
 /* ---- start and stop ------------------------------------------------------------- */

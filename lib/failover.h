@@ -76,6 +76,17 @@ void failover_upload_end(void *arg);
 int failover_gc_begin(void *arg);
 void failover_gc_end(void *arg);
 
+/* Planned moves (vmckpt move, drain). The alive node a task goes to: `to`
+ * when it is one (VK_EINVAL for this node, VK_ESTATE for a node not alive),
+ * else the first other alive node in placement order (VK_ESTATE: none). */
+int failover_pick_target(struct failover *f, const char *to, char out[128]);
+/* Hands task id (stopped here at its committed checkpoint seq) to node to:
+ * the move record, then its lease given up. The target restores it. */
+int failover_move_out(struct failover *f, const char *id, const char *to, uint64_t seq);
+/* Waits until the target took the task (its record gone): 0; VK_ETIMEOUT
+ * after timeout_ms, the record withdrawn. */
+int failover_wait_moved(struct failover *f, const char *id, int timeout_ms);
+
 /* GET /v1/nodes: every node, its state and tasks (new reference). */
 int failover_nodes_json(struct failover *f, json_t **out);
 /* The fail-over metrics, in Prometheus' text format. */

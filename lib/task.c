@@ -67,6 +67,7 @@ struct task {
     int64_t restart_due_us; /* monotonic; 0: none planned */
     int restarting;         /* the agent restores it now */
     int no_restart;         /* killed on purpose (vmckpt kill, a fence): not restarted */
+    int moving;             /* task_freeze: a planned move takes its last checkpoint */
     pid_t pid;
     uint64_t pid_start; /* the VM's start time (/proc): a pid alone may be reused */
     struct qmp *qmp;
@@ -912,6 +913,7 @@ struct task_upload {
     enum ckpt_mode asked; /* the mode asked for (auto, or one forced) */
     enum ckpt_mode mode;  /* the mode that took the checkpoint */
     char why[400];        /* why that mode */
+    int final;            /* a move's last checkpoint here: the VM stays paused */
 };
 
 static void task_progress(void *arg, uint64_t done)
@@ -1157,6 +1159,7 @@ static void task_upload_ends(struct task *t, struct task_upload *u, int rc, stru
         interval_note(&t->iv, u->mode, u->snap.stopped_us, u->snap.mem_save_us);
     if (t->every_s != 0 && t->pending == 0)
         t->next_due_us = util_now_us() + task_every_us(t, NULL, 0);
+    pthread_cond_broadcast(&t->idle); /* task_freeze waits for its upload */
     task_save(t);
 }
 
@@ -1184,7 +1187,7 @@ static void task_merge_local(struct task *t)
     while (k < t->n_layers && t->layers[k].committed)
         k++;
     if (c->max_local_chain <= 0 || c->whole || t->n_layers + 2 <= (size_t)c->max_local_chain ||
-        k < 2 || t->snapping || t->merging || t->state != TASK_RUNNING || !t->qmp) {
+        k < 2 || t->snapping || t->merging || t->moving || t->state != TASK_RUNNING || !t->qmp) {
         pthread_mutex_unlock(&t->lock);
         return;
     }
@@ -1369,7 +1372,7 @@ static int task_snapshot(struct task *t, struct task_upload *u, const char *new_
                          const char *serial)
 {
     struct ckpt_live live = task_live_bounds(t);
-    struct ckpt_req req = {t->id, u->mode, &live, NULL, new_top, u->mem_path, serial};
+    struct ckpt_req req = {t->id, u->mode, &live, NULL, new_top, u->mem_path, serial, u->final};
     int rc, again = 0;
     pthread_mutex_lock(&t->lock);
     char *top = strdup(t->top); /* t->top changes only under snapping, which is ours */
@@ -1417,7 +1420,7 @@ static int task_wait_merge(struct task *t)
     return 0;
 }
 
-int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
+static int task_checkpoint_ex(struct task *t, const char *mode, int final, uint64_t *out_seq)
 {
     struct task_upload *u = NULL;
     char *new_top = NULL, *serial = NULL;
@@ -1425,8 +1428,12 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
 
     pthread_mutex_lock(&t->lock);
     rc = task_wait_merge(t);
+    if (rc == 0 && t->moving && !final)
+        rc = err_set(VK_ESTATE, "task %s is being moved to another node", t->id);
     if (rc == 0)
         rc = task_begin_checkpoint(t, mode ? mode : t->mode, &u);
+    if (rc == 0)
+        u->final = final;
     if (rc < 0 && t->every_s != 0 && t->pending == 0 && t->next_due_us == 0)
         t->next_due_us = util_now_us() + task_every_us(t, NULL, 0); /* try again then */
     if (rc == 0) {
@@ -1461,6 +1468,41 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
     pthread_mutex_unlock(&t->lock);
     free(new_top);
     free(serial);
+    return rc;
+}
+
+int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
+{
+    return task_checkpoint_ex(t, mode, 0, out_seq);
+}
+
+int task_freeze(struct task *t, uint64_t *out_seq)
+{
+    uint64_t seq = 0;
+    pthread_mutex_lock(&t->lock);
+    if (t->moving) {
+        pthread_mutex_unlock(&t->lock);
+        return err_set(VK_EBUSY, "task %s is being moved already", t->id);
+    }
+    t->moving = 1;
+    pthread_mutex_unlock(&t->lock);
+    int rc = task_checkpoint_ex(t, "stop-copy", 1, &seq);
+    pthread_mutex_lock(&t->lock);
+    while (rc == 0 && t->pending > 0) /* its upload; task_upload_ends signals */
+        pthread_cond_wait(&t->idle, &t->lock);
+    if (rc == 0 && t->last_seq != seq)
+        rc = err_set(VK_EIO, "the last checkpoint (%" PRIu64 ") of task %s did not commit: %s",
+                     seq, t->id, t->last_error ? t->last_error : "see the agent's log");
+    if (rc < 0) { /* the VM runs on here, paused no longer */
+        char msg[1024];
+        snprintf(msg, sizeof(msg), "%s", err_msg());
+        t->moving = 0;
+        if (t->qmp && t->state == TASK_RUNNING)
+            ckpt_settle(t->qmp, t->id);
+        rc = err_set(rc, "%s; task %s runs on here", msg, t->id);
+    }
+    *out_seq = seq;
+    pthread_mutex_unlock(&t->lock);
     return rc;
 }
 
@@ -1573,7 +1615,8 @@ int task_poll(struct task *t)
         }
         task_save(t);
     }
-    if (t->state == TASK_RUNNING && !t->pending && !t->merging && t->next_due_us > 0 &&
+    if (t->state == TASK_RUNNING && !t->pending && !t->merging && !t->moving &&
+        t->next_due_us > 0 &&
         util_now_us() >= t->next_due_us) {
         due |= TASK_DUE_CHECKPOINT;
         t->next_due_us = 0; /* set again when this checkpoint ends */

@@ -86,6 +86,11 @@ const char *task_id(const struct task *t);
  * locally; the upload and the commit continue in the background (see
  * task_json: "checkpoint"). mode NULL means the task's default. */
 int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq);
+/* A planned move's last checkpoint here: stop-copy, the VM left paused,
+ * and waits until it is committed; *out_seq its number. On success the VM
+ * never runs here again (kill and remove the task next; no checkpoint or
+ * restart is begun meanwhile); on failure it runs on as before. */
+int task_freeze(struct task *t, uint64_t *out_seq);
 /* Kills the VM with SIGKILL, as a crash would (the task becomes "crashed"),
  * but on purpose: it is not restarted automatically ([task] restart). */
 int task_kill(struct task *t);

@@ -52,7 +52,13 @@ static void usage(FILE *f)
         "                          dead; heartbeat age) and the tasks it runs\n"
         "  metrics                 this agent's metrics, in Prometheus' text format (also\n"
         "                          served as GET /metrics on the agent's socket)\n"
-        "  kill TASK               kill the task's VM with SIGKILL (simulates a crash)\n"
+        "  move TASK [--to NODE]   cluster mode: a last checkpoint with the VM left paused,\n"
+        "                          then the task resumes on NODE (or the node placement\n"
+        "                          picks) from it: no work lost; refused when no other\n"
+        "                          node is alive\n"
+        "  drain NODE              move every task of NODE (this agent's node) elsewhere\n"
+        "  kill TASK               kill the task's VM with SIGKILL (a crash, but on\n"
+        "                          purpose: [task] restart does not restore it)\n"
         "  rm TASK                 stop the VM and forget the task on this node;\n"
         "                          its checkpoints stay in the store\n"
         "\n"
@@ -809,6 +815,61 @@ static int cmd_rm(int argc, char **argv)
     return cmd_simple("DELETE", "/v1/tasks/%s", argc, argv, "removed from this node");
 }
 
+static int cmd_move(int argc, char **argv)
+{
+    json_t *body, *out = NULL;
+    if (need(argc, 2, "move needs a task id (vmckpt move TASK [--to NODE])") < 0)
+        return 2;
+    body = json_object();
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--to") && i + 1 < argc) {
+            json_object_set_new(body, "to", json_string(argv[++i]));
+        } else {
+            fprintf(stderr, "vmckpt: move: unknown or incomplete option '%s'\n", argv[i]);
+            json_decref(body);
+            return 2;
+        }
+    }
+    if (api("POST", body, &out, "/v1/tasks/%s/move", argv[1]) < 0)
+        return 1;
+    if (opt_json)
+        print_json(out);
+    else
+        printf("task %s moved to %s from its checkpoint %lld in %.2f s (no work lost)\n",
+               jstr(out, "task"), jstr(out, "to"),
+               (long long)json_integer_value(json_object_get(out, "seq")),
+               json_number_value(json_object_get(out, "seconds")));
+    json_decref(out);
+    return 0;
+}
+
+static int cmd_drain(int argc, char **argv)
+{
+    json_t *out = NULL, *m;
+    size_t i;
+    if (need(argc, 2, "drain needs this node's name (vmckpt drain NODE)") < 0)
+        return 2;
+    if (api("POST", json_pack("{s:s}", "node", argv[1]), &out, "/v1/drain") < 0)
+        return 1;
+    json_t *failed = json_object_get(out, "failed");
+    if (opt_json) {
+        print_json(out);
+    } else {
+        json_array_foreach(json_object_get(out, "moved"), i, m)
+            printf("task %s moved to %s from its checkpoint %lld in %.2f s\n", jstr(m, "task"),
+                   jstr(m, "to"), (long long)json_integer_value(json_object_get(m, "seq")),
+                   json_number_value(json_object_get(m, "seconds")));
+        json_array_foreach(failed, i, m)
+            fprintf(stderr, "vmckpt: task %s not moved: %s\n", jstr(m, "task"),
+                    jstr(m, "error"));
+        printf("drain of %s: %zu moved, %zu not\n", argv[1],
+               json_array_size(json_object_get(out, "moved")), json_array_size(failed));
+    }
+    int rc = json_array_size(failed) ? 1 : 0;
+    json_decref(out);
+    return rc;
+}
+
 /* The commands; their help is usage()'s. */
 struct command {
     const char *name;
@@ -820,6 +881,7 @@ static const struct command commands[] = {
     {"ls", cmd_ls},           {"show", cmd_show},             {"restore", cmd_restore},
     {"verify", cmd_verify},   {"gc", cmd_gc},                 {"nodes", cmd_nodes},
     {"metrics", cmd_metrics}, {"kill", cmd_kill},             {"rm", cmd_rm},
+    {"move", cmd_move},       {"drain", cmd_drain},
 };
 
 static const struct command *find_command(const char *name)

@@ -59,7 +59,7 @@ static int run(const struct step *steps, int converge_ms, struct ckpt_snap *out)
     struct peer p;
     int rc;
     struct ckpt_live live = {20, 1 << 30, converge_ms, 1 << 30};
-    struct ckpt_req req = {"t1", CKPT_LIVE, &live, top, new_top, mem, NULL};
+    struct ckpt_req req = {"t1", CKPT_LIVE, &live, top, new_top, mem, NULL, 0};
     struct qmp *q = start(&p, GREETING, steps, &rc);
     assert_int_equal(rc, 0);
     rc = ckpt_snapshot(q, &req, out);
