@@ -741,6 +741,22 @@ static void agent_task_gauge(FILE *f, struct task **v, size_t n, const char *met
     }
 }
 
+enum agent_counter { AGENT_FALLBACKS, AGENT_RESTARTS, AGENT_ROOM };
+
+static void agent_task_counter(FILE *f, struct task **v, size_t n, const char *metric,
+                               const char *labels, const char *help, enum agent_counter which)
+{
+    fprintf(f, "# HELP %s %s, since the agent started\n# TYPE %s counter\n", metric, help,
+            metric);
+    for (size_t k = 0; k < n; k++) {
+        struct task_counters c = task_counters(v[k]);
+        unsigned long x = which == AGENT_FALLBACKS ? c.live_fallbacks
+                          : which == AGENT_RESTARTS ? c.restarts
+                                                    : c.room_refusals;
+        fprintf(f, "%s{task=\"%s\"%s} %lu\n", metric, task_id(v[k]), labels, x);
+    }
+}
+
 /* The metrics in Prometheus' text format. */
 static char *agent_metrics_text(struct agent *a)
 {
@@ -762,24 +778,15 @@ static char *agent_metrics_text(struct agent *a)
                      "time to store the task's last checkpoint", AGENT_UPLOAD_TIME, 1e6);
     fprintf(f, "# HELP vmckpt_tasks tasks on this node\n# TYPE vmckpt_tasks gauge\n"
                "vmckpt_tasks %zu\n", n);
-    fprintf(f, "# HELP vmckpt_live_fallbacks_total live pre-copies given up (mode auto then "
-               "took the checkpoint paused), since the agent started\n"
-               "# TYPE vmckpt_live_fallbacks_total counter\n");
-    for (size_t k = 0; k < n; k++)
-        fprintf(f, "vmckpt_live_fallbacks_total{task=\"%s\"} %lu\n", task_id(v[k]),
-                task_live_fallbacks(v[k]));
-    fprintf(f, "# HELP vmckpt_restarts_total crashed tasks restored without a command "
-               "([task] restart), since the agent started\n"
-               "# TYPE vmckpt_restarts_total counter\n");
-    for (size_t k = 0; k < n; k++)
-        fprintf(f, "vmckpt_restarts_total{task=\"%s\"} %lu\n", task_id(v[k]),
-                task_restarts(v[k]));
-    fprintf(f, "# HELP vmckpt_checkpoints_refused_total checkpoints refused before the VM was "
-               "touched, by reason (room: no room for the memory image), since the agent "
-               "started\n# TYPE vmckpt_checkpoints_refused_total counter\n");
-    for (size_t k = 0; k < n; k++)
-        fprintf(f, "vmckpt_checkpoints_refused_total{task=\"%s\",reason=\"room\"} %lu\n",
-                task_id(v[k]), task_room_refusals(v[k]));
+    agent_task_counter(f, v, n, "vmckpt_live_fallbacks_total", "",
+                       "live pre-copies given up (mode auto then took the checkpoint paused)",
+                       AGENT_FALLBACKS);
+    agent_task_counter(f, v, n, "vmckpt_restarts_total", "",
+                       "crashed tasks restored without a command ([task] restart)",
+                       AGENT_RESTARTS);
+    agent_task_counter(f, v, n, "vmckpt_checkpoints_refused_total", ",reason=\"room\"",
+                       "checkpoints refused before the VM was touched, by reason (room: no "
+                       "room for the memory image)", AGENT_ROOM);
     if (a->fo)
         failover_metrics(a->fo, f);
     fclose(f);

@@ -1729,28 +1729,12 @@ int task_busy(struct task *t)
     return busy;
 }
 
-unsigned long task_restarts(struct task *t)
+struct task_counters task_counters(struct task *t)
 {
     pthread_mutex_lock(&t->lock);
-    unsigned long n = t->rs.restarts;
+    struct task_counters c = {t->am.fallbacks, t->rs.restarts, t->room_refusals};
     pthread_mutex_unlock(&t->lock);
-    return n;
-}
-
-unsigned long task_room_refusals(struct task *t)
-{
-    pthread_mutex_lock(&t->lock);
-    unsigned long n = t->room_refusals;
-    pthread_mutex_unlock(&t->lock);
-    return n;
-}
-
-unsigned long task_live_fallbacks(struct task *t)
-{
-    pthread_mutex_lock(&t->lock);
-    unsigned long n = t->am.fallbacks;
-    pthread_mutex_unlock(&t->lock);
-    return n;
+    return c;
 }
 
 struct task_last task_last(struct task *t)

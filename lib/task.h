@@ -120,12 +120,13 @@ enum task_state task_state(struct task *t);
  * directory (caller frees; NULL when none), read together. */
 enum task_state task_vm(struct task *t, pid_t *pid, char **run_dir);
 int task_busy(struct task *t);           /* 1 while a checkpoint is taken or uploaded */
-/* Checkpoints refused because the state directory had no room for the
- * memory image (the VM untouched), since the agent started. */
-unsigned long task_room_refusals(struct task *t);
-/* Restarts of the crashed task without a command ([task] restart). */
-unsigned long task_restarts(struct task *t);
-unsigned long task_live_fallbacks(struct task *t); /* see automode */
+/* Counters since the agent started, for the metrics. */
+struct task_counters {
+    unsigned long live_fallbacks; /* live pre-copies given up (automode) */
+    unsigned long restarts;       /* crashes restored without a command ([task] restart) */
+    unsigned long room_refusals;  /* checkpoints refused: no room for the memory image */
+};
+struct task_counters task_counters(struct task *t);
 /* Figures of the task's last committed checkpoint (0 when unknown). */
 struct task_last {
     int known;
