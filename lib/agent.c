@@ -998,6 +998,7 @@ static int agent_failover_open(struct agent *a)
         a->env.upload_end = failover_upload_end;
         a->env.gc_begin = failover_gc_begin;
         a->env.gc_end = failover_gc_end;
+        a->env.mtbf_s = failover_mtbf_s;
         a->env.cluster_arg = a->fo;
     }
     return rc;

@@ -59,6 +59,11 @@ struct failover {
     struct fo_dead *dead; /* the cluster thread's own */
     size_t n_dead;
     atomic_ullong detections, takeovers, fences, renew_failures, moves_in, moves_out;
+    /* The failures observed, for checkpoint_every = auto: node-time watched
+     * (nodes not dead, times the watch's interval). Atomic: read under task
+     * locks, which must not wait for f->lock. */
+    atomic_llong node_ms;
+    int64_t watched_ms; /* the cluster thread's own */
     double renew_s, detect_s, resume_s;
     /* uploads in flight here and their hold; a GC running here */
     pthread_mutex_t hold_mu; /* guards the four below; held across their store calls */
@@ -869,9 +874,15 @@ static void fo_watch(struct failover *f)
 {
     struct cluster_node *v = NULL;
     size_t n = 0;
-    int64_t now = util_wall_us() / 1000;
+    int64_t now = util_wall_us() / 1000, mono = fo_mono_ms();
     if (cluster_nodes(f->store, &v, &n) < 0)
         return;
+    size_t up = 0;
+    for (size_t i = 0; i < n; i++)
+        up += cluster_state_of(&v[i], now) != CLUSTER_DEAD;
+    if (f->watched_ms)
+        atomic_fetch_add(&f->node_ms, (long long)up * (mono - f->watched_ms));
+    f->watched_ms = mono;
     for (size_t i = 0; i < n && !atomic_load(&f->stopping); i++) {
         if (!strcmp(v[i].name, f->cfg->node))
             continue;
@@ -920,6 +931,17 @@ static void *fo_cluster_thread(void *arg)
             usleep(left < 50000 ? (useconds_t)left : 50000);
     }
     return NULL;
+}
+
+double failover_mtbf_s(void *arg, char *why, size_t len)
+{
+    struct failover *f = arg;
+    unsigned long long fails = atomic_load(&f->detections);
+    double node_s = (double)atomic_load(&f->node_ms) / 1000;
+    if (fails < FAILOVER_MTBF_MIN_FAILURES)
+        return 0;
+    snprintf(why, len, "observed: %llu node failures in %.1f node-hours", fails, node_s / 3600);
+    return node_s / (double)fails;
 }
 
 /* ---- planned moves: this node's side ------------------------------------------- */

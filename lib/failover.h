@@ -76,6 +76,12 @@ void failover_upload_end(void *arg);
 int failover_gc_begin(void *arg);
 void failover_gc_end(void *arg);
 
+/* The cluster's mean time between failures of a node, as this node has
+ * observed it (the node-time it watched over the nodes it found dead), once
+ * it saw FAILOVER_MTBF_MIN_FAILURES; else 0. why: how it came. The task_env
+ * hook for checkpoint_every = auto (arg: the failover). */
+#define FAILOVER_MTBF_MIN_FAILURES 3
+double failover_mtbf_s(void *arg, char *why, size_t len);
 /* Planned moves (vmckpt move, drain). The alive node a task goes to: `to`
  * when it is one (VK_EINVAL for this node, VK_ESTATE for a node not alive),
  * else the first other alive node in placement order (VK_ESTATE: none). */

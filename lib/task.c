@@ -1115,13 +1115,20 @@ static int64_t task_every_us(const struct task *t, char *why, size_t len)
 {
     const struct cfg *c = t->env->cfg;
     struct interval_policy p = {c->mtbf_s, c->max_lost_s, c->min_interval_s};
-    char buf[300];
+    char buf[300], seen[160] = "";
     if (t->every_s != CFG_AUTO) {
         if (why)
             snprintf(why, len, t->every_s > 0 ? "fixed" : "none");
         return (int64_t)(t->every_s > 0 ? t->every_s : 0) * 1000000;
     }
-    return (int64_t)interval_pick(&t->iv, &p, why ? why : buf, why ? len : sizeof(buf)) * 1000000;
+    double m = t->env->mtbf_s ? t->env->mtbf_s(t->env->cluster_arg, seen, sizeof(seen)) : 0;
+    if (m > 0) /* the cluster's own failures, once it has seen enough */
+        p.mtbf_s = m;
+    int64_t us = (int64_t)interval_pick(&t->iv, &p, why ? why : buf, why ? len : sizeof(buf)) *
+                 1000000;
+    if (why && m > 0 && strlen(why) + strlen(seen) + 4 < len)
+        snprintf(why + strlen(why), len - strlen(why), " (MTBF %s)", seen);
+    return us;
 }
 
 /* Records how checkpoint u ended; called with t->lock held. */

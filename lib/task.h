@@ -51,6 +51,9 @@ struct task_env {
                       size_t *n);
     int (*upload_begin)(void *arg, uint64_t *hold);
     void (*upload_end)(void *arg);
+    /* checkpoint_every = auto: the mean time between failures the cluster
+     * observed, or 0 (then [task] mtbf); why says how it came. */
+    double (*mtbf_s)(void *arg, char *why, size_t len);
     int (*gc_begin)(void *arg);
     void (*gc_end)(void *arg);
     void *cluster_arg;
