@@ -117,7 +117,8 @@ struct ckpt_put {
     int chain_unknown;
     struct ckpt_file *deltas;  /* sealed since it, oldest first; the newest is this one's */
     size_t n_deltas;
-    /* The local file the newest delta backs onto (NULL: the base): through
+    /* The local file the newest delta backs onto (NULL: the base, and then
+     * the new deltas hold all there is; the chain is not named): through
      * its backing chain, the disk as the previous seal left it. A merge
      * copies it and rebases the copy onto the base. */
     char *below;

@@ -132,7 +132,9 @@ static int ckpt_manifest(struct ckpt_up *u, const struct stream_ref *merged, int
         m.deltas[m.n_deltas++] = *merged;
         m.deltas[m.n_deltas++] = p->deltas[p->n_deltas - 1].obj;
     } else {
-        for (size_t i = 0; i < p->n_chain; i++)
+        /* With nothing below it, the oldest new delta backs onto the base and
+         * holds all there is: the committed chain (known or not) adds nothing. */
+        for (size_t i = 0; p->below && i < p->n_chain; i++)
             m.deltas[m.n_deltas++] = p->chain[i];
         for (size_t i = 0; i < p->n_deltas; i++)
             m.deltas[m.n_deltas++] = p->deltas[i].obj;
@@ -180,10 +182,6 @@ int ckpt_store(struct repo *r, struct store *s, struct ckpt_put *p, struct manif
     if (p->n_deltas == 0 || !p->mem_path)
         return err_set(VK_EINVAL, "checkpoint %" PRIu64 " of task %s names no new delta or "
                                   "no memory", p->facts.seq, p->facts.task);
-    if (p->chain_unknown && !p->below)
-        return err_set(VK_ESTATE, "checkpoint %" PRIu64 " of task %s: the chain it extends is "
-                                  "unknown and there is no local file to store it from",
-                       p->facts.seq, p->facts.task);
     repo_hold(r); /* until the commit: see repo_hold */
     rc = ckpt_put_boot(&u);
     if (rc == 0 && merge)

@@ -823,7 +823,7 @@ static int task_sync_chain(struct task *t)
         int kept = 0;
         for (size_t k = 0; k < t->n_layers; k++)
             kept |= !strcmp(t->layers[k].path, old[o].path);
-        if (!kept && rc == 0)
+        if (!kept && rc == 0 && n < 256) /* (only when QEMU's whole chain was read) */
             unlink(old[o].path);
         free(old[o].path);
         free(old[o].obj.name);

@@ -109,6 +109,7 @@ static void test_store_then_reuse(void **state)
     p.chain = calloc(1, sizeof(*p.chain));
     assert_int_equal(stream_ref_copy(&p.chain[0], &back->deltas[0]), 0);
     p.n_chain = 1;
+    p.below = util_fmt("%s/d0", f->root); /* the committed delta's local file */
     assert_int_equal(ckpt_put_bytes(&p), (256 + 96) * 1024);
     p.progress = progress;
     last_progress = 0;
@@ -191,9 +192,10 @@ static void test_refused_commit(void **state)
     ckpt_put_clear(&p);
 }
 
-/* A put naming no new delta, or one whose committed chain is unknown with
- * no local file to store it from, is refused before anything is stored. */
-static void test_refused_puts(void **state)
+/* A put naming no new delta is refused before anything is stored; one whose
+ * committed chain is unknown but whose delta backs onto the base (nothing
+ * below it) names that delta alone, as it names no chain it was given. */
+static void test_refused_and_base_puts(void **state)
 {
     struct fixture *f = *state;
     struct ckpt_put p;
@@ -204,9 +206,13 @@ static void test_refused_puts(void **state)
     ckpt_put_clear(&p);
     make_put(f, &p, 1, 1, NULL);
     p.chain_unknown = 1;
-    assert_int_equal(ckpt_store(f->r, f->s, &p, &m), VK_ESTATE);
-    assert_null(p.boot[0].obj.name);
-    assert_null(m);
+    p.chain = calloc(1, sizeof(*p.chain));
+    p.chain[0] = (struct stream_ref){strdup("streams/not-there"), 1, "00"};
+    p.n_chain = 1;
+    assert_int_equal(ckpt_store(f->r, f->s, &p, &m), 0);
+    assert_int_equal(m->n_deltas, 1);
+    assert_string_equal(m->deltas[0].sha256, p.deltas[0].obj.sha256);
+    manifest_free(m);
     ckpt_put_clear(&p);
 }
 
@@ -216,7 +222,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_then_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stored_delta_reused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_puts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_and_base_puts, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
