@@ -30,6 +30,7 @@
 
 #define TASK_START_TIMEOUT_MS 30000
 #define TASK_LOAD_TIMEOUT_MS (10 * 60 * 1000)
+#define TASK_MERGE_TIMEOUT_MS (10 * 60 * 1000) /* a merge of layers, at most */
 
 /* A sealed local layer of the running VM's chain. */
 struct task_layer {
@@ -867,6 +868,8 @@ int task_adopt(const struct task_env *env, const char *id, struct task **out)
         if (rc == 0)
             rc = ckpt_settle(t->qmp, t->id);
         if (rc == 0)
+            rc = vm_merge_settle(t->qmp, TASK_MERGE_TIMEOUT_MS);
+        if (rc == 0)
             rc = task_sync_chain(t);
         if (rc < 0) {
             log_error("task %s: cannot take back its VM (pid %d): %s; killing it", id,
@@ -1177,7 +1180,6 @@ static void task_upload_free(struct task_upload *u)
     free(u);
 }
 
-#define TASK_MERGE_TIMEOUT_MS (10 * 60 * 1000)
 
 /* Bounds the running VM's chain ([data] max_local_chain overlays over the
  * base, counting the top): once the next seal would pass it, the committed
@@ -1202,9 +1204,8 @@ static void task_merge_local(struct task *t)
     struct qmp *q = t->qmp; /* ours while merging, as while snapping */
     t->merging = 1;
     pthread_mutex_unlock(&t->lock);
-    testhook_gate("VMCKPT_TEST_MERGE_GATE", t->id); /* tests: a merge certainly under way */
     int64_t t0 = util_now_us();
-    int rc = top && base ? vm_merge_layers(q, top, base, TASK_MERGE_TIMEOUT_MS)
+    int rc = top && base ? vm_merge_layers(q, t->id, top, base, TASK_MERGE_TIMEOUT_MS)
                          : err_set(VK_ENOMEM, "out of memory");
     pthread_mutex_lock(&t->lock);
     t->merging = 0;

@@ -1,6 +1,7 @@
 #include "vm.h"
 
 #include "err.h"
+#include "testhook.h"
 #include "util.h"
 
 #include <errno.h>
@@ -138,7 +139,24 @@ static int vm_job_running(struct qmp *q)
     return found;
 }
 
-int vm_merge_layers(struct qmp *q, const char *top, const char *base, int timeout_ms)
+int vm_merge_settle(struct qmp *q, int timeout_ms)
+{
+    int64_t deadline = util_now_us() + (int64_t)timeout_ms * 1000;
+    int rc, cancelled = 0;
+    while ((rc = vm_job_running(q)) == 1) {
+        if (!cancelled && util_now_us() > deadline) {
+            qmp_exec(q, "block-job-cancel", json_pack("{s:s}", "device", VM_MERGE_JOB), NULL,
+                     30000);
+            cancelled = 1;
+        }
+        usleep(20000);
+    }
+    qmp_drop_events(q);
+    return rc < 0 ? err_wrap(rc, "waiting for a merge of layers left running") : 0;
+}
+
+int vm_merge_layers(struct qmp *q, const char *task, const char *top, const char *base,
+                    int timeout_ms)
 {
     int64_t deadline = util_now_us() + (int64_t)timeout_ms * 1000;
     json_t *ev = NULL;
@@ -150,6 +168,7 @@ int vm_merge_layers(struct qmp *q, const char *top, const char *base, int timeou
                             "top", top, "base", base), NULL, 30000);
     if (rc < 0)
         return err_wrap(rc, "merging %s down to %s", top, base);
+    testhook_gate("VMCKPT_TEST_MERGE_GATE", task); /* tests: a merge certainly under way */
     while ((rc = vm_job_running(q)) == 1) {
         if (!cancelled && util_now_us() > deadline) {
             qmp_exec(q, "block-job-cancel", json_pack("{s:s}", "device", VM_MERGE_JOB), NULL,

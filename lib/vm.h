@@ -40,7 +40,12 @@ int vm_connect(pid_t pid, const char *qmp_path, const char *log_path, int timeou
  * the files between are no longer used. Waits for the job, at most
  * timeout_ms (then cancels it). A job cut short leaves a valid chain: what
  * it copied into base is what the layers above hold. */
-int vm_merge_layers(struct qmp *q, const char *top, const char *base, int timeout_ms);
+int vm_merge_layers(struct qmp *q, const char *task, const char *top, const char *base,
+                    int timeout_ms);
+/* Waits for a merge QEMU may still run (its agent died during it), at most
+ * timeout_ms, then cancels it: an agent that takes back a VM knows its
+ * chain only once no merge changes it. */
+int vm_merge_settle(struct qmp *q, int timeout_ms);
 /* 1 while the process exists (reaps it if it is our child and has exited). */
 int vm_alive(pid_t pid);
 /* Sends sig and, for SIGKILL/SIGTERM, waits up to timeout_ms for the end. */

@@ -61,6 +61,25 @@ for _ in $(seq 100); do [ "$(files)" = "$(depth)" ] && break; sleep 0.1; done
 [ "$(depth)" -le 4 ] && [ "$(files)" = "$(depth)" ] && ok "after the restart: at most 4 deep, files match ($(depth))" || not_ok "after the restart" "depth $(depth), files $(files)"
 ! grep -a MISMATCH "$S1" && ok "the running guest's disk matches its memory" || not_ok "the running guest's disk matches its memory" "$(grep -a MISMATCH "$S1" | head -2)"
 
+# An agent killed -9 during a merge: QEMU ends the job on its own; the next
+# agent waits for any merge still running and takes the chain from QEMU.
+touch "$MGATE"
+held=0
+for i in 1 2 3 4; do
+    vk a checkpoint c1 >/dev/null 2>&1
+    for _ in $(seq 50); do [ -e "$MGATE.c1" ] && break; sleep 0.1; done
+    [ -e "$MGATE.c1" ] && { held=1; break; }
+done
+[ "$held" = 1 ] && ok "a merge is under way (its job started in QEMU, the agent held at a gate)" || not_ok "a merge under way"
+kill -9 "$AGENT_a"; wait "$AGENT_a" 2>/dev/null
+rm -f "$MGATE" "$MGATE.c1"
+start_agent a "${SETS[@]}" && ok "agent restarts after a kill -9 during the merge" || not_ok "agent restarts after a kill -9"
+for _ in $(seq 100); do [ "$(files)" = "$(depth)" ] && break; sleep 0.1; done
+[ "$(files)" = "$(depth)" ] && [ "$(depth)" -le 3 ] && ok "it took the merged chain from QEMU ($(depth) deep; merged-away files gone)" \
+    || not_ok "the merged chain taken from QEMU" "depth $(depth), files $(files): $(ls "$RUN")"
+check "a checkpoint after it commits" vk a checkpoint c1
+! grep -a MISMATCH "$S1" && ok "the running guest's disk still matches its memory" || not_ok "disk matches memory after the merge"
+
 # No room for the memory image: refused before the VM is touched.
 seq0=$(vk a --json status c1 | jq -r .last_checkpoint.seq)
 pid0=$(pid_of a c1)
