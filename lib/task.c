@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <signal.h>
@@ -1243,6 +1244,10 @@ static void *task_upload_thread(void *arg)
         if (!u) {
             t->uploading = 0;
             pthread_mutex_unlock(&t->lock);
+            /* An upload's chunk buffers (up to [data] buffer_mib) were freed in
+             * the arenas of worker threads now gone: give the pages back, or
+             * the agent's RSS wanders with whichever arenas held them. */
+            malloc_trim(0);
             return NULL;
         }
         t->queue = u->next;
