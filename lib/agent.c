@@ -1120,8 +1120,13 @@ void agent_free(struct agent *a)
     pthread_mutex_unlock(&a->lock);
     for (int i = 0; i < 600 && agent_busy(a); i++) /* let uploads finish, 60 s at most */
         usleep(100000);
-    for (size_t i = 0; i < a->n_tasks; i++)
-        task_free(a->tasks[i]);
+    for (size_t i = 0; i < a->n_tasks; i++) {
+        if (task_busy(a->tasks[i])) /* its thread still uses it: the exit frees it */
+            log_warn("task %s: its upload or merge still runs; leaving it to the exit",
+                     task_id(a->tasks[i]));
+        else
+            task_free(a->tasks[i]);
+    }
     free(a->tasks);
     failover_free(a->fo);
     if (a->listen_fd >= 0) {

@@ -1737,7 +1737,8 @@ enum task_state task_vm(struct task *t, pid_t *pid, char **run_dir)
 int task_busy(struct task *t)
 {
     pthread_mutex_lock(&t->lock);
-    int busy = t->pending > 0;
+    /* the uploader thread may still merge layers after its last upload */
+    int busy = t->pending > 0 || t->uploading || t->merging;
     pthread_mutex_unlock(&t->lock);
     return busy;
 }

@@ -122,7 +122,7 @@ enum task_state task_state(struct task *t);
 /* The state, its VM's pid (0 when none) and a malloc'd copy of its run
  * directory (caller frees; NULL when none), read together. */
 enum task_state task_vm(struct task *t, pid_t *pid, char **run_dir);
-int task_busy(struct task *t);           /* 1 while a checkpoint is taken or uploaded */
+int task_busy(struct task *t); /* 1 while a checkpoint is taken or uploaded, or layers merged */
 /* Counters since the agent started, for the metrics. */
 struct task_counters {
     unsigned long live_fallbacks; /* live pre-copies given up (automode) */
