@@ -52,7 +52,7 @@ sample() { # one line: elapsed, per task committed, agent rss/fds, qemu fds, lay
         pid=$(echo "$t" | jq -r .pid); run=$(dirname "$(echo "$t" | jq -r .serial_log)")
         line="$line s$k:$(committed "s$k"):$(ls "/proc/$pid/fd" 2>/dev/null | wc -l):$(compgen -G "$run/top-*.qcow2" | wc -l):$(echo "$t" | jq -r .local_chain.depth)"
     done
-    echo "$line $(du -sb "$D/state/store" | awk '{print $1}')"
+    echo "$line $({ du -sb "$D/state/store" 2>/dev/null || true; } | awk '{print $1}')" # (GC may delete a file mid-walk)
 }
 T0=$(now)
 : >"$D/samples"
