@@ -139,18 +139,28 @@ static int vm_job_running(struct qmp *q)
     return found;
 }
 
-int vm_merge_settle(struct qmp *q, int timeout_ms)
+/* Waits while the merge job runs, cancelling it past timeout_ms (then
+ * *cancelled); 0 once QEMU no longer lists it. */
+static int vm_job_wait(struct qmp *q, int timeout_ms, int *cancelled)
 {
     int64_t deadline = util_now_us() + (int64_t)timeout_ms * 1000;
-    int rc, cancelled = 0;
+    int rc;
+    *cancelled = 0;
     while ((rc = vm_job_running(q)) == 1) {
-        if (!cancelled && util_now_us() > deadline) {
+        if (!*cancelled && util_now_us() > deadline) {
             qmp_exec(q, "block-job-cancel", json_pack("{s:s}", "device", VM_MERGE_JOB), NULL,
                      30000);
-            cancelled = 1;
+            *cancelled = 1;
         }
         usleep(20000);
     }
+    return rc;
+}
+
+int vm_merge_settle(struct qmp *q, int timeout_ms)
+{
+    int cancelled;
+    int rc = vm_job_wait(q, timeout_ms, &cancelled);
     qmp_drop_events(q);
     return rc < 0 ? err_wrap(rc, "waiting for a merge of layers left running") : 0;
 }
@@ -158,7 +168,6 @@ int vm_merge_settle(struct qmp *q, int timeout_ms)
 int vm_merge_layers(struct qmp *q, const char *task, const char *top, const char *base,
                     int timeout_ms)
 {
-    int64_t deadline = util_now_us() + (int64_t)timeout_ms * 1000;
     json_t *ev = NULL;
     int rc, cancelled = 0;
 
@@ -169,14 +178,7 @@ int vm_merge_layers(struct qmp *q, const char *task, const char *top, const char
     if (rc < 0)
         return err_wrap(rc, "merging %s down to %s", top, base);
     testhook_gate("VMCKPT_TEST_MERGE_GATE", task); /* tests: a merge certainly under way */
-    while ((rc = vm_job_running(q)) == 1) {
-        if (!cancelled && util_now_us() > deadline) {
-            qmp_exec(q, "block-job-cancel", json_pack("{s:s}", "device", VM_MERGE_JOB), NULL,
-                     30000);
-            cancelled = 1;
-        }
-        usleep(20000);
-    }
+    rc = vm_job_wait(q, timeout_ms, &cancelled);
     if (rc < 0)
         return err_wrap(rc, "merging %s down to %s", top, base);
     /* Events come before the reply that no longer lists the job. */
