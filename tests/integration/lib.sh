@@ -70,6 +70,17 @@ run_counter() { # run_counter AGENT TASK [more run args]
     vk "$name" run "$task" --base "$GUEST/base.qcow2" --kernel "$GUEST/vmlinuz" \
         --initrd "$GUEST/initrd.img" --work counter --memory "$MEM" "$@"
 }
+# rm_task AGENT TASK: vmckpt rm, asked again while a (periodic) checkpoint is
+# in progress, which rm refuses rather than waits for
+rm_task() {
+    local i
+    for i in $(seq 600); do
+        vk "$1" rm "$2" >"$T/rm.out" 2>&1 && { cat "$T/rm.out"; return 0; }
+        grep -q 'in progress' "$T/rm.out" || { cat "$T/rm.out"; return 1; }
+        sleep 0.1
+    done
+    cat "$T/rm.out"; return 1
+}
 serial_of() { vk "$1" --json status "$2" | sed -n 's/.*"serial_log": "\(.*\)".*/\1/p'; }
 pid_of() { vk "$1" --json status "$2" | sed -n 's/.*"pid": \([0-9]*\).*/\1/p'; }
 # wait_line FILE REGEX [SECONDS]

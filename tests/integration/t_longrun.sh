@@ -166,7 +166,7 @@ echo "$st" | jq -r .interval.why | grep -q 'auto (Young/Daly): checkpoint cost [
     && [ "$(echo "$st" | jq -r .interval.seconds)" -le 600 ] && ok "auto: within [min_interval, max_lost_work]" || not_ok "auto: bounds" "$(echo "$st" | jq -c .interval)"
 vk c --json show a1 1 | grep -q '"every_s": -1' \
     && ok "auto: the manifest carries the policy (every_s -1)" || not_ok "auto: the manifest carries the policy" "$(vk c --json show a1 1 | head -c 400)"
-check "rm the auto task" vk c rm a1
+check "rm the auto task (between its periodic checkpoints)" rm_task c a1
 check "run a counter task on c" run_counter c n1
 wait_line "$(serial_of c n1)" '^counter 2$' 90
 check "checkpoint on c" vk c checkpoint n1

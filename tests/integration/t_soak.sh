@@ -42,6 +42,6 @@ from=$(vk a --json status s1 | jq -r .restore.from_seq)
 want=$(( $(counter_at a s1 "$from" "$S") + 1 ))
 [ "$got" = "$want" ] && ok "restored from checkpoint $from at counter $want" || not_ok "restore resumes at $want" "got $got (from $from)"
 wait_line "$S2" "^counter $((want + 2))\$" 60 && ! grep -aq MISMATCH "$S2" && ok "restored: counts on, disk matches memory" || not_ok "restored consistent"
-check "rm the task" vk a rm s1
+check "rm the task (between its periodic checkpoints)" rm_task a s1
 stop_agent a
 finish
