@@ -113,6 +113,40 @@ static void test_beat_roundtrip(void **state)
     util_rm_rf(root);
 }
 
+/* Move records from a hostile store: only a record whose task is a valid id,
+ * whose object name is its own and that is addressed to this node is taken. */
+static void test_moves_hostile(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/vmckpt-test-cluster.XXXXXX", uri[128];
+    struct store *s = NULL;
+    json_t *moves = NULL;
+    assert_non_null(mkdtemp(root));
+    snprintf(uri, sizeof(uri), "file://%s", root);
+    assert_int_equal(store_open(uri, &s), 0);
+    assert_int_equal(cluster_move_put(s, "m1", "node-a", "node-b", 3), 0);
+    assert_int_equal(cluster_move_put(s, "m2", "node-a", "node-c", 3), 0); /* not ours */
+    const char *bad[][2] = {
+        {"cluster/moves/m3", "{\"task\": \"../../etc\", \"from\": \"a\", \"to\": \"node-b\"}"},
+        {"cluster/moves/m4", "{\"task\": \"m1\", \"from\": \"a\", \"to\": \"node-b\"}"},
+        {"cluster/moves/m5", "not json"},
+        {"cluster/moves/m6", "{\"task\": 5, \"to\": \"node-b\"}"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        assert_int_equal(store_put_buf(s, bad[i][0], bad[i][1], strlen(bad[i][1])), 0);
+    assert_int_equal(cluster_moves_to(s, "node-b", &moves), 0);
+    assert_int_equal(json_array_size(moves), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(moves, 0), "task")),
+                        "m1");
+    json_decref(moves);
+    assert_int_equal(cluster_move_pending(s, "m1"), 1);
+    assert_int_equal(cluster_move_done(s, "m1"), 0);
+    assert_int_equal(cluster_move_pending(s, "m1"), 0);
+    assert_int_equal(cluster_move_done(s, "m1"), 0); /* gone already: fine */
+    store_free(s);
+    util_rm_rf(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -120,6 +154,7 @@ int main(void)
         cmocka_unit_test(test_assign_spreads_and_prefers_room),
         cmocka_unit_test(test_assign_views_agree),
         cmocka_unit_test(test_beat_roundtrip),
+        cmocka_unit_test(test_moves_hostile),
     };
     return cmocka_run_group_tests_name("cluster", tests, NULL, NULL);
 }
