@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define REPO_ZERO_SLOTS 8
@@ -812,26 +813,20 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct stre
 
 /* ---- download ---------------------------------------------------------------- */
 
+/* A restore reads exactly the records its stream needs: records of one pack
+ * that lie closer than the store's read gap are read as one range (a "job"),
+ * decoded into one buffer, and written out in stream order by one thread
+ * while workers fetch the next jobs. Buffers are reused (a fresh page costs a
+ * fault), and the bytes in flight are bounded, except for the job the writer
+ * waits for. */
+
 struct down_entry {
     char sha[UTIL_SHA256_HEX];
     uint32_t len;
     int codec;
-    uint64_t off;
-    int pack;          /* index into down_ctx.packs, or -1: read the record alone */
-    struct pack_loc loc; /* where the record is, when pack >= 0 */
+    uint64_t off; /* in the stream */
+    int64_t rec;  /* into down_ctx.recs; -1: a zero chunk */
 };
-
-/* A pack this stream needs much of: read whole once, its chunks served from
- * memory (a request per chunk costs a round trip on FTP, SFTP and RADOS). */
-struct down_pack {
-    char name[80];
-    uint64_t size, need; /* bytes: the pack's, and those this stream needs */
-    uint32_t left;       /* chunks of it not served yet */
-    uint8_t *data;
-    int state; /* DP_* */
-};
-
-enum { DP_NONE, DP_LOADING, DP_READY, DP_FAILED };
 
 static struct repo_chunk_ref repo_down_at(const void *v, size_t i)
 {
@@ -950,8 +945,9 @@ int repo_index_check(struct repo *r, const struct stream_ref *o, const char *tex
     return rc;
 }
 
-/* Reads the record of chunk e; looks again at the store's pack indexes once
- * if no known pack has it or its pack is gone (GC on another node rewrote it). */
+/* Reads the record of chunk e alone; looks again at the store's pack indexes
+ * once if no known pack has it or its pack is gone (GC on another node
+ * rewrote it). */
 static int repo_read_record(struct repo *r, const struct down_entry *e, uint8_t *raw, size_t cap,
                             size_t *got, char pack[80], struct pack_loc *loc)
 {
@@ -980,30 +976,40 @@ static int repo_read_record(struct repo *r, const struct down_entry *e, uint8_t 
     return VK_ENOTFOUND;
 }
 
-/* Fetches one chunk into a new buffer of e->len bytes, checked against its name. */
+/* Decodes a record (raw, got bytes; at pack_off in pack) into plain (e->len
+ * bytes) and checks it against its name. */
 static int repo_decode(const struct down_entry *e, const uint8_t *raw, size_t got,
-                       const char *pack, const char *what, uint8_t **out);
+                       const char *pack, uint64_t pack_off, const char *what, uint8_t *plain)
+{
+    char sha[UTIL_SHA256_HEX];
+    int rc = pack_record_decode(raw, got, e->len, plain);
+    if (rc < 0)
+        return err_wrap(rc, "%s: chunk %s in pack %s at offset %" PRIu64 " is damaged", what,
+                        e->sha, pack, pack_off);
+    util_sha256_buf(plain, e->len, sha);
+    if (strcmp(sha, e->sha) != 0)
+        return err_set(VK_ECORRUPT, "%s: chunk %s in pack %s at offset %" PRIu64
+                                    " is damaged: its content does not match its name",
+                       what, e->sha, pack, pack_off);
+    return 0;
+}
 
-/* Fetches one chunk on its own into a new buffer of e->len bytes, checked
- * against its name. */
-static int repo_fetch_chunk(struct repo *r, const struct down_entry *e, const char *what,
-                            uint8_t **out)
+/* Fetches one chunk on its own into plain (e->len bytes), checked against
+ * its name: for a chunk no known pack holds, or when its range could not be
+ * read (a pack rewritten meanwhile). */
+static int repo_fetch_alone(struct repo *r, const struct down_entry *e, const char *what,
+                            uint8_t *plain)
 {
     char pack[80] = "";
     size_t cap = REPO_HDR + codec_bound(CODEC_ZSTD9, e->len) + codec_bound(CODEC_LZ4, e->len);
-    uint8_t *raw = NULL;
-    struct down_entry here = *e;
+    uint8_t *raw = malloc(cap);
+    struct pack_loc loc = {0};
     size_t got = 0;
     int rc;
 
-    *out = NULL;
-    if (e->codec == CODEC_ZERO) {
-        *out = calloc(1, e->len ? e->len : 1);
-        return *out ? 0 : err_set(VK_ENOMEM, "out of memory");
-    }
-    if (!(raw = malloc(cap)))
+    if (!raw)
         return err_set(VK_ENOMEM, "out of memory");
-    rc = repo_read_record(r, e, raw, cap, &got, pack, &here.loc);
+    rc = repo_read_record(r, e, raw, cap, &got, pack, &loc);
     if (rc == VK_ENOTFOUND && !pack[0])
         rc = err_set(rc, "%s: chunk %s is missing: no pack of store %s holds it", what, e->sha,
                      store_uri(r->store));
@@ -1013,242 +1019,456 @@ static int repo_fetch_chunk(struct repo *r, const struct down_entry *e, const ch
     else if (rc < 0 && rc != VK_ECORRUPT)
         err_wrap(rc, "%s: chunk %s (pack %s)", what, e->sha, pack);
     else
-        rc = repo_decode(&here, raw, rc == VK_ECORRUPT || got != here.loc.bytes ? 0 : got, pack,
-                         what, out);
+        rc = repo_decode(e, raw, rc == VK_ECORRUPT || got != loc.bytes ? 0 : got, pack, loc.off,
+                         what, plain);
     free(raw);
     return rc;
 }
+
+/* A record the stream needs; entries naming the same chunk close by share it. */
+struct down_rec {
+    struct pack_loc loc;
+    size_t entry;       /* the first entry naming it */
+    uint32_t job;
+    uint32_t plain_off; /* where its plain bytes are in the job's buffer */
+    int found;          /* loc is known; else it is fetched alone */
+};
+
+/* A buffer of the pool; kept for the next job when released. */
+struct down_buf {
+    struct down_buf *next;
+    size_t cap;
+    uint8_t *p;
+};
+
+enum { DJ_WAITING, DJ_READY, DJ_DONE };
+
+/* One read: a range of one pack holding records rec0..rec0+nrec-1, or one
+ * record fetched alone. */
+struct down_job {
+    uint64_t off, bytes; /* the range */
+    size_t rec0, nrec;
+    size_t first;        /* the first entry needing it: jobs are fetched in this order */
+    uint64_t plain;      /* plain bytes of its records */
+    uint32_t refs;       /* entries not written yet */
+    struct down_buf *out;
+    int state;           /* DJ_* */
+};
 
 struct down_ctx {
     struct repo *r;
     const char *what;
     struct down_entry *e;
-    struct down_pack *packs;
-    size_t n_packs;
-    size_t n, next_fetch, next_write;
-    uint8_t **slots;
-    size_t inflight;
+    size_t n;
+    struct down_rec *recs;
+    size_t n_recs;
+    struct down_job *jobs;
+    size_t n_jobs, next_job; /* next_job: the next to fetch */
+    size_t next_write;       /* the entry the writer writes next */
+    size_t inflight, budget; /* bytes of buffers taken by jobs */
+    struct down_buf *free_bufs;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int rc, stop;
     char err[1024];
 };
 
-/* Decodes and checks a record (raw, got bytes) into a new buffer of e->len bytes. */
-static int repo_decode(const struct down_entry *e, const uint8_t *raw, size_t got,
-                       const char *pack, const char *what, uint8_t **out)
+/* Records of one pack at one place, the same chunk, within this many stream
+ * bytes of each other are read once. */
+#define DOWN_SHARE_SPAN ((uint64_t)8 << 20)
+#define DOWN_JOB_MIN ((size_t)512 << 10)
+
+static int repo_rec_cmp(const void *a, const void *b)
 {
-    uint8_t *plain = malloc(e->len ? e->len : 1);
-    char sha[UTIL_SHA256_HEX];
-    int rc;
-    *out = NULL;
-    if (!plain)
-        return err_set(VK_ENOMEM, "out of memory");
-    if ((rc = pack_record_decode(raw, got, e->len, plain)) < 0)
-        err_wrap(rc, "%s: chunk %s in pack %s at offset %" PRIu64 " is damaged", what, e->sha,
-                 pack, e->loc.off);
-    else if (util_sha256_buf(plain, e->len, sha), strcmp(sha, e->sha) != 0)
-        rc = err_set(VK_ECORRUPT, "%s: chunk %s in pack %s at offset %" PRIu64
-                                  " is damaged: its content does not match its name",
-                     what, e->sha, pack, e->loc.off);
-    if (rc < 0)
-        free(plain);
-    else
-        *out = plain;
-    return rc;
+    const struct down_rec *x = a, *y = b;
+    if (x->found != y->found)
+        return x->found ? -1 : 1;
+    if (x->loc.pack != y->loc.pack)
+        return x->loc.pack < y->loc.pack ? -1 : 1;
+    if (x->loc.off != y->loc.off)
+        return x->loc.off < y->loc.off ? -1 : 1;
+    return x->entry < y->entry ? -1 : x->entry > y->entry;
 }
 
-/* Serves chunk i from its pack read whole: 1 when done (*rc says how), 0 when
- * the chunk is to be read alone (no such pack, or it could not be read). */
-static int repo_fetch_cached(struct down_ctx *d, size_t i, uint8_t **out, int *rc)
+static int repo_job_cmp(const void *a, const void *b)
 {
-    struct down_entry *e = &d->e[i];
-    struct down_pack *p;
-    if (e->pack < 0)
-        return 0;
-    p = &d->packs[e->pack];
-    pthread_mutex_lock(&d->lock);
-    while (p->state == DP_LOADING)
-        pthread_cond_wait(&d->cond, &d->lock);
-    if (p->state == DP_NONE) {
-        p->state = DP_LOADING;
-        d->inflight += p->size;
-        pthread_mutex_unlock(&d->lock);
-        size_t got = 0;
-        uint8_t *data = malloc(p->size ? p->size : 1);
-        int r = data ? store_read(d->r->store, p->name, 0, data, p->size, &got) : VK_ENOMEM;
-        pthread_mutex_lock(&d->lock);
-        if (r == 0 && got == p->size) {
-            p->data = data;
-            p->state = DP_READY;
-        } else { /* each chunk on its own then, with its own error if it has one */
-            free(data);
-            d->inflight -= p->size;
-            p->state = DP_FAILED;
-        }
-        pthread_cond_broadcast(&d->cond);
-    }
-    int served = p->state == DP_READY;
-    if (served) {
-        *rc = e->loc.off + e->loc.bytes <= p->size
-                  ? repo_decode(e, p->data + e->loc.off, e->loc.bytes, p->name, d->what, out)
-                  : err_set(VK_ECORRUPT, "%s: chunk %s lies past the end of pack %s", d->what,
-                            e->sha, p->name);
-        if (--p->left == 0) {
-            free(p->data);
-            p->data = NULL;
-            d->inflight -= p->size;
-            p->state = DP_FAILED; /* nothing left to serve */
-        }
-    }
-    pthread_mutex_unlock(&d->lock);
-    return served;
+    const struct down_job *x = a, *y = b;
+    return x->first < y->first ? -1 : x->first > y->first;
 }
 
-/* Finds which packs the stream needs much of (a quarter of their bytes or
- * more) and notes them, while the memory budget allows. */
-static int repo_plan_packs(struct down_ctx *d)
+/* The records the stream needs, one per stored chunk (shared by entries that
+ * name the same chunk within DOWN_SHARE_SPAN), sorted by place. */
+static int repo_plan_recs(struct down_ctx *d)
 {
     struct pack_map *m = d->r->map;
     uint32_t np = pack_map_count(m);
-    int *slot = malloc((np + 1) * sizeof(*slot));
-    if (!slot)
+    size_t nz = 0;
+    struct down_rec *rec = calloc(d->n + 1, sizeof(*rec));
+    if (!rec)
         return err_set(VK_ENOMEM, "out of memory");
-    for (uint32_t k = 0; k < np; k++)
-        slot[k] = -1;
-    d->packs = calloc(d->n + 1, sizeof(*d->packs));
-    if (!d->packs) {
-        free(slot);
-        return err_set(VK_ENOMEM, "out of memory");
-    }
     for (size_t i = 0; i < d->n; i++) {
         struct down_entry *e = &d->e[i];
-        e->pack = -1;
-        if (e->codec == CODEC_ZERO || pack_map_find(m, e->sha, &e->loc) < 0 || e->loc.pack >= np)
+        e->rec = -1;
+        if (e->codec == CODEC_ZERO)
             continue;
-        if (slot[e->loc.pack] < 0) {
-            struct down_pack *p = &d->packs[d->n_packs];
-            slot[e->loc.pack] = (int)d->n_packs++;
-            pack_map_pack_name(m, e->loc.pack, p->name);
-            p->size = pack_map_pack_size(m, e->loc.pack);
-        }
-        e->pack = slot[e->loc.pack];
-        d->packs[e->pack].need += e->loc.bytes;
-        d->packs[e->pack].left++;
+        rec[nz].entry = i;
+        rec[nz].found = pack_map_find(m, e->sha, &rec[nz].loc) == 0 && rec[nz].loc.pack < np;
+        nz++;
     }
-    for (size_t i = 0; i < d->n; i++) {
-        struct down_entry *e = &d->e[i];
-        if (e->pack >= 0) {
-            struct down_pack *p = &d->packs[e->pack];
-            if (p->need * 4 < p->size || p->size > d->r->cfg.mem_budget / 4)
-                e->pack = -1; /* read alone: little of it is needed, or it is too big */
+    qsort(rec, nz, sizeof(*rec), repo_rec_cmp);
+    d->n_recs = 0;
+    for (size_t k = 0; k < nz; k++) {
+        struct down_rec *c = &rec[k], *p = d->n_recs ? &rec[d->n_recs - 1] : NULL;
+        struct down_entry *e = &d->e[c->entry];
+        if (p && c->found && p->found && p->loc.pack == c->loc.pack && p->loc.off == c->loc.off &&
+            !strcmp(d->e[p->entry].sha, e->sha) &&
+            e->off - d->e[p->entry].off <= DOWN_SHARE_SPAN) {
+            e->rec = (int64_t)(d->n_recs - 1);
+            continue;
         }
+        rec[d->n_recs] = *c;
+        e->rec = (int64_t)d->n_recs++;
     }
-    for (size_t k = 0; k < d->n_packs; k++) /* count only chunks served from memory */
-        d->packs[k].left = 0;
-    for (size_t i = 0; i < d->n; i++)
-        if (d->e[i].pack >= 0)
-            d->packs[d->e[i].pack].left++;
-    free(slot);
+    d->recs = rec;
     return 0;
+}
+
+/* Groups the records into jobs: neighbours in one pack closer than the
+ * store's read gap, up to a size, and not too far apart in the stream (a job
+ * is held until its last entry is written). */
+static int repo_plan_jobs(struct down_ctx *d)
+{
+    size_t gap = store_read_gap(d->r->store);
+    size_t max = gap * 4 > DOWN_JOB_MIN ? gap * 4 : DOWN_JOB_MIN;
+    struct down_job *j = NULL;
+
+    if (max > d->budget / 4)
+        max = d->budget / 4;
+    d->jobs = calloc(d->n_recs + 1, sizeof(*d->jobs));
+    if (!d->jobs)
+        return err_set(VK_ENOMEM, "out of memory");
+    for (size_t k = 0; k < d->n_recs; k++) {
+        struct down_rec *c = &d->recs[k], *p = k ? &d->recs[k - 1] : NULL;
+        const struct down_entry *e = &d->e[c->entry];
+        uint64_t end = j ? j->off + j->bytes : 0;
+        if (!j || !c->found || !p->found || p->loc.pack != c->loc.pack || c->loc.off < end ||
+            c->loc.off - end > gap || c->loc.off + c->loc.bytes - j->off > max ||
+            j->plain + e->len > max || e->off > d->e[j->first].off + DOWN_SHARE_SPAN ||
+            e->off + DOWN_SHARE_SPAN < d->e[j->first].off) {
+            j = &d->jobs[d->n_jobs++];
+            j->off = c->loc.off;
+            j->rec0 = k;
+            j->first = c->entry;
+        }
+        c->plain_off = (uint32_t)j->plain;
+        j->bytes = c->loc.off + c->loc.bytes - j->off;
+        j->plain += e->len;
+        j->nrec++;
+        if (c->entry < j->first)
+            j->first = c->entry;
+    }
+    qsort(d->jobs, d->n_jobs, sizeof(*d->jobs), repo_job_cmp);
+    for (size_t k = 0; k < d->n_jobs; k++)
+        for (size_t i = 0; i < d->jobs[k].nrec; i++)
+            d->recs[d->jobs[k].rec0 + i].job = (uint32_t)k;
+    for (size_t i = 0; i < d->n; i++)
+        if (d->e[i].rec >= 0)
+            d->jobs[d->recs[d->e[i].rec].job].refs++;
+    return 0;
+}
+
+/* A buffer of at least len bytes from the pool (called with the lock held;
+ * *grow set when it must be (re)allocated, outside the lock). */
+static struct down_buf *repo_buf_take(struct down_ctx *d, size_t len)
+{
+    struct down_buf **pp = &d->free_bufs, **best = NULL;
+    for (; *pp; pp = &(*pp)->next) {
+        if ((*pp)->cap >= len && (!best || (*pp)->cap < (*best)->cap))
+            best = pp;
+    }
+    if (!best && d->free_bufs)
+        best = &d->free_bufs; /* grown by the caller */
+    if (best) {
+        struct down_buf *b = *best;
+        *best = b->next;
+        b->next = NULL;
+        return b;
+    }
+    return calloc(1, sizeof(struct down_buf));
+}
+
+static int repo_buf_fit(struct down_buf *b, size_t len)
+{
+    if (b->cap >= len)
+        return 0;
+    uint8_t *p = realloc(b->p, len ? len : 1);
+    if (!p)
+        return err_set(VK_ENOMEM, "out of memory");
+    b->p = p;
+    b->cap = len;
+    return 0;
+}
+
+static void repo_buf_give(struct down_ctx *d, struct down_buf *b)
+{
+    if (!b)
+        return;
+    b->next = d->free_bufs;
+    d->free_bufs = b;
+}
+
+/* Decodes the records of job j from its range (raw, got bytes of pack). */
+static int repo_job_decode(struct down_ctx *d, struct down_job *j, const uint8_t *raw,
+                           size_t got, const char *pack)
+{
+    for (size_t i = 0; i < j->nrec; i++) {
+        const struct down_rec *c = &d->recs[j->rec0 + i];
+        uint64_t at = c->loc.off - j->off;
+        int rc = at + c->loc.bytes <= got
+                     ? repo_decode(&d->e[c->entry], raw + at, c->loc.bytes, pack, c->loc.off,
+                                   d->what, j->out->p + c->plain_off)
+                     : err_set(VK_ECORRUPT, "%s: chunk %s lies past the end of pack %s",
+                               d->what, d->e[c->entry].sha, pack);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Fetches job j into its buffer: its range in one read, or (no known pack, or
+ * the range could not be read whole) each record alone. */
+static int repo_job_fetch(struct down_ctx *d, struct down_job *j, struct down_buf *raw)
+{
+    const struct down_rec *c0 = &d->recs[j->rec0];
+    char pack[80];
+    size_t got = 0;
+    int rc = VK_ENOTFOUND;
+
+    if (c0->found) {
+        pack_map_pack_name(d->r->map, c0->loc.pack, pack);
+        rc = repo_buf_fit(raw, j->bytes);
+        for (int attempt = 0; rc == 0 && attempt < d->r->cfg.retries; attempt++) {
+            if (attempt)
+                repo_backoff(d->r, attempt - 1);
+            rc = store_read(d->r->store, pack, j->off, raw->p, j->bytes, &got);
+            if (rc == 0 || rc == VK_ENOTFOUND)
+                break;
+        }
+        if (rc == 0 && got == j->bytes)
+            return repo_job_decode(d, j, raw->p, got, pack);
+        if (rc == VK_ENOMEM)
+            return rc;
+    }
+    for (size_t i = 0; i < j->nrec; i++) {
+        const struct down_rec *c = &d->recs[j->rec0 + i];
+        if ((rc = repo_fetch_alone(d->r, &d->e[c->entry], d->what, j->out->p + c->plain_off)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void repo_down_fail(struct down_ctx *d, int rc)
+{
+    if (d->rc == 0) {
+        d->rc = rc;
+        snprintf(d->err, sizeof(d->err), "%s", err_msg());
+    }
+    d->stop = 1;
+    pthread_cond_broadcast(&d->cond);
 }
 
 static void *repo_down_worker(void *arg)
 {
     struct down_ctx *d = arg;
+    pthread_mutex_lock(&d->lock);
     for (;;) {
-        size_t i;
-        uint8_t *buf = NULL;
-        pthread_mutex_lock(&d->lock);
-        /* Stay within the memory budget, but always fetch the chunk the writer waits for. */
-        while (!d->stop && d->next_fetch < d->n && d->next_fetch > d->next_write &&
-               d->inflight + d->e[d->next_fetch].len > d->r->cfg.mem_budget)
+        /* Stay within the budget, but always fetch what the writer waits for. */
+        while (!d->stop && d->next_job < d->n_jobs &&
+               d->jobs[d->next_job].first > d->next_write &&
+               d->inflight + d->jobs[d->next_job].plain + d->jobs[d->next_job].bytes > d->budget)
             pthread_cond_wait(&d->cond, &d->lock);
-        if (d->stop || d->next_fetch >= d->n) {
-            pthread_mutex_unlock(&d->lock);
-            return NULL;
-        }
-        i = d->next_fetch++;
-        d->inflight += d->e[i].len;
+        if (d->stop || d->next_job >= d->n_jobs)
+            break;
+        struct down_job *j = &d->jobs[d->next_job++];
+        struct down_buf *raw = repo_buf_take(d, j->bytes);
+        j->out = raw ? repo_buf_take(d, j->plain) : NULL;
+        d->inflight += j->plain + j->bytes;
         pthread_mutex_unlock(&d->lock);
-        int rc = 0;
-        if (!repo_fetch_cached(d, i, &buf, &rc))
-            rc = repo_fetch_chunk(d->r, &d->e[i], d->what, &buf);
+        int rc = raw && j->out ? repo_buf_fit(j->out, j->plain)
+                               : err_set(VK_ENOMEM, "out of memory");
+        if (rc == 0)
+            rc = repo_job_fetch(d, j, raw);
         pthread_mutex_lock(&d->lock);
-        if (rc < 0 && d->rc == 0) {
-            d->rc = rc;
-            d->stop = 1;
-            snprintf(d->err, sizeof(d->err), "%s", err_msg());
-        }
-        d->slots[i] = buf;
+        repo_buf_give(d, raw);
+        d->inflight -= j->bytes;
+        if (rc < 0)
+            repo_down_fail(d, rc);
+        j->state = DJ_READY;
         pthread_cond_broadcast(&d->cond);
-        pthread_mutex_unlock(&d->lock);
     }
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
 }
 
-static int repo_write_all(int fd, const uint8_t *p, size_t n)
+/* Where the writer puts the stream: a file it may leave holes in (fresh,
+ * regular), a pipe or file it writes every byte to, or nowhere (fd < 0). */
+struct down_out {
+    int fd, sparse;
+    uint64_t hole;            /* zero bytes not written yet (sparse) */
+    struct iovec iov[64];
+    int n_iov;
+    size_t batch_bytes, batch_end; /* entries [next_write, batch_end) are in iov */
+};
+
+static uint8_t repo_zeros[1 << 20];
+
+static int repo_out_flush(struct down_ctx *d, struct down_out *o)
 {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
+    struct iovec *v = o->iov;
+    int n = o->n_iov, rc = 0;
+    if (o->fd >= 0 && o->hole && n > 0) {
+        if (lseek(o->fd, (off_t)o->hole, SEEK_CUR) < 0)
+            return err_errno(errno, "cannot write the restored stream");
+        o->hole = 0;
+    }
+    while (o->fd >= 0 && n > 0) {
+        ssize_t w = writev(o->fd, v, n);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w < 0)
-            return err_errno(errno, "cannot write the restored stream");
-        p += w;
-        n -= (size_t)w;
+        if (w < 0) {
+            rc = err_errno(errno, "cannot write the restored stream");
+            break;
+        }
+        while (n > 0 && (size_t)w >= v->iov_len) {
+            w -= (ssize_t)v->iov_len;
+            v++;
+            n--;
+        }
+        if (n > 0) {
+            v->iov_base = (uint8_t *)v->iov_base + w;
+            v->iov_len -= (size_t)w;
+        }
     }
+    /* The jobs of the entries written are released when their last one is. */
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = d->next_write; i < o->batch_end; i++) {
+        if (d->e[i].rec < 0)
+            continue;
+        struct down_job *j = &d->jobs[d->recs[d->e[i].rec].job];
+        if (--j->refs == 0) {
+            repo_buf_give(d, j->out);
+            j->out = NULL;
+            d->inflight -= j->plain;
+            j->state = DJ_DONE;
+        }
+    }
+    d->next_write = o->batch_end;
+    if (rc < 0)
+        repo_down_fail(d, rc);
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    o->n_iov = 0;
+    o->batch_bytes = 0;
+    return rc;
+}
+
+static int repo_out_add(struct down_ctx *d, struct down_out *o, const uint8_t *p, size_t len)
+{
+    if (o->n_iov == (int)(sizeof(o->iov) / sizeof(o->iov[0])) && repo_out_flush(d, o) < 0)
+        return d->rc;
+    o->iov[o->n_iov++] = (struct iovec){(void *)p, len};
+    o->batch_bytes += len;
     return 0;
 }
 
+/* Writes entry i (after its job is ready). */
+static int repo_out_entry(struct down_ctx *d, struct down_out *o, size_t i)
+{
+    const struct down_entry *e = &d->e[i];
+    int rc = 0;
+    if (e->rec >= 0) {
+        const struct down_rec *c = &d->recs[e->rec];
+        rc = repo_out_add(d, o, d->jobs[c->job].out->p + c->plain_off, e->len);
+    } else if (o->sparse) {
+        if (o->n_iov > 0 && (rc = repo_out_flush(d, o)) < 0)
+            return rc;
+        o->hole += e->len;
+    } else {
+        for (size_t left = e->len; rc == 0 && left > 0;) {
+            size_t k = left < sizeof(repo_zeros) ? left : sizeof(repo_zeros);
+            rc = repo_out_add(d, o, repo_zeros, k);
+            left -= k;
+        }
+    }
+    o->batch_end = i + 1;
+    return rc;
+}
+
+/* The writer: entries in stream order, a batch written whenever it is large
+ * or the next entry's job is not there yet. */
+static int repo_write_entries(struct down_ctx *d, struct down_out *o)
+{
+    int rc = 0;
+    for (size_t i = 0; i < d->n && rc == 0; i++) {
+        const struct down_entry *e = &d->e[i];
+        struct down_job *j = e->rec >= 0 ? &d->jobs[d->recs[e->rec].job] : NULL;
+        pthread_mutex_lock(&d->lock);
+        int ready = !j || j->state == DJ_READY;
+        pthread_mutex_unlock(&d->lock);
+        if (!ready && o->batch_end > d->next_write && (rc = repo_out_flush(d, o)) < 0)
+            break;
+        pthread_mutex_lock(&d->lock);
+        while (j && j->state != DJ_READY && !d->stop)
+            pthread_cond_wait(&d->cond, &d->lock);
+        rc = d->stop ? (d->rc < 0 ? d->rc : VK_EIO) : 0;
+        pthread_mutex_unlock(&d->lock);
+        if (rc == 0)
+            rc = repo_out_entry(d, o, i);
+        if (rc == 0 && o->batch_bytes >= ((size_t)1 << 20))
+            rc = repo_out_flush(d, o);
+    }
+    if (rc == 0 && o->batch_end > d->next_write)
+        rc = repo_out_flush(d, o);
+    if (rc == 0 && o->fd >= 0 && o->hole) {
+        off_t end = lseek(o->fd, 0, SEEK_CUR);
+        if (end < 0 || ftruncate(o->fd, end + (off_t)o->hole) < 0)
+            rc = err_errno(errno, "cannot write the restored stream");
+    }
+    return rc;
+}
+
 /* Runs the download of stream o: workers fetch, this thread writes in order.
- * With fd < 0 nothing is written (verification). */
-static int repo_download(struct repo *r, const struct stream_ref *o, int fd, const char *what)
+ * With fd < 0 nothing is written (verification); with sparse, fd is a fresh
+ * regular file and zero chunks are left as holes. */
+static int repo_download(struct repo *r, const struct stream_ref *o, int fd, int sparse,
+                         const char *what)
 {
     struct down_ctx d = {.r = r, .what = what};
+    struct down_out out = {.fd = fd, .sparse = sparse};
     pthread_t th[64];
     int nth = 0, rc;
 
+    /* Enough to keep every worker busy twice over, no more: each byte of a
+     * buffer is a page to fault in once. */
+    d.budget = (size_t)r->cfg.workers * 4 * DOWN_JOB_MIN;
+    if (d.budget > r->cfg.mem_budget)
+        d.budget = r->cfg.mem_budget;
     rc = repo_load_index(r, o, what, &d.e, &d.n);
     if (rc == 0)
         rc = pack_map_refresh(r->map, r->store, 0);
     if (rc == 0)
-        rc = repo_plan_packs(&d);
-    if (rc < 0) {
-        free(d.e);
-        free(d.packs);
-        return rc;
-    }
-    d.slots = calloc(d.n + 1, sizeof(*d.slots));
+        rc = repo_plan_recs(&d);
+    if (rc == 0)
+        rc = repo_plan_jobs(&d);
     pthread_mutex_init(&d.lock, NULL);
     pthread_cond_init(&d.cond, NULL);
-    if (!d.slots) {
-        rc = err_set(VK_ENOMEM, "out of memory");
-        goto out;
-    }
-    for (; nth < r->cfg.workers; nth++)
+    for (; rc == 0 && nth < r->cfg.workers && (size_t)nth < d.n_jobs; nth++)
         if (pthread_create(&th[nth], NULL, repo_down_worker, &d) != 0)
             break;
-    for (size_t i = 0; i < d.n && rc == 0; i++) {
-        pthread_mutex_lock(&d.lock);
-        while (!d.slots[i] && !d.stop)
-            pthread_cond_wait(&d.cond, &d.lock);
-        uint8_t *buf = d.slots[i];
-        d.slots[i] = NULL;
-        rc = buf ? 0 : d.rc;
-        pthread_mutex_unlock(&d.lock);
-        if (rc < 0)
-            break;
-        if (fd >= 0)
-            rc = repo_write_all(fd, buf, d.e[i].len);
-        free(buf);
-        pthread_mutex_lock(&d.lock);
-        d.inflight -= d.e[i].len;
-        d.next_write = i + 1;
-        if (rc < 0)
-            d.stop = 1;
-        pthread_cond_broadcast(&d.cond);
-        pthread_mutex_unlock(&d.lock);
-    }
+    if (rc == 0 && nth == 0 && d.n_jobs > 0)
+        rc = err_set(VK_ENOMEM, "cannot start download threads");
+    if (rc == 0)
+        rc = repo_write_entries(&d, &out);
     pthread_mutex_lock(&d.lock);
     d.stop = 1;
     pthread_cond_broadcast(&d.cond);
@@ -1257,15 +1477,16 @@ static int repo_download(struct repo *r, const struct stream_ref *o, int fd, con
         pthread_join(th[i], NULL);
     if (rc < 0 && d.rc < 0)
         rc = err_set(d.rc, "%s", d.err);
-    if (rc == 0 && nth == 0 && d.n > 0)
-        rc = err_set(VK_ENOMEM, "cannot start download threads");
-out:
-    for (size_t i = 0; d.slots && i < d.n; i++)
-        free(d.slots[i]);
-    free(d.slots);
-    for (size_t k = 0; d.packs && k < d.n_packs; k++)
-        free(d.packs[k].data);
-    free(d.packs);
+    for (size_t k = 0; d.jobs && k < d.n_jobs; k++)
+        repo_buf_give(&d, d.jobs[k].out);
+    while (d.free_bufs) {
+        struct down_buf *b = d.free_bufs;
+        d.free_bufs = b->next;
+        free(b->p);
+        free(b);
+    }
+    free(d.jobs);
+    free(d.recs);
     free(d.e);
     pthread_mutex_destroy(&d.lock);
     pthread_cond_destroy(&d.cond);
@@ -1274,12 +1495,12 @@ out:
 
 int repo_get_stream(struct repo *r, const struct stream_ref *o, int fd, const char *what)
 {
-    return repo_download(r, o, fd, what);
+    return repo_download(r, o, fd, 0, what);
 }
 
 int repo_verify_stream(struct repo *r, const struct stream_ref *o, const char *what)
 {
-    return repo_download(r, o, -1, what);
+    return repo_download(r, o, -1, 0, what);
 }
 
 int repo_get_file(struct repo *r, const struct stream_ref *o, const char *path, const char *what)
@@ -1296,7 +1517,7 @@ int repo_get_file(struct repo *r, const struct stream_ref *o, const char *path, 
         free(part);
         return rc;
     }
-    rc = repo_download(r, o, fd, what);
+    rc = repo_download(r, o, fd, 1, what);
     if (rc == 0 && fsync(fd) < 0)
         rc = err_errno(errno, "cannot sync %s", part);
     close(fd);

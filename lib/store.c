@@ -108,6 +108,11 @@ const char *store_uri(const struct store *s) { return s->uri; }
 
 unsigned store_caps(const struct store *s) { return s->ops->caps; }
 
+size_t store_read_gap(const struct store *s)
+{
+    return s->ops->read_gap ? s->ops->read_gap : (size_t)64 << 10;
+}
+
 int store_put_begin(struct store *s, const char *name, struct store_writer **out)
 {
     *out = NULL;

@@ -46,6 +46,9 @@ struct store_ops {
     int version; /* STORE_OPS_VERSION */
     const char *scheme;
     unsigned caps; /* STORE_CAP_* */
+    /* Bytes it costs less to read through than to ask for twice (a round
+     * trip's worth): readers coalesce ranges closer than this. 0: 64 KiB. */
+    uint32_t read_gap;
     int (*open)(const char *uri, struct store **out);
     void (*free)(struct store *s);
     int (*put_begin)(struct store *s, const char *name, struct store_writer **out);
@@ -117,6 +120,9 @@ const char *store_uri(const struct store *s);
 /* The schemes of the backends built in, for --help and messages (static). */
 const char *store_schemes(void);
 unsigned store_caps(const struct store *s); /* STORE_CAP_* flags */
+/* The store's read gap (store_ops.read_gap): two ranges of one object closer
+ * than this are cheaper read as one. */
+size_t store_read_gap(const struct store *s);
 
 /* Writes a small object and removes it: VK_OK when the store takes writes. */
 int store_check_writable(struct store *s, const char *probe_name);

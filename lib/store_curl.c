@@ -659,10 +659,13 @@ static int curl_list(struct store *s, const char *prefix, store_list_fn fn, void
     return rc;
 }
 
-#define CURL_OPS(var, sch, openfn)                                                             \
+/* A range read is a new transfer: on FTP a REST, a RETR and a data
+ * connection (several round trips), on SFTP an open, a seek and a read. */
+#define CURL_OPS(var, sch, openfn, gap)                                                        \
     const struct store_ops var = {                                                             \
         .version = STORE_OPS_VERSION,                                                          \
         .scheme = sch,                                                                         \
+        .read_gap = gap,                                                                       \
         .open = openfn,                                                                        \
         .free = curl_free_store,                                                               \
         .put_begin = curl_put_begin,                                                           \
@@ -676,5 +679,5 @@ static int curl_list(struct store *s, const char *prefix, store_list_fn fn, void
         .sync = NULL,                                                                          \
     }
 
-CURL_OPS(store_ftp_ops, "ftp", curl_open_ftp);
-CURL_OPS(store_sftp_ops, "sftp", curl_open_sftp);
+CURL_OPS(store_ftp_ops, "ftp", curl_open_ftp, 1u << 20);
+CURL_OPS(store_sftp_ops, "sftp", curl_open_sftp, 512u << 10);

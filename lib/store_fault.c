@@ -227,6 +227,7 @@ static int fault_taken(struct store *s, const char *name)
 const struct store_ops store_fault_ops = {
     .version = STORE_OPS_VERSION,
     .scheme = "fault",
+    .read_gap = 512u << 10, /* it models a link */
     .open = fault_open,
     .free = fault_free,
     .put_begin = fault_put_begin,

@@ -783,6 +783,7 @@ static int srados_taken(struct store *s, const char *name)
 const struct store_ops store_rados_ops = {
     .version = STORE_OPS_VERSION,
     .scheme = "rados",
+    .read_gap = 256u << 10, /* an OSD round trip on a LAN */
     .open = srados_open_store,
     .free = srados_free_store,
     .put_begin = srados_put_begin,
