@@ -10,7 +10,9 @@
  *   store_bench stat STORE_URI NAME          prints its size, or fails
  *   store_bench roundtrip STORE_URI PATH OUT|-   stores PATH, reads it back (times both)
  *   store_bench putset STORE_URI FILE...      stores a checkpoint's files; prints their streams
- *   store_bench getset STORE_URI SET.json     fetches and checks them (a restore's reads) */
+ *   store_bench getset STORE_URI SET.json [OUTDIR]   fetches and checks them (a restore's
+ *       reads); with OUTDIR, writes stream n to OUTDIR/n as a restore writes a blob
+ *   BENCH_CODEC=none|lz4|zstd3|zstd9 forces a codec for put and putset */
 #include "codec.h"
 #include "err.h"
 #include "repo.h"
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -200,10 +203,14 @@ static int roundtrip(const char *uri, const char *path, const char *out)
     return rc < 0;
 }
 
+/* The agent's defaults; BENCH_CODEC forces a codec (bench/peers.sh). */
 static struct repo_cfg bench_cfg(void)
 {
     struct repo_cfg cfg = {.chunk_avg = 32768, .workers = 0, .mem_budget = 64 << 20,
                            .retries = 3, .retry_base_ms = 100, .forced_codec = CODEC_AUTO};
+    const char *codec = getenv("BENCH_CODEC");
+    if (codec && codec_by_name(codec) >= 0)
+        cfg.forced_codec = codec_by_name(codec);
     return cfg;
 }
 
@@ -250,9 +257,24 @@ static int putset(const char *uri, int n, char **paths)
     return rc < 0;
 }
 
+/* read_bytes of /proc/self/io: bytes this process made the disks read. */
+static uint64_t self_read_bytes(void)
+{
+    FILE *f = fopen("/proc/self/io", "r");
+    char line[128];
+    unsigned long long v = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "read_bytes: %llu", &v) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return v;
+}
+
 /* Restores every stream of a putset answer (SETJSON, a file) and checks it;
- * prints the seconds it took. */
-static int getset(const char *uri, const char *setjson)
+ * into OUTDIR/<n> as a restore fetches a blob (synced), or nowhere when
+ * outdir is NULL; prints the seconds it took. */
+static int getset(const char *uri, const char *setjson, const char *outdir)
 {
     struct store *s = NULL;
     struct repo *r = NULL;
@@ -262,20 +284,40 @@ static int getset(const char *uri, const char *setjson)
     int rc = j ? store_open(uri, &s) : err_set(VK_EINVAL, "cannot read %s", setjson);
     if (rc == 0)
         rc = repo_open(&r, s, &cfg);
+    uint64_t need = 0, io0 = self_read_bytes();
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
     int64_t t0 = util_now_us();
     json_array_foreach(json_object_get(j, "streams"), i, o)
     {
         struct stream_ref m = {.name = (char *)json_string_value(json_object_get(o, "name")),
                            .size = (uint64_t)json_integer_value(json_object_get(o, "size"))};
         snprintf(m.sha256, sizeof(m.sha256), "%s", json_string_value(json_object_get(o, "sha256")));
-        if (rc == 0)
+        char *out = outdir ? util_fmt("%s/%zu", outdir, i) : NULL;
+        if (rc == 0 && out)
+            rc = repo_get_file(r, &m, out, m.name);
+        else if (rc == 0)
             rc = repo_verify_stream(r, &m, m.name); /* fetch, decompress, check; no disk write */
+        free(out);
     }
     double secs = (double)(util_now_us() - t0) / 1e6;
+    uint64_t io = self_read_bytes() - io0;
+    getrusage(RUSAGE_SELF, &ru1);
+    json_array_foreach(json_object_get(j, "streams"), i, o)
+    {
+        struct stream_ref m = {.name = (char *)json_string_value(json_object_get(o, "name")),
+                           .size = (uint64_t)json_integer_value(json_object_get(o, "size"))};
+        uint64_t b = 0;
+        snprintf(m.sha256, sizeof(m.sha256), "%s", json_string_value(json_object_get(o, "sha256")));
+        if (rc == 0 && (rc = repo_stream_stored(r, &m, &b)) == 0)
+            need += b;
+    }
     if (rc < 0)
         fprintf(stderr, "store_bench: %s\n", err_msg());
-    else
-        printf("{\"seconds\": %.3f}\n", secs);
+    else /* within the restore: what a resident agent pays (no start-up) */
+        printf("{\"seconds\": %.3f, \"read_bytes\": %llu, \"minflt\": %ld, \"needed_bytes\": %llu}\n",
+               secs, (unsigned long long)io, ru1.ru_minflt - ru0.ru_minflt,
+               (unsigned long long)need);
     json_decref(j);
     repo_free(r);
     store_free(s);
@@ -355,8 +397,8 @@ int main(int argc, char **argv)
         return putobj(argv[2], argv[3], atol(argv[4]));
     if (argc >= 4 && !strcmp(argv[1], "putset"))
         return putset(argv[2], argc - 3, argv + 3);
-    if (argc == 4 && !strcmp(argv[1], "getset"))
-        return getset(argv[2], argv[3]);
+    if ((argc == 4 || argc == 5) && !strcmp(argv[1], "getset"))
+        return getset(argv[2], argv[3], argc == 5 ? argv[4] : NULL);
     if (argc == 5 && !strcmp(argv[1], "roundtrip"))
         return roundtrip(argv[2], argv[3], argv[4]);
     if (argc == 4 && !strcmp(argv[1], "stat"))
@@ -376,6 +418,6 @@ int main(int argc, char **argv)
                     "       store_bench stat STORE_URI NAME\n"
                     "       store_bench roundtrip STORE_URI PATH OUT|-\n"
                     "       store_bench putset STORE_URI FILE...\n"
-                    "       store_bench getset STORE_URI SET.json\n");
+                    "       store_bench getset STORE_URI SET.json [OUTDIR]\n");
     return 2;
 }

@@ -1030,8 +1030,9 @@ struct down_rec {
     struct pack_loc loc;
     size_t entry;       /* the first entry naming it */
     uint32_t job;
-    uint32_t plain_off; /* where its plain bytes are in the job's buffer */
+    uint32_t plain_off; /* where its plain bytes are: in the job's out buffer, or in_raw */
     int found;          /* loc is known; else it is fetched alone */
+    int in_raw;         /* stored plain: served from the job's raw buffer, not copied */
 };
 
 /* A buffer of the pool; kept for the next job when released. */
@@ -1051,7 +1052,8 @@ struct down_job {
     size_t first;        /* the first entry needing it: jobs are fetched in this order */
     uint64_t plain;      /* plain bytes of its records */
     uint32_t refs;       /* entries not written yet */
-    struct down_buf *out;
+    int keep_raw;        /* some records are served from raw */
+    struct down_buf *raw, *out;
     int state;           /* DJ_* */
 };
 
@@ -1077,6 +1079,13 @@ struct down_ctx {
  * bytes of each other are read once. */
 #define DOWN_SHARE_SPAN ((uint64_t)8 << 20)
 #define DOWN_JOB_MIN ((size_t)512 << 10)
+
+/* The bytes of one job at most (before the budget caps it): a few read gaps. */
+static size_t repo_job_max(struct repo *r)
+{
+    size_t gap = store_read_gap(r->store);
+    return gap * 4 > DOWN_JOB_MIN ? gap * 4 : DOWN_JOB_MIN;
+}
 
 static int repo_rec_cmp(const void *a, const void *b)
 {
@@ -1138,8 +1147,7 @@ static int repo_plan_recs(struct down_ctx *d)
  * is held until its last entry is written). */
 static int repo_plan_jobs(struct down_ctx *d)
 {
-    size_t gap = store_read_gap(d->r->store);
-    size_t max = gap * 4 > DOWN_JOB_MIN ? gap * 4 : DOWN_JOB_MIN;
+    size_t gap = store_read_gap(d->r->store), max = repo_job_max(d->r);
     struct down_job *j = NULL;
 
     if (max > d->budget / 4)
@@ -1151,18 +1159,21 @@ static int repo_plan_jobs(struct down_ctx *d)
         struct down_rec *c = &d->recs[k], *p = k ? &d->recs[k - 1] : NULL;
         const struct down_entry *e = &d->e[c->entry];
         uint64_t end = j ? j->off + j->bytes : 0;
+        c->in_raw = c->found && c->loc.codec == CODEC_NONE && c->loc.bytes == REPO_HDR + e->len;
         if (!j || !c->found || !p->found || p->loc.pack != c->loc.pack || c->loc.off < end ||
             c->loc.off - end > gap || c->loc.off + c->loc.bytes - j->off > max ||
-            j->plain + e->len > max || e->off > d->e[j->first].off + DOWN_SHARE_SPAN ||
+            j->plain + (c->in_raw ? 0 : e->len) > max ||
+            e->off > d->e[j->first].off + DOWN_SHARE_SPAN ||
             e->off + DOWN_SHARE_SPAN < d->e[j->first].off) {
             j = &d->jobs[d->n_jobs++];
             j->off = c->loc.off;
             j->rec0 = k;
             j->first = c->entry;
         }
-        c->plain_off = (uint32_t)j->plain;
+        c->plain_off = (uint32_t)(c->in_raw ? c->loc.off - j->off + REPO_HDR : j->plain);
         j->bytes = c->loc.off + c->loc.bytes - j->off;
-        j->plain += e->len;
+        j->plain += c->in_raw ? 0 : e->len;
+        j->keep_raw |= c->in_raw;
         j->nrec++;
         if (c->entry < j->first)
             j->first = c->entry;
@@ -1217,28 +1228,60 @@ static void repo_buf_give(struct down_ctx *d, struct down_buf *b)
     d->free_bufs = b;
 }
 
-/* Decodes the records of job j from its range (raw, got bytes of pack). */
-static int repo_job_decode(struct down_ctx *d, struct down_job *j, const uint8_t *raw,
-                           size_t got, const char *pack)
+/* Where the plain bytes of record c of job j are (once fetched). */
+static uint8_t *repo_rec_plain(const struct down_job *j, const struct down_rec *c)
+{
+    return (c->in_raw ? j->raw->p : j->out->p) + c->plain_off;
+}
+
+/* Checks a record stored plain where it lies (raw: got bytes, at pack_off). */
+static int repo_check_plain(const struct down_entry *e, const uint8_t *raw, size_t got,
+                            const char *pack, uint64_t pack_off, const char *what)
+{
+    char sha[UTIL_SHA256_HEX];
+    int codec;
+    uint32_t n = 0;
+    if (got != REPO_HDR + (size_t)e->len || pack_hdr_parse(raw, &codec, &n) < 0 ||
+        codec != CODEC_NONE || n != e->len)
+        return err_set(VK_ECORRUPT, "%s: chunk %s in pack %s at offset %" PRIu64
+                                    " is damaged: its record is not the plain one its index names",
+                       what, e->sha, pack, pack_off);
+    util_sha256_buf(raw + REPO_HDR, e->len, sha);
+    if (strcmp(sha, e->sha) != 0)
+        return err_set(VK_ECORRUPT, "%s: chunk %s in pack %s at offset %" PRIu64
+                                    " is damaged: its content does not match its name",
+                       what, e->sha, pack, pack_off);
+    return 0;
+}
+
+/* Decodes the records of job j from its range (j->raw, got bytes of pack). */
+static int repo_job_decode(struct down_ctx *d, struct down_job *j, size_t got, const char *pack)
 {
     for (size_t i = 0; i < j->nrec; i++) {
         const struct down_rec *c = &d->recs[j->rec0 + i];
-        uint64_t at = c->loc.off - j->off;
-        int rc = at + c->loc.bytes <= got
-                     ? repo_decode(&d->e[c->entry], raw + at, c->loc.bytes, pack, c->loc.off,
-                                   d->what, j->out->p + c->plain_off)
-                     : err_set(VK_ECORRUPT, "%s: chunk %s lies past the end of pack %s",
-                               d->what, d->e[c->entry].sha, pack);
+        const struct down_entry *e = &d->e[c->entry];
+        const uint8_t *rec = j->raw->p + (c->loc.off - j->off);
+        int rc;
+        if (c->loc.off - j->off + c->loc.bytes > got)
+            rc = err_set(VK_ECORRUPT, "%s: chunk %s lies past the end of pack %s", d->what,
+                         e->sha, pack);
+        else if (c->in_raw)
+            rc = repo_check_plain(e, rec, c->loc.bytes, pack, c->loc.off, d->what);
+        else
+            rc = repo_decode(e, rec, c->loc.bytes, pack, c->loc.off, d->what,
+                             repo_rec_plain(j, c));
         if (rc < 0)
             return rc;
     }
     return 0;
 }
 
-/* Fetches job j into its buffer: its range in one read, or (no known pack, or
- * the range could not be read whole) each record alone. */
-static int repo_job_fetch(struct down_ctx *d, struct down_job *j, struct down_buf *raw)
+/* Fetches job j into its buffers: its range in one read, or (no known pack,
+ * or the range could not be read whole) each record alone, its plain bytes
+ * put where the writer looks for them. */
+static int repo_job_fetch(struct down_ctx *d, struct down_job *j)
 {
+    struct down_buf *raw = j->raw;
     const struct down_rec *c0 = &d->recs[j->rec0];
     char pack[80];
     size_t got = 0;
@@ -1255,13 +1298,13 @@ static int repo_job_fetch(struct down_ctx *d, struct down_job *j, struct down_bu
                 break;
         }
         if (rc == 0 && got == j->bytes)
-            return repo_job_decode(d, j, raw->p, got, pack);
+            return repo_job_decode(d, j, got, pack);
         if (rc == VK_ENOMEM)
             return rc;
     }
     for (size_t i = 0; i < j->nrec; i++) {
         const struct down_rec *c = &d->recs[j->rec0 + i];
-        if ((rc = repo_fetch_alone(d->r, &d->e[c->entry], d->what, j->out->p + c->plain_off)) < 0)
+        if ((rc = repo_fetch_alone(d->r, &d->e[c->entry], d->what, repo_rec_plain(j, c))) < 0)
             return rc;
     }
     return 0;
@@ -1290,17 +1333,22 @@ static void *repo_down_worker(void *arg)
         if (d->stop || d->next_job >= d->n_jobs)
             break;
         struct down_job *j = &d->jobs[d->next_job++];
-        struct down_buf *raw = repo_buf_take(d, j->bytes);
-        j->out = raw ? repo_buf_take(d, j->plain) : NULL;
+        j->raw = repo_buf_take(d, j->bytes);
+        j->out = j->raw ? repo_buf_take(d, j->plain) : NULL;
         d->inflight += j->plain + j->bytes;
         pthread_mutex_unlock(&d->lock);
-        int rc = raw && j->out ? repo_buf_fit(j->out, j->plain)
-                               : err_set(VK_ENOMEM, "out of memory");
+        int rc = j->raw && j->out ? repo_buf_fit(j->raw, j->bytes)
+                                  : err_set(VK_ENOMEM, "out of memory");
         if (rc == 0)
-            rc = repo_job_fetch(d, j, raw);
+            rc = repo_buf_fit(j->out, j->plain);
+        if (rc == 0)
+            rc = repo_job_fetch(d, j);
         pthread_mutex_lock(&d->lock);
-        repo_buf_give(d, raw);
-        d->inflight -= j->bytes;
+        if (!j->keep_raw) { /* nothing is served from it */
+            repo_buf_give(d, j->raw);
+            j->raw = NULL;
+            d->inflight -= j->bytes;
+        }
         if (rc < 0)
             repo_down_fail(d, rc);
         j->state = DJ_READY;
@@ -1357,8 +1405,9 @@ static int repo_out_flush(struct down_ctx *d, struct down_out *o)
         struct down_job *j = &d->jobs[d->recs[d->e[i].rec].job];
         if (--j->refs == 0) {
             repo_buf_give(d, j->out);
-            j->out = NULL;
-            d->inflight -= j->plain;
+            repo_buf_give(d, j->raw);
+            j->out = j->raw = NULL;
+            d->inflight -= j->plain + (j->keep_raw ? j->bytes : 0);
             j->state = DJ_DONE;
         }
     }
@@ -1388,7 +1437,7 @@ static int repo_out_entry(struct down_ctx *d, struct down_out *o, size_t i)
     int rc = 0;
     if (e->rec >= 0) {
         const struct down_rec *c = &d->recs[e->rec];
-        rc = repo_out_add(d, o, d->jobs[c->job].out->p + c->plain_off, e->len);
+        rc = repo_out_add(d, o, repo_rec_plain(&d->jobs[c->job], c), e->len);
     } else if (o->sparse) {
         if (o->n_iov > 0 && (rc = repo_out_flush(d, o)) < 0)
             return rc;
@@ -1448,9 +1497,9 @@ static int repo_download(struct repo *r, const struct stream_ref *o, int fd, int
     pthread_t th[64];
     int nth = 0, rc;
 
-    /* Enough to keep every worker busy twice over, no more: each byte of a
-     * buffer is a page to fault in once. */
-    d.budget = (size_t)r->cfg.workers * 4 * DOWN_JOB_MIN;
+    /* A job per worker, no more: each byte of a buffer is a page to fault in
+     * once, and the writer drains faster than the workers fill. */
+    d.budget = (size_t)r->cfg.workers * repo_job_max(r);
     if (d.budget > r->cfg.mem_budget)
         d.budget = r->cfg.mem_budget;
     rc = repo_load_index(r, o, what, &d.e, &d.n);
@@ -1477,8 +1526,10 @@ static int repo_download(struct repo *r, const struct stream_ref *o, int fd, int
         pthread_join(th[i], NULL);
     if (rc < 0 && d.rc < 0)
         rc = err_set(d.rc, "%s", d.err);
-    for (size_t k = 0; d.jobs && k < d.n_jobs; k++)
+    for (size_t k = 0; d.jobs && k < d.n_jobs; k++) {
         repo_buf_give(&d, d.jobs[k].out);
+        repo_buf_give(&d, d.jobs[k].raw);
+    }
     while (d.free_bufs) {
         struct down_buf *b = d.free_bufs;
         d.free_bufs = b->next;
@@ -1490,6 +1541,22 @@ static int repo_download(struct repo *r, const struct stream_ref *o, int fd, int
     free(d.e);
     pthread_mutex_destroy(&d.lock);
     pthread_cond_destroy(&d.cond);
+    return rc;
+}
+
+int repo_stream_stored(struct repo *r, const struct stream_ref *o, uint64_t *bytes)
+{
+    struct down_ctx d = {.r = r, .what = o->name};
+    int rc = repo_load_index(r, o, o->name, &d.e, &d.n);
+    *bytes = 0;
+    if (rc == 0)
+        rc = pack_map_refresh(r->map, r->store, 0);
+    if (rc == 0)
+        rc = repo_plan_recs(&d);
+    for (size_t k = 0; rc == 0 && k < d.n_recs; k++)
+        *bytes += d.recs[k].found ? d.recs[k].loc.bytes : 0;
+    free(d.recs);
+    free(d.e);
     return rc;
 }
 

@@ -63,6 +63,9 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct stre
 int repo_get_stream(struct repo *r, const struct stream_ref *o, int fd, const char *what);
 /* repo_get_stream into path (via path.part, renamed when complete). */
 int repo_get_file(struct repo *r, const struct stream_ref *o, const char *path, const char *what);
+/* The bytes a restore of stream o must read at least: its stored records,
+ * each once. */
+int repo_stream_stored(struct repo *r, const struct stream_ref *o, uint64_t *bytes);
 /* Reads and checks every chunk of stream o without writing it anywhere. */
 int repo_verify_stream(struct repo *r, const struct stream_ref *o, const char *what);
 
