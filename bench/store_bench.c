@@ -62,7 +62,10 @@ static int put(const char *uri, const char *path, const char *codec, long chunk_
     struct repo_cfg cfg = {.chunk_avg = (size_t)chunk_kib * 1024,
                            .workers = getenv("BENCH_WORKERS") ? atoi(getenv("BENCH_WORKERS")) : 0,
                            .mem_budget = 64 << 20, .retries = 5, .retry_base_ms = 100,
-                           .forced_codec = codec_by_name(codec)};
+                           .forced_codec = codec_by_name(codec),
+                           /* the paper's policy (time alone) unless asked */
+                           .storage_cost = getenv("BENCH_STORAGE_COST")
+                                               ? atoi(getenv("BENCH_STORAGE_COST")) : 0};
     struct repo_stats st = {0};
     struct stream_ref o;
     int rc = store_open(uri, &s);
@@ -207,8 +210,11 @@ static int roundtrip(const char *uri, const char *path, const char *out)
 static struct repo_cfg bench_cfg(void)
 {
     struct repo_cfg cfg = {.chunk_avg = 32768, .workers = 0, .mem_budget = 64 << 20,
-                           .retries = 3, .retry_base_ms = 100, .forced_codec = CODEC_AUTO};
-    const char *codec = getenv("BENCH_CODEC");
+                           .retries = 3, .retry_base_ms = 100, .forced_codec = CODEC_AUTO,
+                           .storage_cost = REPO_STORAGE_COST_DEFAULT};
+    const char *codec = getenv("BENCH_CODEC"), *keep = getenv("BENCH_STORAGE_COST");
+    if (keep)
+        cfg.storage_cost = atoi(keep);
     if (codec && codec_by_name(codec) >= 0)
         cfg.forced_codec = codec_by_name(codec);
     return cfg;

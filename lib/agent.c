@@ -1039,6 +1039,7 @@ int agent_open(struct agent **out, const struct cfg *cfg)
             .retries = cfg->retries,
             .retry_base_ms = UTIL_RETRY_BASE_MS,
             .forced_codec = codec_by_name(cfg->codec),
+            .storage_cost = cfg->storage_cost,
             .no_dedup = cfg->whole,
         };
         rc = repo_open(&a->env.repo, a->env.store, &rcfg);

@@ -148,6 +148,7 @@ static const struct cfg_def cfg_defs[] = {
     I("data", "buffer_mib", buffer_mib, 64, 1, 1 << 16),
     I("data", "retries", retries, 5, 1, 100),
     S("data", "codec", codec, "auto", cfg_check_codec),
+    I("data", "storage_cost", storage_cost, REPO_STORAGE_COST_DEFAULT, 0, 1000000),
     I("data", "keep", keep, 0, 0, 1 << 30),
     I("data", "pack_mib", pack_mib, 8, 1, 256),
     I("data", "max_chain", max_chain, 8, 0, 1 << 20),

@@ -49,6 +49,7 @@ struct cfg {
     int buffer_mib;  /* [data] buffer_mib: chunk data in flight per stream, at most */
     int retries;     /* [data] retries: tries of a failing store operation */
     char *codec;     /* [data] codec: auto, none, lz4, zstd1, zstd3, zstd9 */
+    int storage_cost; /* [data] storage_cost: CPU seconds worth one GB stored, per copy */
     int keep;        /* [data] keep: checkpoints kept per task, 0 = all */
     int pack_mib;    /* [data] pack_mib: new chunks per pack object (at most half the buffer) */
     int max_chain;   /* [data] max_chain: deltas a checkpoint may need, 0 = no limit */

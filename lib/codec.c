@@ -125,9 +125,18 @@ void codec_policy_init(struct codec_policy *p, int forced)
     memcpy(p->speed, speed0, sizeof(speed0));
     memcpy(p->ratio, ratio0, sizeof(ratio0));
     p->probe_every = CODEC_PROBE;
+    p->copies = 1;
 }
 
 void codec_policy_destroy(struct codec_policy *p) { pthread_mutex_destroy(&p->lock); }
+
+void codec_policy_set_storage(struct codec_policy *p, double spb, int copies)
+{
+    pthread_mutex_lock(&p->lock);
+    p->keep_spb = spb > 0 ? spb : 0;
+    p->copies = copies > 0 ? copies : 1;
+    pthread_mutex_unlock(&p->lock);
+}
 
 static double codec_spb_locked(struct codec_policy *p)
 {
@@ -150,7 +159,8 @@ double codec_policy_upload_spb(struct codec_policy *p)
 
 static double codec_cost_locked(struct codec_policy *p, int c)
 {
-    return (c == CODEC_NONE ? 0 : 1.0 / p->speed[c]) + p->ratio[c] * codec_spb_locked(p);
+    return (c == CODEC_NONE ? 0 : 1.0 / p->speed[c]) +
+           p->ratio[c] * (codec_spb_locked(p) + p->keep_spb * p->copies);
 }
 
 double codec_policy_cost(struct codec_policy *p, int c)
@@ -243,14 +253,23 @@ json_t *codec_policy_json(struct codec_policy *p)
     pthread_mutex_lock(&p->lock);
     double spb = codec_spb_locked(p);
     double lat = p->sw > 0 ? (p->sy - spb * p->sx) / p->sw : 0;
-    for (int c = 0; c < CODEC_COUNT; c++)
-        json_object_set_new(codecs, codec_names[c],
-                            json_pack("{s:f, s:f, s:f}", "speed_MBps", p->speed[c] / 1e6, "ratio",
-                                      p->ratio[c], "ns_per_byte", codec_cost_locked(p, c) * 1e9));
-    json_t *j = json_pack("{s:s, s:f, s:f, s:I, s:I, s:o}", "forced", codec_name(p->forced),
-                          "upload_MBps", 1 / spb / 1e6, "upload_latency_ms",
-                          lat > 0 ? lat * 1e3 : 0.0, "decisions", (json_int_t)p->decisions,
-                          "probes", (json_int_t)p->probes, "codecs", codecs);
+    int best = CODEC_NONE;
+    for (int c = 0; c < CODEC_COUNT; c++) {
+        json_object_set_new(
+            codecs, codec_names[c],
+            json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}", "speed_MBps", p->speed[c] / 1e6, "ratio",
+                      p->ratio[c], "ns_per_byte", codec_cost_locked(p, c) * 1e9, "compress_ns",
+                      c == CODEC_NONE ? 0.0 : 1e9 / p->speed[c], "upload_ns",
+                      p->ratio[c] * spb * 1e9, "keep_ns", p->ratio[c] * p->keep_spb * p->copies * 1e9));
+        if (codec_cost_locked(p, c) < codec_cost_locked(p, best))
+            best = c;
+    }
+    json_t *j = json_pack("{s:s, s:f, s:f, s:I, s:I, s:o, s:f, s:i, s:s}", "forced",
+                          codec_name(p->forced), "upload_MBps", 1 / spb / 1e6,
+                          "upload_latency_ms", lat > 0 ? lat * 1e3 : 0.0, "decisions",
+                          (json_int_t)p->decisions, "probes", (json_int_t)p->probes, "codecs",
+                          codecs, "storage_cost_s_per_GB", p->keep_spb * 1e9, "copies",
+                          p->copies, "best", codec_name(best));
     pthread_mutex_unlock(&p->lock);
     return j;
 }

@@ -5,8 +5,10 @@
  * t_upload(raw). codec_policy generalises that to several codecs: for each
  * codec it keeps running estimates of compression speed and achieved ratio on
  * recent chunks of this data, and of the store's upload throughput, and picks
- * the codec with the smallest estimated time per byte. A small share of
- * chunks is spent probing the other codecs so the estimates follow the data. */
+ * the codec with the smallest estimated cost per byte: compression time, plus
+ * the stored bytes times (upload time + the cost of keeping a byte, counted
+ * in CPU time, once per copy the store keeps). A small share of chunks is
+ * spent probing the other codecs so the estimates follow the data. */
 #ifndef VMCKPT_CODEC_H
 #define VMCKPT_CODEC_H
 
@@ -55,10 +57,15 @@ struct codec_policy {
     uint64_t probe_at, probe_every; /* the next probe's decision; the gap to the one after */
     int last_best;
     uint64_t far_skips[CODEC_COUNT];
+    double keep_spb; /* seconds of CPU worth one stored byte, per copy */
+    int copies;      /* copies the store keeps of each byte */
 };
 
 void codec_policy_init(struct codec_policy *p, int forced);
 void codec_policy_destroy(struct codec_policy *p);
+/* The cost of keeping bytes: spb seconds of CPU per byte per copy, copies
+ * copies (0 and 1 by default: time alone decides). */
+void codec_policy_set_storage(struct codec_policy *p, double spb, int copies);
 /* The codec for the next chunk. *probe is another codec to try on the same
  * chunk (the cheaper result is kept) so the estimates follow the data, or -1. */
 int codec_policy_choose(struct codec_policy *p, int *probe);

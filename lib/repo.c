@@ -80,6 +80,7 @@ int repo_open(struct repo **out, struct store *s, const struct repo_cfg *cfg)
     if (r->pack_size > cfg->mem_budget / 2)
         r->pack_size = cfg->mem_budget / 2;
     codec_policy_init(&r->policy, cfg->forced_codec);
+    codec_policy_set_storage(&r->policy, cfg->storage_cost * 1e-9, store_copies(s));
     /* Readers first: an upload's hold nests with each stream's own (a reader
      * locking twice must not queue behind a waiting GC). */
     pthread_rwlockattr_t at;

@@ -22,6 +22,10 @@
 #include "store.h"
 #include "stream.h"
 
+/* [data] storage_cost's default: 10 s of CPU are worth a GB not stored, per
+ * copy (zstd3 saves that on memory images at about 3 s per GB of input). */
+#define REPO_STORAGE_COST_DEFAULT 10
+
 struct repo_cfg {
     size_t chunk_avg;     /* average chunk size, bytes */
     int workers;          /* upload/download threads per stream */
@@ -29,6 +33,7 @@ struct repo_cfg {
     int retries;          /* tries of a failed store operation before giving up */
     int retry_base_ms;    /* first back-off; doubles each try */
     int forced_codec;     /* CODEC_AUTO or a codec */
+    int storage_cost;     /* CPU seconds worth one GB stored, per copy the store keeps */
     int no_dedup;         /* write every chunk even if stored (the paper's method) */
     size_t pack_size;     /* bytes of new chunks per pack object; 0: 8 MiB */
 };

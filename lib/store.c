@@ -108,6 +108,12 @@ const char *store_uri(const struct store *s) { return s->uri; }
 
 unsigned store_caps(const struct store *s) { return s->ops->caps; }
 
+int store_copies(struct store *s)
+{
+    int n = s->ops->copies ? s->ops->copies(s) : 1;
+    return n > 0 ? n : 1;
+}
+
 size_t store_read_gap(const struct store *s)
 {
     return s->ops->read_gap ? s->ops->read_gap : (size_t)64 << 10;

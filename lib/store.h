@@ -76,6 +76,8 @@ struct store_ops {
     int (*void_name)(struct store *s, const char *name);
     /* 1 when name is an object or voided, 0 when free. */
     int (*taken)(struct store *s, const char *name);
+    /* Copies the store keeps of each object. NULL: one. */
+    int (*copies)(struct store *s);
 };
 
 struct store {
@@ -123,6 +125,9 @@ unsigned store_caps(const struct store *s); /* STORE_CAP_* flags */
 /* The store's read gap (store_ops.read_gap): two ranges of one object closer
  * than this are cheaper read as one. */
 size_t store_read_gap(const struct store *s);
+/* Copies the store keeps of each byte (RADOS: the pool's size), at least 1:
+ * what storing a byte costs is paid this many times. */
+int store_copies(struct store *s);
 
 /* Writes a small object and removes it: VK_OK when the store takes writes. */
 int store_check_writable(struct store *s, const char *probe_name);

@@ -59,6 +59,7 @@ struct srados_store {
     char *pool;
     char *conf, *id, *keyring; /* how to connect again */
     int timeout;
+    int copies; /* the pool's size when opened */
 };
 
 struct srados_part {
@@ -237,6 +238,27 @@ static int srados_mon(struct srados_store *r, const char *json, char **out_text)
     return ret < 0 ? srados_code(ret) : 0;
 }
 
+/* A pool variable's value, or 0 when it cannot be read. */
+static int srados_pool_get(struct srados_store *r, const char *var)
+{
+    char cmd[512], *text = NULL;
+    int v = 0;
+    snprintf(cmd, sizeof(cmd),
+             "{\"prefix\": \"osd pool get\", \"pool\": \"%s\", \"var\": \"%s\", "
+             "\"format\": \"json\"}",
+             r->pool, var);
+    if (srados_mon(r, cmd, &text) == 0) {
+        json_t *j = json_loads(text, 0, NULL);
+        json_int_t n = json_integer_value(json_object_get(j, var));
+        v = n > 0 && n <= 100 ? (int)n : 0;
+        json_decref(j);
+        free(text);
+    }
+    return v;
+}
+
+static int srados_copies(struct store *s) { return ((struct srados_store *)s)->copies; }
+
 /* Sets a pool variable unless it has that value already (each change makes
  * the cluster publish a new map, which clients then wait for). */
 static int srados_pool_set(struct srados_store *r, const char *var, int val)
@@ -327,6 +349,7 @@ static int srados_open_store(const char *uri, struct store **out)
         goto out;
     if ((rc = srados_pool(r, replicas)) < 0)
         goto out;
+    r->copies = replicas > 0 ? replicas : srados_pool_get(r, "size");
     rc = srados_open_pool(r, r->conn);
 out:
     free(conf);
@@ -784,6 +807,7 @@ const struct store_ops store_rados_ops = {
     .version = STORE_OPS_VERSION,
     .scheme = "rados",
     .read_gap = 256u << 10, /* an OSD round trip on a LAN */
+    .copies = srados_copies,
     .open = srados_open_store,
     .free = srados_free_store,
     .put_begin = srados_put_begin,

@@ -606,13 +606,28 @@ static void print_data(json_t *d)
                fmt_bytes(jint(v, "raw_bytes"), b1, 32), fmt_bytes(jint(v, "stored_bytes"), b3, 32));
     if (!json_is_object(pol))
         return;
-    printf("codec policy (%s): store takes %.0f MB/s per worker; estimates per codec:\n",
-           jstr(pol, "forced"), json_real_value(json_object_get(pol, "upload_MBps")));
+    const char *best = jstr(pol, "best");
+    printf("codec policy (%s): the store takes %.0f MB/s per worker and keeps %lld cop%s; "
+           "a GB stored is worth %.0f s of CPU a copy ([data] storage_cost).\n"
+           "Cost per input byte = compress + ratio x (upload + keep); the lowest is chosen:\n",
+           jstr(pol, "forced"), json_real_value(json_object_get(pol, "upload_MBps")),
+           (long long)jint(pol, "copies"), jint(pol, "copies") == 1 ? "y" : "ies",
+           json_real_value(json_object_get(pol, "storage_cost_s_per_GB")));
     json_object_foreach(json_object_get(pol, "codecs"), k, v)
-        printf("  %-6s compress %8.0f MB/s, ratio %.2f, cost %.2f ns/byte\n", k,
-               json_real_value(json_object_get(v, "speed_MBps")),
-               json_real_value(json_object_get(v, "ratio")),
-               json_real_value(json_object_get(v, "ns_per_byte")));
+    {
+        double sp = json_real_value(json_object_get(v, "speed_MBps"));
+        double ra = json_real_value(json_object_get(v, "ratio"));
+        double ns = json_real_value(json_object_get(v, "ns_per_byte"));
+        if (!json_object_get(v, "compress_ns")) { /* written before issue 16: the total only */
+            printf("  %-6s compress %8.0f MB/s, ratio %.2f, cost %.2f ns/byte\n", k, sp, ra, ns);
+            continue;
+        }
+        printf("  %-6s compress %8.0f MB/s, ratio %.2f: %.2f + %.2f + %.2f = %.2f ns/byte%s\n", k,
+               sp, ra, json_real_value(json_object_get(v, "compress_ns")),
+               json_real_value(json_object_get(v, "upload_ns")),
+               json_real_value(json_object_get(v, "keep_ns")), ns,
+               strcmp(best, k) ? "" : "  <- lowest");
+    }
 }
 
 static int cmd_show(int argc, char **argv)

@@ -23,6 +23,12 @@ mem=$(jq .memory.size "$M/0000000006.json"); added=$(jq .uploaded_bytes "$M/0000
 [ $((added * 100 / mem)) -le 30 ] && ok "a later checkpoint stores $((added * 100 / mem))% of the memory size (<= 30%)" \
     || not_ok "later checkpoint small" "$added of $mem"
 check "every checkpoint verifies" vk a verify d1
+# Issue 16: the codec choice is explained: the cost of keeping bytes counted
+# once per copy (a directory store keeps one), the lowest cost marked.
+vk a show d1 6 > "$T/show.txt"
+grep -q "keeps 1 copy; a GB stored is worth 10 s of CPU" "$T/show.txt" && grep -q "<- lowest" "$T/show.txt" \
+    && grep -Eq "^  zstd3 +compress .* = [0-9.]+ ns/byte" "$T/show.txt" \
+    && ok "show explains each codec's cost (compress + upload + keep)" || not_ok "show explains the codec costs" "$(cat "$T/show.txt")"
 
 # GC already ran after retention: a second GC finds nothing to delete.
 vk a --json gc --grace 0 > "$T/gc.json"

@@ -195,12 +195,15 @@ static void test_codecs_roundtrip(void **state)
     free(out);
 }
 
-/* Feeds the policy synthetic rates and checks the choice it settles on. */
-static int settle(double upload_bps, double ratio_lz4, double ratio_zstd)
+/* Feeds the policy synthetic rates and checks the choice it settles on;
+ * keeping a byte costs keep_spb seconds per copy. */
+static int settle_keep(double upload_bps, double ratio_lz4, double ratio_zstd, double keep_spb,
+                       int copies)
 {
     struct codec_policy p;
     int counts[CODEC_COUNT] = {0}, best = 0;
     codec_policy_init(&p, CODEC_AUTO);
+    codec_policy_set_storage(&p, keep_spb, copies);
     for (int i = 0; i < 400; i++) {
         int probe;
         int c = codec_policy_choose(&p, &probe);
@@ -223,6 +226,11 @@ static int settle(double upload_bps, double ratio_lz4, double ratio_zstd)
             best = c;
     codec_policy_destroy(&p);
     return best;
+}
+
+static int settle(double upload_bps, double ratio_lz4, double ratio_zstd)
+{
+    return settle_keep(upload_bps, ratio_lz4, ratio_zstd, 0, 1);
 }
 
 /* One decision of the policy on data of the given ratios, as repo.c does it:
@@ -277,6 +285,15 @@ static void test_policy_break_even(void **state)
     assert_int_equal(settle(3000e6, 0.3, 0.25), CODEC_NONE);
     assert_int_equal(settle(420e6, 0.3, 0.25), CODEC_NONE);
     assert_int_equal(settle(300e6, 0.3, 0.25), CODEC_LZ4);
+    /* Issue 16: with a cost of keeping bytes, compressible data on that fast
+     * store is compressed (lz4: 2 + 0.3 * 10.3 ns a byte against 10.3 for
+     * none); incompressible data never is. A cost too small for one copy
+     * (none: 0.3 + 2; lz4: 2 + 0.5 * 2.3 ns) is not for three (none: 6.3;
+     * zstd1: 3.3 + 0.25 * 6.3). */
+    assert_int_not_equal(settle_keep(3000e6, 0.3, 0.25, 10e-9, 1), CODEC_NONE);
+    assert_int_equal(settle_keep(3000e6, 1.0, 1.0, 10e-9, 3), CODEC_NONE);
+    assert_int_equal(settle_keep(3000e6, 0.5, 0.25, 2e-9, 1), CODEC_NONE);
+    assert_int_not_equal(settle_keep(3000e6, 0.5, 0.25, 2e-9, 3), CODEC_NONE);
     /* A forced codec is always used. */
     struct codec_policy p;
     codec_policy_init(&p, CODEC_ZSTD3);
