@@ -149,6 +149,42 @@ static double codec_spb_locked(struct codec_policy *p)
     return p->sx > 0 ? p->sy / p->sx : 1 / 200e6;
 }
 
+double codec_policy_byte_cost(struct codec_policy *p)
+{
+    pthread_mutex_lock(&p->lock);
+    double v = codec_spb_locked(p) + p->keep_spb * p->copies;
+    pthread_mutex_unlock(&p->lock);
+    return v;
+}
+
+/* Bits per byte above which a sample is taken for random: 2 KiB of random
+ * bytes measure about 7.9 (the estimate is biased low on a small sample);
+ * text, code and most memory pages stay well below 7. */
+#define CODEC_RANDOM_BITS 7.5
+
+int codec_looks_random(const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    unsigned hist[256] = {0}, total = 0;
+    /* 16 bytes every 256 (all of a short chunk): runs catch local
+     * structure, the stride the whole chunk. */
+    size_t step = n >= 4096 ? n / 128 : 16;
+    for (size_t off = 0; off + 16 <= n; off += step) {
+        for (size_t i = 0; i < 16; i++)
+            hist[p[off + i]]++;
+        total += 16;
+    }
+    if (total < 256)
+        return 0;
+    double bits = 0;
+    for (int b = 0; b < 256; b++)
+        if (hist[b]) {
+            double q = (double)hist[b] / total;
+            bits -= q * log2(q);
+        }
+    return bits > CODEC_RANDOM_BITS;
+}
+
 double codec_policy_upload_spb(struct codec_policy *p)
 {
     pthread_mutex_lock(&p->lock);

@@ -71,6 +71,13 @@ void codec_policy_set_storage(struct codec_policy *p, double spb, int copies);
 int codec_policy_choose(struct codec_policy *p, int *probe);
 /* Seconds per byte of upload bandwidth (the b of a + b * bytes). */
 double codec_policy_upload_spb(struct codec_policy *p);
+/* What one more stored byte costs, in seconds: its upload, and keeping it
+ * (once per copy). */
+double codec_policy_byte_cost(struct codec_policy *p);
+/* 1 when a chunk looks incompressible (the bytes of a sample are spread like
+ * random ones: encrypted, compressed or random data), so that compressing
+ * it would only cost time. Cheap: about 2 KiB of it are looked at. */
+int codec_looks_random(const void *data, size_t n);
 /* What the codec's choice cost: compression time and result for raw bytes. */
 void codec_policy_note_compress(struct codec_policy *p, int codec, size_t raw, size_t stored,
                                 double seconds);

@@ -353,7 +353,7 @@ static int repo_compress(struct repo *r, struct up_job *j, int codec, uint8_t **
 static int repo_probe(struct repo *r, struct up_job *j, int other, int *codec, uint8_t **buf,
                       size_t *stored)
 {
-    double spb = codec_policy_upload_spb(&r->policy), best_cost = 0;
+    double spb = codec_policy_byte_cost(&r->policy), best_cost = 0;
     int cand[2] = {*codec, other}, best = -1;
     *buf = NULL;
     *stored = j->len;
@@ -440,9 +440,16 @@ static int repo_up_chunk(struct up_ctx *u, struct up_job *j, struct up_entry *e,
         st->dedup_chunks++;
         return 0;
     }
-    codec = codec_policy_choose(&r->policy, &probe);
-    rc = probe >= 0 ? repo_probe(r, j, probe, &codec, &buf, &stored)
-                    : repo_compress(r, j, codec, &buf, &stored);
+    /* A chunk that looks random is stored plain and left out of the
+     * policy's estimates, which then describe the data compression is for. */
+    codec = CODEC_NONE;
+    probe = -1;
+    rc = 0;
+    if (r->cfg.forced_codec != CODEC_AUTO || !codec_looks_random(j->data, j->len)) {
+        codec = codec_policy_choose(&r->policy, &probe);
+        rc = probe >= 0 ? repo_probe(r, j, probe, &codec, &buf, &stored)
+                        : repo_compress(r, j, codec, &buf, &stored);
+    }
     if (rc < 0)
         goto out;
     if (codec != CODEC_NONE && stored >= j->len) { /* no gain: keep it plain */

@@ -22,9 +22,10 @@
 #include "store.h"
 #include "stream.h"
 
-/* [data] storage_cost's default: 10 s of CPU are worth a GB not stored, per
- * copy (zstd3 saves that on memory images at about 3 s per GB of input). */
-#define REPO_STORAGE_COST_DEFAULT 10
+/* [data] storage_cost's default: 30 s of CPU are worth a GB not stored, per
+ * copy (zstd3 costs about 3 s per GB of input here and saves half of it or
+ * more on memory images; a core-second costs far less than a GB kept). */
+#define REPO_STORAGE_COST_DEFAULT 30
 
 struct repo_cfg {
     size_t chunk_avg;     /* average chunk size, bytes */

@@ -26,7 +26,7 @@ check "every checkpoint verifies" vk a verify d1
 # Issue 16: the codec choice is explained: the cost of keeping bytes counted
 # once per copy (a directory store keeps one), the lowest cost marked.
 vk a show d1 6 > "$T/show.txt"
-grep -q "keeps 1 copy; a GB stored is worth 10 s of CPU" "$T/show.txt" && grep -q "<- lowest" "$T/show.txt" \
+grep -q "keeps 1 copy; a GB stored is worth 30 s of CPU" "$T/show.txt" && grep -q "<- lowest" "$T/show.txt" \
     && grep -Eq "^  zstd3 +compress .* = [0-9.]+ ns/byte" "$T/show.txt" \
     && ok "show explains each codec's cost (compress + upload + keep)" || not_ok "show explains the codec costs" "$(cat "$T/show.txt")"
 

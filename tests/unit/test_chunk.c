@@ -251,6 +251,34 @@ static int step(struct codec_policy *p, double upload_bps, double ratio_c, int *
     return c;
 }
 
+/* Issue 16: random-looking chunks skip compression; others do not. */
+static void test_looks_random(void **state)
+{
+    (void)state;
+    size_t n = 32768;
+    uint8_t *buf = malloc(n);
+    uint64_t x = 99;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        buf[i] = (uint8_t)(x >> 56);
+    }
+    assert_true(codec_looks_random(buf, n));
+    assert_true(codec_looks_random(buf, 4096));
+    for (size_t i = 0; i < n; i++) /* text with a little noise: compressible */
+        buf[i] = (i * 7919) % 13 ? (uint8_t)"checkpoint memory delta "[i % 24] : buf[i];
+    assert_false(codec_looks_random(buf, n));
+    memset(buf, 0, n);
+    assert_false(codec_looks_random(buf, n));
+    assert_false(codec_looks_random(buf, 100)); /* too little to judge: compress */
+    /* Half random, half zeros: worth compressing. */
+    for (size_t i = 0; i < n / 2; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        buf[i] = (uint8_t)(x >> 56);
+    }
+    assert_false(codec_looks_random(buf, n));
+    free(buf);
+}
+
 static void test_policy_probes_back_off(void **state)
 {
     (void)state;
@@ -314,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_codecs_roundtrip),
         cmocka_unit_test(test_policy_break_even),
         cmocka_unit_test(test_policy_probes_back_off),
+        cmocka_unit_test(test_looks_random),
     };
     return cmocka_run_group_tests_name("chunk_codec", tests, NULL, NULL);
 }
