@@ -2,6 +2,7 @@
 
 #include "err.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static uint64_t gear[256];
@@ -136,4 +137,100 @@ int chunk_is_zero(const void *src, size_t n)
         if (b[i])
             return 0;
     return memcmp(b, b + 16, n - 16) == 0;
+}
+
+/* ---- the cut points, found in parallel ---------------------------------------- */
+
+static int chunk_found_add(struct chunk_found *f, uint64_t v)
+{
+    if (f->n == f->cap) {
+        size_t ncap = f->cap ? f->cap * 2 : 256;
+        uint64_t *na = realloc(f->at, ncap * sizeof(*na));
+        if (!na)
+            return err_set(VK_ENOMEM, "out of memory");
+        f->at = na;
+        f->cap = ncap;
+    }
+    f->at[f->n++] = v;
+    return 0;
+}
+
+int chunk_find(const struct chunk_params *p, const uint8_t *buf, size_t from, size_t to,
+               struct chunk_found *out)
+{
+    const uint64_t zfix = 0 - gear[0];
+    uint64_t h = 0, easy = p->mask_easy, hard = p->mask_hard;
+    size_t i = from >= 64 ? from - 64 : 0;
+    for (; i < from; i++) /* the window before the stretch */
+        h = (h << 1) + gear[buf[i]];
+    for (; i + 4 <= to; i += 4) {
+        uint64_t g0 = gear[buf[i]], g1 = gear[buf[i + 1]];
+        uint64_t g2 = gear[buf[i + 2]], g3 = gear[buf[i + 3]];
+        uint64_t h0 = (h << 1) + g0, h1 = (h << 2) + ((g0 << 1) + g1);
+        uint64_t h2 = (h1 << 1) + g2, h3 = (h1 << 2) + ((g2 << 1) + g3);
+        if (__builtin_expect(!(h0 & easy) | !(h1 & easy) | !(h2 & easy) | !(h3 & easy), 0)) {
+            uint64_t hs[4] = {h0, h1, h2, h3};
+            for (int k = 0; k < 4; k++)
+                if (!(hs[k] & easy) &&
+                    chunk_found_add(out, ((uint64_t)(i + (size_t)k) << 1) | !(hs[k] & hard)) < 0)
+                    return VK_ENOMEM;
+        }
+        h = h3;
+        if (__builtin_expect(h == zfix, 0) && (zfix & easy)) { /* zero bytes keep it there: no place */
+            size_t z = chunk_skip_zeros(buf, i + 4, to);
+            i = z - 4;
+        }
+    }
+    for (; i < to; i++) {
+        h = (h << 1) + gear[buf[i]];
+        if (!(h & easy) && chunk_found_add(out, ((uint64_t)i << 1) | !(h & hard)) < 0)
+            return VK_ENOMEM;
+    }
+    return 0;
+}
+
+int chunk_found_join(struct chunk_found *a, const struct chunk_found *b)
+{
+    for (size_t k = 0; k < b->n; k++)
+        if (chunk_found_add(a, b->at[k]) < 0)
+            return VK_ENOMEM;
+    return 0;
+}
+
+void chunk_found_clear(struct chunk_found *f)
+{
+    free(f->at);
+    memset(f, 0, sizeof(*f));
+}
+
+size_t chunk_cut_found(const struct chunk_params *p, const uint8_t *buf, size_t s, size_t n,
+                       const struct chunk_found *f, size_t *cursor)
+{
+    size_t normal = p->avg, end = p->max, i, exact;
+    uint64_t h = 0;
+
+    if (n <= p->min)
+        return n;
+    if (n < end)
+        end = n;
+    if (normal > end)
+        normal = end;
+    /* chunk_cut hashes from min with a fresh hash: for the first 63 bytes
+     * that hash is not yet the rolling one, so those are hashed here. */
+    exact = p->min + 63 < end ? p->min + 63 : end;
+    for (i = p->min; i < exact; i++) {
+        h = (h << 1) + gear[buf[s + i]];
+        if (!(h & (i < normal ? p->mask_hard : p->mask_easy)))
+            return i + 1;
+    }
+    size_t c = *cursor;
+    while (c < f->n && (f->at[c] >> 1) < s + exact)
+        c++;
+    *cursor = c;
+    for (; c < f->n && (f->at[c] >> 1) < s + end; c++) {
+        size_t at = (size_t)(f->at[c] >> 1) - s;
+        if (at >= normal || (f->at[c] & 1))
+            return at + 1;
+    }
+    return end;
 }

@@ -584,6 +584,56 @@ static struct up_block *repo_block_new(struct up_ctx *u, size_t size, const uint
     return b;
 }
 
+struct find_part {
+    const struct chunk_params *cp;
+    const uint8_t *buf;
+    size_t from, to;
+    struct chunk_found found;
+    int rc;
+};
+
+static void *repo_find_thread(void *arg)
+{
+    struct find_part *fp = arg;
+    fp->rc = chunk_find(fp->cp, fp->buf, fp->from, fp->to, &fp->found);
+    return NULL;
+}
+
+/* The cut points of buf[0..len), its stretches scanned on cpu_par threads at
+ * once (this one included), so that cutting is not one thread's work on
+ * the path of every byte. *out is replaced. */
+static int repo_find_cuts(struct repo *r, const uint8_t *buf, size_t len, struct chunk_found *out)
+{
+    struct find_part part[32];
+    pthread_t th[32];
+    int np = r->cpu_par, started[32] = {0}, rc = 0;
+
+    out->n = 0;
+    if (np > 32)
+        np = 32;
+    if (np < 2 || len < (size_t)np * r->cp.max) /* too little to share */
+        return chunk_find(&r->cp, buf, 0, len, out);
+    for (int k = 0; k < np; k++) {
+        part[k] = (struct find_part){.cp = &r->cp, .buf = buf, .from = len / np * k,
+                                     .to = k + 1 == np ? len : len / np * (k + 1)};
+        if (k > 0)
+            started[k] = pthread_create(&th[k], NULL, repo_find_thread, &part[k]) == 0;
+    }
+    repo_find_thread(&part[0]);
+    for (int k = 1; k < np; k++) {
+        if (started[k])
+            pthread_join(th[k], NULL);
+        else /* no thread: this one does it */
+            repo_find_thread(&part[k]);
+    }
+    for (int k = 0; k < np; k++) {
+        if (rc == 0)
+            rc = part[k].rc < 0 ? part[k].rc : chunk_found_join(out, &part[k].found);
+        chunk_found_clear(&part[k].found);
+    }
+    return rc;
+}
+
 /* Reads the file, cuts it and feeds the workers. */
 static int repo_up_read(struct up_ctx *u, int fd, const char *path, uint64_t *out_size)
 {
@@ -592,7 +642,9 @@ static int repo_up_read(struct up_ctx *u, int fd, const char *path, uint64_t *ou
     size_t cap = r->cfg.mem_budget / 4 > (4u << 20) ? (4u << 20) : r->cfg.mem_budget / 4;
     size_t avail = 0, off = 0;
     struct up_block *blk;
-    int eof = 0, rc = 0;
+    struct chunk_found found = {0};
+    size_t cursor = 0;
+    int eof = 0, rc = 0, found_ok = 0;
     uint64_t total = 0;
 
     if (cap < 4 * r->cp.max)
@@ -610,6 +662,7 @@ static int repo_up_read(struct up_ctx *u, int fd, const char *path, uint64_t *ou
             blk = nb;
             avail -= off;
             off = 0;
+            found_ok = 0;
             while (!eof && avail < cap) {
                 ssize_t n = read(fd, blk->data + avail, cap - avail);
                 if (n < 0 && errno == EINTR)
@@ -624,12 +677,19 @@ static int repo_up_read(struct up_ctx *u, int fd, const char *path, uint64_t *ou
         }
         if (rc < 0 || off == avail)
             break;
-        size_t cut = chunk_cut(&r->cp, blk->data + off, avail - off);
+        if (!found_ok) { /* a new block: its cut points */
+            if ((rc = repo_find_cuts(r, blk->data, avail, &found)) < 0)
+                break;
+            found_ok = 1;
+            cursor = 0;
+        }
+        size_t cut = chunk_cut_found(&r->cp, blk->data, off, avail - off, &found, &cursor);
         total += cut;
         rc = repo_up_push(u, blk, blk->data + off, cut);
         off += cut;
     }
     repo_block_unref(u, blk);
+    chunk_found_clear(&found);
     *out_size = total;
     return rc;
 }
