@@ -12,13 +12,15 @@
 #     replicas) and from FTP: each task's newest checkpoint restored on the
 #     surviving nodes b and c at the same moment; time until all run.
 # Usage: bench/failover.sh [BUILD_DIR]   Settings: BENCH_PARTS ("1 2"), BENCH_STEPS (cpu
-#        steps of the task, 240), BENCH_T0 (10), BENCH_T (15), BENCH_LEASE_MS (5000)
+#        steps of the task, 480), BENCH_T0 (10), BENCH_T (15), BENCH_LEASE_MS (5000),
+#        BENCH_MEM (guest MiB, 256), BENCH_FILL (more guest work, e.g. mem:200 to fill
+#        the memory with data; none by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build/rel}
 ROOT=$(pwd)
 PARTS=${BENCH_PARTS:-1 2}
-STEPS=${BENCH_STEPS:-240}
+STEPS=${BENCH_STEPS:-480}; MEM=${BENCH_MEM:-256}; FILL=${BENCH_FILL:-}
 T0=${BENCH_T0:-10}; TT=${BENCH_T:-15}
 LEASE=${BENCH_LEASE_MS:-5000}; RENEW=$((LEASE / 5))
 G=$ROOT/build/guest
@@ -54,7 +56,7 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 run_cpu() { # run_cpu NODE TASK [run args]
     local x=$1 t=$2; shift 2
     vk "$x" run "$t" --base "$G/base.qcow2" --kernel "$G/vmlinuz" --initrd "$G/initrd.img" \
-        --work "cpu:$STEPS" --memory 256 "$@" >/dev/null
+        --work "cpu:$STEPS${FILL:+,$FILL}" --memory "$MEM" "$@" >/dev/null
 }
 serial() { vk "$1" --json status "$2" | jq -r .serial_log; }
 wait_done() { # wait_done NODE TASK: until the guest prints "cpu: done"
@@ -67,15 +69,20 @@ wait_done() { # wait_done NODE TASK: until the guest prints "cpu: done"
 }
 
 if [[ " $PARTS " == *" 1 "* ]]; then
-    echo "== 1. Figure 9, scaled: cpu:$STEPS task, 256 MiB, checkpoints after $T0 s then every $TT s, lease $LEASE ms"
+    echo "== 1. Figure 9, scaled: cpu:$STEPS${FILL:+,$FILL} task, $MEM MiB, checkpoints after $T0 s then every $TT s, lease $LEASE ms"
     for x in a b c; do agent "$x" "file://$D/store" cluster; done
     # Undisturbed, no checkpoints: the reference time.
     t=$(now_ms); run_cpu b ref; wait_done b ref; ref=$(( $(now_ms) - t ))
     vk b rm ref >/dev/null
     echo "undisturbed, no checkpoints: $((ref / 1000)) s"
     t=$(now_ms); run_cpu a fig9 --first "$T0" --every "$TT"
-    # Crash half-way between the second and third checkpoints.
-    sleep $((T0 + TT + TT / 2))
+    # Crash half-way between the second and third checkpoints (the second
+    # one committed), while the task still runs.
+    for _ in $(seq 1200); do
+        [ "$(vk a --json ls fig9 2>/dev/null | jq '.checkpoints | length')" = 2 ] && break; sleep 0.1
+    done
+    sleep $((TT / 2))
+    grep -aq "cpu: done" "$(serial a fig9)" && { echo "failover.sh: the task ended before the crash: raise BENCH_STEPS" >&2; exit 1; }
     crash=$(now_ms)
     lastck=$(vk a --json ls fig9 | jq '.checkpoints[-1].seq')
     ip netns pids "$NS-a" | xargs -r kill -9

@@ -3,6 +3,8 @@
 #include "err.h"
 
 #include <lz4.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <math.h>
 #include <string.h>
 #include <zstd.h>
@@ -28,6 +30,54 @@ int codec_by_name(const char *name)
         if (!strcmp(name, codec_names[i]))
             return i;
     return -2;
+}
+
+/* zstd contexts, one of each per thread, kept from call to call: making
+ * one per chunk allocates (and faults in) hundreds of KiB each time. Freed
+ * when the thread exits. */
+struct codec_ctx {
+    ZSTD_CCtx *c;
+    ZSTD_DCtx *d;
+};
+
+static pthread_key_t codec_key;
+static pthread_once_t codec_once = PTHREAD_ONCE_INIT;
+
+static void codec_ctx_free(void *v)
+{
+    struct codec_ctx *x = v;
+    ZSTD_freeCCtx(x->c);
+    ZSTD_freeDCtx(x->d);
+    free(x);
+}
+
+static void codec_key_init(void) { pthread_key_create(&codec_key, codec_ctx_free); }
+
+static struct codec_ctx *codec_ctx(void)
+{
+    pthread_once(&codec_once, codec_key_init);
+    struct codec_ctx *x = pthread_getspecific(codec_key);
+    if (!x && (x = calloc(1, sizeof(*x))) && pthread_setspecific(codec_key, x) != 0) {
+        free(x);
+        x = NULL;
+    }
+    return x;
+}
+
+static ZSTD_CCtx *codec_cctx(void)
+{
+    struct codec_ctx *x = codec_ctx();
+    if (x && !x->c)
+        x->c = ZSTD_createCCtx();
+    return x ? x->c : NULL;
+}
+
+static ZSTD_DCtx *codec_dctx(void)
+{
+    struct codec_ctx *x = codec_ctx();
+    if (x && !x->d)
+        x->d = ZSTD_createDCtx();
+    return x ? x->d : NULL;
 }
 
 static int codec_zstd_level(int codec)
@@ -65,7 +115,9 @@ int codec_compress(int codec, const void *src, size_t n, void *dst, size_t cap, 
     case CODEC_ZSTD1:
     case CODEC_ZSTD3:
     case CODEC_ZSTD9: {
-        size_t r = ZSTD_compress(dst, cap, src, n, codec_zstd_level(codec));
+        ZSTD_CCtx *c = codec_cctx();
+        size_t r = c ? ZSTD_compressCCtx(c, dst, cap, src, n, codec_zstd_level(codec))
+                     : ZSTD_compress(dst, cap, src, n, codec_zstd_level(codec));
         if (ZSTD_isError(r))
             return err_set(VK_EIO, "zstd compression failed: %s", ZSTD_getErrorName(r));
         *out_n = r;
@@ -91,7 +143,9 @@ int codec_decompress(int codec, const void *src, size_t n, void *dst, size_t raw
     case CODEC_ZSTD1:
     case CODEC_ZSTD3:
     case CODEC_ZSTD9: {
-        size_t r = ZSTD_decompress(dst, raw_n, src, n);
+        ZSTD_DCtx *d = codec_dctx();
+        size_t r = d ? ZSTD_decompressDCtx(d, dst, raw_n, src, n)
+                     : ZSTD_decompress(dst, raw_n, src, n);
         if (ZSTD_isError(r) || r != raw_n)
             return err_set(VK_ECORRUPT, "zstd data does not decode to %zu bytes%s%s", raw_n,
                            ZSTD_isError(r) ? ": " : "", ZSTD_isError(r) ? ZSTD_getErrorName(r) : "");

@@ -1146,7 +1146,7 @@ struct down_ctx {
 /* Records of one pack at one place, the same chunk, within this many stream
  * bytes of each other are read once. */
 #define DOWN_SHARE_SPAN ((uint64_t)8 << 20)
-#define DOWN_JOB_MIN ((size_t)512 << 10)
+#define DOWN_JOB_MIN ((size_t)256 << 10)
 
 /* The bytes of one job at most (before the budget caps it): a few read gaps. */
 static size_t repo_job_max(struct repo *r)
