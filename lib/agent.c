@@ -9,6 +9,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "peer.h"
+#include "prestage.h"
 #include "repo.h"
 #include "store.h"
 #include "task.h"
@@ -35,6 +36,7 @@
 
 struct agent {
     struct failover *fo; /* cluster mode only */
+    struct prestage *pre; /* cluster mode with [cluster] prestage only */
     const struct cfg *cfg;
     struct task_env env;
     int lock_fd, listen_fd, stop_pipe[2];
@@ -721,6 +723,8 @@ static enum MHD_Result agent_nodes(struct agent *a, struct MHD_Connection *c)
         return agent_send_err(c, err_set(VK_ESTATE, "this agent is not in cluster mode "
                                                     "([cluster] enabled = 1)"));
     int rc = failover_nodes_json(a->fo, &j);
+    if (rc == 0 && a->pre)
+        json_object_set_new(j, "prestage", prestage_json(a->pre));
     return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, j);
 }
 
@@ -976,6 +980,12 @@ static int agent_host_reserve(void *arg, const char *id) { return agent_reserve(
 static void agent_host_unreserve(void *arg, const char *id) { agent_unreserve(arg, id); }
 static int agent_host_add(void *arg, struct task *t) { return agent_add(arg, t); }
 
+static void agent_host_successor_of(void *arg, json_t *ids)
+{
+    struct agent *a = arg;
+    prestage_want(a->pre, ids);
+}
+
 static int agent_host_restore(void *arg, const char *id, struct task **out)
 {
     return agent_restore_intact(arg, NULL, id, NULL, out);
@@ -990,6 +1000,7 @@ static int agent_failover_open(struct agent *a)
         .unreserve = agent_host_unreserve,
         .restore = agent_host_restore,
         .add = agent_host_add,
+        .successor_of = a->pre ? agent_host_successor_of : NULL,
     };
     int rc = failover_open(&a->fo, a->cfg, a->env.store, &host);
     if (rc == 0) {
@@ -1044,6 +1055,9 @@ int agent_open(struct agent **out, const struct cfg *cfg)
         };
         rc = repo_open(&a->env.repo, a->env.store, &rcfg);
     }
+    if (rc == 0 && cfg->cluster && cfg->prestage)
+        rc = prestage_open(&a->pre, a->env.repo, a->env.store, cfg->state_dir, a->env.blob_dir,
+                          cfg->renew_ms);
     if (rc == 0 && cfg->cluster)
         rc = agent_failover_open(a);
     if (rc == 0)
@@ -1130,6 +1144,7 @@ void agent_free(struct agent *a)
     }
     free(a->tasks);
     failover_free(a->fo);
+    prestage_free(a->pre); /* failover, which feeds it, is stopped */
     if (a->listen_fd >= 0) {
         close(a->listen_fd);
         unlink(a->cfg->socket);

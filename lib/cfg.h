@@ -60,6 +60,7 @@ struct cfg {
     char *node;      /* [cluster] node: this node's name (default: the host name) */
     int lease_ms;    /* [cluster] lease_ms: a lease not renewed for this long expires */
     int renew_ms;    /* [cluster] renew_ms: heartbeat and lease renewal interval */
+    int prestage;    /* [cluster] prestage: stage the checkpoints this node would take over */
 };
 
 /* Defaults, then the INI file at path if path is not NULL. VK_EINVAL names

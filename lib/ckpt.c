@@ -500,6 +500,27 @@ static int ckpt_fetch_blob(struct repo *r, const struct stream_ref *o, const cha
     return rc;
 }
 
+int ckpt_stage(struct repo *r, const struct manifest *m, const char *blob_dir, json_t *packs,
+               uint64_t *copied)
+{
+    char *path = NULL;
+    int rc = util_mkdir_p(blob_dir, 0700);
+    const struct stream_ref *blob[3] = {&m->kernel, &m->initrd, &m->base};
+    const char *blob_what[3] = {"kernel", "initrd", "base image"};
+    for (int i = 0; rc == 0 && i < 3; i++) {
+        rc = ckpt_fetch_blob(r, blob[i], blob_dir, blob_what[i], &path);
+        free(path);
+        path = NULL;
+    }
+    for (size_t i = 0; rc == 0 && i < m->n_deltas; i++)
+        rc = repo_stage_stream(r, &m->deltas[i], packs, copied);
+    if (rc == 0)
+        rc = repo_stage_stream(r, &m->memory, packs, copied);
+    if (rc < 0)
+        err_wrap(rc, "cannot stage checkpoint %" PRIu64 " of task %s", m->seq, m->task);
+    return rc;
+}
+
 int ckpt_fetch(struct repo *r, const struct manifest *m, const char *blob_dir,
                const char *run_dir, struct ckpt_local *out)
 {

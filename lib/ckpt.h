@@ -167,5 +167,12 @@ struct ckpt_local {
 int ckpt_fetch(struct repo *r, const struct manifest *m, const char *blob_dir,
                const char *run_dir, struct ckpt_local *out);
 void ckpt_local_free(struct ckpt_local *l);
+/* Stages what a restore of m will read, ahead of it (a pre-staged
+ * successor): kernel, initrd and base into blob_dir as ckpt_fetch would, and
+ * the packs of its deltas and memory into the repository's cache (see
+ * repo_set_cache); appends the packs' names to packs and the bytes copied to
+ * *copied. */
+int ckpt_stage(struct repo *r, const struct manifest *m, const char *blob_dir, json_t *packs,
+               uint64_t *copied);
 
 #endif

@@ -870,6 +870,47 @@ static void fo_watch_moves(struct failover *f)
     json_decref(moves);
 }
 
+/* The tasks this node would take over if the node running each died now:
+ * placement over the other nodes, as the survivors would compute it. */
+static void fo_successor_of(struct failover *f, const struct cluster_node *v, size_t n,
+                            int64_t now)
+{
+    struct cluster_node *as_dead = malloc((n + 1) * sizeof(*as_dead));
+    json_t *mine = json_array(), *running = json_object();
+    for (size_t i = 0; i < n; i++) { /* tasks a live node (this one too) runs */
+        size_t k;
+        json_t *id;
+        if (cluster_state_of(&v[i], now) != CLUSTER_DEAD)
+            json_array_foreach(v[i].tasks, k, id)
+                if (json_is_string(id))
+                    json_object_set_new(running, json_string_value(id), json_true());
+    }
+    for (size_t i = 0; as_dead && i < n; i++) {
+        int dead = cluster_state_of(&v[i], now) == CLUSTER_DEAD;
+        if (!strcmp(v[i].name, f->cfg->node))
+            continue;
+        /* A node found dead keeps its tasks' stages here until they are taken
+         * over (its heartbeat still names them): the take-over reads them. */
+        memcpy(as_dead, v, n * sizeof(*v)); /* shallow: only renewed_ms changes */
+        as_dead[i].renewed_ms = INT64_MIN / 4;
+        size_t k;
+        json_t *id;
+        json_array_foreach(v[i].tasks, k, id)
+        {
+            char to[128];
+            if (!json_is_string(id) || (dead && json_object_get(running, json_string_value(id))))
+                continue; /* taken over already: a dead node's heartbeat stays */
+            cluster_assign(as_dead, n, now, k, to);
+            if (!strcmp(to, f->cfg->node))
+                json_array_append(mine, id);
+        }
+    }
+    f->host.successor_of(f->host.arg, mine);
+    json_decref(mine);
+    json_decref(running);
+    free(as_dead);
+}
+
 static void fo_watch(struct failover *f)
 {
     struct cluster_node *v = NULL;
@@ -905,6 +946,8 @@ static void fo_watch(struct failover *f)
                 fo_take_over(f, &v[i], json_string_value(id), d);
         }
     }
+    if (f->host.successor_of && !atomic_load(&f->stopping))
+        fo_successor_of(f, v, n, now);
     cluster_nodes_free(v, n);
     fo_watch_moves(f);
 }

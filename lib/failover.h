@@ -49,6 +49,9 @@ struct failover_host {
     int (*restore)(void *arg, const char *id, struct task **out);
     /* Adds a restored task to the table. */
     int (*add)(void *arg, struct task *t);
+    /* Each round: the tasks (an array of ids, borrowed) this node would take
+     * over if their node died now, to stage ahead (prestage.h). May be NULL. */
+    void (*successor_of)(void *arg, json_t *ids);
 };
 
 /* *out: failover_free(). Threads start with failover_start. */

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,8 @@ struct repo {
     pthread_rwlock_t gc_lock;
     struct repo_zero zero[REPO_ZERO_SLOTS]; /* hashes of zero chunks, by length */
     pthread_mutex_t zero_lock;
+    struct store *cache;      /* copies of packs, read first (not owned; may be NULL) */
+    _Atomic uint64_t read_store, read_cache; /* bytes downloads read from each */
 };
 
 #define REPO_HDR PACK_HDR
@@ -1038,6 +1041,7 @@ static int repo_read_record(struct repo *r, const struct down_entry *e, uint8_t 
                 break;
             repo_backoff(r, attempt);
         }
+        atomic_fetch_add(&r->read_store, rc == 0 ? *got : 0);
         if (rc != VK_ENOTFOUND)
             return rc;
     }
@@ -1358,6 +1362,18 @@ static int repo_job_fetch(struct down_ctx *d, struct down_job *j)
     if (c0->found) {
         pack_map_pack_name(d->r->map, c0->loc.pack, pack);
         rc = repo_buf_fit(raw, j->bytes);
+        /* A local copy of the pack first (pre-staged for a take-over); one
+         * that cannot be read or is damaged is no error: the store has it. */
+        if (rc == 0 && d->r->cache &&
+            store_read(d->r->cache, pack, j->off, raw->p, j->bytes, &got) == 0 &&
+            got == j->bytes) {
+            if (repo_job_decode(d, j, got, pack) == 0) {
+                atomic_fetch_add(&d->r->read_cache, got);
+                return 0;
+            }
+            log_warn("%s: the local copy of pack %s is damaged; reading the store's", d->what,
+                     pack);
+        }
         for (int attempt = 0; rc == 0 && attempt < d->r->cfg.retries; attempt++) {
             if (attempt)
                 repo_backoff(d->r, attempt - 1);
@@ -1365,6 +1381,7 @@ static int repo_job_fetch(struct down_ctx *d, struct down_job *j)
             if (rc == 0 || rc == VK_ENOTFOUND)
                 break;
         }
+        atomic_fetch_add(&d->r->read_store, rc == 0 ? got : 0);
         if (rc == 0 && got == j->bytes)
             return repo_job_decode(d, j, got, pack);
         if (rc == VK_ENOMEM)
@@ -1609,6 +1626,64 @@ static int repo_download(struct repo *r, const struct stream_ref *o, int fd, int
     free(d.e);
     pthread_mutex_destroy(&d.lock);
     pthread_cond_destroy(&d.cond);
+    return rc;
+}
+
+void repo_set_cache(struct repo *r, struct store *cache) { r->cache = cache; }
+
+void repo_read_counts(struct repo *r, uint64_t *from_store, uint64_t *from_cache)
+{
+    *from_store = atomic_load(&r->read_store);
+    *from_cache = atomic_load(&r->read_cache);
+}
+
+/* Copies one object from the store to the cache (through name.part there). */
+static int repo_copy_object(struct repo *r, const char *name, uint64_t size, uint64_t *copied)
+{
+    uint8_t *buf = malloc(size ? size : 1);
+    size_t got = 0;
+    int rc = buf ? store_read(r->store, name, 0, buf, size, &got) : err_set(VK_ENOMEM, "out of memory");
+    if (rc == 0 && got != size)
+        rc = err_set(VK_ECORRUPT, "pack %s is shorter than its index says", name);
+    if (rc == 0)
+        rc = store_put_buf(r->cache, name, buf, size);
+    if (rc == 0)
+        *copied += size;
+    free(buf);
+    return rc;
+}
+
+int repo_stage_stream(struct repo *r, const struct stream_ref *o, json_t *packs, uint64_t *copied)
+{
+    struct down_ctx d = {.r = r, .what = o->name};
+    uint32_t np;
+    int rc = r->cache ? 0 : err_set(VK_EINVAL, "no local cache to stage into");
+    if (rc == 0)
+        rc = repo_load_index(r, o, o->name, &d.e, &d.n);
+    if (rc == 0)
+        rc = pack_map_refresh(r->map, r->store, 0);
+    if (rc == 0)
+        rc = repo_plan_recs(&d);
+    np = pack_map_count(r->map);
+    char *seen = calloc(np + 1, 1);
+    if (rc == 0 && !seen)
+        rc = err_set(VK_ENOMEM, "out of memory");
+    for (size_t k = 0; rc == 0 && k < d.n_recs; k++) {
+        uint32_t p = d.recs[k].loc.pack;
+        char name[80];
+        uint64_t have = 0;
+        if (!d.recs[k].found || p >= np || seen[p])
+            continue;
+        seen[p] = 1;
+        pack_map_pack_name(r->map, p, name);
+        json_array_append_new(packs, json_string(name));
+        if (store_stat(r->cache, name, &have) == 0 && have == pack_map_pack_size(r->map, p))
+            continue; /* staged before: packs never change */
+        rc = repo_copy_object(r, name, pack_map_pack_size(r->map, p), copied);
+    }
+    free(seen);
+    free(d.recs);
+    free(d.e);
     return rc;
 }
 

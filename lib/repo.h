@@ -69,6 +69,16 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct stre
 int repo_get_stream(struct repo *r, const struct stream_ref *o, int fd, const char *what);
 /* repo_get_stream into path (via path.part, renamed when complete). */
 int repo_get_file(struct repo *r, const struct stream_ref *o, const char *path, const char *what);
+/* A local store holding copies of packs (pre-staging for a take-over), read
+ * before the store; NULL: none. Not owned; set before downloads start. A
+ * copy that is missing, short or damaged is passed over for the store's. */
+void repo_set_cache(struct repo *r, struct store *cache);
+/* Bytes downloads have read so far from the store and from the cache. */
+void repo_read_counts(struct repo *r, uint64_t *from_store, uint64_t *from_cache);
+/* Copies the packs stream o needs into the cache, those not there yet;
+ * appends their names to packs (a JSON array) and adds the bytes copied to
+ * *copied. */
+int repo_stage_stream(struct repo *r, const struct stream_ref *o, json_t *packs, uint64_t *copied);
 /* The bytes a restore of stream o must read at least: its stored records,
  * each once. */
 int repo_stream_stored(struct repo *r, const struct stream_ref *o, uint64_t *bytes);

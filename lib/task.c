@@ -92,6 +92,7 @@ struct task {
     char *last_error;
     uint64_t restored_from;
     int64_t restore_fetch_us, restore_load_us;
+    uint64_t restore_store_bytes, restore_cache_bytes; /* what the last restore read, and where */
     struct automode am; /* mode auto: what this task's checkpoints showed */
 };
 
@@ -721,6 +722,8 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     t->restoring = 1;
     pthread_mutex_unlock(&t->lock);
     testhook_gate("VMCKPT_TEST_RESTORE_GATE", id); /* tests: a store call that stalls */
+    uint64_t from_store0, from_cache0, from_store, from_cache;
+    repo_read_counts(env->repo, &from_store0, &from_cache0);
     rc = catalog_load(env->store, id, seq, &m);
     if (rc == 0)
         rc = ckpt_fetch(env->repo, m, env->blob_dir, run_dir, &local);
@@ -747,6 +750,9 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     }
     t->restore_fetch_us = t1 - t0;
     t->restore_load_us = util_now_us() - t1;
+    repo_read_counts(env->repo, &from_store, &from_cache);
+    t->restore_store_bytes = from_store - from_store0;
+    t->restore_cache_bytes = from_cache - from_cache0;
     t->restored_from = m->seq;
     t->last_seq = m->seq;
     manifest_free(t->last);
@@ -758,8 +764,10 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     task_set_error(t, NULL);
     task_save(t);
     log_info("task %s: restored checkpoint %" PRIu64 " in %.2f s (fetch %.2f s, load+resume "
-             "%.2f s), pid %d", id, t->last_seq, (double)(util_now_us() - t0) / 1e6,
-             (double)t->restore_fetch_us / 1e6, (double)t->restore_load_us / 1e6, (int)t->pid);
+             "%.2f s; read %" PRIu64 " bytes from the store, %" PRIu64 " from the local cache), "
+             "pid %d", id, t->last_seq, (double)(util_now_us() - t0) / 1e6,
+             (double)t->restore_fetch_us / 1e6, (double)t->restore_load_us / 1e6,
+             t->restore_store_bytes, t->restore_cache_bytes, (int)t->pid);
 out_unlock:
     if (rc < 0)
         err_wrap(rc, "restore of task %s", id);
@@ -1665,9 +1673,11 @@ json_t *task_json(struct task *t)
     else if (t->last_seq)
         last = json_pack("{s:I}", "seq", (json_int_t)t->last_seq);
     if (t->restored_from)
-        restore = json_pack("{s:I, s:I, s:I}", "from_seq", (json_int_t)t->restored_from,
+        restore = json_pack("{s:I, s:I, s:I, s:I, s:I}", "from_seq", (json_int_t)t->restored_from,
                             "fetch_us", (json_int_t)t->restore_fetch_us, "load_us",
-                            (json_int_t)t->restore_load_us);
+                            (json_int_t)t->restore_load_us, "store_bytes",
+                            (json_int_t)t->restore_store_bytes, "cache_bytes",
+                            (json_int_t)t->restore_cache_bytes);
     j = json_pack("{s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:i, s:i, s:i, s:s?, s:s?, s:o, s:o, "
                   "s:o, s:s?, s:I}",
                   "id", t->id, "state", task_state_name(t->state), "pid", (int)t->pid, "memory_mib",

@@ -14,7 +14,7 @@ LAYERS=(
     "pack catalog cluster"
     "repo"
     "ckpt"
-    "cfg automode gc restart interval"
+    "cfg automode gc restart interval prestage"
     "task"
     "failover"
     "agent"

@@ -21,7 +21,19 @@ start_nodes || { finish; exit 1; }
 counting_task a c1 || { finish; exit 1; }
 S=$(serial_of a c1)
 check_fails "node b refuses to start a second copy" "runs on another node" vk b restore c1
-sleep 0.7 # between two checkpoints
+# Issue 16: the node placement would pick stages c1's newest checkpoint ahead.
+staged_on() { # the node (b or c) that has staged checkpoint $1 of c1
+    local x
+    for x in b c; do [ "$(vk $x --json nodes | jq -r '.prestage.tasks.c1.seq // 0')" = "$1" ] && echo "node-$x"; done
+}
+P=
+for _ in $(seq 100); do
+    newest=$(vk a --json ls c1 | jq ".checkpoints[-1].seq")
+    P=$(staged_on "$newest") && [ -n "$P" ] && break
+    sleep 0.1
+done
+[ -n "$P" ] && ok "$P has staged c1's newest checkpoint ($newest) before any crash" \
+    || not_ok "a successor stages c1's newest checkpoint" "$(vk b --json nodes | jq -c .prestage) $(vk c --json nodes | jq -c .prestage)"
 last=$(vk a --json ls c1 | jq ".checkpoints[-1].seq")
 t0=$(date +%s%N)
 kill_node a
@@ -34,6 +46,12 @@ else
     not_ok "c1 resumes on another node" "$(tail -5 "$T/b/agent.log")"; finish; exit 1
 fi
 w=${W#node-}
+[ "$W" = "$P" ] && ok "the node that staged c1 took it over" || not_ok "the staging node took c1 over" "staged on $P, resumed on $W"
+mem=$(( $(vk "$w" --json status c1 | jq .memory_mib) * 1048576 ))
+from_store=$(vk "$w" --json status c1 | jq .restore.store_bytes)
+[ "$from_store" -le $((mem / 20)) ] \
+    && ok "the take-over read $from_store bytes from the store (<= 5% of the guest's memory), $(vk "$w" --json status c1 | jq .restore.cache_bytes) from its cache" \
+    || not_ok "the take-over read little from the store" "$from_store bytes of $mem; $(vk "$w" --json status c1 | jq -c .restore)"
 resumed_consistently "$w" c1 "$last" "$S"
 [ "$(copies c1)" = 1 ] && ok "one copy of c1 runs" || not_ok "one copy" "$(copies c1)"
 grep -q "crash to detection" "$T/$w/agent.log" && ok "detection and restore times are logged" || not_ok "times logged"

@@ -285,6 +285,59 @@ static void test_restore_reads_what_it_needs(void **state)
     free(out2);
 }
 
+/* Issue 16: a stream's packs staged into a local cache are read from there,
+ * not the store; a damaged or missing copy is passed over for the store's. */
+static void test_cache_read_first(void **state)
+{
+    struct fixture *f = *state;
+    char *in = make_file(f, "in", 7), *out = util_fmt("%s/out", f->root);
+    char uri[128];
+    struct store *cache = NULL;
+    struct stream_ref o;
+    json_t *packs = json_array();
+    uint64_t copied = 0, s0, c0, s1, c1;
+
+    snprintf(uri, sizeof(uri), "file://%s/cache", f->root);
+    assert_int_equal(store_open(uri, &cache), 0);
+    assert_int_equal(repo_put_file(f->r, in, 0, &o, NULL, NULL, NULL), 0);
+    assert_int_equal(repo_stage_stream(f->r, &o, packs, &copied), VK_EINVAL); /* no cache yet */
+    repo_set_cache(f->r, cache);
+    assert_int_equal(repo_stage_stream(f->r, &o, packs, &copied), 0);
+    assert_true(json_array_size(packs) > 0 && copied > 0);
+    uint64_t again = 0;
+    json_t *packs2 = json_array();
+    assert_int_equal(repo_stage_stream(f->r, &o, packs2, &again), 0);
+    assert_int_equal(again, 0); /* staged already: nothing copied twice */
+    repo_read_counts(f->r, &s0, &c0);
+    assert_int_equal(repo_get_file(f->r, &o, out, "s"), 0);
+    repo_read_counts(f->r, &s1, &c1);
+    assert_true(same_files(in, out));
+    assert_int_equal(s1 - s0, 0);
+    assert_true(c1 - c0 > 0);
+    /* Damage every cached pack: the restore still works, from the store. */
+    char *cmd = util_fmt("for p in $(find %s/cache/packs -type f); do "
+                         "printf 'XXXXXXXXXXXXXXXXXXXXXXXX' | dd of=$p bs=1 seek=40 conv=notrunc 2>/dev/null; done",
+                         f->root);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(repo_get_file(f->r, &o, out, "s"), 0);
+    repo_read_counts(f->r, &s0, &c0);
+    assert_true(same_files(in, out));
+    assert_true(s0 - s1 > 0);
+    /* Gone altogether: the same. */
+    char *rm = util_fmt("rm -rf %s/cache/packs", f->root);
+    assert_int_equal(system(rm), 0);
+    assert_int_equal(repo_verify_stream(f->r, &o, "s"), 0);
+    repo_set_cache(f->r, NULL);
+    store_free(cache);
+    json_decref(packs);
+    json_decref(packs2);
+    free(o.name);
+    free(in);
+    free(out);
+    free(cmd);
+    free(rm);
+}
+
 /* Finding 3 of issue 11: the stream hash covers names and lengths, not the
  * codec; a stored chunk marked "zero" must not be returned as zeros. */
 static void test_forged_index(void **state)
@@ -475,6 +528,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_roundtrip_dedup_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restore_reads_what_it_needs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_read_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forged_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_pack_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_and_gc, setup, teardown),
