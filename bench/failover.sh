@@ -14,13 +14,17 @@
 # Usage: bench/failover.sh [BUILD_DIR]   Settings: BENCH_PARTS ("1 2"), BENCH_STEPS (cpu
 #        steps of the task, 480), BENCH_T0 (10), BENCH_T (15), BENCH_LEASE_MS (5000),
 #        BENCH_MEM (guest MiB, 256), BENCH_FILL (more guest work, e.g. mem:200 to fill
-#        the memory with data; none by default)
+#        the memory with data; none by default), BENCH_PRESTAGE (1: the successor
+#        stages checkpoints ahead, the default; 0: it fetches all at take-over),
+#        BENCH_REF (1: also time the task undisturbed), BENCH_DONE (1: wait for the task
+#        to finish and report the Figure 9 rows; 0: stop once it runs elsewhere)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build/rel}
 ROOT=$(pwd)
 PARTS=${BENCH_PARTS:-1 2}
 STEPS=${BENCH_STEPS:-480}; MEM=${BENCH_MEM:-256}; FILL=${BENCH_FILL:-}
+PRESTAGE=${BENCH_PRESTAGE:-1}; REF=${BENCH_REF:-1}; DONE=${BENCH_DONE:-1}
 T0=${BENCH_T0:-10}; TT=${BENCH_T:-15}
 LEASE=${BENCH_LEASE_MS:-5000}; RENEW=$((LEASE / 5))
 G=$ROOT/build/guest
@@ -40,7 +44,7 @@ for x in a b c; do ip netns add "$NS-$x"; ip -n "$NS-$x" link set lo up; done
 agent() { # agent NODE STORE_URI [cluster]
     local x=$1 uri=$2 extra=()
     [ "${3:-}" = cluster ] && extra=(--set cluster.enabled=1 --set "cluster.node=node-$x"
-        --set "cluster.lease_ms=$LEASE" --set "cluster.renew_ms=$RENEW")
+        --set "cluster.lease_ms=$LEASE" --set "cluster.renew_ms=$RENEW" --set "cluster.prestage=$PRESTAGE")
     local pw=
     if [[ $uri == ftp://*:*@* ]]; then # the password from the environment, not argv
         pw=${uri#ftp://*:}; pw=${pw%%@*}; uri=${uri/:$pw@/@}
@@ -72,8 +76,11 @@ if [[ " $PARTS " == *" 1 "* ]]; then
     echo "== 1. Figure 9, scaled: cpu:$STEPS${FILL:+,$FILL} task, $MEM MiB, checkpoints after $T0 s then every $TT s, lease $LEASE ms"
     for x in a b c; do agent "$x" "file://$D/store" cluster; done
     # Undisturbed, no checkpoints: the reference time.
-    t=$(now_ms); run_cpu b ref; wait_done b ref; ref=$(( $(now_ms) - t ))
-    vk b rm ref >/dev/null
+    ref=0
+    if [ "$REF" = 1 ]; then
+        t=$(now_ms); run_cpu b ref; wait_done b ref; ref=$(( $(now_ms) - t ))
+        vk b rm ref >/dev/null
+    fi
     echo "undisturbed, no checkpoints: $((ref / 1000)) s"
     t=$(now_ms); run_cpu a fig9 --first "$T0" --every "$TT"
     # Crash half-way between the second and third checkpoints (the second
@@ -92,6 +99,11 @@ if [[ " $PARTS " == *" 1 "* ]]; then
         [ -n "$W" ] && break; sleep 0.05
     done
     running=$(( $(now_ms) - crash ))
+    rs=$(vk "$W" --json status fig9 | jq -c .restore)
+    echo "take-over (prestage $PRESTAGE, $MEM MiB${FILL:+, $FILL}): crash to running $running ms (lease $LEASE ms); restore read $(echo "$rs" | jq .store_bytes) bytes from the store, $(echo "$rs" | jq .cache_bytes) from the local cache; fetch $(echo "$rs" | jq '.fetch_us / 1000 | floor') ms, load $(echo "$rs" | jq '.load_us / 1000 | floor') ms"
+    [ "$DONE" = 1 ] || { stop_all; PARTS=${PARTS/1/}; }
+fi
+if [[ " $PARTS " == *" 1 "* ]]; then
     wait_done "$W" fig9
     total=$(( $(now_ms) - t ))
     stops=$(vk "$W" --json ls fig9 | jq '[.checkpoints[].stopped_us] | add / 1000 | floor')
