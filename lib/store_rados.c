@@ -263,19 +263,9 @@ static int srados_copies(struct store *s) { return ((struct srados_store *)s)->c
  * the cluster publish a new map, which clients then wait for). */
 static int srados_pool_set(struct srados_store *r, const char *var, int val)
 {
-    char cmd[512], *text = NULL;
-    snprintf(cmd, sizeof(cmd),
-             "{\"prefix\": \"osd pool get\", \"pool\": \"%s\", \"var\": \"%s\", "
-             "\"format\": \"json\"}",
-             r->pool, var);
-    if (srados_mon(r, cmd, &text) == 0) {
-        json_t *j = json_loads(text, 0, NULL);
-        int now = (int)json_integer_value(json_object_get(j, var));
-        json_decref(j);
-        free(text);
-        if (now == val)
-            return 0;
-    }
+    char cmd[512];
+    if (srados_pool_get(r, var) == val)
+        return 0;
     snprintf(cmd, sizeof(cmd),
              "{\"prefix\": \"osd pool set\", \"pool\": \"%s\", \"var\": \"%s\", "
              "\"val\": \"%d\", \"yes_i_really_mean_it\": true}",
