@@ -243,7 +243,11 @@ char *util_part_path(const char *path)
 
 int util_write_file_atomic(const char *path, const void *data, size_t len)
 {
-    char *tmp = util_fmt("%s.tmp.%d", path, (int)getpid());
+    /* A name of its own per call: two threads may write the same file (two
+     * restores, or a restore and the pre-staging, noting one blob checked). */
+    static unsigned long seq;
+    char *tmp = util_fmt("%s.tmp.%d.%lu", path, (int)getpid(),
+                         __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
     const char *p = data;
     int fd, rc = 0;
 

@@ -14,6 +14,7 @@
 #include "util.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <jansson.h>
@@ -338,6 +339,36 @@ static void test_cache_read_first(void **state)
     free(rm);
 }
 
+struct writer_arg {
+    const char *path;
+    int failures;
+};
+
+static void *write_often(void *arg)
+{
+    struct writer_arg *w = arg;
+    for (int i = 0; i < 200; i++)
+        w->failures += util_write_file_atomic(w->path, "stamp\n", 6) != 0;
+    return NULL;
+}
+
+/* Issue 16: a restore and the pre-staging note the same blob checked at
+ * once (the same file from two threads): every write must succeed (they
+ * shared one temporary name and failed each other's renames). */
+static void test_atomic_write_two_threads(void **state)
+{
+    struct fixture *f = *state;
+    char *path = util_fmt("%s/blob.checked", f->root);
+    struct writer_arg a = {.path = path}, b = {.path = path};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, write_often, &a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, write_often, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(a.failures + b.failures, 0);
+    free(path);
+}
+
 /* Finding 3 of issue 11: the stream hash covers names and lengths, not the
  * codec; a stored chunk marked "zero" must not be returned as zeros. */
 static void test_forged_index(void **state)
@@ -529,6 +560,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damage_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restore_reads_what_it_needs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_read_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_atomic_write_two_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forged_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_pack_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_and_gc, setup, teardown),
