@@ -430,9 +430,10 @@ static int task_start_vm(struct task *t, const char *incoming, atomic_int *feed_
             usleep(10000);
         }
         /* A feed cut short by QEMU (a write error: EPIPE) means QEMU is on its
-         * way out with the real reason in its log: give it a moment to get there. */
+         * way out with the real reason in its log: wait for it to get there
+         * (up to 10 s: a loaded machine is slow to let a process exit). */
         int feed_cut = feed_failed && *feed_failed == VK_EIO;
-        for (int i = 0; rc < 0 && feed_cut && i < 100 && task_vm_alive(t); i++)
+        for (int i = 0; rc < 0 && feed_cut && i < 500 && task_vm_alive(t); i++)
             usleep(20000);
         if (rc < 0 && !task_vm_alive(t)) {
             char *tail = util_file_tail(log, 600);
