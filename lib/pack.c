@@ -391,6 +391,27 @@ uint32_t pack_map_count(struct pack_map *m)
     return n;
 }
 
+int pack_map_find_named(struct pack_map *m, const char *sha, struct pack_loc *out,
+                        char name[80], uint64_t *pack_size)
+{
+    uint8_t key[32];
+    int rc = VK_ENOTFOUND;
+    if (pack_key(sha, key) < 0)
+        return VK_EINVAL;
+    pthread_mutex_lock(&m->lock);
+    if (m->cap) {
+        struct pack_slot *sl = pack_slot_of(m, key);
+        if (sl->used && sl->loc.pack < m->n_ids) {
+            *out = sl->loc;
+            pack_object_name(m->ids[sl->loc.pack], name);
+            *pack_size = m->sizes[sl->loc.pack];
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
 uint64_t pack_map_pack_size(struct pack_map *m, uint32_t pack)
 {
     pthread_mutex_lock(&m->lock);

@@ -68,6 +68,10 @@ void pack_map_free(struct pack_map *m);
 int pack_map_refresh(struct pack_map *m, struct store *s, int full);
 /* VK_ENOTFOUND when no known pack holds the chunk. Thread-safe. */
 int pack_map_find(struct pack_map *m, const char *sha, struct pack_loc *out);
+/* pack_map_find, and the name and size of the pack, at one instant: a pack's
+ * number means another pack once the map is rebuilt (a refresh after GC). */
+int pack_map_find_named(struct pack_map *m, const char *sha, struct pack_loc *out,
+                        char name[80], uint64_t *pack_size);
 /* The object name of pack number loc.pack into out (e.g. "packs/ab/ab12..."). */
 void pack_map_pack_name(struct pack_map *m, uint32_t pack, char out[80]);
 /* Packs known, numbered 0..count-1, and the size of one (from its index). */

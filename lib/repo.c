@@ -1026,15 +1026,15 @@ static int repo_read_record(struct repo *r, const struct down_entry *e, uint8_t 
     for (int look = 0; look < 2; look++) {
         if (look)
             rc = pack_map_refresh(r->map, r->store, 0);
+        uint64_t size;
         if (rc == 0)
-            rc = pack_map_find(r->map, e->sha, loc);
+            rc = pack_map_find_named(r->map, e->sha, loc, pack, &size);
         if (rc == VK_ENOTFOUND)
             continue;
         if (rc < 0)
             return rc;
         if (loc->bytes > cap)
             return VK_ECORRUPT;
-        pack_map_pack_name(r->map, loc->pack, pack);
         for (int attempt = 0; attempt < r->cfg.retries; attempt++) {
             rc = store_read(r->store, pack, loc->off, raw, loc->bytes, got);
             if (rc == 0 || rc == VK_ENOTFOUND)
@@ -1100,6 +1100,8 @@ static int repo_fetch_alone(struct repo *r, const struct down_entry *e, const ch
 /* A record the stream needs; entries naming the same chunk close by share it. */
 struct down_rec {
     struct pack_loc loc;
+    char pack[48];      /* its pack's name, found with loc (numbers change on a refresh) */
+    uint64_t pack_size;
     size_t entry;       /* the first entry naming it */
     uint32_t job;
     uint32_t plain_off; /* where its plain bytes are: in the job's out buffer, or in_raw */
@@ -1164,8 +1166,9 @@ static int repo_rec_cmp(const void *a, const void *b)
     const struct down_rec *x = a, *y = b;
     if (x->found != y->found)
         return x->found ? -1 : 1;
-    if (x->loc.pack != y->loc.pack)
-        return x->loc.pack < y->loc.pack ? -1 : 1;
+    int byname = strcmp(x->pack, y->pack);
+    if (byname)
+        return byname;
     if (x->loc.off != y->loc.off)
         return x->loc.off < y->loc.off ? -1 : 1;
     return x->entry < y->entry ? -1 : x->entry > y->entry;
@@ -1182,7 +1185,6 @@ static int repo_job_cmp(const void *a, const void *b)
 static int repo_plan_recs(struct down_ctx *d)
 {
     struct pack_map *m = d->r->map;
-    uint32_t np = pack_map_count(m);
     size_t nz = 0;
     struct down_rec *rec = calloc(d->n + 1, sizeof(*rec));
     if (!rec)
@@ -1192,8 +1194,12 @@ static int repo_plan_recs(struct down_ctx *d)
         e->rec = -1;
         if (e->codec == CODEC_ZERO)
             continue;
+        char name[80];
         rec[nz].entry = i;
-        rec[nz].found = pack_map_find(m, e->sha, &rec[nz].loc) == 0 && rec[nz].loc.pack < np;
+        rec[nz].found = pack_map_find_named(m, e->sha, &rec[nz].loc, name, &rec[nz].pack_size) == 0 &&
+                        strlen(name) < sizeof(rec[nz].pack);
+        if (rec[nz].found)
+            memcpy(rec[nz].pack, name, strlen(name) + 1);
         nz++;
     }
     qsort(rec, nz, sizeof(*rec), repo_rec_cmp);
@@ -1201,7 +1207,7 @@ static int repo_plan_recs(struct down_ctx *d)
     for (size_t k = 0; k < nz; k++) {
         struct down_rec *c = &rec[k], *p = d->n_recs ? &rec[d->n_recs - 1] : NULL;
         struct down_entry *e = &d->e[c->entry];
-        if (p && c->found && p->found && p->loc.pack == c->loc.pack && p->loc.off == c->loc.off &&
+        if (p && c->found && p->found && !strcmp(p->pack, c->pack) && p->loc.off == c->loc.off &&
             !strcmp(d->e[p->entry].sha, e->sha) &&
             e->off - d->e[p->entry].off <= DOWN_SHARE_SPAN) {
             e->rec = (int64_t)(d->n_recs - 1);
@@ -1232,7 +1238,7 @@ static int repo_plan_jobs(struct down_ctx *d)
         const struct down_entry *e = &d->e[c->entry];
         uint64_t end = j ? j->off + j->bytes : 0;
         c->in_raw = c->found && c->loc.codec == CODEC_NONE && c->loc.bytes == REPO_HDR + e->len;
-        if (!j || !c->found || !p->found || p->loc.pack != c->loc.pack || c->loc.off < end ||
+        if (!j || !c->found || !p->found || strcmp(p->pack, c->pack) || c->loc.off < end ||
             c->loc.off - end > gap || c->loc.off + c->loc.bytes - j->off > max ||
             j->plain + (c->in_raw ? 0 : e->len) > max ||
             e->off > d->e[j->first].off + DOWN_SHARE_SPAN ||
@@ -1360,7 +1366,7 @@ static int repo_job_fetch(struct down_ctx *d, struct down_job *j)
     int rc = VK_ENOTFOUND;
 
     if (c0->found) {
-        pack_map_pack_name(d->r->map, c0->loc.pack, pack);
+        snprintf(pack, sizeof(pack), "%s", c0->pack);
         rc = repo_buf_fit(raw, j->bytes);
         /* A local copy of the pack first (pre-staged for a take-over); one
          * that cannot be read or is damaged is no error: the store has it. */
@@ -1656,7 +1662,7 @@ static int repo_copy_object(struct repo *r, const char *name, uint64_t size, uin
 int repo_stage_stream(struct repo *r, const struct stream_ref *o, json_t *packs, uint64_t *copied)
 {
     struct down_ctx d = {.r = r, .what = o->name};
-    uint32_t np;
+    json_t *seen = json_object();
     int rc = r->cache ? 0 : err_set(VK_EINVAL, "no local cache to stage into");
     if (rc == 0)
         rc = repo_load_index(r, o, o->name, &d.e, &d.n);
@@ -1664,24 +1670,18 @@ int repo_stage_stream(struct repo *r, const struct stream_ref *o, json_t *packs,
         rc = pack_map_refresh(r->map, r->store, 0);
     if (rc == 0)
         rc = repo_plan_recs(&d);
-    np = pack_map_count(r->map);
-    char *seen = calloc(np + 1, 1);
-    if (rc == 0 && !seen)
-        rc = err_set(VK_ENOMEM, "out of memory");
     for (size_t k = 0; rc == 0 && k < d.n_recs; k++) {
-        uint32_t p = d.recs[k].loc.pack;
-        char name[80];
+        const struct down_rec *c = &d.recs[k];
         uint64_t have = 0;
-        if (!d.recs[k].found || p >= np || seen[p])
+        if (!c->found || json_object_get(seen, c->pack))
             continue;
-        seen[p] = 1;
-        pack_map_pack_name(r->map, p, name);
-        json_array_append_new(packs, json_string(name));
-        if (store_stat(r->cache, name, &have) == 0 && have == pack_map_pack_size(r->map, p))
+        json_object_set_new(seen, c->pack, json_true());
+        json_array_append_new(packs, json_string(c->pack));
+        if (store_stat(r->cache, c->pack, &have) == 0 && have == c->pack_size)
             continue; /* staged before: packs never change */
-        rc = repo_copy_object(r, name, pack_map_pack_size(r->map, p), copied);
+        rc = repo_copy_object(r, c->pack, c->pack_size, copied);
     }
-    free(seen);
+    json_decref(seen);
     free(d.recs);
     free(d.e);
     return rc;
@@ -1769,9 +1769,9 @@ int repo_refresh(struct repo *r) { return pack_map_refresh(r->map, r->store, 1);
 int repo_chunk_where(struct repo *r, const char *sha, char pack_object[80], uint64_t *off)
 {
     struct pack_loc loc;
-    if (pack_map_find(r->map, sha, &loc) < 0)
+    uint64_t size;
+    if (pack_map_find_named(r->map, sha, &loc, pack_object, &size) < 0)
         return VK_ENOTFOUND;
-    pack_map_pack_name(r->map, loc.pack, pack_object);
     *off = loc.off;
     return 0;
 }
