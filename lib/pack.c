@@ -365,7 +365,10 @@ int pack_map_add(struct pack_map *m, const struct pack_idx *idx)
     return rc;
 }
 
-int pack_map_find(struct pack_map *m, const char *sha, struct pack_loc *out)
+/* The slot of sha, and (name not NULL) its pack's name and size, under one
+ * hold of the lock. */
+static int pack_map_lookup(struct pack_map *m, const char *sha, struct pack_loc *out,
+                           char *name, uint64_t *pack_size)
 {
     uint8_t key[32];
     int rc = VK_ENOTFOUND;
@@ -374,13 +377,22 @@ int pack_map_find(struct pack_map *m, const char *sha, struct pack_loc *out)
     pthread_mutex_lock(&m->lock);
     if (m->cap) {
         struct pack_slot *sl = pack_slot_of(m, key);
-        if (sl->used) {
+        if (sl->used && (!name || sl->loc.pack < m->n_ids)) {
             *out = sl->loc;
+            if (name) {
+                pack_object_name(m->ids[sl->loc.pack], name);
+                *pack_size = m->sizes[sl->loc.pack];
+            }
             rc = 0;
         }
     }
     pthread_mutex_unlock(&m->lock);
     return rc;
+}
+
+int pack_map_find(struct pack_map *m, const char *sha, struct pack_loc *out)
+{
+    return pack_map_lookup(m, sha, out, NULL, NULL);
 }
 
 uint32_t pack_map_count(struct pack_map *m)
@@ -394,22 +406,7 @@ uint32_t pack_map_count(struct pack_map *m)
 int pack_map_find_named(struct pack_map *m, const char *sha, struct pack_loc *out,
                         char name[80], uint64_t *pack_size)
 {
-    uint8_t key[32];
-    int rc = VK_ENOTFOUND;
-    if (pack_key(sha, key) < 0)
-        return VK_EINVAL;
-    pthread_mutex_lock(&m->lock);
-    if (m->cap) {
-        struct pack_slot *sl = pack_slot_of(m, key);
-        if (sl->used && sl->loc.pack < m->n_ids) {
-            *out = sl->loc;
-            pack_object_name(m->ids[sl->loc.pack], name);
-            *pack_size = m->sizes[sl->loc.pack];
-            rc = 0;
-        }
-    }
-    pthread_mutex_unlock(&m->lock);
-    return rc;
+    return pack_map_lookup(m, sha, out, name, pack_size);
 }
 
 uint64_t pack_map_pack_size(struct pack_map *m, uint32_t pack)
