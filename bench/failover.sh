@@ -16,6 +16,7 @@
 #        BENCH_MEM (guest MiB, 256), BENCH_FILL (more guest work, e.g. mem:200 to fill
 #        the memory with data; none by default), BENCH_PRESTAGE (1: the successor
 #        stages checkpoints ahead, the default; 0: it fetches all at take-over),
+#        BENCH_PRESTAGE_VM (1: it also starts their VMs ahead, the default; 0: not),
 #        BENCH_REF (1: also time the task undisturbed), BENCH_DONE (1: wait for the task
 #        to finish and report the Figure 9 rows; 0: stop once it runs elsewhere)
 set -euo pipefail
@@ -24,7 +25,7 @@ B=${1:-build/rel}
 ROOT=$(pwd)
 PARTS=${BENCH_PARTS:-1 2}
 STEPS=${BENCH_STEPS:-480}; MEM=${BENCH_MEM:-256}; FILL=${BENCH_FILL:-}
-PRESTAGE=${BENCH_PRESTAGE:-1}; REF=${BENCH_REF:-1}; DONE=${BENCH_DONE:-1}
+PRESTAGE=${BENCH_PRESTAGE:-1}; PRESTAGE_VM=${BENCH_PRESTAGE_VM:-1}; REF=${BENCH_REF:-1}; DONE=${BENCH_DONE:-1}
 T0=${BENCH_T0:-10}; TT=${BENCH_T:-15}
 LEASE=${BENCH_LEASE_MS:-5000}; RENEW=$((LEASE / 5))
 G=$ROOT/build/guest
@@ -44,7 +45,7 @@ for x in a b c; do ip netns add "$NS-$x"; ip -n "$NS-$x" link set lo up; done
 agent() { # agent NODE STORE_URI [cluster]
     local x=$1 uri=$2 extra=()
     [ "${3:-}" = cluster ] && extra=(--set cluster.enabled=1 --set "cluster.node=node-$x"
-        --set "cluster.lease_ms=$LEASE" --set "cluster.renew_ms=$RENEW" --set "cluster.prestage=$PRESTAGE")
+        --set "cluster.lease_ms=$LEASE" --set "cluster.renew_ms=$RENEW" --set "cluster.prestage=$PRESTAGE" --set "cluster.prestage_vm=$PRESTAGE_VM")
     local pw=
     if [[ $uri == ftp://*:*@* ]]; then # the password from the environment, not argv
         pw=${uri#ftp://*:}; pw=${pw%%@*}; uri=${uri/:$pw@/@}
@@ -100,7 +101,7 @@ if [[ " $PARTS " == *" 1 "* ]]; then
     done
     running=$(( $(now_ms) - crash ))
     rs=$(vk "$W" --json status fig9 | jq -c .restore)
-    echo "take-over (prestage $PRESTAGE, $MEM MiB${FILL:+, $FILL}): crash to running $running ms (lease $LEASE ms); restore read $(echo "$rs" | jq .store_bytes) bytes from the store, $(echo "$rs" | jq .cache_bytes) from the local cache; fetch $(echo "$rs" | jq '.fetch_us / 1000 | floor') ms, load $(echo "$rs" | jq '.load_us / 1000 | floor') ms"
+    echo "take-over (prestage $PRESTAGE, prestage_vm $PRESTAGE_VM, $MEM MiB${FILL:+, $FILL}): crash to running $running ms (lease $LEASE ms); restore read $(echo "$rs" | jq .store_bytes) bytes from the store, $(echo "$rs" | jq .cache_bytes) from the local cache; fetch $(echo "$rs" | jq '.fetch_us / 1000 | floor') ms, load $(echo "$rs" | jq '.load_us / 1000 | floor') ms; into a VM started ahead: $(echo "$rs" | jq .warm)"
     [ "$DONE" = 1 ] || { stop_all; PARTS=${PARTS/1/}; }
 fi
 if [[ " $PARTS " == *" 1 "* ]]; then

@@ -50,6 +50,18 @@ struct agent {
     char (*starting)[72]; /* ids a run or restore request is starting now */
     size_t n_starting;
     atomic_int policy_jobs; /* periodic checkpoints running (agent_job) */
+    /* [cluster] prestage_vm: VMs started ahead for take-overs (task_warm),
+     * not tasks of this node; under lock. warm_tried: id -> the checkpoint
+     * a start ahead failed for (not tried again). */
+    struct agent_warm {
+        struct task *t;
+        int64_t since_us; /* started (monotonic) */
+    } *warm;
+    size_t n_warm;
+    char warming[72];       /* the id whose VM is being started ahead, or "" */
+    pthread_cond_t warm_cv; /* warming ended */
+    json_t *warm_tried;
+    atomic_int adopted; /* the tasks of STATE are adopted: VMs may be started ahead */
 };
 
 /* ---- task table ------------------------------------------------------------ */
@@ -90,6 +102,39 @@ static int agent_reserve(struct agent *a, const char *id)
         return err_set(VK_EEXISTS, "task %s already exists on this node, or is being started, "
                                    "restored or taken over here", id);
     return ns ? 0 : err_set(VK_ENOMEM, "out of memory");
+}
+
+/* The warm task of id, taken out of the list (the caller's), or NULL; waits
+ * for one being started. The caller has reserved id (agent_reserve). */
+static struct task *agent_take_warm(struct agent *a, const char *id)
+{
+    struct task *t = NULL;
+    pthread_mutex_lock(&a->lock);
+    while (!strcmp(a->warming, id))
+        pthread_cond_wait(&a->warm_cv, &a->lock);
+    for (size_t i = 0; i < a->n_warm && !t; i++)
+        if (!strcmp(task_id(a->warm[i].t), id)) {
+            t = a->warm[i].t;
+            a->warm[i] = a->warm[--a->n_warm];
+        }
+    pthread_mutex_unlock(&a->lock);
+    return t;
+}
+
+/* {id: {"seq", "pid"}} of the VMs started ahead. */
+static json_t *agent_warm_json(struct agent *a)
+{
+    json_t *j = json_object();
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->n_warm; i++) {
+        pid_t pid = 0;
+        task_vm(a->warm[i].t, &pid, NULL);
+        json_object_set_new(j, task_id(a->warm[i].t),
+                            json_pack("{s:I, s:i}", "seq", (json_int_t)task_warm_seq(a->warm[i].t),
+                                      "pid", (int)pid));
+    }
+    pthread_mutex_unlock(&a->lock);
+    return j;
 }
 
 static void agent_unreserve(struct agent *a, const char *id)
@@ -236,6 +281,8 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
                                                     "checkpoint times >= 0"));
     if (sp.id && (rc = agent_reserve(a, sp.id)) < 0)
         return agent_send_err(c, rc);
+    if (sp.id)
+        task_warm_drop(agent_take_warm(a, sp.id));
     int leased = sp.id && (rc = agent_take_lease(a, sp.id)) == 0;
     if (rc == 0)
         rc = task_run(&a->env, &sp, &t);
@@ -291,30 +338,31 @@ static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, 
 {
     struct task *t = agent_find(a, id), *out = NULL;
     json_int_t seq = json_integer_value(json_object_get(body, "seq"));
+    int fresh = !t; /* not a task of this node yet */
     int rc;
-    if (!t && (rc = agent_reserve(a, id)) < 0) /* a new task here: one request makes it */
+    if (fresh && (rc = agent_reserve(a, id)) < 0) /* a new task here: one request makes it */
         return agent_send_err(c, rc);
-    if ((rc = agent_take_lease(a, id)) < 0) {
-        if (!t)
+    if ((rc = agent_take_lease(a, id)) == 0 && a->fo &&
+        (rc = failover_fence_task(a->fo, id)) < 0 && fresh) /* a late write of its old node */
+        agent_drop_lease(a, id);
+    if (rc < 0) {
+        if (fresh)
             agent_unreserve(a, id);
         return agent_send_err(c, rc);
     }
-    if (a->fo && (rc = failover_fence_task(a->fo, id)) < 0) { /* a late write of its old node */
-        if (!t) {
-            agent_drop_lease(a, id);
-            agent_unreserve(a, id);
-        }
-        return agent_send_err(c, rc);
-    }
+    if (fresh)
+        t = agent_take_warm(a, id); /* a VM started ahead: task_restore takes it over or ends it */
     if (seq == 0 && json_is_true(json_object_get(body, "latest_intact")))
         rc = agent_restore_intact(a, t, id, agent_jstr(body, "accel"), &out);
     else
         rc = task_restore(&a->env, t, id, (uint64_t)seq, agent_jstr(body, "accel"), &out);
-    if (rc == 0 && !t)
+    if (rc == 0 && fresh)
         rc = agent_add(a, out);
-    if (rc < 0 && !t)
+    if (rc < 0 && fresh) {
         agent_drop_lease(a, id);
-    if (!t)
+        task_warm_drop(t); /* a warm task whose restore failed: not the agent's */
+    }
+    if (fresh)
         agent_unreserve(a, id);
     return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, task_json(out));
 }
@@ -723,8 +771,11 @@ static enum MHD_Result agent_nodes(struct agent *a, struct MHD_Connection *c)
         return agent_send_err(c, err_set(VK_ESTATE, "this agent is not in cluster mode "
                                                     "([cluster] enabled = 1)"));
     int rc = failover_nodes_json(a->fo, &j);
-    if (rc == 0 && a->pre)
-        json_object_set_new(j, "prestage", prestage_json(a->pre));
+    if (rc == 0 && a->pre) {
+        json_t *pre = prestage_json(a->pre);
+        json_object_set_new(pre, "vms", agent_warm_json(a));
+        json_object_set_new(j, "prestage", pre);
+    }
     return rc < 0 ? agent_send_err(c, rc) : agent_send(c, 200, j);
 }
 
@@ -960,7 +1011,7 @@ static int agent_adopt_all(struct agent *a)
     int rc = 0;
     while (d && (e = readdir(d)) && rc == 0) {
         struct task *t;
-        if (!util_valid_id(e->d_name))
+        if (!util_valid_id(e->d_name) || task_warm_sweep(&a->env, e->d_name))
             continue;
         if (task_adopt(&a->env, e->d_name, &t) < 0) {
             log_error("task %s: cannot load its state, leaving it alone: %s", e->d_name, err_msg());
@@ -988,8 +1039,103 @@ static void agent_host_successor_of(void *arg, json_t *ids)
 
 static int agent_host_restore(void *arg, const char *id, struct task **out)
 {
-    return agent_restore_intact(arg, NULL, id, NULL, out);
+    struct task *warm = agent_take_warm(arg, id); /* taken over, or ended, by the restore */
+    int rc = agent_restore_intact(arg, warm, id, NULL, out);
+    if (rc < 0)
+        task_warm_drop(warm);
+    return rc;
 }
+
+/* ---- VMs started ahead for take-overs ([cluster] prestage_vm) -------------- */
+
+/* A VM started ahead for an older checkpoint is replaced once it is this
+ * old (microseconds): with checkpoints seconds apart, QEMU starts with all
+ * memory allocated would otherwise take a core of the successor. */
+#define AGENT_WARM_MIN_AGE_US 5000000
+
+/* Ends the warm tasks that no longer match what is staged. */
+static void agent_warm_prune(struct agent *a, json_t *staged)
+{
+    for (;;) {
+        struct task *t = NULL;
+        int64_t now = util_now_us();
+        pthread_mutex_lock(&a->lock);
+        for (size_t i = 0; i < a->n_warm && !t; i++) {
+            json_t *seq = json_object_get(staged, task_id(a->warm[i].t));
+            if (!seq || ((uint64_t)json_integer_value(seq) != task_warm_seq(a->warm[i].t) &&
+                         now - a->warm[i].since_us >= AGENT_WARM_MIN_AGE_US)) {
+                t = a->warm[i].t;
+                a->warm[i] = a->warm[--a->n_warm];
+            }
+        }
+        pthread_mutex_unlock(&a->lock);
+        if (!t)
+            return;
+        task_warm_drop(t);
+    }
+}
+
+/* Starts ahead the VM of checkpoint seq of task id, unless one runs, the
+ * task is this node's or being started here, or a try for it failed. */
+static void agent_warm_one(struct agent *a, const char *id, uint64_t seq)
+{
+    json_t *tried = json_object_get(a->warm_tried, id);
+    if ((tried && (uint64_t)json_integer_value(tried) == seq) || !util_valid_id(id) ||
+        strlen(id) >= sizeof(a->warming))
+        return;
+    /* not while the task is this node's or a request or take-over has it:
+     * those wait for a VM being started ahead (agent_take_warm) */
+    pthread_mutex_lock(&a->lock);
+    int busy = 0;
+    for (size_t i = 0; i < a->n_warm && !busy; i++)
+        busy = !strcmp(task_id(a->warm[i].t), id);
+    for (size_t i = 0; i < a->n_tasks && !busy; i++)
+        busy = !strcmp(task_id(a->tasks[i]), id) && !agent_is_removed(a->tasks[i]);
+    for (size_t i = 0; i < a->n_starting && !busy; i++)
+        busy = !strcmp(a->starting[i], id);
+    if (!busy)
+        snprintf(a->warming, sizeof(a->warming), "%s", id);
+    pthread_mutex_unlock(&a->lock);
+    if (busy)
+        return;
+    struct task *t = NULL;
+    int64_t t0 = util_now_us();
+    if (task_warm(&a->env, id, seq, &t) < 0) {
+        log_info("task %s: no VM started ahead for checkpoint %" PRIu64 ": %s", id, seq, err_msg());
+        json_object_set_new(a->warm_tried, id, json_integer((json_int_t)seq));
+    } else {
+        pid_t pid = 0;
+        task_vm(t, &pid, NULL);
+        log_info("task %s: VM started ahead for checkpoint %" PRIu64 " (pid %d, %.2f s)", id, seq,
+                 (int)pid, (double)(util_now_us() - t0) / 1e6);
+    }
+    pthread_mutex_lock(&a->lock);
+    struct agent_warm *nw = t ? realloc(a->warm, (a->n_warm + 1) * sizeof(*nw)) : NULL;
+    if (nw) {
+        a->warm = nw;
+        a->warm[a->n_warm++] = (struct agent_warm){.t = t, .since_us = util_now_us()};
+        t = NULL;
+    }
+    a->warming[0] = 0;
+    pthread_cond_broadcast(&a->warm_cv);
+    pthread_mutex_unlock(&a->lock);
+    task_warm_drop(t); /* no room in the list (out of memory) */
+}
+
+/* prestage's round ended (its thread): the VMs started ahead follow what is
+ * staged. */
+static void agent_prestaged(void *arg, json_t *staged)
+{
+    struct agent *a = arg;
+    if (!a->cfg->prestage_vm || !a->adopted || a->stopping)
+        return;
+    agent_warm_prune(a, staged);
+    const char *id;
+    json_t *seq;
+    json_object_foreach(staged, id, seq)
+        agent_warm_one(a, id, (uint64_t)json_integer_value(seq));
+}
+
 
 static int agent_failover_open(struct agent *a)
 {
@@ -1024,8 +1170,13 @@ int agent_open(struct agent **out, const struct cfg *cfg)
     if (!a)
         return err_set(VK_ENOMEM, "out of memory");
     a->cfg = cfg;
+    if (!(a->warm_tried = json_object())) {
+        free(a);
+        return err_set(VK_ENOMEM, "out of memory");
+    }
     a->lock_fd = a->listen_fd = a->stop_pipe[0] = a->stop_pipe[1] = -1;
     pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->warm_cv, NULL);
     a->env.cfg = cfg;
     a->env.tasks_dir = util_fmt("%s/tasks", cfg->state_dir);
     a->env.blob_dir = util_fmt("%s/blobs", cfg->state_dir);
@@ -1057,11 +1208,12 @@ int agent_open(struct agent **out, const struct cfg *cfg)
     }
     if (rc == 0 && cfg->cluster && cfg->prestage)
         rc = prestage_open(&a->pre, a->env.repo, a->env.store, cfg->state_dir, a->env.blob_dir,
-                          cfg->renew_ms);
+                          cfg->renew_ms, agent_prestaged, a);
     if (rc == 0 && cfg->cluster)
         rc = agent_failover_open(a);
     if (rc == 0)
         rc = agent_adopt_all(a);
+    a->adopted = rc == 0;
     if (rc == 0)
         rc = agent_listen(a);
     if (rc == 0 && pipe2(a->stop_pipe, O_CLOEXEC) < 0)
@@ -1145,6 +1297,10 @@ void agent_free(struct agent *a)
     free(a->tasks);
     failover_free(a->fo);
     prestage_free(a->pre); /* failover, which feeds it, is stopped */
+    for (size_t i = 0; i < a->n_warm; i++) /* no take-over here will need them */
+        task_warm_drop(a->warm[i].t);
+    free(a->warm);
+    json_decref(a->warm_tried);
     if (a->listen_fd >= 0) {
         close(a->listen_fd);
         unlink(a->cfg->socket);
@@ -1160,5 +1316,6 @@ void agent_free(struct agent *a)
     free(a->env.tasks_dir);
     free(a->env.blob_dir);
     pthread_mutex_destroy(&a->lock);
+    pthread_cond_destroy(&a->warm_cv);
     free(a);
 }

@@ -61,6 +61,7 @@ struct cfg {
     int lease_ms;    /* [cluster] lease_ms: a lease not renewed for this long expires */
     int renew_ms;    /* [cluster] renew_ms: heartbeat and lease renewal interval */
     int prestage;    /* [cluster] prestage: stage the checkpoints this node would take over */
+    int prestage_vm; /* [cluster] prestage_vm: and start their VMs ahead, where there is room */
 };
 
 /* Defaults, then the INI file at path if path is not NULL. VK_EINVAL names

@@ -36,7 +36,22 @@ struct prestage {
     int round_ms;   /* how often the newest checkpoints are looked at */
     json_t *want;   /* ids to stage */
     json_t *staged; /* id -> {"seq", "bytes_copied", "packs", "seconds"} */
+    prestage_ready_fn ready;
+    void *ready_arg;
 };
+
+/* {id: seq} of the wanted tasks that are staged. */
+static json_t *prestage_ready_set(json_t *want, json_t *staged)
+{
+    json_t *set = json_object(), *id;
+    size_t i;
+    json_array_foreach(want, i, id) {
+        json_t *st = json_is_string(id) ? json_object_get(staged, json_string_value(id)) : NULL;
+        if (st)
+            json_object_set(set, json_string_value(id), json_object_get(st, "seq"));
+    }
+    return set;
+}
 
 /* Stages the newest checkpoint of task id unless it is staged already. */
 static void prestage_task(struct prestage *p, const char *id, json_t *staged)
@@ -135,6 +150,11 @@ static void *prestage_thread(void *arg)
             if (json_is_string(id) && util_valid_id(json_string_value(id)))
                 prestage_task(p, json_string_value(id), staged);
         prestage_sweep(p, staged);
+        if (p->ready) {
+            json_t *set = prestage_ready_set(want, staged);
+            p->ready(p->ready_arg, set);
+            json_decref(set);
+        }
         pthread_mutex_lock(&p->lock);
         json_decref(p->staged);
         p->staged = staged;
@@ -147,7 +167,7 @@ static void *prestage_thread(void *arg)
 }
 
 int prestage_open(struct prestage **out, struct repo *r, struct store *s, const char *state_dir,
-                  const char *blob_dir, int round_ms)
+                  const char *blob_dir, int round_ms, prestage_ready_fn ready, void *ready_arg)
 {
     struct prestage *p = calloc(1, sizeof(*p));
     char *uri = util_fmt("file://%s/prestage", state_dir);
@@ -157,6 +177,8 @@ int prestage_open(struct prestage **out, struct repo *r, struct store *s, const 
         p->repo = r;
         p->store = s;
         p->round_ms = round_ms > 100 ? round_ms : 100;
+        p->ready = ready;
+        p->ready_arg = ready_arg;
         p->want = json_array();
         p->staged = json_object();
         p->blob_dir = strdup(blob_dir);

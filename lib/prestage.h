@@ -22,12 +22,18 @@
 
 struct prestage;
 
+/* Called by the staging thread after each round with what is staged of the
+ * tasks wanted: {id: seq} (borrowed), so that the work of a restore that can
+ * be done early is (a VM started ahead: task_warm). */
+typedef void (*prestage_ready_fn)(void *arg, json_t *staged);
+
 /* Opens the cache at state_dir/prestage, sets it as r's (repo_set_cache) and
  * starts the staging thread, which looks for new checkpoints every round_ms
- * (the heartbeat interval) and whenever the tasks wanted change. *out:
- * prestage_free(), before r and s are. */
+ * (the heartbeat interval) and whenever the tasks wanted change; ready (may
+ * be NULL) is called after each round. *out: prestage_free(), before r and
+ * s are. */
 int prestage_open(struct prestage **out, struct repo *r, struct store *s, const char *state_dir,
-                  const char *blob_dir, int round_ms);
+                  const char *blob_dir, int round_ms, prestage_ready_fn ready, void *ready_arg);
 /* Stops the thread (a staging in progress finishes first) and unsets the cache. */
 void prestage_free(struct prestage *p);
 /* The tasks to stage from now on (ids: an array of strings, copied). */

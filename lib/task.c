@@ -3,6 +3,7 @@
 #include "automode.h"
 #include "catalog.h"
 #include "ckpt.h"
+#include "cluster.h"
 #include "err.h"
 #include "gc.h"
 #include "img.h"
@@ -31,6 +32,9 @@
 
 #define TASK_START_TIMEOUT_MS 30000
 #define TASK_LOAD_TIMEOUT_MS (10 * 60 * 1000)
+/* A VM is started ahead only while this much memory stays available beside
+ * its own: its memory is allocated at once. */
+#define TASK_WARM_SPARE_MIB 1024
 #define TASK_MERGE_TIMEOUT_MS (10 * 60 * 1000) /* a merge of layers, at most */
 
 /* A sealed local layer of the running VM's chain. */
@@ -93,6 +97,8 @@ struct task {
     uint64_t restored_from;
     int64_t restore_fetch_us, restore_load_us;
     uint64_t restore_store_bytes, restore_cache_bytes; /* what the last restore read, and where */
+    int restore_warm;  /* the last restore took over a VM started ahead (task_warm) */
+    uint64_t warm_seq; /* a warm task: the checkpoint its VM was started for; else 0 */
     struct automode am; /* mode auto: what this task's checkpoints showed */
 };
 
@@ -384,31 +390,14 @@ static int task_resume_vm(struct task *t)
     return 0;
 }
 
-/* Starts QEMU for t->run_dir and t->top, paused, optionally loading a memory
- * stream (returns once it is loaded); connects QMP. Called with t->lock held. */
-static int task_start_vm(struct task *t, const char *incoming, atomic_int *feed_failed)
+/* Waits until QEMU has loaded the memory stream it was given; a QEMU that
+ * fails the load is waited for, and its last words make the error. Called
+ * with t->lock held; the VM is killed on an error. */
+static int task_wait_loaded(struct task *t, atomic_int *feed_failed)
 {
-    const struct cfg *c = t->env->cfg;
-    char *qmp_path = task_run_path(t, "qmp.sock"), *serial = task_run_path(t, "serial.log");
     char *log = task_run_path(t, "qemu.log");
-    struct vm_spec spec = {
-        .qemu = c->qemu, .accel = t->accel, .machine = t->machine,
-        .memory_mib = t->memory_mib, .vcpus = t->vcpus, .kernel = t->kernel,
-        .initrd = t->initrd, .append = t->append, .disk = t->top, .qmp_path = qmp_path,
-        .serial_path = serial, .log_path = log, .incoming = incoming,
-    };
-    int rc;
-
-    if (!qmp_path || !serial || !log) {
-        rc = err_set(VK_ENOMEM, "out of memory");
-        goto out;
-    }
-    rc = vm_start(&spec, &t->pid);
-    t->pid_start = rc == 0 ? util_proc_start(t->pid) : 0;
-    if (rc < 0)
-        goto out;
-    rc = vm_connect(t->pid, qmp_path, log, TASK_START_TIMEOUT_MS, &t->qmp);
-    if (rc == 0 && incoming) {
+    int rc = log ? 0 : err_set(VK_ENOMEM, "out of memory");
+    if (rc == 0) {
         int64_t deadline = util_now_us() + (int64_t)TASK_LOAD_TIMEOUT_MS * 1000;
         for (;;) { /* QEMU reports "inmigrate" until the whole stream is loaded */
             json_t *st = NULL;
@@ -443,6 +432,40 @@ static int task_start_vm(struct task *t, const char *incoming, atomic_int *feed_
     }
     if (rc < 0)
         task_stop_vm(t);
+    free(log);
+    return rc;
+}
+
+/* Starts QEMU for t->run_dir and t->top, paused, optionally loading a memory
+ * stream (returns once it is loaded; "defer": QEMU waits for one, its memory
+ * allocated, see task_warm); connects QMP. Called with t->lock held. */
+static int task_start_vm(struct task *t, const char *incoming, atomic_int *feed_failed)
+{
+    const struct cfg *c = t->env->cfg;
+    char *qmp_path = task_run_path(t, "qmp.sock"), *serial = task_run_path(t, "serial.log");
+    char *log = task_run_path(t, "qemu.log");
+    int defer = incoming && !strcmp(incoming, "defer");
+    struct vm_spec spec = {
+        .qemu = c->qemu, .accel = t->accel, .machine = t->machine,
+        .memory_mib = t->memory_mib, .vcpus = t->vcpus, .kernel = t->kernel,
+        .initrd = t->initrd, .append = t->append, .disk = t->top, .qmp_path = qmp_path,
+        .serial_path = serial, .log_path = log, .incoming = incoming, .prealloc = defer,
+    };
+    int rc;
+
+    if (!qmp_path || !serial || !log) {
+        rc = err_set(VK_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = vm_start(&spec, &t->pid);
+    t->pid_start = rc == 0 ? util_proc_start(t->pid) : 0;
+    if (rc < 0)
+        goto out;
+    rc = vm_connect(t->pid, qmp_path, log, TASK_START_TIMEOUT_MS, &t->qmp);
+    if (rc < 0)
+        task_stop_vm(t);
+    else if (incoming && !defer)
+        rc = task_wait_loaded(t, feed_failed);
 out:
     free(qmp_path);
     free(serial);
@@ -641,8 +664,20 @@ static void *task_feed_thread(void *arg)
     return NULL;
 }
 
-/* Starts the VM of a restore and loads m's memory into it (paused). Called
- * with t->lock held. */
+/* Gives a QEMU that waits with -incoming defer its memory stream and waits
+ * until it is loaded. Called with t->lock held. */
+static int task_load_into(struct task *t, const char *uri, atomic_int *feed_failed)
+{
+    int rc = qmp_exec(t->qmp, "migrate-incoming", json_pack("{s:s}", "uri", uri), NULL, 30000);
+    if (rc < 0) {
+        task_stop_vm(t);
+        return rc;
+    }
+    return task_wait_loaded(t, feed_failed);
+}
+
+/* Starts the VM of a restore (or takes the one of a warm task) and loads m's
+ * memory into it (paused). Called with t->lock held. */
 static int task_load_memory(struct task *t, const struct manifest *m)
 {
     struct task_feed f = {.repo = t->env->repo, .obj = &m->memory};
@@ -663,7 +698,10 @@ static int task_load_memory(struct task *t, const struct manifest *m)
         rc = err_set(VK_ENOMEM, "cannot start the memory feed");
         goto out_unlink;
     }
-    rc = task_start_vm(t, uri, &f.failed);
+    if (t->warm_seq) /* QEMU waits already (task_warm) */
+        rc = task_load_into(t, uri, &f.failed);
+    else
+        rc = task_start_vm(t, uri, &f.failed);
     f.stop = 1;
     pthread_join(th, NULL);
     /* The feed knows better what went wrong (a damaged chunk ...), unless it
@@ -679,6 +717,165 @@ out:
     free(fifo);
     free(uri);
     return rc;
+}
+
+/* ---- a VM started ahead for a take-over (task_warm) ----------------------- */
+
+/* The overlay the restored VM writes to, on the newest fetched delta. */
+static int task_make_top(struct task *t, const struct manifest *m, const struct ckpt_local *l)
+{
+    free(t->top);
+    t->top = util_fmt("%s/top-%zu.qcow2", t->run_dir, m->n_deltas + 1);
+    if (!t->top)
+        return err_set(VK_ENOMEM, "out of memory");
+    return img_create_overlay(t->top, l->deltas[m->n_deltas - 1], "qcow2");
+}
+
+static char *task_warm_marker(const struct task_env *env, const char *id)
+{
+    return util_fmt("%s/%s/warm.json", env->tasks_dir, id);
+}
+
+/* Notes the warm VM beside the task's directory: an agent that dies leaves
+ * the QEMU running, and the next one must know it is not a task of its own. */
+static int task_warm_mark(struct task *t)
+{
+    char *path = task_warm_marker(t->env, t->id), *text = NULL;
+    json_t *j = json_pack("{s:i, s:I, s:I}", "pid", (int)t->pid, "pid_start",
+                          (json_int_t)t->pid_start, "seq", (json_int_t)t->warm_seq);
+    int rc = path && j && (text = json_dumps(j, JSON_COMPACT)) ? 0 : err_set(VK_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = util_write_file_atomic(path, text, strlen(text));
+    json_decref(j);
+    free(text);
+    free(path);
+    return rc;
+}
+
+static void task_warm_unmark(struct task *t)
+{
+    char *path = task_warm_marker(t->env, t->id);
+    if (path)
+        unlink(path);
+    free(path);
+}
+
+/* Ends the warm VM of t and removes its run directory: t becomes a task with
+ * nothing on this node, to be restored as usual. t->lock held. */
+static void task_warm_cool(struct task *t)
+{
+    task_stop_vm(t);
+    if (t->run_dir)
+        util_rm_rf(t->run_dir);
+    task_warm_unmark(t);
+    t->warm_seq = 0;
+}
+
+int task_warm(const struct task_env *env, const char *id, uint64_t seq, struct task **out)
+{
+    struct manifest *m = NULL;
+    struct ckpt_local local = {0};
+    struct task *t;
+    int rc;
+
+    *out = NULL;
+    if (!util_valid_id(id))
+        return err_set(VK_EINVAL, "task id '%s' is not valid", id);
+    if (!(t = task_new(env, id)))
+        return err_set(VK_ENOMEM, "out of memory");
+    if (access(t->dir, F_OK) == 0) {
+        rc = err_set(VK_EEXISTS, "task %s has a directory on this node already (%s)", id, t->dir);
+        task_free(t);
+        return rc;
+    }
+    rc = catalog_load(env->store, id, seq, &m);
+    int64_t room = cluster_memory_free_mib();
+    if (rc == 0 && room - m->memory_mib < TASK_WARM_SPARE_MIB)
+        rc = err_set(VK_ENOSPC, "no room on this node for the %d MiB of task %s's memory (%lld MiB "
+                                "available, %d MiB kept spare)", m->memory_mib, id,
+                     (long long)room, TASK_WARM_SPARE_MIB);
+    if (rc == 0)
+        rc = util_mkdir_p(t->dir, 0700);
+    if (rc == 0)
+        rc = task_new_run_dir(t);
+    if (rc == 0)
+        rc = ckpt_fetch(env->repo, m, env->blob_dir, t->run_dir, &local);
+    pthread_mutex_lock(&t->lock);
+    if (rc == 0)
+        rc = task_take_manifest(t, m, &local, NULL);
+    if (rc == 0)
+        rc = task_make_top(t, m, &local);
+    t->warm_seq = seq;
+    /* marked before QEMU starts, and again with its pid: no moment shows
+     * a VM of the task that is not marked as started ahead */
+    if (rc == 0)
+        rc = task_warm_mark(t);
+    if (rc == 0)
+        rc = task_start_vm(t, "defer", NULL);
+    if (rc == 0)
+        rc = task_warm_mark(t);
+    if (rc < 0)
+        task_stop_vm(t);
+    pthread_mutex_unlock(&t->lock);
+    ckpt_local_free(&local);
+    manifest_free(m);
+    if (rc < 0) {
+        if (access(t->dir, F_OK) == 0)
+            util_rm_rf(t->dir);
+        task_free(t);
+        return err_wrap(rc, "VM of task %s started ahead", id);
+    }
+    *out = t;
+    return 0;
+}
+
+uint64_t task_warm_seq(struct task *t)
+{
+    pthread_mutex_lock(&t->lock);
+    uint64_t seq = t->warm_seq;
+    pthread_mutex_unlock(&t->lock);
+    return seq;
+}
+
+void task_warm_drop(struct task *t)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->lock);
+    task_stop_vm(t);
+    pthread_mutex_unlock(&t->lock);
+    util_rm_rf(t->dir);
+    task_free(t);
+}
+
+int task_warm_sweep(const struct task_env *env, const char *id)
+{
+    char *marker = task_warm_marker(env, id), *task = util_fmt("%s/%s/task.json", env->tasks_dir, id);
+    char *text = NULL, *dir = util_fmt("%s/%s", env->tasks_dir, id);
+    size_t len;
+    int swept = 0;
+
+    if (marker && task && dir && util_read_file(marker, &text, &len) == 0) {
+        if (access(task, F_OK) == 0) { /* taken over: the agent died before unmarking it */
+            unlink(marker);
+        } else {
+            json_t *j = json_loads(text, 0, NULL);
+            json_int_t pid = json_integer_value(json_object_get(j, "pid"));
+            uint64_t start = (uint64_t)json_integer_value(json_object_get(j, "pid_start"));
+            /* only the QEMU noted, never a pid reused by another process */
+            if (pid > 1 && pid < INT32_MAX && start && util_proc_start((pid_t)pid) == start)
+                vm_kill((pid_t)pid, SIGKILL, 2000); /* until it has ended (not reaped) */
+            json_decref(j);
+            util_rm_rf(dir);
+            log_info("task %s: removed the VM started ahead by an earlier agent", id);
+            swept = 1;
+        }
+    }
+    free(text);
+    free(marker);
+    free(task);
+    free(dir);
+    return swept;
 }
 
 int task_restore(const struct task_env *env, struct task *t, const char *id, uint64_t seq,
@@ -701,7 +898,7 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
         created = 1;
     }
     pthread_mutex_lock(&t->lock);
-    if (!created && (t->pending || t->merging || task_vm_alive(t))) {
+    if (!created && !t->warm_seq && (t->pending || t->merging || task_vm_alive(t))) {
         rc = err_set(VK_ESTATE, "task %s is running on this node (pid %d): kill or remove it "
                                 "before restoring it", id, (int)t->pid);
         goto out_unlock;
@@ -710,14 +907,6 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
         rc = err_set(VK_EBUSY, "task %s is being restored already", id);
         goto out_unlock;
     }
-    char *run_dir = NULL;
-    rc = util_mkdir_p(t->dir, 0700);
-    if (rc == 0)
-        rc = task_new_run_dir(t);
-    if (rc == 0 && !(run_dir = strdup(t->run_dir)))
-        rc = err_set(VK_ENOMEM, "out of memory");
-    if (rc < 0)
-        goto out_unlock;
     /* The store calls without the task's lock: a store that stalls must not
      * stall what reads the task (status, lease renewal, the fence thread). */
     t->restoring = 1;
@@ -726,23 +915,42 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     uint64_t from_store0, from_cache0, from_store, from_cache;
     repo_read_counts(env->repo, &from_store0, &from_cache0);
     rc = catalog_load(env->store, id, seq, &m);
-    if (rc == 0)
+    char *run_dir = NULL;
+    pthread_mutex_lock(&t->lock);
+    /* A VM started ahead serves only the checkpoint it was started for. */
+    if (t->warm_seq && (rc < 0 || m->seq != t->warm_seq || !task_vm_alive(t) ||
+                        (accel && strcmp(accel, t->accel))))
+        task_warm_cool(t);
+    int warm = t->warm_seq != 0;
+    if (rc == 0 && !warm) {
+        rc = util_mkdir_p(t->dir, 0700);
+        if (rc == 0)
+            rc = task_new_run_dir(t);
+        if (rc == 0 && !(run_dir = strdup(t->run_dir)))
+            rc = err_set(VK_ENOMEM, "out of memory");
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (rc == 0 && !warm)
         rc = ckpt_fetch(env->repo, m, env->blob_dir, run_dir, &local);
     free(run_dir);
     pthread_mutex_lock(&t->lock);
     t->restoring = 0;
     if (rc < 0)
         goto out_unlock;
-    rc = task_take_manifest(t, m, &local, accel);
-    free(t->top);
-    t->top = util_fmt("%s/top-%zu.qcow2", t->run_dir, m->n_deltas + 1);
-    if (rc == 0)
-        rc = img_create_overlay(t->top, local.deltas[m->n_deltas - 1], "qcow2");
+    if (!warm) {
+        rc = task_take_manifest(t, m, &local, accel);
+        if (rc == 0)
+            rc = task_make_top(t, m, &local);
+        qmp_free(t->qmp);
+        t->qmp = NULL;
+    }
     t1 = util_now_us();
-    qmp_free(t->qmp);
-    t->qmp = NULL;
     if (rc == 0)
         rc = task_load_memory(t, m);
+    if (rc == 0 && warm) { /* its VM is the task's from now on, not one started ahead */
+        t->warm_seq = 0;
+        task_warm_unmark(t);
+    }
     if (rc == 0)
         rc = task_resume_vm(t);
     if (rc < 0) {
@@ -754,6 +962,7 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     repo_read_counts(env->repo, &from_store, &from_cache);
     t->restore_store_bytes = from_store - from_store0;
     t->restore_cache_bytes = from_cache - from_cache0;
+    t->restore_warm = warm;
     t->restored_from = m->seq;
     t->last_seq = m->seq;
     manifest_free(t->last);
@@ -765,10 +974,11 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     task_set_error(t, NULL);
     task_save(t);
     log_info("task %s: restored checkpoint %" PRIu64 " in %.2f s (fetch %.2f s, load+resume "
-             "%.2f s; read %" PRIu64 " bytes from the store, %" PRIu64 " from the local cache), "
+             "%.2f s%s; read %" PRIu64 " bytes from the store, %" PRIu64 " from the local cache), "
              "pid %d", id, t->last_seq, (double)(util_now_us() - t0) / 1e6,
              (double)t->restore_fetch_us / 1e6, (double)t->restore_load_us / 1e6,
-             t->restore_store_bytes, t->restore_cache_bytes, (int)t->pid);
+             warm ? ", into the VM started ahead" : "", t->restore_store_bytes,
+             t->restore_cache_bytes, (int)t->pid);
 out_unlock:
     if (rc < 0)
         err_wrap(rc, "restore of task %s", id);
@@ -1674,11 +1884,11 @@ json_t *task_json(struct task *t)
     else if (t->last_seq)
         last = json_pack("{s:I}", "seq", (json_int_t)t->last_seq);
     if (t->restored_from)
-        restore = json_pack("{s:I, s:I, s:I, s:I, s:I}", "from_seq", (json_int_t)t->restored_from,
+        restore = json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}", "from_seq", (json_int_t)t->restored_from,
                             "fetch_us", (json_int_t)t->restore_fetch_us, "load_us",
                             (json_int_t)t->restore_load_us, "store_bytes",
                             (json_int_t)t->restore_store_bytes, "cache_bytes",
-                            (json_int_t)t->restore_cache_bytes);
+                            (json_int_t)t->restore_cache_bytes, "warm", t->restore_warm);
     j = json_pack("{s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:i, s:i, s:i, s:s?, s:s?, s:o, s:o, "
                   "s:o, s:s?, s:I}",
                   "id", t->id, "state", task_state_name(t->state), "pid", (int)t->pid, "memory_mib",
@@ -1740,7 +1950,8 @@ enum task_state task_vm(struct task *t, pid_t *pid, char **run_dir)
     pthread_mutex_lock(&t->lock);
     enum task_state s = t->state;
     *pid = t->pid;
-    *run_dir = t->run_dir ? strdup(t->run_dir) : NULL;
+    if (run_dir)
+        *run_dir = t->run_dir ? strdup(t->run_dir) : NULL;
     pthread_mutex_unlock(&t->lock);
     return s;
 }

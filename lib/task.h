@@ -75,7 +75,26 @@ struct task_spec {
 int task_run(const struct task_env *env, const struct task_spec *spec, struct task **out);
 /* Restores checkpoint seq (0 = newest) of task id from the store into a fresh
  * run directory and resumes it. t is the local task if there is one (it must
- * not be running) or NULL; *out is t or a new task. accel may be NULL (config). */
+ * not be running), a warm task (task_warm: its VM is taken over when it was
+ * started for this checkpoint, else ended first), or NULL; *out is t or a new
+ * task. accel may be NULL (config). */
+/* A VM started ahead for a take-over (a pre-staged successor): checkpoint
+ * seq of task id, which has no directory on this node, fetched into a run
+ * directory (from the caches pre-staging filled), its top overlay made and
+ * QEMU started on it paused, waiting for its memory (-incoming defer) with
+ * the memory allocated (-mem-prealloc). VK_ENOSPC when that would leave less
+ * than 1 GiB of memory available. A marker (STATE/tasks/ID/warm.json) lets a
+ * later agent remove it (task_warm_sweep). *out: a warm task, not one of the
+ * agent's: give it to task_restore, or end it with task_warm_drop. */
+int task_warm(const struct task_env *env, const char *id, uint64_t seq, struct task **out);
+/* The checkpoint the VM of a warm task was started for (0 once taken over). */
+uint64_t task_warm_seq(struct task *t);
+/* Kills the VM of a warm task (or of one whose restore failed), removes its
+ * directory and frees it. */
+void task_warm_drop(struct task *t);
+/* At agent start: 1 when STATE/tasks/id is a warm task's that an agent which
+ * died left behind (its QEMU is killed, the directory removed), else 0. */
+int task_warm_sweep(const struct task_env *env, const char *id);
 int task_restore(const struct task_env *env, struct task *t, const char *id, uint64_t seq,
                  const char *accel, struct task **out);
 /* Loads a task left by an earlier agent (STATE/tasks/id) and takes its VM
@@ -119,8 +138,9 @@ int task_gc(const struct task_env *env, int grace_s, struct gc_result *out);
 json_t *task_json(struct task *t);
 /* What other modules ask of a task, each read under the task's lock. */
 enum task_state task_state(struct task *t);
-/* The state, its VM's pid (0 when none) and a malloc'd copy of its run
- * directory (caller frees; NULL when none), read together. */
+/* The state, its VM's pid (0 when none) and, when run_dir is not NULL, a
+ * malloc'd copy of its run directory (caller frees; NULL when none), read
+ * together. */
 enum task_state task_vm(struct task *t, pid_t *pid, char **run_dir);
 int task_busy(struct task *t); /* 1 while a checkpoint is taken or uploaded, or layers merged */
 /* Counters since the agent started, for the metrics. */

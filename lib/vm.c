@@ -89,6 +89,8 @@ int vm_start(const struct vm_spec *s, pid_t *out_pid)
         argv[n++] = "-incoming";
         argv[n++] = (char *)s->incoming;
     }
+    if (s->prealloc)
+        argv[n++] = "-mem-prealloc";
     argv[n] = NULL;
 
     if (pipe2(pipefd, O_CLOEXEC) < 0) {
@@ -196,6 +198,21 @@ int vm_merge_layers(struct qmp *q, const char *task, const char *top, const char
     return rc;
 }
 
+/* Whether pid has ended but is not reaped yet: a VM no more. (The parent of
+ * an adopted QEMU is whatever init adopted it, which may reap it late.) */
+static int vm_zombie(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold ')' */
+    return p && p[1] == ' ' && p[2] == 'Z';
+}
+
 int vm_alive(pid_t pid)
 {
     int status;
@@ -206,7 +223,7 @@ int vm_alive(pid_t pid)
     if (r == pid)
         return 0; /* our child, now reaped */
     if (r < 0 && errno == ECHILD) /* not our child: an adopted QEMU */
-        return kill(pid, 0) == 0 || errno == EPERM;
+        return (kill(pid, 0) == 0 || errno == EPERM) && !vm_zombie(pid);
     return 1;
 }
 

@@ -20,7 +20,9 @@ struct vm_spec {
     const char *qmp_path; /* UNIX socket QEMU listens on */
     const char *serial_path;
     const char *log_path; /* QEMU's own stdout/stderr */
-    const char *incoming; /* NULL, or a migration URI to load from (VM stays paused) */
+    const char *incoming; /* NULL, or a migration URI to load from (VM stays paused),
+                           * or "defer": QEMU waits for migrate-incoming */
+    int prealloc;         /* allocate the guest's memory at start (-mem-prealloc) */
 };
 
 /* 0 when accel is an accelerator vmckpt runs QEMU with ("kvm", "tcg"), else

@@ -33,7 +33,21 @@ vm_list() {
     ps -eo pid=,ppid=,comm=,args= | awk '$3 ~ /^qemu-system/ { l[$1] = $0; pp[$1] = $2 }
         END { for (p in l) if (!(pp[p] in l)) print l[p] }'
 }
-copies() { vm_list | grep -c -- "$T/.*/tasks/$1/run-"; } # VMs of task $1, on any node of this test
+# VMs of task $1 on any node of this test; a VM a successor started ahead
+# (paused, waiting for its memory; its task directory has warm.json) is none.
+# The markers are read before and after the process list: one is written
+# before its QEMU starts and removed after it ends (or when it becomes the
+# task's), so a VM started ahead is seen with its marker in one of the two.
+copies() {
+    local before after vms d n=0
+    before=$(ls "$T"/*/state/tasks/"$1"/warm.json 2>/dev/null)
+    vms=$(vm_list | grep -o -- "$T/[^ ]*/tasks/$1/run-[0-9]*" | sort -u)
+    after=$(ls "$T"/*/state/tasks/"$1"/warm.json 2>/dev/null)
+    for d in $vms; do
+        printf '%s\n%s\n' "$before" "$after" | grep -qxF -- "${d%/run-*}/warm.json" || n=$((n + 1))
+    done
+    echo "$n"
+}
 alive() { [ -e "/proc/$1" ] && ! grep -q '^[^)]*) Z' "/proc/$1/stat" 2>/dev/null; } # (a zombie is dead)
 
 
@@ -73,6 +87,7 @@ watch_fence() { # watch_fence TASK VM_PID SECONDS: sets fenced and resumed (ms f
     for _ in $(seq $(($3 * 10))); do
         [ -z "$fenced" ] && ! alive "$2" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
         c=$(copies "$1"); [ "$c" -gt "$max" ] && max=$c
+        [ "$c" -gt 1 ] && { date +%T.%N; vm_list | cut -c1-400; ls -la "$T"/*/state/tasks/"$1"/; } >> "/tmp/w/copies.debug" 2>&1
         [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); return 0; }
         sleep 0.1
     done

@@ -34,6 +34,21 @@ for _ in $(seq 100); do
 done
 [ -n "$P" ] && ok "$P has staged c1's newest checkpoint ($newest) before any crash" \
     || not_ok "a successor stages c1's newest checkpoint" "$(vk b --json nodes | jq -c .prestage) $(vk c --json nodes | jq -c .prestage)"
+# ... and started its VM ahead, paused, waiting for the memory ([cluster] prestage_vm)
+p=${P#node-}
+warm_of() { vk "$p" --json nodes | jq -r --argjson s "$1" '.prestage.vms.c1 | select(.seq == $s) | .pid'; }
+WP=
+for _ in $(seq 300); do
+    newest=$(vk a --json ls c1 | jq ".checkpoints[-1].seq")
+    WP=$(warm_of "$newest") && [ -n "$WP" ] && alive "$WP" && break
+    sleep 0.1
+done
+if [ -n "$WP" ] && alive "$WP" && tr '\0' ' ' < "/proc/$WP/cmdline" | grep -q -- "-incoming defer -mem-prealloc"; then
+    ok "$P started c1's VM ahead for checkpoint $newest (pid $WP, -incoming defer, memory allocated)"
+else
+    not_ok "a VM started ahead on $P" "$(vk "$p" --json nodes | jq -c .prestage.vms) $(grep -a 'ahead' "$T/$p/agent.log" | tail -3)"
+fi
+[ "$(copies c1)" = 1 ] && ok "a VM started ahead is no copy of c1: one runs" || not_ok "one copy with a VM ahead" "$(copies c1)"
 last=$(vk a --json ls c1 | jq ".checkpoints[-1].seq")
 t0=$(date +%s%N)
 kill_node a
@@ -47,6 +62,21 @@ else
 fi
 w=${W#node-}
 [ "$W" = "$P" ] && ok "the node that staged c1 took it over" || not_ok "the staging node took c1 over" "staged on $P, resumed on $W"
+# the take-over used the VM started ahead for the checkpoint it restored, if
+# one was (a newer checkpoint may have come since: its VM replaces the older's
+# once that is 5 s old)
+warm=$(vk "${W#node-}" --json status c1 | jq .restore.warm)
+pid=$(vk "${W#node-}" --json status c1 | jq .pid)
+from=$(vk "${W#node-}" --json status c1 | jq .restore.from_seq)
+started=$(grep -a "task c1: VM started ahead for checkpoint $from (pid " "$T/${W#node-}/agent.log" | tail -n1 | sed 's/.*(pid \([0-9]*\),.*/\1/')
+if [ -n "$started" ]; then
+    [ "$warm" = true ] && [ "$pid" = "$started" ] && ok "the take-over loaded checkpoint $from's memory into the VM started ahead for it (pid $pid)" \
+        || not_ok "the take-over used the VM started ahead" "warm=$warm pid=$pid started ahead: $started"
+else
+    [ "$warm" = false ] && ok "no VM was started ahead for checkpoint $from (a newer one than $newest): restored as usual" \
+        || not_ok "restored as usual" "warm=$warm pid=$pid"
+fi
+[ ! -e "$T/${W#node-}/state/tasks/c1/warm.json" ] && ok "c1 is a task of $W now (no warm.json)" || not_ok "warm.json removed"
 mem=$(( $(vk "$w" --json status c1 | jq .memory_mib) * 1048576 ))
 from_store=$(vk "$w" --json status c1 | jq .restore.store_bytes)
 [ "$from_store" -le $((mem / 20)) ] \
@@ -94,8 +124,16 @@ fi
 X=${W2#node-}
 n_before=$(vk "$X" --json status | jq '.tasks | length')
 pid_before=$(pid_of "$X" t2)
+ahead=$(vk "$X" --json nodes | jq -r '.prestage.vms[].pid')
 eval "p=\$AGENT_$X"; kill -9 "$p"; wait "$p" 2>/dev/null
 node "$X" && ok "the agent of $W2 restarts"
+for _ in $(seq 50); do # (killed at the agent's start; a process takes a moment to end)
+    left=
+    for q in $ahead; do alive "$q" && left="$left $q"; done
+    [ -z "$left" ] && break; sleep 0.1
+done
+[ -z "$left" ] && ok "the VMs its predecessor started ahead (${ahead:-none}) are ended" \
+    || not_ok "VMs started ahead by a killed agent are ended" "alive:$left"
 sleep $((LEASE / 1000 + 1))
 if ! cat "$T/$X"/state/tasks/t2/run-*/fence.log 2>/dev/null | grep -q "killed VM"; then
     [ "$(pid_of "$X" t2)" = "$pid_before" ] && [ "$(copies t2)" = 1 ] && ok "t2 stays on $W2, same VM, one copy" \
