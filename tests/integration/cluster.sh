@@ -87,7 +87,6 @@ watch_fence() { # watch_fence TASK VM_PID SECONDS: sets fenced and resumed (ms f
     for _ in $(seq $(($3 * 10))); do
         [ -z "$fenced" ] && ! alive "$2" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
         c=$(copies "$1"); [ "$c" -gt "$max" ] && max=$c
-        [ "$c" -gt 1 ] && { date +%T.%N; vm_list | cut -c1-400; ls -la "$T"/*/state/tasks/"$1"/; } >> "/tmp/w/copies.debug" 2>&1
         [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); return 0; }
         sleep 0.1
     done

@@ -1,0 +1,76 @@
+/* vm: whether a QEMU still runs, for a child and for a process adopted from
+ * an earlier agent (not our child), which may linger unreaped as a zombie. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "vm.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void test_child(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* lives until the pipe closes */
+        char c;
+        close(p[1]);
+        (void)!read(p[0], &c, 1);
+        _exit(0);
+    }
+    close(p[0]);
+    assert_int_equal(vm_alive(pid), 1);
+    close(p[1]);
+    for (int i = 0; i < 500 && vm_alive(pid); i++) /* reaped by vm_alive once it ends */
+        usleep(10000);
+    assert_int_equal(vm_alive(pid), 0);
+    assert_int_equal(waitpid(pid, NULL, WNOHANG), -1); /* already reaped */
+}
+
+/* A grandchild that ended while its parent (not us) has not reaped it: a
+ * zombie is not a running VM. */
+static void test_zombie_not_ours(void **state)
+{
+    (void)state;
+    int p[2], q[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(pipe(q), 0);
+    pid_t mid = fork();
+    assert_true(mid >= 0);
+    if (mid == 0) {
+        pid_t g = fork();
+        if (g == 0)
+            _exit(0); /* ends at once; its parent never reaps it */
+        (void)!write(q[1], &g, sizeof(g));
+        close(p[1]);
+        char c;
+        (void)!read(p[0], &c, 1); /* until the test is done */
+        _exit(0);
+    }
+    pid_t g = 0;
+    assert_int_equal(read(q[0], &g, sizeof(g)), (ssize_t)sizeof(g));
+    for (int i = 0; i < 500 && vm_alive(g); i++)
+        usleep(10000);
+    assert_int_equal(kill(g, 0), 0); /* it still exists, as a zombie */
+    assert_int_equal(vm_alive(g), 0);
+    close(p[1]);
+    waitpid(mid, NULL, 0);
+    close(p[0]);
+    close(q[0]);
+    close(q[1]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_child),
+        cmocka_unit_test(test_zombie_not_ours),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
