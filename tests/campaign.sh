@@ -38,17 +38,33 @@ violation() { echo "$*" >> "$VIOL"; echo "# VIOLATION: $*"; }
 # --- the checker: copies at >= 10 Hz, manifests every second ------------------------
 # One ps and one awk a sample (vm_list's rule inline), and the checker runs
 # with a real-time priority (chrt, below), so that its rate holds while other
-# work loads the CPUs.
+# work loads the CPUs. A VM a successor started ahead (paused, waiting for its
+# memory) is no copy: its task directory holds warm.json, written before its
+# QEMU starts and removed once it ends or becomes the task's, so the markers
+# are listed before and after the processes (copies() in cluster.sh).
 checker() {
-    local n=0 t0=$EPOCHSECONDS last=0
+    local n=0 t0=$EPOCHSECONDS last=0 before after procs
     while :; do
-        ps -eo pid=,ppid=,comm=,args= | awk -v t="$T" -v tasks="${TASKS[*]} zz-probe" -v when="$EPOCHREALTIME" '
+        before=$(ls "$T"/*/state/tasks/*/warm.json 2>/dev/null | tr '\n' ' ')
+        procs=$(ps -eo pid=,ppid=,comm=,args=)
+        after=$(ls "$T"/*/state/tasks/*/warm.json 2>/dev/null | tr '\n' ' ')
+        echo "$procs" | awk -v t="$T" -v tasks="${TASKS[*]} zz-probe" -v when="$EPOCHREALTIME" \
+            -v warm=" $before $after " '
             $3 ~ /^qemu-system/ { l[$1] = $0; pp[$1] = $2 }
             END {
                 k = split(tasks, name, " ")
                 for (i = 1; i <= k; i++) {
                     c = 0; who = ""
-                    for (p in l) if (!(pp[p] in l) && index(l[p], "/tasks/" name[i] "/run-") && index(l[p], t "/")) { c++; who = who " " p }
+                    for (p in l) {
+                        if ((pp[p] in l) || !index(l[p], t "/")) continue
+                        at = index(l[p], "/tasks/" name[i] "/run-")
+                        if (!at) continue
+                        dir = substr(l[p], 1, at + length("/tasks/" name[i]) - 1)
+                        sub(/.* /, "", dir) # the path starts after the last space before it
+                        sub(/^[^\/]*=/, "", dir) # and after an option name (file=...)
+                        if (index(warm, " " dir "/warm.json ")) continue
+                        c++; who = who " " p
+                    }
                     if (c > 1) print when " two copies of " name[i] ":" who
                 }
             }' >> "$VIOL"
