@@ -1053,7 +1053,9 @@ static int agent_host_restore(void *arg, const char *id, struct task **out)
  * memory allocated would otherwise take a core of the successor. */
 #define AGENT_WARM_MIN_AGE_US 5000000
 
-/* Ends the warm tasks that no longer match what is staged. */
+/* Ends the warm tasks that no longer match what is staged. While one is
+ * ended its id is a->warming: a take-over or request of the task waits
+ * (agent_take_warm) rather than make the directory being removed. */
 static void agent_warm_prune(struct agent *a, json_t *staged)
 {
     for (;;) {
@@ -1066,12 +1068,17 @@ static void agent_warm_prune(struct agent *a, json_t *staged)
                          now - a->warm[i].since_us >= AGENT_WARM_MIN_AGE_US)) {
                 t = a->warm[i].t;
                 a->warm[i] = a->warm[--a->n_warm];
+                snprintf(a->warming, sizeof(a->warming), "%s", task_id(t));
             }
         }
         pthread_mutex_unlock(&a->lock);
         if (!t)
             return;
         task_warm_drop(t);
+        pthread_mutex_lock(&a->lock);
+        a->warming[0] = 0;
+        pthread_cond_broadcast(&a->warm_cv);
+        pthread_mutex_unlock(&a->lock);
     }
 }
 
