@@ -27,9 +27,9 @@ staged_on() { # the node (b or c) that has staged checkpoint $1 of c1
     for x in b c; do [ "$(vk $x --json nodes | jq -r '.prestage.tasks.c1.seq // 0')" = "$1" ] && echo "node-$x"; done
 }
 P=
-for _ in $(seq 100); do
+for _ in $(seq 300); do # (30 s: checkpoints come every 2 s, staged a round after each)
     newest=$(vk a --json ls c1 | jq ".checkpoints[-1].seq")
-    P=$(staged_on "$newest") && [ -n "$P" ] && break
+    P=$(staged_on "$newest" | head -n1) && [ -n "$P" ] && break
     sleep 0.1
 done
 [ -n "$P" ] && ok "$P has staged c1's newest checkpoint ($newest) before any crash" \
