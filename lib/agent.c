@@ -84,14 +84,21 @@ static struct task *agent_find(struct agent *a, const char *id)
  * with the check that no task or other reservation has it: two of them for
  * one id at once never both start a VM. Each 0 is paired with
  * agent_unreserve(). */
-static int agent_reserve(struct agent *a, const char *id)
+/* Whether id is a live task here or reserved (a->lock held). */
+static int agent_id_busy(struct agent *a, const char *id)
 {
     int busy = 0;
-    pthread_mutex_lock(&a->lock);
     for (size_t i = 0; i < a->n_tasks && !busy; i++)
         busy = !strcmp(task_id(a->tasks[i]), id) && !agent_is_removed(a->tasks[i]);
     for (size_t i = 0; i < a->n_starting && !busy; i++)
         busy = !strcmp(a->starting[i], id);
+    return busy;
+}
+
+static int agent_reserve(struct agent *a, const char *id)
+{
+    pthread_mutex_lock(&a->lock);
+    int busy = agent_id_busy(a, id);
     char(*ns)[72] = busy ? NULL : realloc(a->starting, (a->n_starting + 1) * sizeof(*ns));
     if (ns) {
         a->starting = ns;
@@ -1093,13 +1100,9 @@ static void agent_warm_one(struct agent *a, const char *id, uint64_t seq)
     /* not while the task is this node's or a request or take-over has it:
      * those wait for a VM being started ahead (agent_take_warm) */
     pthread_mutex_lock(&a->lock);
-    int busy = 0;
+    int busy = agent_id_busy(a, id);
     for (size_t i = 0; i < a->n_warm && !busy; i++)
         busy = !strcmp(task_id(a->warm[i].t), id);
-    for (size_t i = 0; i < a->n_tasks && !busy; i++)
-        busy = !strcmp(task_id(a->tasks[i]), id) && !agent_is_removed(a->tasks[i]);
-    for (size_t i = 0; i < a->n_starting && !busy; i++)
-        busy = !strcmp(a->starting[i], id);
     if (!busy)
         snprintf(a->warming, sizeof(a->warming), "%s", id);
     pthread_mutex_unlock(&a->lock);
