@@ -61,6 +61,13 @@ struct agent {
     char warming[72];       /* the id whose VM is being started ahead, or "" */
     pthread_cond_t warm_cv; /* warming ended */
     json_t *warm_tried;
+    /* what prestage staged last ({id: seq}), for the warmer thread, which
+     * starts the VMs ahead: a QEMU start takes seconds, staging must not
+     * wait for it */
+    json_t *warm_want;
+    pthread_cond_t want_cv; /* warm_want was set, or the agent stops */
+    pthread_t warmer;
+    int has_warmer;
     atomic_int adopted; /* the tasks of STATE are adopted: VMs may be started ahead */
 };
 
@@ -1132,18 +1139,69 @@ static void agent_warm_one(struct agent *a, const char *id, uint64_t seq)
     task_warm_drop(t); /* no room in the list (out of memory) */
 }
 
-/* prestage's round ended (its thread): the VMs started ahead follow what is
- * staged. */
+/* prestage's round ended (its thread): hands what is staged to the warmer
+ * thread (the newest round replaces one it has not taken yet). */
 static void agent_prestaged(void *arg, json_t *staged)
 {
     struct agent *a = arg;
-    if (!a->cfg->prestage_vm || !a->adopted || a->stopping)
+    json_t *copy = json_deep_copy(staged);
+    if (!copy)
         return;
-    agent_warm_prune(a, staged);
-    const char *id;
-    json_t *seq;
-    json_object_foreach(staged, id, seq)
-        agent_warm_one(a, id, (uint64_t)json_integer_value(seq));
+    pthread_mutex_lock(&a->lock);
+    json_decref(a->warm_want);
+    a->warm_want = copy;
+    pthread_cond_broadcast(&a->want_cv);
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* The warmer thread: the VMs started ahead follow what is staged. */
+static void *agent_warmer(void *arg)
+{
+    struct agent *a = arg;
+    pthread_mutex_lock(&a->lock);
+    while (!a->stopping) {
+        json_t *staged = a->warm_want;
+        a->warm_want = NULL;
+        if (!staged || !a->adopted) {
+            pthread_cond_wait(&a->want_cv, &a->lock);
+            json_decref(staged);
+            continue;
+        }
+        pthread_mutex_unlock(&a->lock);
+        agent_warm_prune(a, staged);
+        const char *id;
+        json_t *seq;
+        json_object_foreach(staged, id, seq)
+        {
+            if (a->stopping)
+                break;
+            agent_warm_one(a, id, (uint64_t)json_integer_value(seq));
+        }
+        json_decref(staged);
+        pthread_mutex_lock(&a->lock);
+    }
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+static int agent_warmer_start(struct agent *a)
+{
+    if (pthread_create(&a->warmer, NULL, agent_warmer, a) != 0)
+        return err_set(VK_ENOMEM, "cannot start the thread that starts VMs ahead");
+    a->has_warmer = 1;
+    return 0;
+}
+
+static void agent_warmer_stop(struct agent *a)
+{
+    if (!a->has_warmer)
+        return;
+    pthread_mutex_lock(&a->lock);
+    a->stopping = 1;
+    pthread_cond_broadcast(&a->want_cv);
+    pthread_mutex_unlock(&a->lock);
+    pthread_join(a->warmer, NULL);
+    a->has_warmer = 0;
 }
 
 
@@ -1187,6 +1245,7 @@ int agent_open(struct agent **out, const struct cfg *cfg)
     a->lock_fd = a->listen_fd = a->stop_pipe[0] = a->stop_pipe[1] = -1;
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->warm_cv, NULL);
+    pthread_cond_init(&a->want_cv, NULL);
     a->env.cfg = cfg;
     a->env.tasks_dir = util_fmt("%s/tasks", cfg->state_dir);
     a->env.blob_dir = util_fmt("%s/blobs", cfg->state_dir);
@@ -1216,9 +1275,11 @@ int agent_open(struct agent **out, const struct cfg *cfg)
         };
         rc = repo_open(&a->env.repo, a->env.store, &rcfg);
     }
+    if (rc == 0 && cfg->cluster && cfg->prestage && cfg->prestage_vm)
+        rc = agent_warmer_start(a);
     if (rc == 0 && cfg->cluster && cfg->prestage)
         rc = prestage_open(&a->pre, a->env.repo, a->env.store, cfg->state_dir, a->env.blob_dir,
-                          cfg->renew_ms, agent_prestaged, a);
+                          cfg->renew_ms, a->has_warmer ? agent_prestaged : NULL, a);
     if (rc == 0 && cfg->cluster)
         rc = agent_failover_open(a);
     if (rc == 0)
@@ -1307,10 +1368,12 @@ void agent_free(struct agent *a)
     free(a->tasks);
     failover_free(a->fo);
     prestage_free(a->pre); /* failover, which feeds it, is stopped */
+    agent_warmer_stop(a);  /* prestage, which feeds it, is stopped */
     for (size_t i = 0; i < a->n_warm; i++) /* no take-over here will need them */
         task_warm_drop(a->warm[i].t);
     free(a->warm);
     json_decref(a->warm_tried);
+    json_decref(a->warm_want);
     if (a->listen_fd >= 0) {
         close(a->listen_fd);
         unlink(a->cfg->socket);
@@ -1327,5 +1390,6 @@ void agent_free(struct agent *a)
     free(a->env.blob_dir);
     pthread_mutex_destroy(&a->lock);
     pthread_cond_destroy(&a->warm_cv);
+    pthread_cond_destroy(&a->want_cv);
     free(a);
 }

@@ -115,7 +115,7 @@ static const struct cfg_def cfg_defs[] = {
     I("cluster", "lease_ms", lease_ms, 10000, 500, 600000),
     I("cluster", "renew_ms", renew_ms, 2000, 100, 60000),
     I("cluster", "prestage", prestage, 1, 0, 1),
-    I("cluster", "prestage_vm", prestage_vm, 0, 0, 1),
+    I("cluster", "prestage_vm", prestage_vm, 1, 0, 1),
     S("ceph", "pool", ceph_pool, NULL, NULL),
     S("ceph", "conf", ceph_conf, NULL, NULL),
     S("ceph", "client", ceph_client, NULL, NULL),

@@ -812,6 +812,8 @@ int task_warm(const struct task_env *env, const char *id, uint64_t seq, struct t
         rc = task_warm_mark(t);
     if (rc == 0)
         rc = task_start_vm(t, "defer", NULL);
+    if (rc == 0) /* tests: the agent dies here, its QEMU noted nowhere yet */
+        testhook_gate("VMCKPT_TEST_WARM_GATE", id);
     if (rc == 0)
         rc = task_warm_mark(t);
     if (rc < 0)
@@ -866,7 +868,17 @@ int task_warm_sweep(const struct task_env *env, const char *id)
             if (pid > 1 && pid < INT32_MAX && start && util_proc_start((pid_t)pid) == start)
                 vm_kill((pid_t)pid, SIGKILL, 2000); /* until it has ended (not reaped) */
             json_decref(j);
+            /* A QEMU the agent started but died before noting (the marker
+             * is written before QEMU starts, with its pid after): found by
+             * its files in the task's directory. Again after the removal,
+             * for one that was between its fork and its exec. */
+            char *runs = util_fmt("%s/run-", dir);
+            if (runs)
+                vm_kill_using(runs, 2000, NULL);
             util_rm_rf(dir);
+            if (runs)
+                vm_kill_using(runs, 2000, NULL);
+            free(runs);
             log_info("task %s: removed the VM started ahead by an earlier agent", id);
             swept = 1;
         }

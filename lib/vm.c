@@ -4,12 +4,15 @@
 #include "testhook.h"
 #include "util.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -264,4 +267,63 @@ int vm_kill(pid_t pid, int sig, int timeout_ms)
         usleep(10000);
     }
     return 0;
+}
+
+/* Whether one of the NUL-separated arguments in buf[0..len) contains dir. */
+static int vm_args_contain(const char *buf, size_t len, const char *dir)
+{
+    for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
+        if (strstr(buf + i, dir))
+            return 1;
+    return 0;
+}
+
+/* Whether process pid runs as this effective user with an argument that
+ * contains dir. */
+static int vm_uses(pid_t pid, const char *dir)
+{
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+    /* /proc/PID is owned by the process's effective user: another user's
+     * process with the same words in its arguments is never ours to kill */
+    if (stat(path, &st) < 0 || st.st_uid != geteuid() || pid == getpid())
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char buf[8192];
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return vm_args_contain(buf, (size_t)n, dir);
+}
+
+int vm_kill_using(const char *dir, int timeout_ms, int *out_err)
+{
+    if (out_err)
+        *out_err = 0;
+    if (!dir[0])
+        return 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int killed = 0;
+    if (out_err)
+        *out_err = d == NULL;
+    if (!d)
+        return 0;
+    while ((e = readdir(d))) {
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        long pid = strtol(e->d_name, NULL, 10);
+        if (pid > 1 && pid < INT32_MAX && vm_uses((pid_t)pid, dir)) {
+            vm_kill((pid_t)pid, SIGKILL, timeout_ms);
+            killed++;
+        }
+    }
+    closedir(d);
+    return killed;
 }

@@ -52,5 +52,11 @@ int vm_merge_settle(struct qmp *q, int timeout_ms);
 int vm_alive(pid_t pid);
 /* Sends sig and, for SIGKILL/SIGTERM, waits up to timeout_ms for the end. */
 int vm_kill(pid_t pid, int sig, int timeout_ms);
+/* Kills (SIGKILL) every process of this effective user one of whose
+ * arguments contains dir (a run directory: QEMU names its files there), and
+ * waits up to timeout_ms for each to end. For the VMs a dead agent started
+ * but did not live to note. Returns how many it killed; *out_err (may be
+ * NULL) 1 when /proc could not be read. */
+int vm_kill_using(const char *dir, int timeout_ms, int *out_err);
 
 #endif

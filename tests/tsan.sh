@@ -20,7 +20,7 @@ for t in "$B"/tests/test_*; do
 done
 for t in t_overlap t_failover t_longrun; do
     n=$((n + 1))
-    if VMCKPT_TEST_NO_WARM=1 BIN=$B bash "tests/integration/$t.sh" >"$log" 2>&1; then
+    if BIN=$B bash "tests/integration/$t.sh" >"$log" 2>&1; then
         echo "ok $n - tsan: $t ($(grep -c '^ok' "$log") checks, agents clean)"
     else
         echo "not ok $n - tsan: $t"; grep -A14 "^not ok" "$log" | head -30 | sed 's/^/#   /'

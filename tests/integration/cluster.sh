@@ -48,6 +48,16 @@ copies() {
     done
     echo "$n"
 }
+# What made copies() count more than one of task $1: the VMs, their state and
+# start time, the markers (for a failing check's report, in $T/doubled.txt).
+copies_seen() {
+    local pid
+    echo "# $(date +%T.%N) ($2): copies of $1: $(copies "$1")"
+    ls "$T"/*/state/tasks/"$1"/warm.json 2>/dev/null | sed 's/^/#   marker /'
+    vm_list | grep -- "$T/[^ ]*/tasks/$1/run-" | while read -r pid _; do
+        echo "#   pid $pid: $(cut -d' ' -f3,22 "/proc/$pid/stat" 2>/dev/null) $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -o -- "$T/[^ ]*/tasks/$1/run-[0-9]*" | head -n1)"
+    done
+}
 alive() { [ -e "/proc/$1" ] && ! grep -q '^[^)]*) Z' "/proc/$1/stat" 2>/dev/null; } # (a zombie is dead)
 
 
@@ -87,6 +97,7 @@ watch_fence() { # watch_fence TASK VM_PID SECONDS: sets fenced and resumed (ms f
     for _ in $(seq $(($3 * 10))); do
         [ -z "$fenced" ] && ! alive "$2" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
         c=$(copies "$1"); [ "$c" -gt "$max" ] && max=$c
+        [ "$c" -gt 1 ] && copies_seen "$1" "$(( ($(date +%s%N) - t0) / 1000000 )) ms" >>"$T/doubled.txt"
         [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); return 0; }
         sleep 0.1
     done

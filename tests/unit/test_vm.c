@@ -8,6 +8,8 @@
 #include "vm.h"
 
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -66,11 +68,54 @@ static void test_zombie_not_ours(void **state)
     close(q[1]);
 }
 
+/* A process noted nowhere (its agent died before writing its pid) is found
+ * by the run directory in its arguments; one without it is left alone. */
+static void test_kill_using(void **state)
+{
+    (void)state;
+    char dir[64], arg[96];
+    snprintf(dir, sizeof(dir), "/nonexistent/vkt-%d/tasks/t3/run-", (int)getpid());
+    snprintf(arg, sizeof(arg), "file=%s1/top-2.qcow2", dir);
+    pid_t ours = fork();
+    assert_true(ours >= 0);
+    if (ours == 0) {
+        execl("/bin/sh", "sh", "-c", "while :; do sleep 1; done", arg, (char *)NULL);
+        _exit(127);
+    }
+    pid_t other = fork();
+    assert_true(other >= 0);
+    if (other == 0) { /* t30, not t3: its path differs after the id */
+        execl("/bin/sh", "sh", "-c", "while :; do sleep 1; done", "/nonexistent/tasks/t30/run-1",
+              (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) { /* until the exec shows the argument */
+        char path[64], buf[256] = {0};
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)ours);
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        if (n > 3 && !strcmp(buf, "sh"))
+            break;
+        usleep(10000);
+    }
+    int err = 1;
+    assert_int_equal(vm_kill_using(dir, 5000, &err), 1);
+    assert_int_equal(err, 0);
+    assert_int_equal(vm_alive(ours), 0);
+    assert_int_equal(vm_alive(other), 1);
+    assert_int_equal(vm_kill_using("", 1000, NULL), 0); /* an empty pattern matches nothing */
+    kill(other, SIGKILL);
+    waitpid(other, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_child),
         cmocka_unit_test(test_zombie_not_ours),
+        cmocka_unit_test(test_kill_using),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
