@@ -126,7 +126,13 @@ campaign:
 bench: all guest
 	bash bench/stop_time.sh $(B)
 
+# The paper's evaluation regenerated (eval/run.sh): CSVs and plots in
+# eval/results, the report in eval/REPORT.md. QUICK=1: the quick form.
+QUICK ?= 0
+eval: all guest
+	QUICK=$(QUICK) bash eval/run.sh $(B)
+
 clean:
 	rm -rf build/rel build/rel-norados build/san build/tsan build/fuzz
 
-.PHONY: all tests guest demo check check-load fuzz fuzz-build campaign bench clean
+.PHONY: all tests guest demo check check-load fuzz fuzz-build campaign bench clean eval

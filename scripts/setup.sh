@@ -22,11 +22,13 @@ PKGS=(
     # the fuzz harnesses (libFuzzer comes with clang's runtime)
     clang libclang-rt-14-dev
     ceph-mon ceph-osd ceph-common vsftpd openssh-server openssh-client stress-ng
+    # the evaluation's plots (make eval)
+    gnuplot-nox
 )
 # Commands that must work once the packages are in (a package can be
 # "installed" and still broken or diverted).
 CMDS=(cc make pkg-config qemu-system-x86_64 qemu-img busybox cpio gzip xz zstd openssl
-      jq bc pkill ip perl git mmdebstrap curl clang setpriv ceph-mon ceph-osd ceph vsftpd ssh-keygen stress-ng)
+      jq bc pkill ip perl git mmdebstrap curl clang setpriv ceph-mon ceph-osd ceph vsftpd ssh-keygen stress-ng gnuplot)
 
 say() { echo "setup: $*"; }
 die() { echo "setup: FAILED: $*" >&2; exit 1; }

@@ -81,21 +81,23 @@ EV=$W/events
     vk "$N" --json ls fig9 | jq -r '.checkpoints[] | "\(.created) checkpoint \(.seq)"' | while read -r c what; do
         echo "$(awk -v a="$START" -v b="$(date -d "$c" +%s)" 'BEGIN {printf "%.0f", b - a}') $what"
     done
-    echo "$(awk -v a="$START" -v b="$CRASH" 'BEGIN {printf "%.0f", b - a}') crash of node a"
-    [ -n "$det_ms" ] && echo "$(awk -v a="$START" -v b="$CRASH" -v d="$det_ms" 'BEGIN {printf "%.0f", b - a + d / 1000}') node a seen dead"
-    echo "$(awk -v a="$START" -v b="$RESUMED" 'BEGIN {printf "%.0f", b - a}') running on node $N"
-    echo "$(awk -v a="$START" -v b="$END" 'BEGIN {printf "%.0f", b - a}') task done"
+    echo "$(awk -v a="$START" -v b="$CRASH" 'BEGIN {printf "%.1f", b - a}') crash of node a"
+    [ -n "$det_ms" ] && echo "$(awk -v a="$START" -v b="$CRASH" -v d="$det_ms" 'BEGIN {printf "%.1f", b - a + d / 1000}') node a seen dead"
+    echo "$(awk -v a="$START" -v b="$RESUMED" 'BEGIN {printf "%.1f", b - a}') running on node $N"
+    echo "$(awk -v a="$START" -v b="$END" 'BEGIN {printf "%.1f", b - a}') task done"
 } | sort -n >"$EV"
 F=$OUT/fig9.csv
 tck=$(getconf CLK_TCK)
 {
     echo "t_s,node_a_cpu_pct,node_b_cpu_pct,node_c_cpu_pct,event"
     awk -v s="$START" -v hz="$tck" -v ev="$EV" '
-        BEGIN { while ((getline l < ev) > 0) { split(l, f, " "); k = f[1]; sub(/^[^ ]* /, "", l); e[k] = (k in e) ? e[k] "; " l : l } }
-        NR > 1 && $1 >= s - 1 { dt = $1 - pt; t = int($1 - s + 0.5)
-            printf "%d", t
+        BEGIN { while ((getline l < ev) > 0) { n++; et[n] = l + 0; sub(/^[^ ]* /, "", l); en[n] = l }; k = 1 }
+        NR > 1 && $1 >= s - 1 { dt = $1 - pt; t = $1 - s
+            printf "%.1f", t
             for (i = 2; i <= 4; i++) { d = ($i - p[i]) / hz / dt * 100; printf ",%.1f", d < 0 ? 0 : d }
-            printf ",%s\n", (t in e) ? e[t] : ""; delete e[t] }
+            what = ""
+            for (; k <= n && et[k] <= t + 0.5; k++) what = what (what == "" ? "" : "; ") en[k]
+            printf ",%s\n", what }
         { pt = $1; for (i = 2; i <= 4; i++) p[i] = $i }' "$W/ticks"
 } >"$F"
 TOTAL=$(awk -v a="$START" -v b="$END" 'BEGIN {printf "%.1f", b - a}')

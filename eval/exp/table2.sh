@@ -23,6 +23,8 @@ done
 IN_lo=; IN_net="ip netns exec $NSN"
 for link in lo net; do
     eval "IN=\$IN_$link"
+    # (one system user serves both vsftpd: the same password for both)
+    [ "$link" = net ] && mkdir -p "$W/net-ftp" && cp "$W/lo-ftp/ftp.pass" "$W/net-ftp/ftp.pass"
     $IN "$ROOT/scripts/servers.sh" start ftp "$W/$link-ftp" 2321 >"$W/$link.ftp.uri" || die "vsftpd"
     at_exit "$IN $ROOT/scripts/servers.sh stop ftp $W/$link-ftp"
     $IN "$ROOT/scripts/servers.sh" start sftp "$W/$link-sftp" 2322 >"$W/$link.sftp.uri" || die "sshd"
