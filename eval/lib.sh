@@ -30,6 +30,8 @@ die() { echo "eval: $*" >&2; exit 1; }
 # checkpoint, always compressed (the paper's gzip; zstd at its fastest here).
 PAPER_SET=(--set data.mode=whole --set data.codec=zstd1)
 PAPER_MODE=stop-copy
+both_agents() { agent ours; agent paper "${PAPER_SET[@]}"; } # agents named ours and paper
+mode_of() { [ "$1" = ours ] && echo auto || echo "$PAPER_MODE"; } # the checkpoint mode of a method
 
 declare -A AGENT_PIDS
 # agent NAME [vmckptd args]: an agent with state $W/NAME (in network namespace

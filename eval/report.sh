@@ -24,6 +24,14 @@ fmt() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "n/a" }'; }
 img() { [ -s "$OUT/$1" ] && echo "![$2]($REL/$1)" && echo; }
+# section CSV TITLE [PNG]: F=the CSV; the heading and the plot, or false when
+# the CSV is missing (that experiment was not run)
+section() {
+    F=$OUT/$1
+    [ -s "$F" ] || return 1
+    printf '## %s\n\n' "$2"
+    [ -z "${3:-}" ] || img "$3" "${2%%:*}"
+}
 
 {
 echo "# The paper's evaluation, regenerated"
@@ -41,10 +49,7 @@ echo "nodes, Gigabit Ethernet, Xen; here: QEMU under TCG (no KVM), which makes t
 echo "itself several times slower than under a hypervisor."
 echo
 
-F=$OUT/table1.csv
-if [ -s "$F" ]; then
-echo "## Table I: sizes of the parts of a VM"
-echo
+if section table1.csv "Table I: sizes of the parts of a VM"; then
 echo "| part | paper (MiB) | here (MiB) |"
 echo "|---|---|---|"
 awk -F, 'NR > 1 {printf "| %s | %s | %s |\n", $1, $2, $3}' "$F"
@@ -58,11 +63,7 @@ echo "($(ratio "$p2" "$o2")x less): only the chunks that changed."
 echo
 fi
 
-F=$OUT/fig3.csv
-if [ -s "$F" ]; then
-echo "## Figure 3: checkpoint time against guest memory"
-echo
-img fig3.png "Figure 3"
+if section fig3.csv "Figure 3: checkpoint time against guest memory" fig3.png; then
 echo "| guest memory | paper's method here: VM stopped (ms) | whole checkpoint (ms) | ours: VM stopped (ms) | whole checkpoint, VM running (ms) | stopped: paper's / ours |"
 echo "|---|---|---|---|---|---|"
 mems=$(awk -F, 'NR > 1 {print $2}' "$F" | sort -un)
@@ -83,11 +84,7 @@ echo "copy-on-write) and only the switch-over stops it: at $hi MiB it stops $(ra
 echo
 fi
 
-F=$OUT/fig4.csv
-if [ -s "$F" ]; then
-echo "## Figure 4: checkpoint time against the user disk's changes"
-echo
-img fig4.png "Figure 4"
+if section fig4.csv "Figure 4: checkpoint time against the user disk's changes" fig4.png; then
 echo "| fresh data on the disk | delta (MiB) | paper's method here: stopped (s) | whole (s) | stored (MiB) | ours: stopped (s) | whole (s) | stored (MiB) |"
 echo "|---|---|---|---|---|---|---|---|"
 for s in $(awk -F, 'NR > 1 {print $2}' "$F" | sort -un); do
@@ -104,11 +101,7 @@ echo "in both."
 echo
 fi
 
-F=$OUT/fig5.csv
-if [ -s "$F" ]; then
-echo "## Figure 5: compress always, never, or as the policy decides"
-echo
-img fig5.png "Figure 5"
+if section fig5.csv "Figure 5: compress always, never, or as the policy decides" fig5.png; then
 echo "| store | data | filled | never (s) | always, zstd1 (s) | adaptive (s) | adaptive vs the best fixed |"
 echo "|---|---|---|---|---|---|---|"
 within=0; total=0
@@ -129,11 +122,7 @@ echo "compresses text that copying would store faster but larger."
 echo
 fi
 
-F=$OUT/fig6.csv
-if [ -s "$F" ]; then
-echo "## Figure 6: a series of checkpoints"
-echo
-img fig6.png "Figure 6"
+if section fig6.csv "Figure 6: a series of checkpoints" fig6.png; then
 echo "| method | guest memory | checkpoint 1: time (s) | stored (MiB) | later ones: time (s) | stored (MiB) |"
 echo "|---|---|---|---|---|---|"
 for m in paper ours; do for mem in $(awk -F, 'NR > 1 {print $2}' "$F" | sort -un); do
@@ -156,10 +145,7 @@ echo "memory again, by ours only the chunks that changed."
 echo
 fi
 
-F=$OUT/table3.csv
-if [ -s "$F" ]; then
-echo "## Table III and Figure 7: a task's run time with checkpoints"
-echo
+if section table3.csv "Table III and Figure 7: a task's run time with checkpoints"; then
 none=$(med "$F" '$1 == "none"' 3)
 echo "| set-up | paper: time (s) | paper: diff. | paper: stop time | here: run time (s) | here: diff. | here: VM stopped (s) | checkpoints |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -186,11 +172,7 @@ echo
 img fig7.png "Figure 7"
 fi
 
-F=$OUT/table2.csv
-if [ -s "$F" ]; then
-echo "## Table II and Figure 8: the stores"
-echo
-img fig8.png "Figure 8"
+if section table2.csv "Table II and Figure 8: the stores" fig8.png; then
 echo "| store | paper: upload (s) | link | store one checkpoint (s) | MiB written | one restore (s) | two restores at once, wall (s) |"
 echo "|---|---|---|---|---|---|---|"
 for link in lo net; do for s in dir ftp sftp rados1 rados2 rados3; do
@@ -207,11 +189,7 @@ echo "two tasks at once; here Ceph writes each object to 3 OSDs on one host."
 echo
 fi
 
-F=$OUT/fig9.csv
-if [ -s "$F" ] && [ -s "$OUT/fig9_summary.csv" ]; then
-echo "## Figure 9: the use case"
-echo
-img fig9.png "Figure 9"
+if section fig9.csv "Figure 9: the use case" fig9.png && [ -s "$OUT/fig9_summary.csv" ]; then
 IFS=, read -r ref tot n stop c2r det on lease < <(sed -n 2p "$OUT/fig9_summary.csv")
 echo "| | paper | here |"
 echo "|---|---|---|"

@@ -7,8 +7,7 @@
 # whole checkpoint (request to commit).
 source "$(dirname "$0")/../lib.sh"
 MEMS=${EVAL_FIG3_MEMS:-$([ "$QUICK" = 1 ] && echo "128 256" || echo "128 256 512 1024 2048")}
-agent ours
-agent paper "${PAPER_SET[@]}"
+both_agents
 F=$OUT/fig3.csv
 echo "method,mem_mib,run,stopped_ms,seal_ms,mem_save_ms,store_ms,wall_ms,stored_mib,mode_used" >"$F"
 row() { # row METHOD MEM RUN JSON
@@ -19,7 +18,7 @@ n=0
 for mem in $MEMS; do
     for x in paper ours; do
         n=$((n + 1)); t=f3-$n
-        m=$PAPER_MODE; [ "$x" = ours ] && m=auto
+        m=$(mode_of "$x")
         boot "$x" "$t" "$mem" "counter,mem:$((mem / 2))"
         wait_serial "$x" "$t" "^mem: pass 1," 600
         ckpt "$x" "$t" --mode "$m" >/dev/null # the first: stores what later ones find stored

@@ -6,8 +6,7 @@
 # each time, so the delta holds just those writes).
 source "$(dirname "$0")/../lib.sh"
 SIZES=${EVAL_FIG4_SIZES:-$([ "$QUICK" = 1 ] && echo "0 64" || echo "0 128 512 960")}
-agent ours
-agent paper "${PAPER_SET[@]}"
+both_agents
 F=$OUT/fig4.csv
 echo "method,delta_write_mib,run,stopped_ms,seal_ms,mem_save_ms,store_ms,wall_ms,delta_mib,stored_mib" >"$F"
 for x in ours paper; do # the base and kernel stored once, as in the paper
@@ -18,7 +17,7 @@ for r in $(seq "$RUNS"); do
     for size in $SIZES; do
         for x in paper ours; do
             n=$((n + 1)); t=f4-$n
-            m=$PAPER_MODE; [ "$x" = ours ] && m=auto
+            m=$(mode_of "$x")
             boot "$x" "$t" 128 "fill:$size"
             wait_serial "$x" "$t" "^fill: done" 600
             j=$(ckpt "$x" "$t" --mode "$m")

@@ -4,12 +4,11 @@
 # paper's method (whole memory and delta, compressed) and by ours.
 source "$(dirname "$0")/../lib.sh"
 MEM=256
-agent ours
-agent paper "${PAPER_SET[@]}"
+both_agents
 F=$OUT/table1.csv
 for x in ours paper; do
     boot "$x" t "$MEM" counter
-    m=$PAPER_MODE; [ "$x" = ours ] && m=auto
+    m=$(mode_of "$x")
     ckpt "$x" t --mode "$m" >"$W/$x.1.json"
     sleep 3
     ckpt "$x" t --mode "$m" >"$W/$x.2.json"
