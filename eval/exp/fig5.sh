@@ -1,5 +1,5 @@
 #!/bin/bash
-# Figure 5: storing a user disk of SIZE MiB (800 as in the paper) filled to
+# Figure 5: storing a user disk of SIZE MiB (400; the paper's was 800) filled to
 # x% with data, the rest zeros: never compress, always compress (zstd1, the
 # paper's gzip at its fastest level), and the adaptive policy. Two kinds of
 # data (random: incompressible; text: compressible about 3x) and two stores:
@@ -7,7 +7,7 @@
 # (a network namespace whose loopback is limited with tc tbf), where
 # compressing pays. Each point RUNS times, the codecs taking turns.
 source "$(dirname "$0")/../lib.sh"
-SIZE=${EVAL_FIG5_MIB:-$([ "$QUICK" = 1 ] && echo 64 || echo 800)}
+SIZE=${EVAL_FIG5_MIB:-$([ "$QUICK" = 1 ] && echo 64 || echo 400)}
 FILLS=${EVAL_FIG5_FILLS:-$([ "$QUICK" = 1 ] && echo "0 100" || echo "0 25 50 75 100")}
 RATE=${EVAL_RATE:-1gbit}
 NSN=vke-$$
