@@ -796,6 +796,12 @@ int task_warm(const struct task_env *env, const char *id, uint64_t seq, struct t
                      (long long)room, TASK_WARM_SPARE_MIB);
     if (rc == 0)
         rc = util_mkdir_p(t->dir, 0700);
+    t->warm_seq = seq;
+    /* Marked before anything is made in the directory, and again with
+     * QEMU's pid: no moment shows a VM (or files) of the task that a later
+     * agent would not know for started ahead (task_warm_sweep). */
+    if (rc == 0)
+        rc = task_warm_mark(t);
     if (rc == 0)
         rc = task_new_run_dir(t);
     if (rc == 0)
@@ -805,11 +811,6 @@ int task_warm(const struct task_env *env, const char *id, uint64_t seq, struct t
         rc = task_take_manifest(t, m, &local, NULL);
     if (rc == 0)
         rc = task_make_top(t, m, &local);
-    t->warm_seq = seq;
-    /* marked before QEMU starts, and again with its pid: no moment shows
-     * a VM of the task that is not marked as started ahead */
-    if (rc == 0)
-        rc = task_warm_mark(t);
     if (rc == 0)
         rc = task_start_vm(t, "defer", NULL);
     if (rc == 0) /* tests: the agent dies here, its QEMU noted nowhere yet */
