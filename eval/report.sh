@@ -205,3 +205,37 @@ echo
 fi
 } >"$REP"
 echo "report.sh: $REP"
+
+# The headline figures (for the README, between its eval markers): Figure 3
+# at the largest memory, Table III's overheads, Table II's restores.
+H=$OUT/headline.md
+{
+    echo "From \`make eval\` ($(cat "$OUT/mode.txt" 2>/dev/null || echo full); $(cat "$OUT/machine.txt" 2>/dev/null)); all of it in [eval/REPORT.md](eval/REPORT.md)."
+    echo
+    echo "| | the paper's method here | ours |"
+    echo "|---|---|---|"
+    F=$OUT/fig3.csv
+    if [ -s "$F" ]; then
+        hi=$(awk -F, 'NR > 1 {print $2}' "$F" | sort -un | tail -n1)
+        echo "| VM stopped per checkpoint, $hi MiB guest (Figure 3) | $(awk -v v="$(med "$F" "\$1 == \"paper\" && \$2 == $hi" 4)" 'BEGIN {printf "%.2f s", v / 1000}') | $(awk -v v="$(med "$F" "\$1 == \"ours\" && \$2 == $hi" 4)" 'BEGIN {printf "%.0f ms", v}') |"
+    fi
+    F=$OUT/table3.csv
+    if [ -s "$F" ]; then
+        none=$(med "$F" '$1 == "none"' 3)
+        for st in ftp ceph; do
+            w=$(med "$F" "\$1 == \"whole-$st\"" 3); d=$(med "$F" "\$1 == \"delta-$st\"" 3)
+            echo "| task run time over no checkpoints, $([ $st = ftp ] && echo FTP || echo "Ceph 3 replicas") (Table III; paper: $([ $st = ftp ] && echo "+3.3% All, +1.3% AUFS" || echo "+3.4% All, +1.4% AUFS")) | $(awk -v a="$w" -v b="$none" 'BEGIN {printf "%+.1f%%", (a / b - 1) * 100}') | $(awk -v a="$d" -v b="$none" 'BEGIN {printf "%+.1f%%", (a / b - 1) * 100}') |"
+        done
+    fi
+    F=$OUT/table2.csv
+    if [ -s "$F" ]; then
+        echo
+        echo "| restore (Table II, Figure 8), s | one | two at once (wall) |"
+        echo "|---|---|---|"
+        for link in lo net; do for s in dir ftp sftp rados1 rados2 rados3; do
+            f="\$1 == \"$link\" && \$2 == \"$s\""
+            [ "$(stat "$F" "$f" 6 | cut -d' ' -f4)" -gt 0 ] || continue
+            echo "| $s, $([ $link = lo ] && echo loopback || echo "1 Gbit/s link") | $(printf '%.2f' "$(med "$F" "$f" 6)") | $(printf '%.2f' "$(med "$F" "$f" 7)") |"
+        done; done
+    fi
+} >"$H"

@@ -34,4 +34,12 @@ for x in $ONLY; do
 done
 bash "$HERE/plot.sh" "$EVAL_OUT"
 bash "$HERE/report.sh" "$EVAL_OUT" "$REPORT"
+# The full run into the default place puts its headline figures into the
+# README, between its markers: the README's figures come from the report.
+README=$HERE/../README.md
+if [ "$QUICK" = 0 ] && [ "$EVAL_OUT" = "$HERE/results" ] && [ "$ONLY" = "$ALL" ] && grep -q '^<!-- eval:headline:begin' "$README"; then
+    awk -v h="$EVAL_OUT/headline.md" '/^<!-- eval:headline:begin/ { print; while ((getline l < h) > 0) print l; skip = 1; next }
+        /^<!-- eval:headline:end/ { skip = 0 } !skip' "$README" >"$README.tmp" && mv "$README.tmp" "$README"
+    echo "eval: the README's headline figures are this run's"
+fi
 echo "eval: done in $(( $(date +%s) - t0 )) s: $EVAL_OUT, $REPORT"
