@@ -32,8 +32,7 @@ head_gp() { # head_gp PNG TITLE: terminal, title, caption
     cat <<EOF
 set terminal pngcairo size 1100,700 font "DejaVu Sans,11"
 set output "$1"
-set title "$2"
-set label 1 "$CAPTION" at screen 0.99, screen 0.985 right font ",8" tc rgb "#555555"
+set title "$2\n{/*0.75 $CAPTION}"
 set key below
 set grid
 set datafile separator "\t"
@@ -82,7 +81,7 @@ fi
 # ---- Figure 5 -----------------------------------------------------------------------
 if [ -s "$OUT/fig5.csv" ]; then
     { head_gp "$OUT/fig5.png" "Figure 5: storing a user disk x% filled with data, the rest zeros"
-      echo 'set multiplot layout 2,2 margins 0.07,0.97,0.16,0.9 spacing 0.08,0.12'
+      echo 'set multiplot layout 2,2 margins 0.07,0.97,0.16,0.9 spacing 0.08,0.12 title "Figure 5: storing a user disk x% filled with data, the rest zeros\n{/*0.75 '"$CAPTION"'}"'
       echo 'set xlabel "disk filled with data (%)"; set ylabel "time to store (s)"'
       first=1
       for store in dir ftp1g; do for kind in random text; do
@@ -117,7 +116,7 @@ if [ -s "$OUT/fig6.csv" ]; then
         plot_b="$plot_b${plot_b:+, }\"$T/f6.$m.$mem.b\" u 1:2:3:4 w yerrorlines $col dt $dt lw 2 notitle"
     done; done
     { head_gp "$OUT/fig6.png" "Figure 6: a series of checkpoints into an empty store (the first stores the base too)"
-      echo 'set multiplot layout 2,1 margins 0.08,0.97,0.2,0.9 spacing 0.1'
+      echo 'set multiplot layout 2,1 margins 0.08,0.97,0.2,0.9 spacing 0.1 title "Figure 6: a series of checkpoints into an empty store (the first stores the base too)\n{/*0.75 '"$CAPTION"'}"'; echo 'unset title'
       echo 'set xlabel "checkpoint"; set ylabel "time, request to commit (s)"; set xtics 1'
       echo "plot $plot_t"
       echo 'unset title; set ylabel "stored (MiB)"'
@@ -154,12 +153,12 @@ if [ -s "$OUT/table2.csv" ]; then
         done
     done
     { head_gp "$OUT/fig8.png" "Figure 8: restoring checkpoints from each store, one alone and two at once"
-      echo 'set multiplot layout 1,2 margins 0.07,0.97,0.2,0.9 spacing 0.08'
-      echo 'set ylabel "time (s)"; set style fill solid 0.6; set boxwidth 0.35; set xtics rotate by -30'
+      echo 'set multiplot layout 1,2 margins 0.07,0.97,0.2,0.9 spacing 0.08 title "Figure 8: restoring a checkpoint from each store, one alone and two at once (cold cache)\n{/*0.75 '"$CAPTION"'}"'
+      echo 'set ylabel "time (s), log scale"; set logscale y; set style fill solid 0.6; set xtics rotate by -30; set xrange [-0.6:*]'
       for link in lo net; do
           [ "$link" = lo ] && echo 'set key at screen 0.5, screen 0.05 center horizontal' || echo 'unset key'
           echo "set title \"$([ "$link" = lo ] && echo "servers on this host's loopback" || echo "servers over a 1 Gbit/s link")\""
-          echo "plot \"$T/f8.$link\" u (\$1 - 0.18):3:4:5:xtic(2) w boxerrorbars $OURS t \"one restore\", \"$T/f8.$link\" u (\$1 + 0.18):6:7:8 w boxerrorbars $PAPER t \"two at once (wall)\""
+          echo "plot \"$T/f8.$link\" u (\$1 - 0.18):3:4:5:(0.35):xtic(2) w boxerrorbars $OURS t \"one restore\", \"$T/f8.$link\" u (\$1 + 0.18):6:7:8:(0.35) w boxerrorbars $PAPER t \"two at once (wall)\""
       done
       echo 'unset multiplot'
     } | gnuplot
