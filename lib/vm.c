@@ -269,12 +269,15 @@ int vm_kill(pid_t pid, int sig, int timeout_ms)
     return 0;
 }
 
-/* Whether one of the NUL-separated arguments in buf[0..len) contains dir. */
+/* Whether one of the NUL-separated arguments in buf[0..len) names a path in
+ * dir: dir at the argument's start or after a QEMU option's '=' or ','
+ * (so "/srv/var/lib/..." is not taken for "/var/lib/..."). */
 static int vm_args_contain(const char *buf, size_t len, const char *dir)
 {
     for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
-        if (strstr(buf + i, dir))
-            return 1;
+        for (const char *p = buf + i; (p = strstr(p, dir)); p++)
+            if (p == buf + i || p[-1] == '=' || p[-1] == ',')
+                return 1;
     return 0;
 }
 

@@ -68,6 +68,22 @@ static void test_zombie_not_ours(void **state)
     close(q[1]);
 }
 
+/* Until process pid has exec'd sh (its arguments are the ones given). */
+static void wait_exec(pid_t pid)
+{
+    for (int i = 0; i < 500; i++) {
+        char path[64], buf[256] = {0};
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        if (n > 3 && !strcmp(buf, "sh"))
+            return;
+        usleep(10000);
+    }
+}
+
 /* A process noted nowhere (its agent died before writing its pid) is found
  * by the run directory in its arguments; one without it is left alone. */
 static void test_kill_using(void **state)
@@ -89,22 +105,25 @@ static void test_kill_using(void **state)
               (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 200; i++) { /* until the exec shows the argument */
-        char path[64], buf[256] = {0};
-        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)ours);
-        FILE *f = fopen(path, "r");
-        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-        if (f)
-            fclose(f);
-        if (n > 3 && !strcmp(buf, "sh"))
-            break;
-        usleep(10000);
+    char longer[128]; /* another state directory that ends with this one's path */
+    snprintf(longer, sizeof(longer), "file=/srv%s1/top-2.qcow2", dir);
+    pid_t third = fork();
+    assert_true(third >= 0);
+    if (third == 0) {
+        execl("/bin/sh", "sh", "-c", "while :; do sleep 1; done", longer, (char *)NULL);
+        _exit(127);
     }
+    wait_exec(ours);
+    wait_exec(other);
+    wait_exec(third);
     int err = 1;
     assert_int_equal(vm_kill_using(dir, 5000, &err), 1);
     assert_int_equal(err, 0);
     assert_int_equal(vm_alive(ours), 0);
     assert_int_equal(vm_alive(other), 1);
+    assert_int_equal(vm_alive(third), 1);
+    kill(third, SIGKILL);
+    waitpid(third, NULL, 0);
     assert_int_equal(vm_kill_using("", 1000, NULL), 0); /* an empty pattern matches nothing */
     kill(other, SIGKILL);
     waitpid(other, NULL, 0);
