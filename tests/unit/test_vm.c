@@ -84,6 +84,20 @@ static void wait_exec(pid_t pid)
     }
 }
 
+/* A shell that loops until killed, with arg among its arguments; returns
+ * once it has exec'd. */
+static pid_t spawn_sh(const char *arg)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", "while :; do sleep 1; done", arg, (char *)NULL);
+        _exit(127);
+    }
+    wait_exec(pid);
+    return pid;
+}
+
 /* A process noted nowhere (its agent died before writing its pid) is found
  * by the run directory in its arguments; one without it is left alone. */
 static void test_kill_using(void **state)
@@ -92,30 +106,11 @@ static void test_kill_using(void **state)
     char dir[64], arg[96];
     snprintf(dir, sizeof(dir), "/nonexistent/vkt-%d/tasks/t3/run-", (int)getpid());
     snprintf(arg, sizeof(arg), "file=%s1/top-2.qcow2", dir);
-    pid_t ours = fork();
-    assert_true(ours >= 0);
-    if (ours == 0) {
-        execl("/bin/sh", "sh", "-c", "while :; do sleep 1; done", arg, (char *)NULL);
-        _exit(127);
-    }
-    pid_t other = fork();
-    assert_true(other >= 0);
-    if (other == 0) { /* t30, not t3: its path differs after the id */
-        execl("/bin/sh", "sh", "-c", "while :; do sleep 1; done", "/nonexistent/tasks/t30/run-1",
-              (char *)NULL);
-        _exit(127);
-    }
+    char near[96]; /* t30, not t3: its path differs after the id */
+    snprintf(near, sizeof(near), "/nonexistent/vkt-%d/tasks/t30/run-1", (int)getpid());
     char longer[128]; /* another state directory that ends with this one's path */
     snprintf(longer, sizeof(longer), "file=/srv%s1/top-2.qcow2", dir);
-    pid_t third = fork();
-    assert_true(third >= 0);
-    if (third == 0) {
-        execl("/bin/sh", "sh", "-c", "while :; do sleep 1; done", longer, (char *)NULL);
-        _exit(127);
-    }
-    wait_exec(ours);
-    wait_exec(other);
-    wait_exec(third);
+    pid_t ours = spawn_sh(arg), other = spawn_sh(near), third = spawn_sh(longer);
     int err = 1;
     assert_int_equal(vm_kill_using(dir, 5000, &err), 1);
     assert_int_equal(err, 0);
