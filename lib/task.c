@@ -397,6 +397,7 @@ static int task_wait_loaded(struct task *t, atomic_int *feed_failed)
 {
     char *log = task_run_path(t, "qemu.log");
     int rc = log ? 0 : err_set(VK_ENOMEM, "out of memory");
+    int lost = 0; /* QEMU stopped answering: it is on its way out */
     if (rc == 0) {
         int64_t deadline = util_now_us() + (int64_t)TASK_LOAD_TIMEOUT_MS * 1000;
         for (;;) { /* QEMU reports "inmigrate" until the whole stream is loaded */
@@ -405,6 +406,7 @@ static int task_wait_loaded(struct task *t, atomic_int *feed_failed)
             const char *s = rc == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
             int loading = s && !strcmp(s, "inmigrate");
             json_decref(st);
+            lost = rc < 0;
             if (rc < 0 || !loading)
                 break;
             /* QEMU 7.2 can spin forever on a stream that ends early: do not wait for it. */
@@ -418,11 +420,12 @@ static int task_wait_loaded(struct task *t, atomic_int *feed_failed)
             }
             usleep(10000);
         }
-        /* A feed cut short by QEMU (a write error: EPIPE) means QEMU is on its
-         * way out with the real reason in its log: wait for it to get there
-         * (up to 10 s: a loaded machine is slow to let a process exit). */
+        /* A QEMU that stopped answering, or a feed cut short by QEMU (a write
+         * error: EPIPE), means QEMU is on its way out with the real reason in
+         * its log: wait for it to get there (up to 10 s: a loaded machine is
+         * slow to let a process exit). The feed may learn of it after QMP. */
         int feed_cut = feed_failed && *feed_failed == VK_EIO;
-        for (int i = 0; rc < 0 && feed_cut && i < 500 && task_vm_alive(t); i++)
+        for (int i = 0; rc < 0 && (lost || feed_cut) && i < 500 && task_vm_alive(t); i++)
             usleep(20000);
         if (rc < 0 && !task_vm_alive(t)) {
             char *tail = util_file_tail(log, 600);
@@ -659,6 +662,7 @@ static void *task_feed_thread(void *arg)
     }
     if (f->rc < 0) {
         snprintf(f->err, sizeof(f->err), "%s", err_msg());
+        testhook_gate("VMCKPT_TEST_FEED_GATE", "failed"); /* tests: QMP learns first */
         f->failed = f->rc;
     }
     return NULL;

@@ -103,6 +103,37 @@ jq --argjson e "$noise" '.seq = 4 | .memory = $e' "$(mf 3)" > "$(mf 4)"
 check_fails "a memory stream QEMU rejects: QEMU's words" "QEMU could not load the checkpoint's memory" \
     vk a restore c1 --checkpoint 4
 ! grep -qi "broken pipe" "$T/last.out" && ok "and not 'Broken pipe'" || not_ok "the error says 'Broken pipe'" "$(tail -2 "$T/last.out")"
+# The same, in the order that failed CI once: QEMU's QMP gone while its
+# process lives on, and the feed not yet told. A QEMU binary that outlives the
+# real one until let go, and a feed held before it reports its error, make
+# that order certain.
+cat > "$T/qemu-late" <<EOF
+#!/bin/bash
+$(command -v qemu-system-x86_64) "\$@"
+rc=\$?
+touch "$T/qemu-late.ended"
+while [ ! -e "$T/qemu-late.go" ]; do sleep 0.05; done
+exit \$rc
+EOF
+chmod 755 "$T/qemu-late"
+touch "$T/feed.gate"
+AGENT_ENV="VMCKPT_TEST_FEED_GATE=$T/feed.gate" start_agent l --set "qemu.binary=$T/qemu-late"
+vk l restore c1 --checkpoint 4 >"$T/late.out" 2>&1 &
+late=$!
+for _ in $(seq 1200); do [ -e "$T/qemu-late.ended" ] && [ -e "$T/feed.gate.failed" ] && break; sleep 0.1; done
+[ -e "$T/qemu-late.ended" ] && [ -e "$T/feed.gate.failed" ] && pgrep -f "^/bin/bash $T/qemu-late" >/dev/null \
+    && ok "QEMU ended, its process lingers, the feed holds its error" \
+    || not_ok "QEMU ended, its process lingers, the feed holds its error" "$(cat "$T/late.out")"
+# A wrong agent kills the lingering process at once (it takes the QMP error
+# as the reason); a right one waits for it. Three seconds to show a wrong one.
+for _ in $(seq 30); do pgrep -f "^/bin/bash $T/qemu-late" >/dev/null || break; sleep 0.1; done
+touch "$T/qemu-late.go"
+rm -f "$T/feed.gate"
+if wait "$late"; then not_ok "QMP gone first: the restore fails" "$(cat "$T/late.out")"
+elif grep -q "QEMU could not load the checkpoint's memory" "$T/late.out" && ! grep -qi "broken pipe" "$T/late.out"
+then ok "QMP gone first: QEMU's words, not 'Broken pipe'"
+else not_ok "QMP gone first: QEMU's words, not 'Broken pipe'" "$(tail -2 "$T/late.out")"; fi
+stop_agent l
 rm -f "$(mf 4)"
 
 # --- finding 9: request fields of the wrong type, bytes that are not text
