@@ -10,6 +10,7 @@ if QUICK=1 EVAL_OUT="$R" EVAL_REPORT="$T/REPORT.md" bash eval/run.sh "$BIN" >"$T
 else
     not_ok "eval/run.sh (quick)" "$(tail -8 "$T/eval.log")"; finish; exit 1
 fi
+sed -n 's/^== eval: \(.* done in .*\)/# \1/p' "$T/eval.log" # where its minutes went
 for c in table1 fig3 fig4 fig5 fig6 fig7 table3 table2 fig9 fig9_summary; do
     rows=$(($(wc -l <"$R/$c.csv" 2>/dev/null || echo 0) - 1))
     [ "$rows" -ge 1 ] && ! grep -q ',,\|nan\|null' <(cut -d, -f1-4 "$R/$c.csv") \
