@@ -11,7 +11,7 @@
 # over its checkpoints, and each checkpoint's time (Figure 7). Set-ups take
 # turns in each of RUNS rounds.
 source "$(dirname "$0")/../lib.sh"
-STEPS=${EVAL_T3_STEPS:-$([ "$QUICK" = 1 ] && echo 150 || echo 800)}
+STEPS=${EVAL_T3_STEPS:-$([ "$QUICK" = 1 ] && echo 80 || echo 800)}
 MEM=256
 SETUPS="none whole-ftp whole-ceph delta-ftp delta-ceph"
 FTP=$("$ROOT/scripts/servers.sh" start ftp "$W/ftp" 2221) || die "cannot start vsftpd"
