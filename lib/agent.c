@@ -1346,6 +1346,11 @@ void agent_free(struct agent *a)
     if (a->sched)
         pthread_join(a->sched, NULL);
     failover_stop(a->fo); /* its threads and take-overs, which hold pointers to a */
+    /* Every thread is joined before what it uses is freed: the warmer reads
+     * the task table and its fetches read prestage's cache of packs
+     * (repo_set_cache). Prestage's last round may still hand it work, which
+     * the stopped warmer leaves in warm_want (freed below). */
+    agent_warmer_stop(a);
     while (atomic_load(&a->policy_jobs) > 0) /* they hold tasks: checkpoints are bounded */
         usleep(50000);
     if (a->httpd)
@@ -1368,7 +1373,6 @@ void agent_free(struct agent *a)
     free(a->tasks);
     failover_free(a->fo);
     prestage_free(a->pre); /* failover, which feeds it, is stopped */
-    agent_warmer_stop(a);  /* prestage, which feeds it, is stopped */
     for (size_t i = 0; i < a->n_warm; i++) /* no take-over here will need them */
         task_warm_drop(a->warm[i].t);
     free(a->warm);

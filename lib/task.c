@@ -808,6 +808,8 @@ int task_warm(const struct task_env *env, const char *id, uint64_t seq, struct t
         rc = task_warm_mark(t);
     if (rc == 0)
         rc = task_new_run_dir(t);
+    if (rc == 0) /* tests: a fetch about to read prestage's cache (agent shutdown) */
+        testhook_gate("VMCKPT_TEST_WARM_FETCH_GATE", id);
     if (rc == 0)
         rc = ckpt_fetch(env->repo, m, env->blob_dir, t->run_dir, &local);
     pthread_mutex_lock(&t->lock);

@@ -2,7 +2,8 @@
 # ThreadSanitizer: the unit tests, and the integration tests whose agents
 # race the most (t_overlap: uploads, GC and restores behind gates;
 # t_failover: leases, fences and take-overs; t_longrun: merges of layers,
-# restarts, waits for merges), built with -fsanitize=thread
+# restarts, waits for merges; t_warm_shutdown: an agent stopped during a
+# start ahead), built with -fsanitize=thread
 # (`make SAN=thread`). An agent with a TSan report fails its "stops cleanly"
 # check. Prints TAP. Usage: tests/tsan.sh [BUILD_DIR]  (default build/tsan)
 set -u
@@ -18,7 +19,7 @@ for t in "$B"/tests/test_*; do
         echo "not ok $n - tsan: $(basename "$t")"; grep -A12 "WARNING: ThreadSanitizer" "$log" | head -24 | sed 's/^/#   /'
     fi
 done
-for t in t_overlap t_failover t_longrun; do
+for t in t_overlap t_failover t_longrun t_warm_shutdown; do
     n=$((n + 1))
     if BIN=$B bash "tests/integration/$t.sh" >"$log" 2>&1; then
         echo "ok $n - tsan: $t ($(grep -c '^ok' "$log") checks, agents clean)"
