@@ -71,11 +71,42 @@ guest:
 demo: all guest
 	bash scripts/demo.sh $(B)
 
-# The whole suite: unit tests then integration tests, under ASan+UBSan.
-check:
-	$(MAKE) SAN=1 all tests
-	$(MAKE) SAN=thread all tests
-	bash tests/run.sh build/san
+# The test tiers (README "Tests"). Every build a tier needs is made side by
+# side first (ASan+UBSan, TSan, the RADOS-less build, the fuzz harnesses);
+# tests/run.sh then runs the independent parts at once (JOBS, default twice
+# the CPUs) and prints each part's time and the ten slowest.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+JOBS ?=
+RUN_J = $(if $(JOBS),-j $(JOBS))
+
+# The whole suite, which CI runs (at most 20 minutes on 2 cores).
+check: check-build
+	bash tests/run.sh $(RUN_J) build/san
+
+# The edit-build-test loop: unit tests, layering, settings and one
+# integration smoke test (run, checkpoint, crash, restore). At most 3 minutes.
+check-fast:
+	$(MAKE) -j$(NPROC) --no-print-directory SAN=1 all tests
+	bash tests/run.sh $(RUN_J) --fast build/san
+
+check-build:
+	$(MAKE) -j$(NPROC) --no-print-directory build-san build-tsan build-norados fuzz-build
+build-san:
+	$(MAKE) --no-print-directory SAN=1 all tests
+build-tsan:
+	$(MAKE) --no-print-directory SAN=thread all tests
+build-norados:
+	$(MAKE) --no-print-directory RADOS=0 all
+
+# What does not fit in CI's time, run before a release (hours; not in CI):
+# the 100-fault campaign, the 1000-checkpoint soak, the full evaluation,
+# every fuzzer for 10 minutes, and the suite three times under CPU load.
+check-long: check-build
+	$(MAKE) --no-print-directory campaign CAMPAIGN_FAULTS=100
+	$(MAKE) --no-print-directory soak
+	$(MAKE) --no-print-directory eval
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=600
+	$(MAKE) --no-print-directory check-load
 
 # ThreadSanitizer: the unit tests and one integration test with agents whose
 # threads race the most (uploads, leases, fences, take-overs).
@@ -126,6 +157,10 @@ campaign:
 bench: all guest
 	bash bench/stop_time.sh $(B)
 
+# The 1000-checkpoint soak (bench/soak.sh; t_soak is its short form).
+soak: all guest
+	bash bench/soak.sh $(B)
+
 # The paper's evaluation regenerated (eval/run.sh): CSVs and plots in
 # eval/results, the report in eval/REPORT.md. QUICK=1: the quick form.
 QUICK ?= 0
@@ -135,4 +170,5 @@ eval: all guest
 clean:
 	rm -rf build/rel build/rel-norados build/san build/tsan build/fuzz
 
-.PHONY: all tests guest demo check check-load fuzz fuzz-build campaign bench clean eval
+.PHONY: all tests guest demo check check-fast check-build build-san build-tsan build-norados \
+        check-long check-load soak fuzz fuzz-build campaign bench clean eval

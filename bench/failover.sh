@@ -133,8 +133,8 @@ fi
 
 if [[ " $PARTS " == *" 2 "* ]]; then
     echo "== 2. Resuming 1, 2 and 4 tasks at once (256 MiB guests) on nodes b and c, from Ceph and from FTP"
-    FTP=$("$ROOT/scripts/servers.sh" start ftp "$D/ftp" 24300)
-    "$ROOT/scripts/ceph.sh" start "$D/ceph" 34300 >/dev/null
+    FTP=$("$ROOT/scripts/servers.sh" start ftp "$D/ftp")
+    "$ROOT/scripts/ceph.sh" start "$D/ceph" >/dev/null
     CEPHU="$("$ROOT/scripts/ceph.sh" uri "$D/ceph" resume 3)&timeout=60"
     # The nodes reach the servers on 127.0.0.1: this part runs the agents outside the namespaces.
     rows=()

@@ -72,8 +72,9 @@ if [ "$NET" = 1 ]; then
     # burst: at least a timer tick's worth at the rate (1 Gbit/s / 250 Hz = 500 KB)
     $NS tc qdisc add dev lo root tbf rate "$RATE" burst 512k latency 50ms
     SFTP_URI=$($NS scripts/servers.sh start sftp "$D/srv" "$PORT")
-    printf 'Host store\n HostName 127.0.0.1\n Port %s\n User vkstore\n IdentityFile %s\n UserKnownHostsFile %s\n StrictHostKeyChecking yes\n BatchMode yes\n' \
-        "$PORT" "$D/srv/client_key" "$D/srv/known_hosts" > "$D/ssh_config"
+    SUSER=$(scripts/servers.sh user sftp "$D/srv")
+    printf 'Host store\n HostName 127.0.0.1\n Port %s\n User %s\n IdentityFile %s\n UserKnownHostsFile %s\n StrictHostKeyChecking yes\n BatchMode yes\n' \
+        "$PORT" "$SUSER" "$D/srv/client_key" "$D/srv/known_hosts" > "$D/ssh_config"
     printf '#!/bin/sh\nexec ssh -F %s "$@"\n' "$D/ssh_config" > "$D/ssh"
     chmod 755 "$D/ssh"
     export BORG_RSH=$D/ssh CASYNC_SSH_PATH=$D/ssh
@@ -174,7 +175,7 @@ for work in $SETS; do
         order=$(echo $SYSTEMS | tr ' ' '\n' | awk -v r="$r" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}')
         for s in $order; do rm -rf "$(repo_dir "$s")" "$D/$s".set*; done
         mkdir -p "$(repo_dir casync)"
-        [ "$NET" = 1 ] && chown vkstore "$(repo_dir casync)"
+        [ "$NET" = 1 ] && chown "$SUSER" "$(repo_dir casync)"
         for i in 1 2 3 4 5; do
             img=$D/img/$set_id/$i
             for s in $order; do

@@ -37,10 +37,10 @@ done
 uri_of() {
     case $1 in
     dir) echo "file://$D/dir" ;;
-    ftp) "$ROOT/scripts/servers.sh" start ftp "$D/ftp" 24100 ;;
-    sftp) "$ROOT/scripts/servers.sh" start sftp "$D/sftp" 24200 ;;
+    ftp) "$ROOT/scripts/servers.sh" start ftp "$D/ftp" ;;
+    sftp) "$ROOT/scripts/servers.sh" start sftp "$D/sftp" ;;
     rados*)
-        VMCKPT_CEPH_OSD_GIB=16 "$ROOT/scripts/ceph.sh" start "$D/ceph" 34100 >/dev/null
+        VMCKPT_CEPH_OSD_GIB=16 "$ROOT/scripts/ceph.sh" start "$D/ceph" >/dev/null
         echo "$("$ROOT/scripts/ceph.sh" uri "$D/ceph" "bench${1#rados}" "${1#rados}")&timeout=120" ;;
     esac
 }

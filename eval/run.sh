@@ -6,7 +6,8 @@
 # test suite runs to keep the scripts working.
 # Usage: eval/run.sh [BUILD_DIR]   (default build/rel)
 # Settings: QUICK (0), EVAL_OUT (eval/results), EVAL_REPORT (eval/REPORT.md),
-#   EVAL_ONLY (experiments to run, e.g. "fig3 table2"; default all), EVAL_RUNS
+#   EVAL_ONLY (experiments to run, e.g. "fig3 table2"; default all), EVAL_JOBS
+#   (experiments at once: 4 with QUICK, else 1), EVAL_RUNS
 #   (runs per point: 3, or 1 with QUICK), and each experiment's own (see
 #   eval/exp/*.sh). Needs root (network namespaces, tc, servers, drop_caches).
 set -euo pipefail
@@ -26,12 +27,47 @@ echo "$(machine); $(date -u +%Y-%m-%d)" >"$EVAL_OUT/machine.txt"
 if [ "$QUICK" = 1 ]; then echo "quick form, one run per point" >"$EVAL_OUT/mode.txt"
 else echo "${EVAL_RUNS:-3} runs per point" >"$EVAL_OUT/mode.txt"; fi
 t0=$(date +%s)
+# The full form runs one experiment at a time: its figures are timings. The
+# quick form only proves the scripts work, so its experiments run side by
+# side (EVAL_JOBS, default 4), each into a log of its own, printed as it ends.
+JOBS=${EVAL_JOBS:-$([ "$QUICK" = 1 ] && echo 4 || echo 1)}
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "eval: EVAL_JOBS wants a count of at least 1, not '$JOBS'" >&2; exit 2; }
+LOGS=$EVAL_OUT/logs
+mkdir -p "$LOGS"
+declare -A RUNNING=() BEGAN=()
+# An interrupted run ends its experiments, whose exit hooks stop their agents,
+# guests and servers (each experiment's eval/lib.sh cleans up on any exit).
+stop_exps() {
+    trap - INT TERM HUP
+    for p in "${!RUNNING[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${!RUNNING[@]}"; do wait "$p" 2>/dev/null; done
+    echo "eval: interrupted" >&2
+    exit 130
+}
+trap stop_exps INT TERM HUP
+finish_one() { # waits for one experiment; prints its log and time; fails with it
+    local p= rc x
+    wait -n -p p; rc=$?
+    [ -n "$p" ] || return 0
+    x=${RUNNING[$p]}; unset "RUNNING[$p]"
+    [ "$JOBS" -gt 1 ] && cat "$LOGS/$x.log"
+    if [ "$rc" -ne 0 ]; then
+        echo "eval: experiment $x failed (exit $rc; log: $LOGS/$x.log)" >&2
+        [ "$JOBS" -gt 1 ] && tail -n 20 "$LOGS/$x.log" >&2
+        stop_exps
+    fi
+    echo "== eval: $x done in $(( $(date +%s) - BEGAN[$x] )) s"
+}
 for x in $ONLY; do
-    s=$(date +%s)
+    while [ ${#RUNNING[@]} -ge "$JOBS" ]; do finish_one; done
     echo "== eval: $x ($(sed -n 2p "$HERE/exp/$x.sh" | sed 's/^# //'))"
-    bash "$HERE/exp/$x.sh" || { echo "eval: experiment $x failed" >&2; exit 1; }
-    echo "== eval: $x done in $(( $(date +%s) - s )) s"
+    BEGAN[$x]=$(date +%s)
+    if [ "$JOBS" -gt 1 ]; then bash "$HERE/exp/$x.sh" >"$LOGS/$x.log" 2>&1 &
+    else (bash "$HERE/exp/$x.sh" 2>&1 | tee "$LOGS/$x.log") & fi
+    RUNNING[$!]=$x
 done
+while [ ${#RUNNING[@]} -gt 0 ]; do finish_one; done
+trap - INT TERM HUP
 bash "$HERE/plot.sh" "$EVAL_OUT"
 bash "$HERE/report.sh" "$EVAL_OUT" "$REPORT"
 # The full run into the default place puts its headline figures into the

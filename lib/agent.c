@@ -1330,6 +1330,19 @@ void agent_stop(struct agent *a)
     (void)!write(a->stop_pipe[1], &c, 1);
 }
 
+int agent_stop_fd(struct agent *a)
+{
+    int fd = fcntl(a->stop_pipe[1], F_DUPFD_CLOEXEC, 0);
+    /* non-blocking: a burst of signals that fills the pipe never blocks a handler */
+    if (fd < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return err_errno(e, "cannot duplicate the agent's stop pipe");
+    }
+    return fd;
+}
+
 static int agent_busy(struct agent *a)
 {
     int busy = 0;

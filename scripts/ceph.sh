@@ -4,7 +4,8 @@
 # replicated over OSDs (all are on this one host). No manager: object I/O does
 # not need one; `ceph -s` then warns "no active mgr", which is expected.
 #
-#   scripts/ceph.sh start DIR [MON_PORT]   prints the ceph.conf path
+#   scripts/ceph.sh start DIR [MON_PORT]   prints the ceph.conf path (MON_PORT:
+#                                          a free one when missing or 'auto')
 #   scripts/ceph.sh stop DIR
 #   scripts/ceph.sh kill DIR               kill -9 of every daemon (a crash)
 #   scripts/ceph.sh kill-osd DIR N         kill -9 of osd.N (fault tests)
@@ -12,8 +13,9 @@
 #   scripts/ceph.sh uri DIR POOL REPLICAS  the vmckpt store URI of a pool
 #
 # Memory: each OSD is held to a small cache (settings below); the cluster
-# uses about 1 GiB in all. Start-up takes ~15-30 s on two cores.
-set -euo pipefail
+# uses about 1 GiB in all. Start-up takes ~15-30 s on two cores. A start that
+# fails says at which step and why, and ends the daemons it started.
+set -eEuo pipefail
 cmd=${1:?usage: ceph.sh start|stop|kill-osd|start-osd|uri DIR ...}
 dir=${2:?usage: ceph.sh start|stop|kill-osd|start-osd|uri DIR ...}
 NOSD=${VMCKPT_CEPH_OSDS:-3}
@@ -78,8 +80,29 @@ osd op num threads per shard = 2
 EOF
 }
 
+pick_port() { # a TCP port nothing listens on (in the namespace, if any), below the ephemeral range
+    local p
+    for _ in $(seq 100); do
+        p=$((20000 + RANDOM % 12000))
+        $IN ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
+    done
+    echo "ceph.sh: no free TCP port found in 20000-31999" >&2
+    return 1
+}
+
+start_failed() { # ERR trap of start: what failed, then no daemon left behind
+    local rc=$? line=$1 what=$2
+    trap - ERR
+    echo "ceph.sh: starting the cluster in $dir failed (exit $rc at line $line: $what); logs in $dir/log" >&2
+    tail -n 5 "$dir/log/daemons.log" "$dir/log/mkfs.log" 2>/dev/null | sed 's/^/    /' >&2 || true
+    stop
+    exit 1
+}
+
 start() {
-    local port=${1:-3300} fsid
+    local port=${1:-auto} fsid
+    trap 'start_failed "$LINENO" "$BASH_COMMAND"' ERR
+    [ "$port" = auto ] && port=$(pick_port)
     for b in ceph-mon ceph-osd ceph-authtool monmaptool ceph; do
         command -v "$b" >/dev/null || { echo "ceph.sh: $b is not installed (scripts/setup.sh)" >&2; exit 1; }
     done
@@ -121,7 +144,7 @@ start() {
     done
     echo "ceph.sh: the OSDs did not come up; see $dir/log" >&2
     C -s >&2 || true
-    exit 1
+    false # the ERR trap: stop what started, and fail
 }
 
 stop() {

@@ -1,19 +1,28 @@
 #!/bin/bash
 # Starts and stops the real FTP and SFTP servers the tests and benchmarks use:
 # vsftpd and OpenSSH's sshd with their own configuration files and keys, on
-# 127.0.0.1 only, as the user 'vkstore' (created if missing).
+# 127.0.0.1 only, each as a system user of its own (vk-<hash of DIR>, made at
+# start with a random password, removed at stop): two servers never share an
+# account, so one's password is never another's (two FTP tests at once once
+# locked each other out with "530 Login denied").
 #
-#   scripts/servers.sh start ftp|sftp DIR PORT   prints the store URI to use
+#   scripts/servers.sh start ftp|sftp DIR [PORT]   prints the store URI to use
 #   scripts/servers.sh stop  ftp|sftp DIR
+#   scripts/servers.sh user  ftp|sftp DIR        the account DIR's servers run as
 #
-# DIR holds the configuration, keys, logs, pid file and the served directory
-# (DIR/root). Start is idempotent: a server already running from DIR is reused.
+# PORT: a free one is picked when it is missing or 'auto' (and another is
+# tried if the server cannot have it). DIR holds the configuration, keys,
+# logs, pid file and the served directory (DIR/root). Start is idempotent: a
+# server already running from DIR is reused. A start that fails ends what it
+# started and says why.
 set -euo pipefail
 cmd=${1:?usage: servers.sh start|stop ftp|sftp DIR [PORT]}
 kind=${2:?usage: servers.sh start|stop ftp|sftp DIR [PORT]}
 dir=${3:?usage: servers.sh start|stop ftp|sftp DIR [PORT]}
 port=${4:-}
-user=vkstore
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+user=vk-$(printf '%s' "$dir" | sha256sum | cut -c1-12)
 
 tree_of() { # a pid and all its descendants
     local p c
@@ -43,18 +52,46 @@ wait_port() { # the server listens, or we give up after 10 s
     return 1
 }
 
+pick_port() { # a TCP port nothing listens on here, below the ephemeral range
+    local p
+    for _ in $(seq 100); do
+        p=$((20000 + RANDOM % 12000))
+        ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
+    done
+    echo "servers.sh: no free TCP port found in 20000-31999" >&2
+    return 1
+}
+
+# useradd and userdel lock /etc/passwd: another test's at the same moment
+# makes them fail "try again later", so they are tried again.
+retry_lock() {
+    for _ in $(seq 50); do "$@" 2>"$dir/user.err" && return 0; grep -q lock "$dir/user.err" || break; sleep 0.2; done
+    echo "servers.sh: $* failed: $(cat "$dir/user.err")" >&2
+    return 1
+}
+
 ensure_user() {
-    id "$user" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$user"
     mkdir -p "$dir/root"
+    # ("*": no password, but not locked: sshd refuses a locked account a key login)
+    if ! id "$user" >/dev/null 2>&1; then
+        retry_lock useradd --system --password "*" --no-create-home --home-dir "$dir" --shell /bin/bash "$user" || return 1
+        # a server started again after a stop: its new account owns what the old one wrote
+        chown -R "$user" "$dir/root"
+    fi
     chown "$user" "$dir/root"
     chmod 755 "$dir"
 }
 
+set_password() { chpasswd <<<"$user:$(cat "$dir/ftp.pass")"; }
+
+# Ends a server that did not come up, and its account, then fails.
+start_failed() { stop_server; exit 1; }
+
 start_ftp() {
     command -v vsftpd >/dev/null || { echo "servers.sh: vsftpd is not installed (scripts/setup.sh)" >&2; exit 1; }
-    ensure_user
+    ensure_user || return 1
     [ -s "$dir/ftp.pass" ] || head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/ftp.pass"
-    echo "$user:$(cat "$dir/ftp.pass")" | chpasswd
+    retry_lock set_password || return 1
     echo "$port" > "$dir/ftp.port"
     mkdir -p /var/run/vsftpd/empty
     cat > "$dir/vsftpd.conf" <<EOF
@@ -96,7 +133,7 @@ EOF
 
 start_sftp() {
     [ -x /usr/sbin/sshd ] || { echo "servers.sh: openssh-server is not installed (scripts/setup.sh)" >&2; exit 1; }
-    ensure_user
+    ensure_user || return 1
     echo "$port" > "$dir/sftp.port"
     mkdir -p /run/sshd
     [ -f "$dir/host_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$dir/host_key"
@@ -125,24 +162,42 @@ EOF
     wait_port "$port"
 }
 
-case $cmd in
-start)
-    mkdir -p "$dir"
-    if ! running; then
-        [ -n "$port" ] || port=$(cat "$dir/$kind.port" 2>/dev/null) ||
-            { echo "servers.sh: start needs a PORT" >&2; exit 2; }
-        "start_$kind"
-    fi
-    uri
-    ;;
-stop)
-    if running; then # the server and every session it forked (they may setsid)
+stop_server() { # the server and every session it forked (they may setsid), then its account
+    if running; then
         pids=$(tree_of "$(cat "$dir/$kind.pid")")
         kill -9 $pids 2>/dev/null || true
         for _ in $(seq 50); do running || break; sleep 0.1; done
     fi
     rm -f "$dir/$kind.pid"
+    # the account goes with the last of DIR's servers
+    local other=ftp; [ "$kind" = ftp ] && other=sftp
+    if ! { [ -f "$dir/$other.pid" ] && kill -0 "$(cat "$dir/$other.pid")" 2>/dev/null; } &&
+        id "$user" >/dev/null 2>&1; then
+        retry_lock userdel "$user" || true
+    fi
+}
+
+case $cmd in
+start)
+    if ! running; then
+        auto=0
+        [ -n "$port" ] || port=$(cat "$dir/$kind.port" 2>/dev/null) || port=auto
+        [ "$port" = auto ] && auto=1
+        for try in 1 2 3 4 5; do
+            [ $auto = 1 ] && { port=$(pick_port) || start_failed; }
+            "start_$kind" 2>>"$dir/start.err" && break
+            # a port taken between the pick and the bind: another one
+            if [ $auto = 1 ] && [ $try -lt 5 ] && grep -qi "in use\|could not bind\|cannot assign" "$dir/$kind.log" 2>/dev/null; then
+                stop_server; : > "$dir/$kind.log"; continue
+            fi
+            cat "$dir/start.err" >&2
+            start_failed
+        done
+    fi
+    uri
     ;;
+stop) stop_server ;;
 uri) uri ;;
-*) echo "usage: servers.sh start|stop|uri ftp|sftp DIR [PORT]" >&2; exit 2 ;;
+user) echo "$user" ;;
+*) echo "usage: servers.sh start|stop|uri|user ftp|sftp DIR [PORT]" >&2; exit 2 ;;
 esac

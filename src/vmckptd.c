@@ -14,12 +14,17 @@
 #include <string.h>
 
 static struct agent *the_agent;
+/* The handler writes to a stop pipe of its own, never to the agent: a second
+ * SIGTERM during or after agent_free() (a supervisor's, then a process
+ * group's) once made the handler write into the freed agent. */
+static volatile sig_atomic_t stop_fd = -1;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    if (the_agent)
-        agent_stop(the_agent);
+    char c = 'x';
+    if (stop_fd >= 0)
+        (void)!write(stop_fd, &c, 1);
 }
 
 static void usage(FILE *f)
@@ -130,6 +135,14 @@ int main(int argc, char **argv)
         cfg_free(c);
         return 1;
     }
+    int fd = agent_stop_fd(the_agent);
+    if (fd < 0) {
+        fprintf(stderr, "vmckptd: %s\n", err_msg());
+        agent_free(the_agent);
+        cfg_free(c);
+        return 1;
+    }
+    stop_fd = fd; /* kept open to the exit */
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     agent_serve(the_agent);

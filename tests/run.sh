@@ -1,64 +1,186 @@
 #!/bin/bash
-# The whole test suite: unit tests (cmocka, TAP output) then integration tests
-# (real QEMU guests under TCG, real agents and stores), all built with
-# ASan+UBSan. Usage: tests/run.sh BUILD_DIR  (default build/san)
+# The test suite: unit tests (cmocka), the ThreadSanitizer part, the layering,
+# build-option and settings checks, the fuzzers for a bounded time, and the
+# integration tests (real QEMU guests under TCG, real agents and stores).
+# Independent parts run side by side, up to N at once; each part's output goes
+# to a log of its own and the TAP is printed in one fixed order at the end,
+# whatever order the parts finished in.
+#
+# Usage: tests/run.sh [-j N] [--fast] [--only REGEX] [--list] [BUILD_DIR]
+#   BUILD_DIR  the ASan+UBSan build (default build/san); the TSan part runs
+#              when build/tsan/vmckptd exists
+#   -j N       parts at once (default: VMCKPT_TEST_JOBS, else twice the CPUs:
+#              most parts wait on guests, gates and leases more than they compute)
+#   --fast     the edit-build-test tier (`make check-fast`): unit tests,
+#              layering, settings and one integration smoke test
+#              (t_counter: run, checkpoint, crash, restore)
+#   --only RE  only the parts whose names match RE (e.g. 'int:t_(counter|data)')
+#   --list     the parts' names, in order, and exit
+# Logs: each part's whole log in VMCKPT_TEST_LOGDIR (default
+# build/test-logs/run-<time>), kept after the run; the runner also records
+# each part's time there (and in build/test-logs/times, which orders the
+# next run longest first). Settings: VMCKPT_FUZZ_SECONDS (30).
 set -u
 cd "$(dirname "$0")/.."
+usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+JOBS=${VMCKPT_TEST_JOBS:-$(( $(nproc) * 2 ))}
+tier=full only= list=0
+while [ $# -gt 0 ]; do
+    case $1 in
+    -j) JOBS=${2:?-j needs a number}; shift 2 ;;
+    -j*) JOBS=${1#-j}; shift ;;
+    --fast) tier=fast; shift ;;
+    --only) only=${2:?--only needs a pattern}; shift 2 ;;
+    --list) list=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    -*) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) break ;;
+    esac
+done
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: -j wants a count of at least 1, not '$JOBS'" >&2; exit 2; }
 B=${1:-build/san}
-pass=0; fail=0; failed=()
+[ -x "$B/vmckptd" ] || { echo "run.sh: no build in $B (make SAN=1 all tests)" >&2; exit 2; }
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+FUZZ_SECONDS=${VMCKPT_FUZZ_SECONDS:-30}
+TS=build/tsan
 
-count() { # count NAME LOGFILE EXITCODE
-    local p f
-    p=$(grep -c '^ok ' "$2"); f=$(grep '^not ok ' "$2" | grep -vc '# SKIP')
+# --- the parts ----------------------------------------------------------------
+# Each part: a name and the command that prints its TAP. Their order here is
+# the order of the output; the order they start in is longest first.
+NAMES=() CMDS=()
+part() { NAMES+=("$1"); CMDS+=("$2"); }
+for t in "$B"/tests/test_*; do
+    part "unit:$(basename "$t")" "CMOCKA_MESSAGE_OUTPUT=TAP '$t'"
+done
+if [ $tier = full ] && [ -x $TS/vmckptd ]; then
+    part "tsan:unit" "bash tests/tsan.sh $TS unit"
+    for t in t_overlap t_failover t_longrun t_warm_shutdown; do
+        part "tsan:$t" "bash tests/tsan.sh $TS $t"
+    done
+fi
+part layering "bash tests/layering.sh && bash tests/layering.sh --self-test"
+[ $tier = full ] && part build_options "bash tests/build_options.sh '$B'"
+part settings "bash tests/settings_doc.sh '$B'"
+if [ $tier = full ]; then
+    for f in tests/fuzz/fuzz_*.c; do
+        f=$(basename "$f" .c)
+        part "fuzz:$f" "bash tests/fuzz/run.sh $FUZZ_SECONDS $f"
+    done
+    for t in tests/integration/t_*.sh; do part "int:$(basename "$t" .sh)" "BIN='$B' bash '$t'"; done
+else
+    part int:t_counter "BIN='$B' bash tests/integration/t_counter.sh"
+fi
+if [ -n "$only" ]; then
+    keep_n=() keep_c=()
+    for i in "${!NAMES[@]}"; do
+        [[ ${NAMES[$i]} =~ $only ]] && { keep_n+=("${NAMES[$i]}"); keep_c+=("${CMDS[$i]}"); }
+    done
+    NAMES=("${keep_n[@]}") CMDS=("${keep_c[@]}")
+fi
+[ $list = 1 ] && { printf '%s\n' "${NAMES[@]}"; exit 0; }
+[ ${#NAMES[@]} -gt 0 ] || { echo "run.sh: no part matches '$only' (see --list)" >&2; exit 2; }
+
+# --- what every part needs, made once ----------------------------------------
+LOGDIR=${VMCKPT_TEST_LOGDIR:-build/test-logs/run-$(date +%Y%m%d-%H%M%S)-$$}
+mkdir -p "$LOGDIR" || { echo "run.sh: cannot make the log directory $LOGDIR" >&2; exit 2; }
+LOGDIR=$(cd "$LOGDIR" && pwd)
+TIMES=build/test-logs/times
+if printf '%s\n' "${NAMES[@]}" | grep -q '^int:\|^tsan:t_'; then
+    bash guest/build.sh >"$LOGDIR/guest-build.log" 2>&1 \
+        || { echo "run.sh: cannot build the test guest:"; tail -n 20 "$LOGDIR/guest-build.log"; exit 1; }
+fi
+if printf '%s\n' "${NAMES[@]}" | grep -q '^fuzz:' && ! make -s fuzz-build >"$LOGDIR/fuzz-build.log" 2>&1; then
+    for i in "${!NAMES[@]}"; do # every harness fails, saying why
+        [[ ${NAMES[$i]} == fuzz:* ]] && CMDS[$i]="echo 'not ok 1 - the fuzz harnesses build (log: $LOGDIR/fuzz-build.log)'; exit 1"
+    done
+fi
+
+# --- running them -------------------------------------------------------------
+# Each part in a process group of its own (set -m), so that a runner that is
+# interrupted ends every part and what it started: SIGTERM to the part's shell
+# first (its exit hooks stop its agents and servers), then SIGKILL to the group.
+declare -A PID=() START=() SECS=() RC=()
+estimate() { # a part's time in the last run here, or a guess by kind
+    local s
+    s=$(awk -v n="$1" '$1 == n {print $2}' "$TIMES" 2>/dev/null | tail -n1)
+    [ -n "$s" ] && { echo "$s"; return; }
+    case $1 in tsan:t_*) echo 300 ;; int:*) echo 90 ;; fuzz:*) echo "$FUZZ_SECONDS" ;; *) echo 10 ;; esac
+}
+order=$(for i in "${!NAMES[@]}"; do echo "$(estimate "${NAMES[$i]}") $i"; done | sort -k1,1nr -k2,2n | awk '{print $2}')
+logof() { echo "$LOGDIR/$(echo "$1" | tr ':/' '__').log"; }
+
+stop_all() {
+    local i p
+    trap - INT TERM HUP
+    echo "# interrupted: ending ${#PID[@]} running part(s)"
+    for i in "${!PID[@]}"; do kill -TERM "${PID[$i]}" 2>/dev/null; done
+    for _ in $(seq 100); do
+        p=0; for i in "${!PID[@]}"; do kill -0 "${PID[$i]}" 2>/dev/null && p=1; done
+        [ $p = 0 ] && break; sleep 0.2
+    done
+    for i in "${!PID[@]}"; do kill -KILL -- "-${PID[$i]}" 2>/dev/null; done
+    echo "# logs: $LOGDIR"
+    exit 130
+}
+trap stop_all INT TERM HUP
+
+set -m
+launch() {
+    local i=$1
+    START[$i]=$(date +%s)
+    ( trap - INT TERM HUP; set +m; exec bash -c "${CMDS[$i]}" ) </dev/null >"$(logof "${NAMES[$i]}")" 2>&1 &
+    PID[$i]=$!
+}
+reap() { # waits for one part to end: its time and exit code
+    local i rc dp=
+    wait -n -p dp; rc=$?
+    [ -n "$dp" ] || return 0 # (a signal woke the wait)
+    for i in "${!PID[@]}"; do
+        [ "${PID[$i]}" = "$dp" ] || continue
+        RC[$i]=$rc; SECS[$i]=$(( $(date +%s) - START[$i] ))
+        unset "PID[$i]"
+        done_n=$((done_n + 1))
+        echo "# [$done_n/${#NAMES[@]}] ${NAMES[$i]}: ${SECS[$i]} s$( [ "$rc" = 0 ] || echo ", exit $rc")"
+    done
+}
+t0=$(date +%s) done_n=0
+echo "# running ${#NAMES[@]} parts, up to $JOBS at once; logs in $LOGDIR"
+for i in $order; do
+    while [ ${#PID[@]} -ge "$JOBS" ]; do reap; done
+    launch "$i"
+done
+while [ ${#PID[@]} -gt 0 ]; do reap; done
+set +m
+trap - INT TERM HUP
+
+# --- the results, in the parts' own order --------------------------------------
+pass=0 fail=0 failed=()
+for i in "${!NAMES[@]}"; do
+    name=${NAMES[$i]} log=$(logof "${NAMES[$i]}")
+    echo "# $name"
+    cat "$log"
+    p=$(grep -c '^ok ' "$log"); f=$(grep '^not ok ' "$log" | grep -vc '# SKIP')
     pass=$((pass + p)); fail=$((fail + f))
-    if [ "$f" -gt 0 ] || [ "$3" -ne 0 ]; then
-        failed+=("$1")
+    if [ "$f" -gt 0 ] || [ "${RC[$i]}" -ne 0 ]; then
+        failed+=("$i")
         [ "$f" -eq 0 ] && fail=$((fail + 1)) # a crash or a leak report with no failed case
     fi
-}
-
-log=$(mktemp); trap 'rm -f "$log"' EXIT
-for t in "$B"/tests/test_*; do
-    echo "# unit: $(basename "$t")"
-    CMOCKA_MESSAGE_OUTPUT=TAP "$t" >"$log" 2>&1; rc=$?
-    cat "$log"; count "$(basename "$t")" "$log" "$rc"
+    echo "# $name: ${SECS[$i]} s"
 done
-# ThreadSanitizer (make SAN=thread): unit tests and two racy integration tests.
-if [ -x build/tsan/vmckptd ]; then
-    echo "# tsan: tests/tsan.sh"
-    bash guest/build.sh >/dev/null 2>&1
-    bash tests/tsan.sh build/tsan >"$log" 2>&1; rc=$?
-    cat "$log"; count tsan "$log" "$rc"
-fi
-# The library's dependency order (README "Code layout"), and that the check catches a back-edge.
-echo "# layering: tests/layering.sh"
-{ bash tests/layering.sh; bash tests/layering.sh --self-test; } >"$log" 2>&1; rc=$?
-cat "$log"; count layering "$log" "$rc"
-# Backends chosen at build time: a build without RADOS works and says so.
-echo "# build options: tests/build_options.sh"
-bash tests/build_options.sh "$B" >"$log" 2>&1; rc=$?
-cat "$log"; count build_options "$log" "$rc"
-echo "# settings: tests/settings_doc.sh"
-bash tests/settings_doc.sh "$B" >"$log" 2>&1; rc=$?
-cat "$log"; count settings "$log" "$rc"
-# Every parser of outside input, fuzzed for a bounded time (libFuzzer, ASan+UBSan).
-echo "# fuzz: ${VMCKPT_FUZZ_SECONDS:-30} s per harness"
-if make -s fuzz-build >"$log" 2>&1; then
-    bash tests/fuzz/run.sh "${VMCKPT_FUZZ_SECONDS:-30}" >"$log" 2>&1; rc=$?
-else
-    rc=1; echo "not ok - the fuzz harnesses build" >>"$log"
-fi
-cat "$log"; count fuzz "$log" "$rc"
-bash guest/build.sh || { echo "cannot build the test guest"; exit 1; }
-for t in tests/integration/t_*.sh; do
-    echo "# integration: $(basename "$t")"
-    start=$(date +%s)
-    BIN=$B bash "$t" >"$log" 2>&1; rc=$?
-    cat "$log"; count "$(basename "$t")" "$log" "$rc"
-    echo "# $(basename "$t"): $(( $(date +%s) - start )) s"
+mkdir -p "$(dirname "$TIMES")"
+{ for i in "${!NAMES[@]}"; do echo "${NAMES[$i]} ${SECS[$i]}"; done
+  awk 'NR == FNR {seen[$1] = 1; next} !($1 in seen)' <(printf '%s\n' "${NAMES[@]}") "$TIMES" 2>/dev/null
+} > "$TIMES.new" && mv "$TIMES.new" "$TIMES"
+for i in "${!NAMES[@]}"; do echo "${SECS[$i]} ${NAMES[$i]}"; done | sort -nr > "$LOGDIR/times"
+echo "# the ten slowest parts:"
+head -n 10 "$LOGDIR/times" | awk '{printf "#   %5d s  %s\n", $1, $2}'
+for i in "${failed[@]}"; do
+    log=$(logof "${NAMES[$i]}")
+    echo "# FAILED ${NAMES[$i]} (exit ${RC[$i]}, ${SECS[$i]} s); the end of its log ($log):"
+    tail -n 25 "$log" | sed 's/^/#   /'
 done
-[ ${#failed[@]} -gt 0 ] && echo "# failed: ${failed[*]}"
+[ ${#failed[@]} -gt 0 ] && echo "# failed: $(for i in "${failed[@]}"; do printf '%s ' "${NAMES[$i]}"; done)"
+echo "# ${#NAMES[@]} parts in $(( $(date +%s) - t0 )) s, up to $JOBS at once; logs: $LOGDIR"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -6,7 +6,7 @@
 # sealed, memory saved, stored (upload, after the VM runs again), and the
 # whole checkpoint (request to commit).
 source "$(dirname "$0")/../lib.sh"
-MEMS=${EVAL_FIG3_MEMS:-$([ "$QUICK" = 1 ] && echo "128 256" || echo "128 256 512 1024 2048")}
+MEMS=${EVAL_FIG3_MEMS:-$([ "$QUICK" = 1 ] && echo "128" || echo "128 256 512 1024 2048")}
 both_agents
 F=$OUT/fig3.csv
 echo "method,mem_mib,run,stopped_ms,seal_ms,mem_save_ms,store_ms,wall_ms,stored_mib,mode_used" >"$F"

@@ -5,7 +5,7 @@
 # stored. The paper's method and ours, each point RUNS times (a fresh guest
 # each time, so the delta holds just those writes).
 source "$(dirname "$0")/../lib.sh"
-SIZES=${EVAL_FIG4_SIZES:-$([ "$QUICK" = 1 ] && echo "0 64" || echo "0 256 960")}
+SIZES=${EVAL_FIG4_SIZES:-$([ "$QUICK" = 1 ] && echo "0 16" || echo "0 256 960")}
 both_agents
 F=$OUT/fig4.csv
 echo "method,delta_write_mib,run,stopped_ms,seal_ms,mem_save_ms,store_ms,wall_ms,delta_mib,stored_mib" >"$F"

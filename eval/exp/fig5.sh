@@ -7,12 +7,12 @@
 # (a network namespace whose loopback is limited with tc tbf), where
 # compressing pays. Each point RUNS times, the codecs taking turns.
 source "$(dirname "$0")/../lib.sh"
-SIZE=${EVAL_FIG5_MIB:-$([ "$QUICK" = 1 ] && echo 64 || echo 400)}
+SIZE=${EVAL_FIG5_MIB:-$([ "$QUICK" = 1 ] && echo 32 || echo 400)}
 FILLS=${EVAL_FIG5_FILLS:-$([ "$QUICK" = 1 ] && echo "0 100" || echo "0 25 50 75 100")}
 RATE=${EVAL_RATE:-1gbit}
 NSN=vke-$$
 shaped_ns "$NSN" "$RATE"
-FTP=$(ip netns exec "$NSN" "$ROOT/scripts/servers.sh" start ftp "$W/ftp" 2121) || die "cannot start vsftpd"
+FTP=$(ip netns exec "$NSN" "$ROOT/scripts/servers.sh" start ftp "$W/ftp") || die "cannot start vsftpd"
 at_exit "ip netns exec $NSN $ROOT/scripts/servers.sh stop ftp $W/ftp"
 F=$OUT/fig5.csv
 echo "store,data,fill_pct,codec,run,seconds,stored_mib" >"$F"

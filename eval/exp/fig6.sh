@@ -6,7 +6,7 @@
 # stored of each; the paper's method and ours; the series RUNS times.
 source "$(dirname "$0")/../lib.sh"
 MEMS=${EVAL_FIG6_MEMS:-$([ "$QUICK" = 1 ] && echo "128" || echo "256 1024")}
-N=${EVAL_FIG6_N:-$([ "$QUICK" = 1 ] && echo 3 || echo 10)}
+N=${EVAL_FIG6_N:-$([ "$QUICK" = 1 ] && echo 2 || echo 10)}
 GAP=${EVAL_FIG6_GAP:-2}
 F=$OUT/fig6.csv
 echo "method,mem_mib,run,ckpt,wall_ms,stopped_ms,stored_mib" >"$F"

@@ -10,7 +10,7 @@
 # is written per second, with the checkpoints, the crash, the detection and
 # the resume. One run (a timeline; bench/failover.sh repeats its figures).
 source "$(dirname "$0")/../lib.sh"
-STEPS=${EVAL_FIG9_STEPS:-$([ "$QUICK" = 1 ] && echo 120 || echo 700)}
+STEPS=${EVAL_FIG9_STEPS:-$([ "$QUICK" = 1 ] && echo 60 || echo 700)}
 LEASE=${EVAL_FIG9_LEASE_MS:-3000}
 NSP=vk9-$$
 for x in a b c; do

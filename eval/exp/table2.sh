@@ -9,7 +9,7 @@
 # shaped to 1 Gbit/s (tc tbf), where replication and the network cost what
 # they cost between hosts (the directory store is local only). RUNS times.
 source "$(dirname "$0")/../lib.sh"
-read -r BASE DELTA MEM <<<"${EVAL_T2_MIBS:-$([ "$QUICK" = 1 ] && echo "32 16 16" || echo "512 128 128")}"
+read -r BASE DELTA MEM <<<"${EVAL_T2_MIBS:-$([ "$QUICK" = 1 ] && echo "16 8 8" || echo "512 128 128")}"
 RATE=${EVAL_RATE:-1gbit}
 NSN=vkt2-$$
 shaped_ns "$NSN" "$RATE"
@@ -23,14 +23,13 @@ done
 IN_lo=; IN_net="ip netns exec $NSN"
 for link in lo net; do
     eval "IN=\$IN_$link"
-    # (one system user serves both vsftpd: the same password for both)
-    [ "$link" = net ] && mkdir -p "$W/net-ftp" && cp "$W/lo-ftp/ftp.pass" "$W/net-ftp/ftp.pass"
-    $IN "$ROOT/scripts/servers.sh" start ftp "$W/$link-ftp" 2321 >"$W/$link.ftp.uri" || die "vsftpd"
+    # (each server on a free port, as an account of its own)
+    $IN "$ROOT/scripts/servers.sh" start ftp "$W/$link-ftp" >"$W/$link.ftp.uri" || die "vsftpd"
     at_exit "$IN $ROOT/scripts/servers.sh stop ftp $W/$link-ftp"
-    $IN "$ROOT/scripts/servers.sh" start sftp "$W/$link-sftp" 2322 >"$W/$link.sftp.uri" || die "sshd"
+    $IN "$ROOT/scripts/servers.sh" start sftp "$W/$link-sftp" >"$W/$link.sftp.uri" || die "sshd"
     at_exit "$IN $ROOT/scripts/servers.sh stop sftp $W/$link-sftp"
     ns=; [ "$link" = net ] && ns=$NSN
-    VMCKPT_CEPH_NETNS=$ns VMCKPT_CEPH_OSD_GIB=${EVAL_CEPH_OSD_GIB:-16} "$ROOT/scripts/ceph.sh" start "$W/$link-ceph" 34400 >/dev/null || die "Ceph"
+    VMCKPT_CEPH_NETNS=$ns VMCKPT_CEPH_OSD_GIB=${EVAL_CEPH_OSD_GIB:-16} "$ROOT/scripts/ceph.sh" start "$W/$link-ceph" >/dev/null || die "Ceph"
     at_exit "VMCKPT_CEPH_NETNS=$ns $ROOT/scripts/ceph.sh stop $W/$link-ceph"
 done
 uri() { # uri LINK STORE POOL

@@ -11,12 +11,12 @@
 # over its checkpoints, and each checkpoint's time (Figure 7). Set-ups take
 # turns in each of RUNS rounds.
 source "$(dirname "$0")/../lib.sh"
-STEPS=${EVAL_T3_STEPS:-$([ "$QUICK" = 1 ] && echo 80 || echo 800)}
+STEPS=${EVAL_T3_STEPS:-$([ "$QUICK" = 1 ] && echo 40 || echo 800)}
 MEM=256
 SETUPS="none whole-ftp whole-ceph delta-ftp delta-ceph"
-FTP=$("$ROOT/scripts/servers.sh" start ftp "$W/ftp" 2221) || die "cannot start vsftpd"
+FTP=$("$ROOT/scripts/servers.sh" start ftp "$W/ftp") || die "cannot start vsftpd"
 at_exit "$ROOT/scripts/servers.sh stop ftp $W/ftp"
-VMCKPT_CEPH_OSD_GIB=${EVAL_CEPH_OSD_GIB:-16} "$ROOT/scripts/ceph.sh" start "$W/ceph" 34300 >/dev/null || die "cannot start Ceph"
+VMCKPT_CEPH_OSD_GIB=${EVAL_CEPH_OSD_GIB:-16} "$ROOT/scripts/ceph.sh" start "$W/ceph" >/dev/null || die "cannot start Ceph"
 at_exit "$ROOT/scripts/ceph.sh stop $W/ceph"
 F=$OUT/table3.csv; F7=$OUT/fig7.csv
 echo "setup,run,run_s,stopped_s,checkpoints,first_s,every_s" >"$F"

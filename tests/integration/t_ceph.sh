@@ -7,7 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CEPH=$T/ceph
-MON_PORT=${VMCKPT_TEST_CEPH_PORT:-33400}
+MON_PORT=${VMCKPT_TEST_CEPH_PORT:-auto} # a free port
 at_exit '"$ROOT/scripts/ceph.sh" stop "$CEPH" >/dev/null 2>&1'
 uri() { "$ROOT/scripts/ceph.sh" uri "$CEPH" "$1" "$2"; }
 

@@ -7,21 +7,33 @@
 . "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 chmod 755 "$T" # the servers run as their own user
-PORT_BASE=${VMCKPT_TEST_PORT_BASE:-21400}
 kinds="ftp sftp"
-stop_servers() { for k in $kinds; do "$ROOT/scripts/servers.sh" stop "$k" "$T/$k" 2>/dev/null; done; }
+stop_servers() { for k in $kinds ftp2; do "$ROOT/scripts/servers.sh" stop "${k%2}" "$T/$k" 2>/dev/null; done; }
 at_exit stop_servers
 
 declare -A URI
-port=$PORT_BASE
-for k in $kinds; do
-    if URI[$k]=$("$ROOT/scripts/servers.sh" start "$k" "$T/$k" "$port" 2>"$T/$k.err"); then
-        ok "$k server starts on 127.0.0.1:$port"
+for k in $kinds; do # each on a free port, as its own user
+    if URI[$k]=$("$ROOT/scripts/servers.sh" start "$k" "$T/$k" 2>"$T/$k.err"); then
+        ok "$k server starts on 127.0.0.1:$(cat "$T/$k/$k.port")"
     else
         not_ok "$k server starts" "$(tail -5 "$T/$k.err")"
     fi
-    port=$((port + 1000))
 done
+# A second FTP server at once (another test's): each has an account of its
+# own, so starting it does not change the first one's password.
+if [ -n "${URI[ftp]:-}" ] && U2=$("$ROOT/scripts/servers.sh" start ftp "$T/ftp2" 2>"$T/ftp2.err"); then
+    check "a second FTP server at once takes logins" "$BIN/store_bench" putobj "$U2" two/obj 1
+    check "and the first one still takes its own" "$BIN/store_bench" putobj "${URI[ftp]}" one/obj 1
+    u1=${URI[ftp]#ftp://}; u1=${u1%%:*}; u2=${U2#ftp://}; u2=${u2%%:*}
+    [ "$u1" != "$u2" ] && [ "$(stat -c %U "$T/ftp/root")" = "$u1" ] && [ "$(stat -c %U "$T/ftp2/root")" = "$u2" ] \
+        && ok "as two users ($u1, $u2)" || not_ok "two FTP servers, two users" "$(ls -ld "$T"/ftp*/root)"
+    "$ROOT/scripts/servers.sh" stop ftp "$T/ftp2"
+    ! id "$u2" >/dev/null 2>&1 && ok "a stopped server's account is removed" || not_ok "account $u2 removed at stop"
+    "$BIN/store_bench" stat "${URI[ftp]}" one/obj >/dev/null && ok "the first server's account is left alone" \
+        || not_ok "the first FTP server takes logins after the second stops"
+else
+    not_ok "a second FTP server starts" "$(tail -5 "$T/ftp2.err" 2>/dev/null)"
+fi
 
 for k in $kinds; do
     [ -n "${URI[$k]:-}" ] || continue

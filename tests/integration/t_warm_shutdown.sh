@@ -27,6 +27,9 @@ for _ in $(seq 30); do grep -q "stopping" "$T/b/agent.log" && break; sleep 0.1; 
 sleep 2
 kill -0 "$AGENT_b" 2>/dev/null && ok "told to stop, node b's agent waits for its fetch" \
     || not_ok "the agent waits for its start-ahead fetch" "$(tail -5 "$T/b/agent.log")"
+# A second SIGTERM while it stops (a supervisor's, then its process group's):
+# the handler never touches the agent being freed.
+kill -TERM "$AGENT_b"
 rm -f "$CG"
 stop_agent b
 stop_agent a
