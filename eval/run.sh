@@ -37,28 +37,34 @@ mkdir -p "$LOGS"
 declare -A RUNNING=() BEGAN=()
 # An interrupted run ends its experiments, whose exit hooks stop their agents,
 # guests and servers (each experiment's eval/lib.sh cleans up on any exit).
-stop_exps() {
+stop_exps() { # stop_exps EXIT_CODE WHY
     trap - INT TERM HUP
     for p in "${!RUNNING[@]}"; do kill -TERM "$p" 2>/dev/null; done
     for p in "${!RUNNING[@]}"; do wait "$p" 2>/dev/null; done
-    echo "eval: interrupted" >&2
-    exit 130
+    echo "eval: $2${RUNNING[*]:+; ended the experiments still running: ${RUNNING[*]}}" >&2
+    exit "$1"
 }
-trap stop_exps INT TERM HUP
+trap 'stop_exps 130 interrupted' INT TERM HUP
 finish_one() { # waits for one experiment; prints its log and time; fails with it
-    local p= rc x
-    wait -n -p p; rc=$?
+    local p= rc=0 x
+    wait -n -p p || rc=$? # (set -e: an experiment that failed is reported, not fatal here)
     [ -n "$p" ] || return 0
     x=${RUNNING[$p]}; unset "RUNNING[$p]"
     [ "$JOBS" -gt 1 ] && cat "$LOGS/$x.log"
     if [ "$rc" -ne 0 ]; then
         echo "eval: experiment $x failed (exit $rc; log: $LOGS/$x.log)" >&2
         [ "$JOBS" -gt 1 ] && tail -n 20 "$LOGS/$x.log" >&2
-        stop_exps
+        stop_exps 1 "experiment $x failed"
     fi
     echo "== eval: $x done in $(( $(date +%s) - BEGAN[$x] )) s"
 }
-for x in $ONLY; do
+# side by side, the longest first (the report's order does not depend on it)
+ORDER=$ONLY
+if [ "$JOBS" -gt 1 ]; then
+    ORDER=$(for x in table2 table3 fig9 fig5 fig4 fig3 fig6 table1; do
+        if [[ " $ONLY " == *" $x "* ]]; then echo "$x"; fi; done)
+fi
+for x in $ORDER; do
     while [ ${#RUNNING[@]} -ge "$JOBS" ]; do finish_one; done
     echo "== eval: $x ($(sed -n 2p "$HERE/exp/$x.sh" | sed 's/^# //'))"
     BEGAN[$x]=$(date +%s)

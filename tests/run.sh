@@ -9,8 +9,9 @@
 # Usage: tests/run.sh [-j N] [--fast] [--only REGEX] [--list] [BUILD_DIR]
 #   BUILD_DIR  the ASan+UBSan build (default build/san); the TSan part runs
 #              when build/tsan/vmckptd exists
-#   -j N       parts at once (default: VMCKPT_TEST_JOBS, else twice the CPUs:
-#              most parts wait on guests, gates and leases more than they compute)
+#   -j N       parts at once (default: VMCKPT_TEST_JOBS, else the CPUs + 1:
+#              parts wait on guests, gates and leases, but more at once only
+#              adds to what their polling and guests cost)
 #   --fast     the edit-build-test tier (`make check-fast`): unit tests,
 #              layering, settings and one integration smoke test
 #              (t_counter: run, checkpoint, crash, restore)
@@ -23,7 +24,7 @@
 set -u
 cd "$(dirname "$0")/.."
 usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-JOBS=${VMCKPT_TEST_JOBS:-$(( $(nproc) * 2 ))}
+JOBS=${VMCKPT_TEST_JOBS:-$(( $(nproc) + 1 ))}
 tier=full only= list=0
 while [ $# -gt 0 ]; do
     case $1 in
@@ -105,7 +106,15 @@ estimate() { # a part's time in the last run here, or a guess by kind
     local s
     s=$(awk -v n="$1" '$1 == n {print $2}' "$TIMES" 2>/dev/null | tail -n1)
     [ -n "$s" ] && { echo "$s"; return; }
-    case $1 in tsan:t_*) echo 300 ;; int:*) echo 90 ;; fuzz:*) echo "$FUZZ_SECONDS" ;; *) echo 10 ;; esac
+    # (the long ones as measured here, for a clone's first run)
+    case $1 in
+    int:t_eval | tsan:t_longrun | int:t_campaign) echo 400 ;;
+    tsan:t_failover | int:t_failover* | int:t_ceph | int:t_longrun | int:t_hostile) echo 250 ;;
+    int:t_setup | int:t_stores | int:t_bad_input | int:t_modes | tsan:t_*) echo 150 ;;
+    int:*) echo 90 ;;
+    fuzz:*) echo "$FUZZ_SECONDS" ;;
+    *) echo 10 ;;
+    esac
 }
 order=$(for i in "${!NAMES[@]}"; do echo "$(estimate "${NAMES[$i]}") $i"; done | sort -k1,1nr -k2,2n | awk '{print $2}')
 logof() { echo "$LOGDIR/$(echo "$1" | tr ':/' '__').log"; }

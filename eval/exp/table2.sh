@@ -29,9 +29,13 @@ for link in lo net; do
     $IN "$ROOT/scripts/servers.sh" start sftp "$W/$link-sftp" >"$W/$link.sftp.uri" || die "sshd"
     at_exit "$IN $ROOT/scripts/servers.sh stop sftp $W/$link-sftp"
     ns=; [ "$link" = net ] && ns=$NSN
-    VMCKPT_CEPH_NETNS=$ns VMCKPT_CEPH_OSD_GIB=${EVAL_CEPH_OSD_GIB:-16} "$ROOT/scripts/ceph.sh" start "$W/$link-ceph" >/dev/null || die "Ceph"
+    # the two clusters start side by side (each takes its time to make its OSDs)
     at_exit "VMCKPT_CEPH_NETNS=$ns $ROOT/scripts/ceph.sh stop $W/$link-ceph"
+    VMCKPT_CEPH_NETNS=$ns VMCKPT_CEPH_OSD_GIB=${EVAL_CEPH_OSD_GIB:-16} "$ROOT/scripts/ceph.sh" start "$W/$link-ceph" >/dev/null &
+    eval "CEPH_$link=\$!"
 done
+wait "$CEPH_lo" || die "Ceph on loopback"
+wait "$CEPH_net" || die "Ceph in the shaped namespace"
 uri() { # uri LINK STORE POOL
     case $2 in
     dir) echo "file://$W/dirstore-$3" ;;

@@ -12,7 +12,7 @@
 # turns in each of RUNS rounds.
 source "$(dirname "$0")/../lib.sh"
 STEPS=${EVAL_T3_STEPS:-$([ "$QUICK" = 1 ] && echo 40 || echo 800)}
-MEM=256
+MEM=${EVAL_T3_MEM:-$([ "$QUICK" = 1 ] && echo 128 || echo 256)}
 SETUPS="none whole-ftp whole-ceph delta-ftp delta-ceph"
 FTP=$("$ROOT/scripts/servers.sh" start ftp "$W/ftp") || die "cannot start vsftpd"
 at_exit "$ROOT/scripts/servers.sh stop ftp $W/ftp"

@@ -13,16 +13,16 @@ make_ns() { # make_ns NODE...: the namespace $NS-NODE of each (lo up), emptied a
 }
 kill_node() { ip netns pids "$NS-$1" | xargs -r kill -9; } # the node and its VMs, as a crash
 where() { # the node whose agent runs task $1 (per the cluster view of agent $2)
-    vk "$2" --json nodes | jq -r --arg t "$1" '.nodes[] | select(.state == "alive" and (.tasks | index($t))) | .node' | head -n1
+    vkp "$2" --json nodes | jq -r --arg t "$1" '.nodes[] | select(.state == "alive" and (.tasks | index($t))) | .node' | head -n1
 }
 wait_where() { # wait_where TASK VIEW SECONDS: prints the node once one runs it, not node-a
     local w
-    for _ in $(seq $(($3 * 10))); do
+    for _ in $(seq $(($3 * 4))); do
         w=$(where "$1" "$2")
         # (a node's heartbeat names a task from its take-over on, before it runs)
-        [ -n "$w" ] && [ "$w" != node-a ] && [ "$(vk "${w#node-}" --json status "$1" 2>/dev/null | jq -r .state)" = running ] \
+        [ -n "$w" ] && [ "$w" != node-a ] && [ "$(vkp "${w#node-}" --json status "$1" 2>/dev/null | jq -r .state)" = running ] \
             && { echo "$w"; return 0; }
-        sleep 0.1
+        sleep 0.25
     done
     return 1
 }
@@ -38,13 +38,20 @@ vm_list() {
 # The markers are read before and after the process list: one is written
 # before its QEMU starts and removed after it ends (or when it becomes the
 # task's), so a VM started ahead is seen with its marker in one of the two.
+# (Sampled ten times a second by watch_fence: one ps and one awk, the rest
+# in bash.)
 copies() {
     local before after vms d n=0
-    before=$(ls "$T"/*/state/tasks/"$1"/warm.json 2>/dev/null)
-    vms=$(vm_list | grep -o -- "$T/[^ ]*/tasks/$1/run-[0-9]*" | sort -u)
-    after=$(ls "$T"/*/state/tasks/"$1"/warm.json 2>/dev/null)
+    shopt -s nullglob
+    before=("$T"/*/state/tasks/"$1"/warm.json)
+    vms=$(ps -eo pid=,ppid=,comm=,args= | awk -v re="$T/[^ ]*/tasks/$1/run-[0-9]*" '
+        $3 ~ /^qemu-system/ { l[$1] = $0; pp[$1] = $2 }
+        END { for (p in l) if (!(pp[p] in l) && match(l[p], re) && !seen[substr(l[p], RSTART, RLENGTH)]++)
+                  print substr(l[p], RSTART, RLENGTH) }')
+    after=("$T"/*/state/tasks/"$1"/warm.json)
+    shopt -u nullglob
     for d in $vms; do
-        printf '%s\n%s\n' "$before" "$after" | grep -qxF -- "${d%/run-*}/warm.json" || n=$((n + 1))
+        [[ " ${before[*]} ${after[*]} " == *" ${d%/run-*}/warm.json "* ]] || n=$((n + 1))
     done
     echo "$n"
 }
@@ -58,20 +65,25 @@ copies_seen() {
         echo "#   pid $pid: $(cut -d' ' -f3,22 "/proc/$pid/stat" 2>/dev/null) $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -o -- "$T/[^ ]*/tasks/$1/run-[0-9]*" | head -n1)"
     done
 }
-alive() { [ -e "/proc/$1" ] && ! grep -q '^[^)]*) Z' "/proc/$1/stat" 2>/dev/null; } # (a zombie is dead)
+alive() { # (a zombie is dead)
+    local st
+    { read -r st < "/proc/$1/stat"; } 2>/dev/null || return 1
+    st=${st#*) }
+    [ "${st:0:1}" != Z ]
+}
 
 
 start_nodes() { # the agents of nodes a, b, c; all three must see each other alive
     for x in a b c; do node "$x" || { not_ok "agent of node $x starts"; return 1; }; done
     ok "agents of nodes a, b, c start in cluster mode"
     for _ in $(seq 150); do
-        [ "$(vk b --json nodes | jq '[.nodes[] | select(.state == "alive")] | length')" = 3 ] && break
+        [ "$(vkp b --json nodes | jq '[.nodes[] | select(.state == "alive")] | length')" = 3 ] && break
         sleep 0.2
     done
     [ "$(vk b --json nodes | jq '[.nodes[] | select(.state == "alive")] | length')" = 3 ] \
         && ok "vmckpt nodes: three nodes alive" || not_ok "three nodes alive" "$(vk b nodes)"
 }
-ncheckpoints() { vk "$1" --json ls "$2" | jq ".checkpoints | length"; }
+ncheckpoints() { vkp "$1" --json ls "$2" | jq ".checkpoints | length"; }
 counting_task() { # counting_task NODE TASK: a counter task with two checkpoints taken while it counts
     check "node $1 runs a counter task, checkpoint every 2 s" run_counter "$1" "$2" --first 2 --every 2 || return 1
     wait_line "$(serial_of "$1" "$2")" '^counter 2$' 90
@@ -93,12 +105,13 @@ resumed_consistently() { # resumed_consistently NODE TASK NEWEST_SEQ ORIGINAL_SE
 watch_fence() { # watch_fence TASK VM_PID SECONDS: sets fenced and resumed (ms from now, or
     # empty) and max (most copies of TASK seen at once), sampling every 0.1 s
     local t0 c
-    t0=$(date +%s%N); fenced=; resumed=; max=0
+    # (the clock from bash's EPOCHREALTIME, in µs: no process a sample for it)
+    t0=${EPOCHREALTIME/./}; fenced=; resumed=; max=0
     for _ in $(seq $(($3 * 10))); do
-        [ -z "$fenced" ] && ! alive "$2" && fenced=$(( ($(date +%s%N) - t0) / 1000000 ))
+        [ -z "$fenced" ] && ! alive "$2" && fenced=$(( (${EPOCHREALTIME/./} - t0) / 1000 ))
         c=$(copies "$1"); [ "$c" -gt "$max" ] && max=$c
-        [ "$c" -gt 1 ] && copies_seen "$1" "$(( ($(date +%s%N) - t0) / 1000000 )) ms" >>"$T/doubled.txt"
-        [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( ($(date +%s%N) - t0) / 1000000 )); return 0; }
+        [ "$c" -gt 1 ] && copies_seen "$1" "$(( (${EPOCHREALTIME/./} - t0) / 1000 )) ms" >>"$T/doubled.txt"
+        [ -n "$fenced" ] && [ "$c" = 1 ] && { resumed=$(( (${EPOCHREALTIME/./} - t0) / 1000 )); return 0; }
         sleep 0.1
     done
 }
