@@ -99,8 +99,9 @@ fi
 
 # --- running them -------------------------------------------------------------
 # Each part in a process group of its own (set -m), so that a runner that is
-# interrupted ends every part and what it started: SIGTERM to the part's shell
-# first (its exit hooks stop its agents and servers), then SIGKILL to the group.
+# interrupted ends every part and what it started: SIGTERM to the part's group
+# first (the exit hooks of its shells stop its agents, VMs and servers), then
+# SIGKILL to the group.
 declare -A PID=() START=() SECS=() RC=()
 estimate() { # a part's time in the last run here, or a guess by kind
     local s
@@ -123,7 +124,9 @@ stop_all() {
     local i p
     trap - INT TERM HUP
     echo "# interrupted: ending ${#PID[@]} running part(s)"
-    for i in "${!PID[@]}"; do kill -TERM "${PID[$i]}" 2>/dev/null; done
+    # (to the whole group: a part's test may run under a wrapper, tsan.sh,
+    # and its own exit hooks must run, or its VMs outlive it)
+    for i in "${!PID[@]}"; do kill -TERM -- "-${PID[$i]}" 2>/dev/null; done
     for _ in $(seq 100); do
         p=0; for i in "${!PID[@]}"; do kill -0 "${PID[$i]}" 2>/dev/null && p=1; done
         [ $p = 0 ] && break; sleep 0.2
