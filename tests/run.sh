@@ -9,9 +9,9 @@
 # Usage: tests/run.sh [-j N] [--fast] [--only REGEX] [--list] [BUILD_DIR]
 #   BUILD_DIR  the ASan+UBSan build (default build/san); the TSan part runs
 #              when build/tsan/vmckptd exists
-#   -j N       parts at once (default: VMCKPT_TEST_JOBS, else the CPUs + 1:
-#              parts wait on guests, gates and leases, but more at once only
-#              adds to what their polling and guests cost)
+#   -j N       slots of parts at once (default: VMCKPT_TEST_JOBS, else the
+#              CPUs + 1); a heavy part (ThreadSanitizer tests, the quick
+#              evaluation, the campaign) takes two, so two never run together
 #   --fast     the edit-build-test tier (`make check-fast`): unit tests,
 #              layering, settings and one integration smoke test
 #              (t_counter: run, checkpoint, crash, restore)
@@ -102,7 +102,7 @@ fi
 # interrupted ends every part and what it started: SIGTERM to the part's group
 # first (the exit hooks of its shells stop its agents, VMs and servers), then
 # SIGKILL to the group.
-declare -A PID=() START=() SECS=() RC=()
+declare -A PID=() START=() SECS=() RC=() COST=()
 estimate() { # a part's time in the last run here, or a guess by kind
     local s
     s=$(awk -v n="$1" '$1 == n {print $2}' "$TIMES" 2>/dev/null | tail -n1)
@@ -117,6 +117,13 @@ estimate() { # a part's time in the last run here, or a guess by kind
     *) echo 10 ;;
     esac
 }
+# A heavy part keeps more than a CPU busy by itself (agents under
+# ThreadSanitizer, the quick evaluation's experiments side by side, the
+# campaign's three nodes and real-time checker): it counts as two of the -j
+# slots, so two of them never run together (three at once once made every
+# part four times slower: more thrashing than work). Ordinary parts, mostly
+# waiting on their guests, fill the other slots.
+cost() { case $1 in tsan:t_* | int:t_eval | int:t_campaign) echo 2 ;; *) echo 1 ;; esac; }
 order=$(for i in "${!NAMES[@]}"; do echo "$(estimate "${NAMES[$i]}") $i"; done | sort -k1,1nr -k2,2n | awk '{print $2}')
 logof() { echo "$LOGDIR/$(echo "$1" | tr ':/' '__').log"; }
 
@@ -140,7 +147,7 @@ trap stop_all INT TERM HUP
 set -m
 launch() {
     local i=$1
-    START[$i]=$(date +%s)
+    START[$i]=$(date +%s); COST[$i]=$(cost "${NAMES[$i]}"); used=$((used + COST[$i]))
     ( trap - INT TERM HUP; set +m; exec bash -c "${CMDS[$i]}" ) </dev/null >"$(logof "${NAMES[$i]}")" 2>&1 &
     PID[$i]=$!
 }
@@ -151,16 +158,27 @@ reap() { # waits for one part to end: its time and exit code
     for i in "${!PID[@]}"; do
         [ "${PID[$i]}" = "$dp" ] || continue
         RC[$i]=$rc; SECS[$i]=$(( $(date +%s) - START[$i] ))
-        unset "PID[$i]"
+        unset "PID[$i]"; used=$((used - COST[$i]))
         done_n=$((done_n + 1))
         echo "# [$done_n/${#NAMES[@]}] ${NAMES[$i]}: ${SECS[$i]} s$( [ "$rc" = 0 ] || echo ", exit $rc")"
     done
 }
-t0=$(date +%s) done_n=0
+t0=$(date +%s) done_n=0 used=0
 echo "# running ${#NAMES[@]} parts, up to $JOBS at once; logs in $LOGDIR"
-for i in $order; do
-    while [ ${#PID[@]} -ge "$JOBS" ]; do reap; done
-    launch "$i"
+# Longest first, each as soon as its cost fits (a heavy part alone always fits);
+# a heavy part that does not fit yet lets lighter ones behind it go first.
+pending=($order)
+while [ ${#pending[@]} -gt 0 ]; do
+    started=0
+    for k in "${!pending[@]}"; do
+        i=${pending[$k]}; c=$(cost "${NAMES[$i]}")
+        if [ $((used + c)) -le "$JOBS" ] || [ "$used" = 0 ]; then
+            launch "$i"; unset "pending[$k]"; started=1
+        fi
+    done
+    pending=("${pending[@]}")
+    [ $started = 1 ] && [ ${#pending[@]} -gt 0 ] && [ "$used" -lt "$JOBS" ] && continue
+    [ ${#pending[@]} -gt 0 ] && reap
 done
 while [ ${#PID[@]} -gt 0 ]; do reap; done
 set +m
