@@ -177,6 +177,14 @@ for _ in $(seq 150); do [ -z "$(vk a --json status | jq -r '.tasks[] | select(.s
 [ "$(copies p1)" = 1 ] && ok "store back: still one copy of p1" || not_ok "one copy after the cut heals" "$(copies p1)"
 
 # --- 6. an agent that stalls (SIGSTOP) while its VMs run: their fences kill them ---
+# (where t3 runs now: beside other heavy parts of the suite it was once
+# taken over again between step 2 and here, and node-b had no t3 to stall)
+for _ in $(seq 100); do
+    for x in a b c; do W=$(where t3 "$x" 2>/dev/null); [ -n "$W" ] && break; done
+    [ -n "$W" ] && [ -n "$(pid_of "${W#node-}" t3 2>/dev/null)" ] && { W3=$W; break; }
+    sleep 0.2
+done
+echo "# t3 runs on $W3"
 V=${W3#node-}
 QV=$(pid_of "$V" t3)
 eval "p=\$AGENT_$V"; kill -STOP "$p"
