@@ -204,7 +204,8 @@ for i in "${!NAMES[@]}"; do
 done
 mkdir -p "$(dirname "$TIMES")"
 { for i in "${!NAMES[@]}"; do echo "${NAMES[$i]} ${SECS[$i]}"; done
-  awk 'NR == FNR {seen[$1] = 1; next} !($1 in seen)' <(printf '%s\n' "${NAMES[@]}") "$TIMES" 2>/dev/null
+  [ -f "$TIMES" ] && awk 'NR == FNR {seen[$1] = 1; next} !($1 in seen)' <(printf '%s\n' "${NAMES[@]}") "$TIMES"
+  true # (a first run has no times yet)
 } > "$TIMES.new" && mv "$TIMES.new" "$TIMES"
 for i in "${!NAMES[@]}"; do echo "${SECS[$i]} ${NAMES[$i]}"; done | sort -nr > "$LOGDIR/times"
 echo "# the ten slowest parts:"
