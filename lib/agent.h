@@ -17,10 +17,9 @@ int agent_serve(struct agent *a);
 /* Async-signal-safe: makes agent_serve() return. */
 void agent_stop(struct agent *a);
 /* A descriptor of the caller's own (a dup; a negative code with a message
- * when it cannot be made): a byte
- * written to it makes agent_serve() return. For a signal handler: writing to
- * it stays harmless after agent_free(), where a second signal calling
- * agent_stop() would touch freed memory. */
+ * when it cannot be made): a byte written to it makes agent_serve() return.
+ * For a signal handler: writing to it stays harmless after agent_free(),
+ * where a second signal calling agent_stop() would touch freed memory. */
 int agent_stop_fd(struct agent *a);
 /* Waits for running uploads (bounded), then frees. Accepts NULL. */
 void agent_free(struct agent *a);
