@@ -80,15 +80,7 @@ osd op num threads per shard = 2
 EOF
 }
 
-pick_port() { # a TCP port nothing listens on (in the namespace, if any), below the ephemeral range
-    local p
-    for _ in $(seq 100); do
-        p=$((20000 + RANDOM % 12000))
-        $IN ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
-    done
-    echo "ceph.sh: no free TCP port found in 20000-31999" >&2
-    return 1
-}
+. "$(dirname "${BASH_SOURCE[0]}")/port.sh"
 
 start_failed() { # ERR trap of start: what failed, then no daemon left behind
     local rc=$? line=$1 what=$2
@@ -102,7 +94,7 @@ start_failed() { # ERR trap of start: what failed, then no daemon left behind
 start() {
     local port=${1:-auto} fsid
     trap 'start_failed "$LINENO" "$BASH_COMMAND"' ERR
-    [ "$port" = auto ] && port=$(pick_port)
+    [ "$port" = auto ] && port=$(pick_port $IN)
     for b in ceph-mon ceph-osd ceph-authtool monmaptool ceph; do
         command -v "$b" >/dev/null || { echo "ceph.sh: $b is not installed (scripts/setup.sh)" >&2; exit 1; }
     done

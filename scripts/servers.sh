@@ -52,15 +52,7 @@ wait_port() { # the server listens, or we give up after 10 s
     return 1
 }
 
-pick_port() { # a TCP port nothing listens on here, below the ephemeral range
-    local p
-    for _ in $(seq 100); do
-        p=$((20000 + RANDOM % 12000))
-        ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
-    done
-    echo "servers.sh: no free TCP port found in 20000-31999" >&2
-    return 1
-}
+. "$(dirname "${BASH_SOURCE[0]}")/port.sh"
 
 # useradd and userdel lock /etc/passwd: another test's at the same moment
 # makes them fail "try again later", so they are tried again.
