@@ -424,15 +424,17 @@ static void agent_report(void *arg, const char *msg)
     json_array_append_new((json_t *)arg, json_string(msg));
 }
 
-/* Reads back checkpoint seq of task id: {task, seq, ok, problems} (new reference). */
-static json_t *agent_verify_one(struct agent *a, const char *id, uint64_t seq)
+/* Reads back checkpoint seq of task id: {task, seq, ok, problems} (new
+ * reference); the chunks in seen (of the same request) are not read again. */
+static json_t *agent_verify_one(struct agent *a, const char *id, uint64_t seq,
+                                struct repo_seen *seen)
 {
     struct manifest *m = NULL;
     json_t *problems = json_array();
     if (catalog_load(a->env.store, id, seq, &m) < 0)
         agent_report(problems, err_msg());
     else
-        ckpt_verify(a->env.repo, m, agent_report, problems);
+        ckpt_verify(a->env.repo, m, seen, agent_report, problems);
     manifest_free(m);
     return json_pack("{s:s, s:I, s:b, s:o}", "task", id, "seq", (json_int_t)seq, "ok",
                      json_array_size(problems) == 0, "problems", problems);
@@ -453,8 +455,10 @@ static enum MHD_Result agent_verify(struct agent *a, struct MHD_Connection *c, c
     } else {
         rc = catalog_list(a->env.store, id, &seqs, &n);
     }
+    struct repo_seen *seen = repo_seen_new(); /* (NULL: each chunk read for each checkpoint) */
     for (size_t i = 0; rc == 0 && i < n; i++)
-        json_array_append_new(res, agent_verify_one(a, id, seqs[i]));
+        json_array_append_new(res, agent_verify_one(a, id, seqs[i], seen));
+    repo_seen_free(seen);
     free(seqs);
     if (rc < 0) {
         json_decref(res);
@@ -475,8 +479,10 @@ static enum MHD_Result agent_verify_all(struct agent *a, struct MHD_Connection *
     struct catalog_entry *e = NULL;
     size_t n = 0;
     int rc = catalog_all(a->env.store, &e, &n);
+    struct repo_seen *seen = repo_seen_new(); /* (NULL: each chunk read for each checkpoint) */
     for (size_t i = 0; rc == 0 && i < n; i++)
-        json_array_append_new(res, agent_verify_one(a, e[i].task, e[i].seq));
+        json_array_append_new(res, agent_verify_one(a, e[i].task, e[i].seq, seen));
+    repo_seen_free(seen);
     catalog_entries_free(e, n);
     if (rc < 0) {
         json_decref(res);

@@ -396,36 +396,36 @@ int ckpt_snapshot(struct qmp *q, const struct ckpt_req *req, struct ckpt_snap *o
     return rc;
 }
 
-static int ckpt_check_obj(struct repo *r, const struct stream_ref *o, const char *what,
-                          void (*report)(void *, const char *), void *arg)
+static int ckpt_check_obj(struct repo *r, const struct stream_ref *o, struct repo_seen *seen,
+                          const char *what, void (*report)(void *, const char *), void *arg)
 {
-    int rc = repo_verify_stream(r, o, what);
+    int rc = repo_verify_stream_seen(r, o, what, seen);
     if (rc < 0 && report)
         report(arg, err_msg());
     return rc;
 }
 
-int ckpt_verify(struct repo *r, const struct manifest *m, void (*report)(void *, const char *),
-                void *arg)
+int ckpt_verify(struct repo *r, const struct manifest *m, struct repo_seen *seen,
+                void (*report)(void *, const char *), void *arg)
 {
     int rc = 0, r1;
     char what[96];
     snprintf(what, sizeof(what), "checkpoint %" PRIu64 " kernel", m->seq);
-    r1 = ckpt_check_obj(r, &m->kernel, what, report, arg);
+    r1 = ckpt_check_obj(r, &m->kernel, seen, what, report, arg);
     rc = rc ? rc : r1;
     snprintf(what, sizeof(what), "checkpoint %" PRIu64 " initrd", m->seq);
-    r1 = ckpt_check_obj(r, &m->initrd, what, report, arg);
+    r1 = ckpt_check_obj(r, &m->initrd, seen, what, report, arg);
     rc = rc ? rc : r1;
     snprintf(what, sizeof(what), "checkpoint %" PRIu64 " base image", m->seq);
-    r1 = ckpt_check_obj(r, &m->base, what, report, arg);
+    r1 = ckpt_check_obj(r, &m->base, seen, what, report, arg);
     rc = rc ? rc : r1;
     for (size_t i = 0; i < m->n_deltas; i++) {
         snprintf(what, sizeof(what), "checkpoint %" PRIu64 " delta %zu", m->seq, i + 1);
-        r1 = ckpt_check_obj(r, &m->deltas[i], what, report, arg);
+        r1 = ckpt_check_obj(r, &m->deltas[i], seen, what, report, arg);
         rc = rc ? rc : r1;
     }
     snprintf(what, sizeof(what), "checkpoint %" PRIu64 " memory", m->seq);
-    r1 = ckpt_check_obj(r, &m->memory, what, report, arg);
+    r1 = ckpt_check_obj(r, &m->memory, seen, what, report, arg);
     return rc ? rc : r1;
 }
 

@@ -151,9 +151,11 @@ void ckpt_put_clear(struct ckpt_put *p);
 
 /* Reads every chunk of every stream m names and checks them. Returns 0 when
  * all are intact, else the first error; every problem is reported through
- * report(arg, message) when report is not NULL. */
-int ckpt_verify(struct repo *r, const struct manifest *m, void (*report)(void *, const char *),
-                void *arg);
+ * report(arg, message) when report is not NULL. With seen (repo.h), the
+ * chunks an earlier checkpoint of the same verification read intact are not
+ * read again: checkpoints share most of theirs. */
+int ckpt_verify(struct repo *r, const struct manifest *m, struct repo_seen *seen,
+                void (*report)(void *, const char *), void *arg);
 
 /* Local copies of what a checkpoint needs to restart (memory is streamed). */
 struct ckpt_local {

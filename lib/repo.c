@@ -1131,9 +1131,14 @@ struct down_job {
     int state;           /* DJ_* */
 };
 
+struct repo_seen {
+    json_t *set; /* chunk hash -> null */
+};
+
 struct down_ctx {
     struct repo *r;
     const char *what;
+    struct repo_seen *seen; /* a verify's chunks read intact already: not read again */
     struct down_entry *e;
     size_t n;
     struct down_rec *recs;
@@ -1197,7 +1202,7 @@ static int repo_plan_recs(struct down_ctx *d)
     for (size_t i = 0; i < d->n; i++) {
         struct down_entry *e = &d->e[i];
         e->rec = -1;
-        if (e->codec == CODEC_ZERO)
+        if (e->codec == CODEC_ZERO || (d->seen && json_object_get(d->seen->set, e->sha)))
             continue;
         char name[80];
         rec[nz].entry = i;
@@ -1591,9 +1596,9 @@ static int repo_write_entries(struct down_ctx *d, struct down_out *o)
  * With fd < 0 nothing is written (verification); with sparse, fd is a fresh
  * regular file and zero chunks are left as holes. */
 static int repo_download(struct repo *r, const struct stream_ref *o, int fd, int sparse,
-                         const char *what)
+                         const char *what, struct repo_seen *seen)
 {
-    struct down_ctx d = {.r = r, .what = what};
+    struct down_ctx d = {.r = r, .what = what, .seen = seen};
     struct down_out out = {.fd = fd, .sparse = sparse};
     pthread_t th[64];
     int nth = 0, rc;
@@ -1629,6 +1634,9 @@ static int repo_download(struct repo *r, const struct stream_ref *o, int fd, int
         pthread_join(th[i], NULL);
     if (rc < 0 && d.rc < 0)
         rc = err_set(d.rc, "%s", d.err);
+    for (size_t i = 0; rc == 0 && seen && i < d.n; i++) /* (a set that cannot grow reads again) */
+        if (d.e[i].rec >= 0)
+            json_object_set_new(seen->set, d.e[i].sha, json_null());
     for (size_t k = 0; d.jobs && k < d.n_jobs; k++) {
         repo_buf_give(&d, d.jobs[k].out);
         repo_buf_give(&d, d.jobs[k].raw);
@@ -1717,12 +1725,35 @@ int repo_stream_stored(struct repo *r, const struct stream_ref *o, uint64_t *byt
 
 int repo_get_stream(struct repo *r, const struct stream_ref *o, int fd, const char *what)
 {
-    return repo_download(r, o, fd, 0, what);
+    return repo_download(r, o, fd, 0, what, NULL);
+}
+
+struct repo_seen *repo_seen_new(void)
+{
+    struct repo_seen *s = calloc(1, sizeof(*s));
+    if (s && !(s->set = json_object())) {
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
+
+void repo_seen_free(struct repo_seen *s)
+{
+    if (s)
+        json_decref(s->set);
+    free(s);
 }
 
 int repo_verify_stream(struct repo *r, const struct stream_ref *o, const char *what)
 {
-    return repo_download(r, o, -1, 0, what);
+    return repo_download(r, o, -1, 1, what, NULL);
+}
+
+int repo_verify_stream_seen(struct repo *r, const struct stream_ref *o, const char *what,
+                            struct repo_seen *seen)
+{
+    return repo_download(r, o, -1, 1, what, seen);
 }
 
 int repo_get_file(struct repo *r, const struct stream_ref *o, const char *path, const char *what)
@@ -1739,7 +1770,7 @@ int repo_get_file(struct repo *r, const struct stream_ref *o, const char *path, 
         free(part);
         return rc;
     }
-    rc = repo_download(r, o, fd, 1, what);
+    rc = repo_download(r, o, fd, 1, what, NULL);
     if (rc == 0 && fsync(fd) < 0)
         rc = err_errno(errno, "cannot sync %s", part);
     close(fd);

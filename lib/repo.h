@@ -84,6 +84,17 @@ int repo_stage_stream(struct repo *r, const struct stream_ref *o, json_t *packs,
 int repo_stream_stored(struct repo *r, const struct stream_ref *o, uint64_t *bytes);
 /* Reads and checks every chunk of stream o without writing it anywhere. */
 int repo_verify_stream(struct repo *r, const struct stream_ref *o, const char *what);
+/* The chunks one verification has read back intact: a later stream of the
+ * same verification that names one does not read it again (a chunk's name
+ * is its content's hash, and the stream's chunk list is checked against
+ * the stream's hash whole). One thread at a time. */
+struct repo_seen;
+struct repo_seen *repo_seen_new(void); /* NULL: out of memory */
+void repo_seen_free(struct repo_seen *s);
+/* repo_verify_stream, skipping the chunks in seen (NULL: none), and adding
+ * the chunks it read to seen when all were intact. */
+int repo_verify_stream_seen(struct repo *r, const struct stream_ref *o, const char *what,
+                            struct repo_seen *seen);
 
 /* Decodes and checks index text (len bytes) as the index of stream o, as a
  * read does: 0 or VK_ECORRUPT naming what is wrong. */

@@ -36,9 +36,10 @@ reap() { local p; eval "p=\$AGENT_$1"; wait "$p" 2>/dev/null; } # (no "Killed" n
 violation() { echo "$*" >> "$VIOL"; echo "# VIOLATION: $*"; }
 
 # --- the checker: copies at >= 10 Hz, manifests every second ------------------------
-# One ps and one awk a sample (vm_list's rule inline), and the checker runs
-# with a real-time priority (chrt, below), so that its rate holds while other
-# work loads the CPUs. A VM a successor started ahead (paused, waiting for its
+# A sample reads /proc with bash's builtins (qemu_scan in cluster.sh; a ps
+# and an awk cost four times its CPU), and the checker runs with a real-time
+# priority (chrt, below), so that its rate holds while other work loads the
+# CPUs. A VM a successor started ahead (paused, waiting for its
 # memory) is no copy: its task directory holds warm.json, written before its
 # QEMU starts and removed once it ends or becomes the task's, so the markers
 # are listed before and after the processes (copies() in cluster.sh).
@@ -47,33 +48,29 @@ violation() { echo "$*" >> "$VIOL"; echo "# VIOLATION: $*"; }
 # good part of a CPU from the tests beside it. The markers are listed by
 # bash's globs, without a process.
 checker() {
-    local n=0 t0=$EPOCHSECONDS last=0 before after procs next now d
+    local n=0 t0=$EPOCHSECONDS last=0 before after next now d p name dir c who pre warm
     next=${EPOCHREALTIME/./}
     shopt -s nullglob
     while :; do
         before=("$T"/*/state/tasks/*/warm.json)
-        procs=$(ps -eo pid=,ppid=,comm=,args=)
+        qemu_scan
         after=("$T"/*/state/tasks/*/warm.json)
-        awk -v t="$T" -v tasks="${TASKS[*]} zz-probe" -v when="$EPOCHREALTIME" \
-            -v warm=" ${before[*]} ${after[*]} " '
-            $3 ~ /^qemu-system/ { l[$1] = $0; pp[$1] = $2 }
-            END {
-                k = split(tasks, name, " ")
-                for (i = 1; i <= k; i++) {
-                    c = 0; who = ""
-                    for (p in l) {
-                        if ((pp[p] in l) || !index(l[p], t "/")) continue
-                        at = index(l[p], "/tasks/" name[i] "/run-")
-                        if (!at) continue
-                        dir = substr(l[p], 1, at + length("/tasks/" name[i]) - 1)
-                        sub(/.* /, "", dir) # the path starts after the last space before it
-                        sub(/^[^\/]*=/, "", dir) # and after an option name (file=...)
-                        if (index(warm, " " dir "/warm.json ")) continue
-                        c++; who = who " " p
-                    }
-                    if (c > 1) print when " two copies of " name[i] ":" who
-                }
-            }' <<<"$procs" >> "$VIOL"
+        warm=" ${before[*]} ${after[*]} "
+        for name in "${TASKS[@]}" zz-probe; do
+            c=0; who=
+            for p in "${QP[@]}"; do
+                [ -n "${QP_PPID[${QP_PPID[$p]}]+x}" ] && continue # (an exec: migration's child)
+                [[ ${QP_ARGS[$p]} == *"$T/"* ]] || continue
+                pre=${QP_ARGS[$p]%%/tasks/$name/run-*}
+                [ "$pre" != "${QP_ARGS[$p]}" ] || continue
+                dir=$pre/tasks/$name
+                dir=${dir##* } # the path starts after the last space before it
+                [[ $dir =~ ^[^/]*= ]] && dir=${dir#*=} # and after an option name (file=...)
+                [[ $warm == *" $dir/warm.json "* ]] && continue
+                c=$((c + 1)); who="$who $p"
+            done
+            [ "$c" -gt 1 ] && echo "$EPOCHREALTIME two copies of $name:$who" >> "$VIOL"
+        done
         n=$((n + 1))
         if [ "$EPOCHSECONDS" != "$last" ]; then
             last=$EPOCHSECONDS
@@ -87,20 +84,35 @@ checker() {
 
 # --- task state ------------------------------------------------------------------
 agent_up() { local p; eval "p=\${AGENT_$1:-}"; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
-state_on() { agent_up "$1" && vk "$1" --json status "$2" 2>/dev/null | jq -r '.state // empty' 2>/dev/null; }
-running_on() { # the node whose agent says task $1 runs (and its VM lives), if exactly one
+# What every node's agent says of every task, one ask of each node (a
+# status of all its tasks) and one jq: asked task by task, a settle check
+# took a dozen clients and a dozen jq, over a second of CPU under load.
+declare -A V_STATE V_PID V_SERIAL V_FROM
+snap() {
+    local x id st pid ser from
+    V_STATE=(); V_PID=(); V_SERIAL=(); V_FROM=()
+    for x in "${NODES[@]}"; do
+        agent_up "$x" || continue
+        while IFS='|' read -r id st pid ser from; do
+            [ -n "$id" ] || continue
+            V_STATE[$x/$id]=$st; V_PID[$x/$id]=$pid; V_SERIAL[$x/$id]=$ser; V_FROM[$x/$id]=$from
+        done < <(vkp "$x" --json status 2>/dev/null | jq -r '.tasks[]? | [.id, .state,
+                   (.pid // "" | tostring), (.serial_log // ""), (.restore.from_seq // 0 | tostring)] | join("|")' 2>/dev/null)
+    done
+}
+state_on() { echo "${V_STATE[$1/$2]:-}"; } # (as of the last snap)
+running_on() { # the node whose agent says task $1 runs (and its VM lives), if exactly one (as of the last snap)
     local x w="" k=0 p
     for x in "${NODES[@]}"; do
-        [ "$(state_on "$x" "$1")" = running ] || continue
-        p=$(pid_of "$x" "$1"); [ -n "$p" ] && alive "$p" && { w=$x; k=$((k + 1)); }
+        [ "${V_STATE[$x/$1]:-}" = running ] || continue
+        p=${V_PID[$x/$1]:-}; [ -n "$p" ] && alive "$p" && { w=$x; k=$((k + 1)); }
     done
     [ "$k" = 1 ] && echo "$w"
 }
 declare -A SEEN_RUN CRASHED_SINCE
 RUNS=() # "TASK NODE FROM_SEQ SERIAL_LOG", in the order they were seen
 note_run() { # note_run TASK NODE
-    local s f
-    s=$(serial_of "$2" "$1"); f=$(vk "$2" --json status "$1" | jq -r '.restore.from_seq // 0')
+    local s=${V_SERIAL[$2/$1]:-} f=${V_FROM[$2/$1]:-0}
     # A run is its console log's inode (a node that forgets a task and later
     # takes it again reuses the path); a hard link keeps the log when a node
     # forgets the task's directory, and the guest's later lines.
@@ -113,19 +125,26 @@ note_run() { # note_run TASK NODE
 # processes). A task that stays crashed on a live node is restored there, as
 # its operator would.
 settled() {
-    local t w x all=0
+    local t w x c all=0
+    snap
     for t in "${TASKS[@]}"; do
         w=$(running_on "$t")
-        if [ -n "$w" ] && [ "$(copies "$t")" = 1 ]; then note_run "$t" "$w"; continue; fi
+        c=$(copies "$t")
+        if [ -n "$w" ] && [ "$c" = 1 ]; then note_run "$t" "$w"; continue; fi
         all=1
+        # (why not yet, for a slow or failed settle: $T/settle.trace)
+        echo "$EPOCHREALTIME $t: runs on '${w}', $c VM(s); a ${V_STATE[a/$t]:--} b ${V_STATE[b/$t]:--} c ${V_STATE[c/$t]:--}" >> "$T/settle.trace"
         for x in "${NODES[@]}"; do
+            # (crashed for 5 s on end: the agent's own restart had its chance)
             if [ "$(state_on "$x" "$t")" = crashed ]; then
-                CRASHED_SINCE[$x$t]=$(( ${CRASHED_SINCE[$x$t]:-0} + 1 ))
-                if [ "${CRASHED_SINCE[$x$t]}" -ge 3 ]; then
+                : "${CRASHED_SINCE[$x$t]:=$EPOCHSECONDS}"
+                if [ $((EPOCHSECONDS - CRASHED_SINCE[$x$t])) -ge 5 ]; then
                     echo "# operator: restore $t on node $x (crashed there)"
                     vk "$x" restore "$t" > "$T/restore.out" 2>&1 || echo "# operator: $(tail -1 "$T/restore.out")"
-                    CRASHED_SINCE[$x$t]=0
+                    unset "CRASHED_SINCE[$x$t]"
                 fi
+            else
+                unset "CRASHED_SINCE[$x$t]"
             fi
         done
     done
@@ -136,7 +155,7 @@ wait_settled() { # sets SETTLED_S to the seconds it took; fails after SETTLE
     while [ $((SECONDS - t0)) -lt "$SETTLE" ]; do settled && { SETTLED_S=$((SECONDS - t0)); return 0; }; sleep 0.5; done
     return 1
 }
-where_is() { running_on "$1"; }
+where_is() { snap; running_on "$1"; }
 
 # --- start -------------------------------------------------------------------------
 for x in "${NODES[@]}"; do up_node "$x" || { not_ok "node $x starts"; finish; exit 1; }; done
@@ -168,7 +187,7 @@ for i in $(seq "$FAULTS"); do
     x=${NODES[$((RANDOM % 3))]}
     task=${TASKS[$((RANDOM % ${#TASKS[@]}))]}
     hit=() # tasks whose VM ran on node x
-    for t in "${TASKS[@]}"; do [ "$(where_is "$t")" = "$x" ] && hit+=("$t"); done
+    snap; for t in "${TASKS[@]}"; do [ "$(running_on "$t")" = "$x" ] && hit+=("$t"); done
     COUNT[$kind]=$(( ${COUNT[$kind]:-0} + 1 ))
     t0=$(date +%s%N)
     case $kind in

@@ -103,7 +103,7 @@ fi
 # interrupted ends every part and what it started: SIGTERM to the part's group
 # first (the exit hooks of its shells stop its agents, VMs and servers), then
 # SIGKILL to the group.
-declare -A PID=() START=() SECS=() RC=() COST=()
+declare -A PID=() START=() SECS=() RC=() COST=() CPU=()
 estimate() { # a part's time in the last run here, or a guess by kind
     local s
     s=$(awk -v n="$1" '$1 == n {print $2}' "$TIMES" 2>/dev/null | tail -n1)
@@ -152,7 +152,12 @@ set -m
 launch() {
     local i=$1
     START[$i]=$(date +%s); COST[$i]=$(cost "${NAMES[$i]}"); used=$((used + COST[$i]))
-    ( trap - INT TERM HUP; set +m; exec bash -c "${CMDS[$i]}" ) </dev/null >"$(logof "${NAMES[$i]}")" 2>&1 &
+    # (the part's CPU seconds, its own and its children's, from bash's
+    # `times`: what a part costs the machine, which its time beside
+    # others does not say)
+    ( trap - INT TERM HUP; set +m; bash -c "${CMDS[$i]}"; rc=$?
+      times >"$LOGDIR/.cpu-$i" # (no pipe: a pipe's `times` would be a child's, with no children)
+      exit $rc ) </dev/null >"$(logof "${NAMES[$i]}")" 2>&1 &
     PID[$i]=$!
 }
 reap() { # waits for one part to end: its time and exit code
@@ -164,10 +169,13 @@ reap() { # waits for one part to end: its time and exit code
         RC[$i]=$rc; SECS[$i]=$(( $(date +%s) - START[$i] ))
         unset "PID[$i]"; used=$((used - COST[$i]))
         done_n=$((done_n + 1))
-        echo "# [$done_n/${#NAMES[@]}] ${NAMES[$i]}: ${SECS[$i]} s$( [ "$rc" = 0 ] || echo ", exit $rc")"
+        CPU[$i]=$(awk 'NR == 2 { for (k = 1; k <= 2; k++) { split($k, v, /[ms]/); c += v[1] * 60 + v[2] }
+                                 printf "%.1f\n", c }' "$LOGDIR/.cpu-$i" 2>/dev/null); rm -f "$LOGDIR/.cpu-$i"
+        echo "# [$done_n/${#NAMES[@]}] ${NAMES[$i]}: ${SECS[$i]} s (CPU ${CPU[$i]:-?} s)$( [ "$rc" = 0 ] || echo ", exit $rc")"
     done
 }
-t0=$(date +%s) done_n=0 used=0
+busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; } # busy and all jiffies
+t0=$(date +%s) done_n=0 used=0 cpu0=$(busy)
 echo "# running ${#NAMES[@]} parts, up to $JOBS at once; logs in $LOGDIR"
 # Longest first, each as soon as its cost fits (a heavy part alone always fits);
 # a heavy part that does not fit yet lets lighter ones behind it go first.
@@ -207,15 +215,16 @@ mkdir -p "$(dirname "$TIMES")"
   [ -f "$TIMES" ] && awk 'NR == FNR {seen[$1] = 1; next} !($1 in seen)' <(printf '%s\n' "${NAMES[@]}") "$TIMES"
   true # (a first run has no times yet)
 } > "$TIMES.new" && mv "$TIMES.new" "$TIMES"
-for i in "${!NAMES[@]}"; do echo "${SECS[$i]} ${NAMES[$i]}"; done | sort -nr > "$LOGDIR/times"
-echo "# the ten slowest parts:"
-head -n 10 "$LOGDIR/times" | awk '{printf "#   %5d s  %s\n", $1, $2}'
+for i in "${!NAMES[@]}"; do echo "${SECS[$i]} ${NAMES[$i]} ${CPU[$i]:-?}"; done | sort -nr > "$LOGDIR/times"
+echo "# the ten slowest parts (and the CPU seconds each used):"
+head -n 10 "$LOGDIR/times" | awk '{printf "#   %5d s  %-22s (CPU %s s)\n", $1, $2, $3}'
 for i in "${failed[@]}"; do
     log=$(logof "${NAMES[$i]}")
     echo "# FAILED ${NAMES[$i]} (exit ${RC[$i]}, ${SECS[$i]} s); the end of its log ($log):"
     tail -n 25 "$log" | sed 's/^/#   /'
 done
 [ ${#failed[@]} -gt 0 ] && echo "# failed: $(for i in "${failed[@]}"; do printf '%s ' "${NAMES[$i]}"; done)"
-echo "# ${#NAMES[@]} parts in $(( $(date +%s) - t0 )) s, up to $JOBS at once; logs: $LOGDIR"
+read -r b0 a0 <<<"$cpu0"; read -r b1 a1 <<<"$(busy)"
+echo "# ${#NAMES[@]} parts in $(( $(date +%s) - t0 )) s, up to $JOBS at once; the CPUs were busy $(( (b1 - b0) * 100 / (a1 - a0 > 0 ? a1 - a0 : 1) ))% of it; logs: $LOGDIR"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

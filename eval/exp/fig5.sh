@@ -7,7 +7,7 @@
 # (a network namespace whose loopback is limited with tc tbf), where
 # compressing pays. Each point RUNS times, the codecs taking turns.
 source "$(dirname "$0")/../lib.sh"
-SIZE=${EVAL_FIG5_MIB:-$([ "$QUICK" = 1 ] && echo 32 || echo 400)}
+SIZE=${EVAL_FIG5_MIB:-$([ "$QUICK" = 1 ] && echo 16 || echo 400)}
 FILLS=${EVAL_FIG5_FILLS:-$([ "$QUICK" = 1 ] && echo "0 100" || echo "0 25 50 75 100")}
 RATE=${EVAL_RATE:-1gbit}
 NSN=vke-$$

@@ -16,8 +16,15 @@ MEM=${EVAL_T3_MEM:-$([ "$QUICK" = 1 ] && echo 128 || echo 256)}
 SETUPS="none whole-ftp whole-ceph delta-ftp delta-ceph"
 FTP=$("$ROOT/scripts/servers.sh" start ftp "$W/ftp") || die "cannot start vsftpd"
 at_exit "$ROOT/scripts/servers.sh stop ftp $W/ftp"
-VMCKPT_CEPH_OSD_GIB=${EVAL_CEPH_OSD_GIB:-16} "$ROOT/scripts/ceph.sh" start "$W/ceph" >/dev/null || die "cannot start Ceph"
 at_exit "$ROOT/scripts/ceph.sh stop $W/ceph"
+ceph_start() { VMCKPT_CEPH_OSD_GIB=${EVAL_CEPH_OSD_GIB:-16} "$ROOT/scripts/ceph.sh" start "$W/ceph" >/dev/null; }
+# The quick form starts Ceph while the first set-ups run (their times are
+# not measurements there); the full form starts it before, on an idle host.
+CEPH_PID=
+# (at exit, a start still under way ends before the cluster is stopped)
+at_exit '[ -z "$CEPH_PID" ] || { kill "$CEPH_PID"; wait "$CEPH_PID"; }'
+if [ "$QUICK" = 1 ]; then ceph_start & CEPH_PID=$!; else ceph_start || die "cannot start Ceph"; fi
+ceph_ready() { [ -z "$CEPH_PID" ] || { wait "$CEPH_PID" || die "cannot start Ceph"; CEPH_PID=; }; }
 F=$OUT/table3.csv; F7=$OUT/fig7.csv
 echo "setup,run,run_s,stopped_s,checkpoints,first_s,every_s" >"$F"
 echo "setup,run,ckpt,wall_s,stopped_s,stored_mib" >"$F7"
@@ -40,9 +47,9 @@ for r in $(seq "$RUNS"); do
         case $setup in
         none) agent "$a" ;;
         whole-ftp) agent "$a" --store "$FTP/s$k" "${PAPER_SET[@]}" ;;
-        whole-ceph) agent "$a" --store "$("$ROOT/scripts/ceph.sh" uri "$W/ceph" "p$k" 3)&timeout=120" "${PAPER_SET[@]}" ;;
+        whole-ceph) ceph_ready; agent "$a" --store "$("$ROOT/scripts/ceph.sh" uri "$W/ceph" "p$k" 3)&timeout=120" "${PAPER_SET[@]}" ;;
         delta-ftp) agent "$a" --store "$FTP/s$k" ;;
-        delta-ceph) agent "$a" --store "$("$ROOT/scripts/ceph.sh" uri "$W/ceph" "p$k" 3)&timeout=120" ;;
+        delta-ceph) ceph_ready; agent "$a" --store "$("$ROOT/scripts/ceph.sh" uri "$W/ceph" "p$k" 3)&timeout=120" ;;
         esac
         m=auto; [ "${setup%%-*}" = whole ] && m=$PAPER_MODE
         if [ "$setup" = none ]; then

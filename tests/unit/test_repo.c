@@ -156,6 +156,56 @@ static void test_damage_named(void **state)
     free(cmd);
 }
 
+/* One verification reads each chunk once: a stream verified again reads
+ * nothing, a stream sharing chunks reads only its own, and a chunk read
+ * damaged is not remembered as intact. */
+static void test_verify_reads_each_chunk_once(void **state)
+{
+    struct fixture *f = *state;
+    char *in = make_file(f, "in", 0), *in2 = make_file(f, "in2", 1);
+    char *both = util_fmt("cat %s %s > %s/in3", in, in2, f->root), *in3 = util_fmt("%s/in3", f->root);
+    struct stream_ref o, o3;
+    uint64_t s0, s1, s2, c;
+    struct repo_seen *seen = repo_seen_new(), *seen2 = repo_seen_new();
+    assert_non_null(seen);
+    assert_non_null(seen2);
+    assert_int_equal(system(both), 0);
+    assert_int_equal(repo_put_file(f->r, in, 0, &o, NULL, NULL, NULL), 0);
+    assert_int_equal(repo_put_file(f->r, in3, 0, &o3, NULL, NULL, NULL), 0);
+
+    repo_read_counts(f->r, &s0, &c);
+    assert_int_equal(repo_verify_stream_seen(f->r, &o, "o", seen), 0);
+    repo_read_counts(f->r, &s1, &c);
+    assert_true(s1 > s0);
+    assert_int_equal(repo_verify_stream_seen(f->r, &o, "o", seen), 0);
+    repo_read_counts(f->r, &s2, &c);
+    assert_int_equal(s2, s1); /* read once */
+    /* in3 starts with in: only its second half is read */
+    assert_int_equal(repo_verify_stream_seen(f->r, &o3, "o3", seen), 0);
+    repo_read_counts(f->r, &s0, &c);
+    assert_int_equal(repo_verify_stream(f->r, &o3, "o3"), 0);
+    repo_read_counts(f->r, &s1, &c);
+    assert_true(s0 - s2 > 0);
+    assert_true(s0 - s2 < s1 - s0);
+
+    /* damaged: a fresh verification finds it, every time */
+    char *cmd = util_fmt("for p in $(find %s/store/packs -type f); do "
+                         "printf 'XXXXXXXXXXXXXXXX' | dd of=$p bs=1 seek=40 conv=notrunc 2>/dev/null; done",
+                         f->root);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(repo_verify_stream_seen(f->r, &o, "o", seen2), VK_ECORRUPT);
+    assert_int_equal(repo_verify_stream_seen(f->r, &o, "o", seen2), VK_ECORRUPT);
+    repo_seen_free(seen);
+    repo_seen_free(seen2);
+    free(o.name);
+    free(o3.name);
+    free(in);
+    free(in2);
+    free(in3);
+    free(both);
+    free(cmd);
+}
+
 /* Rewrites the index of stream o with fn applied to its chunk list. */
 static void edit_index(struct fixture *f, const struct stream_ref *o, void (*fn)(json_t *chunks))
 {
@@ -558,6 +608,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_roundtrip_dedup_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_reads_each_chunk_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restore_reads_what_it_needs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_read_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_atomic_write_two_threads, setup, teardown),
