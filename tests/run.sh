@@ -9,10 +9,10 @@
 # Usage: tests/run.sh [-j N] [--fast] [--only REGEX] [--list] [BUILD_DIR]
 #   BUILD_DIR  the ASan+UBSan build (default build/san); the TSan part runs
 #              when build/tsan/vmckptd exists
-#   -j N       slots of parts at once (default: VMCKPT_TEST_JOBS, else the
-#              CPUs); a heavy part (ThreadSanitizer tests, the quick
-#              evaluation, the campaign) takes two, so with the default it
-#              runs alone, and two ordinary parts run together
+#   -j N       CPUs the parts at once may keep busy (default:
+#              VMCKPT_TEST_JOBS, else the CPUs), each part counted at what
+#              it kept busy in its last run here (a part alone always runs;
+#              at most 2N parts at once)
 #   --fast     the edit-build-test tier (`make check-fast`): unit tests,
 #              layering, settings and one integration smoke test
 #              (t_counter: run, checkpoint, crash, restore)
@@ -103,32 +103,52 @@ fi
 # interrupted ends every part and what it started: SIGTERM to the part's group
 # first (the exit hooks of its shells stop its agents, VMs and servers), then
 # SIGKILL to the group.
-declare -A PID=() START=() SECS=() RC=() COST=() CPU=()
-estimate() { # a part's time in the last run here, or a guess by kind
+declare -A PID=() START=() SECS=() RC=() CPU=()
+# A part's "SECONDS CPU_SECONDS" in the last run here (build/test-logs/times),
+# else as measured on a machine like CI's (tests/part-times, in the tree: CI
+# runs from a clean clone), else nothing.
+last_run() {
+    local f
+    for f in "$TIMES" tests/part-times; do
+        [ -f "$f" ] || continue
+        awk -v n="$1" '$1 == n { l = $2 " " $3 } END { if (l != "") print l }' "$f" | grep . && return 0
+    done
+    return 0
+}
+estimate() { # a part's seconds, for the order they start in (longest first)
     local s
-    s=$(awk -v n="$1" '$1 == n {print $2}' "$TIMES" 2>/dev/null | tail -n1)
+    read -r s _ <<<"$(last_run "$1")"
     [ -n "$s" ] && { echo "$s"; return; }
-    # (the long ones as measured here, for a clone's first run)
     case $1 in
     int:t_eval | tsan:t_longrun | int:t_campaign) echo 400 ;;
-    tsan:t_failover | int:t_failover* | int:t_ceph | int:t_longrun | int:t_hostile) echo 250 ;;
-    int:t_setup | int:t_stores | int:t_bad_input | int:t_modes | tsan:t_*) echo 150 ;;
     int:*) echo 90 ;;
     fuzz:*) echo "$FUZZ_SECONDS" ;;
     *) echo 10 ;;
     esac
 }
-# A heavy part keeps more than a CPU busy by itself (agents under
-# ThreadSanitizer, the quick evaluation's experiments side by side, the
-# campaign's three nodes and real-time checker): it counts as two of the -j
-# slots, so two of them never run together (three at once once made every
-# part four times slower: more thrashing than work), and with the default of
-# one slot a CPU it runs alone: the campaign beside t_failover took 45 s to
-# recover from each fault instead of 8. Ordinary parts, mostly waiting on
-# their guests, run two at once (four of them: 84 s, against 144 s one at a
-# time).
-cost() { case $1 in tsan:t_* | int:t_eval | int:t_campaign) echo 2 ;; *) echo 1 ;; esac; }
+# What a part costs is the CPU it keeps busy, in hundredths of a CPU: its
+# CPU seconds over its seconds in its last run (last_run),
+# at least 0.3 and at most 2; the parts at once cost at most -j CPUs (a
+# part alone always runs), and at most twice -j parts run at once. Most
+# integration tests mostly wait (leases, guests, servers: t_ceph keeps 0.3
+# of a CPU busy), so two at a time left the CPUs half idle; the heavy ones
+# keep more than one busy (agents under ThreadSanitizer, the quick
+# evaluation's experiments side by side, the campaign's three nodes and
+# real-time checker), and three of those at once made every part four times
+# slower (the campaign beside t_failover took 45 s to recover from each
+# fault instead of 8). Without a last run: 2 for those, 1 for the others.
+cost() {
+    local c
+    c=$(last_run "$1" | awk '$2 ~ /^[0-9.]+$/ && $1 > 0 { printf "%d\n", $2 * 100 / $1 }')
+    if [ -n "$c" ]; then
+        [ "$c" -ge 30 ] || c=30; [ "$c" -le 200 ] || c=200; echo "$c"; return
+    fi
+    case $1 in tsan:t_* | int:t_eval | int:t_campaign) echo 200 ;; *) echo 100 ;; esac
+}
+CAP=$((JOBS * 100)) MAXPARTS=$((JOBS * 2))
 order=$(for i in "${!NAMES[@]}"; do echo "$(estimate "${NAMES[$i]}") $i"; done | sort -k1,1nr -k2,2n | awk '{print $2}')
+declare -A COST=()
+for i in "${!NAMES[@]}"; do COST[$i]=$(cost "${NAMES[$i]}"); done
 logof() { echo "$LOGDIR/$(echo "$1" | tr ':/' '__').log"; }
 
 stop_all() {
@@ -143,20 +163,37 @@ stop_all() {
         [ $p = 0 ] && break; sleep 0.2
     done
     for i in "${!PID[@]}"; do kill -KILL -- "-${PID[$i]}" 2>/dev/null; done
+    sleep 0.5; for i in "${!PID[@]}"; do rmdir "$(cg_of "$i")" 2>/dev/null; done
     echo "# logs: $LOGDIR"
     exit 130
 }
 trap stop_all INT TERM HUP
 
+# A part's CPU seconds: those of every process it started, servers that
+# left their parent included, from a cpuacct cgroup of its own (made here,
+# removed when it ends); where there is none, from bash's `times` (what its
+# processes waited for used).
+CG=/sys/fs/cgroup/cpuacct
+cg_of() { [ -w "$CG/cgroup.procs" ] && echo "$CG/vmckpt-test-$$-$1"; }
+
 set -m
 launch() {
     local i=$1
-    START[$i]=$(date +%s); COST[$i]=$(cost "${NAMES[$i]}"); used=$((used + COST[$i]))
+    START[$i]=$(date +%s); used=$((used + COST[$i]))
     # (the part's CPU seconds, its own and its children's, from bash's
     # `times`: what a part costs the machine, which its time beside
     # others does not say)
-    ( trap - INT TERM HUP; set +m; bash -c "${CMDS[$i]}"; rc=$?
-      times >"$LOGDIR/.cpu-$i" # (no pipe: a pipe's `times` would be a child's, with no children)
+    # (the subshell outlives its part's cleanup: a signal to the group waits
+    # for the part to end, and the runner watches the subshell)
+    ( trap : INT TERM HUP; set +m
+      cg=$(cg_of "$i"); mkdir "$cg" 2>/dev/null && echo "$BASHPID" >"$cg/cgroup.procs" 2>/dev/null || cg=
+      bash -c "${CMDS[$i]}"; rc=$?
+      if [ -n "$cg" ]; then awk '{ printf "%.1f\n", $1 / 1e9 }' "$cg/cpuacct.usage" >"$LOGDIR/.cpu-$i"
+      else
+          times >"$LOGDIR/.cpu-$i.t" # (no pipe: a pipe's `times` would be a child's, with no children)
+          awk 'NR == 2 { for (k = 1; k <= 2; k++) { split($k, v, /[ms]/); c += v[1] * 60 + v[2] }
+                         printf "%.1f\n", c }' "$LOGDIR/.cpu-$i.t" >"$LOGDIR/.cpu-$i"
+      fi
       exit $rc ) </dev/null >"$(logof "${NAMES[$i]}")" 2>&1 &
     PID[$i]=$!
 }
@@ -169,27 +206,27 @@ reap() { # waits for one part to end: its time and exit code
         RC[$i]=$rc; SECS[$i]=$(( $(date +%s) - START[$i] ))
         unset "PID[$i]"; used=$((used - COST[$i]))
         done_n=$((done_n + 1))
-        CPU[$i]=$(awk 'NR == 2 { for (k = 1; k <= 2; k++) { split($k, v, /[ms]/); c += v[1] * 60 + v[2] }
-                                 printf "%.1f\n", c }' "$LOGDIR/.cpu-$i" 2>/dev/null); rm -f "$LOGDIR/.cpu-$i"
+        CPU[$i]=$(cat "$LOGDIR/.cpu-$i" 2>/dev/null); rm -f "$LOGDIR/.cpu-$i" "$LOGDIR/.cpu-$i.t"
+        rmdir "$(cg_of "$i")" 2>/dev/null
         echo "# [$done_n/${#NAMES[@]}] ${NAMES[$i]}: ${SECS[$i]} s (CPU ${CPU[$i]:-?} s)$( [ "$rc" = 0 ] || echo ", exit $rc")"
     done
 }
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; } # busy and all jiffies
 t0=$(date +%s) done_n=0 used=0 cpu0=$(busy)
-echo "# running ${#NAMES[@]} parts, up to $JOBS at once; logs in $LOGDIR"
+echo "# running ${#NAMES[@]} parts, at most $JOBS CPUs' worth at once; logs in $LOGDIR"
 # Longest first, each as soon as its cost fits (a heavy part alone always fits);
 # a heavy part that does not fit yet lets lighter ones behind it go first.
 pending=($order)
 while [ ${#pending[@]} -gt 0 ]; do
     started=0
     for k in "${!pending[@]}"; do
-        i=${pending[$k]}; c=$(cost "${NAMES[$i]}")
-        if [ $((used + c)) -le "$JOBS" ] || [ "$used" = 0 ]; then
+        i=${pending[$k]}; c=${COST[$i]}
+        if { [ $((used + c)) -le "$CAP" ] && [ ${#PID[@]} -lt "$MAXPARTS" ]; } || [ "$used" = 0 ]; then
             launch "$i"; unset "pending[$k]"; started=1
         fi
     done
     pending=("${pending[@]}")
-    [ $started = 1 ] && [ ${#pending[@]} -gt 0 ] && [ "$used" -lt "$JOBS" ] && continue
+    [ $started = 1 ] && [ ${#pending[@]} -gt 0 ] && [ "$used" -lt "$CAP" ] && continue
     [ ${#pending[@]} -gt 0 ] && reap
 done
 while [ ${#PID[@]} -gt 0 ]; do reap; done
@@ -211,7 +248,7 @@ for i in "${!NAMES[@]}"; do
     echo "# $name: ${SECS[$i]} s"
 done
 mkdir -p "$(dirname "$TIMES")"
-{ for i in "${!NAMES[@]}"; do echo "${NAMES[$i]} ${SECS[$i]}"; done
+{ for i in "${!NAMES[@]}"; do echo "${NAMES[$i]} ${SECS[$i]} ${CPU[$i]:-}"; done
   [ -f "$TIMES" ] && awk 'NR == FNR {seen[$1] = 1; next} !($1 in seen)' <(printf '%s\n' "${NAMES[@]}") "$TIMES"
   true # (a first run has no times yet)
 } > "$TIMES.new" && mv "$TIMES.new" "$TIMES"
@@ -225,6 +262,6 @@ for i in "${failed[@]}"; do
 done
 [ ${#failed[@]} -gt 0 ] && echo "# failed: $(for i in "${failed[@]}"; do printf '%s ' "${NAMES[$i]}"; done)"
 read -r b0 a0 <<<"$cpu0"; read -r b1 a1 <<<"$(busy)"
-echo "# ${#NAMES[@]} parts in $(( $(date +%s) - t0 )) s, up to $JOBS at once; the CPUs were busy $(( (b1 - b0) * 100 / (a1 - a0 > 0 ? a1 - a0 : 1) ))% of it; logs: $LOGDIR"
+echo "# ${#NAMES[@]} parts in $(( $(date +%s) - t0 )) s, at most $JOBS CPUs' worth at once; the CPUs were busy $(( (b1 - b0) * 100 / (a1 - a0 > 0 ? a1 - a0 : 1) ))% of it; logs: $LOGDIR"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -9,7 +9,7 @@
 # shaped to 1 Gbit/s (tc tbf), where replication and the network cost what
 # they cost between hosts (the directory store is local only). RUNS times.
 source "$(dirname "$0")/../lib.sh"
-read -r BASE DELTA MEM <<<"${EVAL_T2_MIBS:-$([ "$QUICK" = 1 ] && echo "16 8 8" || echo "512 128 128")}"
+read -r BASE DELTA MEM <<<"${EVAL_T2_MIBS:-$([ "$QUICK" = 1 ] && echo "4 2 2" || echo "512 128 128")}"
 RATE=${EVAL_RATE:-1gbit}
 NSN=vkt2-$$
 shaped_ns "$NSN" "$RATE"
@@ -50,15 +50,15 @@ drop() { # frees what the store holds
     rados*) VMCKPT_CEPH_NETNS=$([ "$1" = net ] && echo "$NSN") bash -c "\${VMCKPT_CEPH_NETNS:+ip netns exec \$VMCKPT_CEPH_NETNS} ceph -c '$W/$1-ceph/ceph.conf' osd pool delete '$3' '$3' --yes-i-really-really-mean-it" >/dev/null 2>&1 || true ;;
     esac
 }
-# (The quick form keeps the page cache: its numbers prove the script runs,
-# they are not measurements, and each drop made the experiments beside it
-# read their programs and images again.)
+# (The quick form keeps the page cache and syncs nothing: its numbers prove
+# the script runs, they are not measurements, and each drop or sync made the
+# experiments beside it wait for the disk or read their programs again.)
 cold() { [ "$QUICK" = 1 ] && return 0; sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 one_store() { # one_store LINK STORE RUN: a row of the table
     local link=$1 s=$2 r=$3 IN pool U one two t0
     eval "IN=\$IN_$link"
     pool=t2-$link-$s-$r; U=$(uri "$link" "$s" "$pool")
-    sync
+    [ "$QUICK" = 1 ] || sync
     $IN "$B/store_bench" putset "$U" "$W/A.base" "$W/A.delta" "$W/A.mem" >"$W/$pool.A.json" || die "putset $s ($link)"
     $IN "$B/store_bench" putset "$U" "$W/B.base" "$W/B.delta" "$W/B.mem" >"$W/$pool.B.json" || die "putset $s ($link)"
     cold

@@ -4,7 +4,7 @@
 
 start_agent a || { not_ok "agent starts"; finish; exit 1; }
 G=$GUEST
-runx() { local name=$1 task=$2 base=$3; shift 3; vk "$name" run "$task" --base "$base" --kernel "$G/vmlinuz" --initrd "$G/initrd.img" --memory "$MEM" "$@"; }
+runx() { local name=$1 task=$2 base=$3; shift 3; vk "$name" run "$task" --base "$base" --kernel "$KERNEL" --initrd "$G/initrd.img" --memory "$MEM" "$@"; }
 no_task_left() { ! vk a status | grep -q "^$1 " && [ ! -e "$T/a/state/tasks/$1" ]; }
 
 # --- base image

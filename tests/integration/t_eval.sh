@@ -5,7 +5,7 @@
 # this run's CSVs.
 . "$(dirname "$0")/lib.sh"
 R=$T/results
-if QUICK=1 EVAL_OUT="$R" EVAL_REPORT="$T/REPORT.md" bash eval/run.sh "$BIN" >"$T/eval.log" 2>&1; then
+if QUICK=1 EVAL_KERNEL="$KERNEL" EVAL_OUT="$R" EVAL_REPORT="$T/REPORT.md" bash eval/run.sh "$BIN" >"$T/eval.log" 2>&1; then
     ok "make eval QUICK=1 runs every experiment ($(grep -o 'done in [0-9]* s' "$T/eval.log" | tail -n1))"
 else
     not_ok "eval/run.sh (quick)" "$(tail -8 "$T/eval.log")"; finish; exit 1

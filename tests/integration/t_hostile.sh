@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 G=$GUEST
 SB=$BIN/store_bench
-runx() { local name=$1 task=$2 base=$3; shift 3; vk "$name" run "$task" --base "$base" --kernel "$G/vmlinuz" --initrd "$G/initrd.img" --memory "$MEM" "$@"; }
+runx() { local name=$1 task=$2 base=$3; shift 3; vk "$name" run "$task" --base "$base" --kernel "$KERNEL" --initrd "$G/initrd.img" --memory "$MEM" "$@"; }
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 M=$T/store/tasks/c1/manifests
 mf() { echo "$M/$(printf %010d "$1").json"; }
