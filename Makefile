@@ -83,8 +83,6 @@ RUN_J = $(if $(JOBS),-j $(JOBS))
 check: check-build
 	bash tests/run.sh $(RUN_J) build/san
 
-# The edit-build-test loop: unit tests, layering, settings and one
-# integration smoke test (run, checkpoint, crash, restore). At most 3 minutes.
 # After a full `make check` on a machine like CI's: its parts' seconds and
 # CPU seconds become the first-run estimates in the tree (tests/part-times).
 part-times:
@@ -92,12 +90,16 @@ part-times:
 	{ sed -n '1,3p' tests/part-times; grep -v '^#' build/test-logs/times | sort; } > tests/part-times.new
 	mv tests/part-times.new tests/part-times
 
+# The edit-build-test loop: unit tests, layering, settings and one
+# integration smoke test (run, checkpoint, crash, restore). At most 3 minutes.
 check-fast:
 	$(MAKE) -j$(NPROC) --no-print-directory SAN=1 all tests
 	bash tests/run.sh $(RUN_J) --fast build/san
 
 check-build:
-	$(MAKE) -j$(NPROC) --no-print-directory build-san build-tsan build-norados fuzz-build
+	$(MAKE) -j$(NPROC) --no-print-directory build-rel build-san build-tsan build-norados fuzz-build
+build-rel:
+	$(MAKE) --no-print-directory all
 build-san:
 	$(MAKE) --no-print-directory SAN=1 all tests
 build-tsan:
@@ -177,5 +179,5 @@ eval: all guest
 clean:
 	rm -rf build/rel build/rel-norados build/san build/tsan build/fuzz
 
-.PHONY: all tests guest demo check check-fast part-times check-build build-san build-tsan build-norados \
+.PHONY: all tests guest demo check check-fast part-times check-build build-rel build-san build-tsan build-norados \
         check-long check-load soak fuzz fuzz-build campaign bench clean eval

@@ -7,10 +7,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=${B:-$ROOT/build/rel}
 case $B in /*) ;; *) B=$ROOT/$B ;; esac
 G=$ROOT/build/guest
-# The kernel booted: the distribution's bzImage, as a user passes it; the
-# test suite's quick run gives the uncompressed one (EVAL_KERNEL, faster to
-# boot under TCG; guest/build.sh).
-KERNEL=${EVAL_KERNEL:-$G/vmlinuz}
 QUICK=${QUICK:-0}
 RUNS=${EVAL_RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo 3)}
 OUT=${EVAL_OUT:-$ROOT/eval/results}
@@ -73,7 +69,7 @@ wait_serial() {
 # boot AGENT TASK MEM WORK [run args]: runs the guest, waits until it is up
 boot() {
     local x=$1 t=$2 m=$3 w=$4; shift 4
-    vk "$x" run "$t" --base "$G/base.qcow2" --kernel "$KERNEL" --initrd "$G/initrd.img" \
+    vk "$x" run "$t" --base "$G/base.qcow2" --kernel "$G/vmlinuz" --initrd "$G/initrd.img" \
         --work "$w" --memory "$m" "$@" >/dev/null || die "cannot run $t on $x"
     wait_serial "$x" "$t" "vmckpt-guest: up" 120
 }

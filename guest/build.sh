@@ -24,7 +24,7 @@ kver=${kpkg#linux-image-}
 cp "$work/k/boot/vmlinuz-$kver" "$out/vmlinuz"
 # The same kernel uncompressed: an ELF with a PVH entry point, which QEMU
 # boots directly. Under TCG, unpacking the bzImage's XZ payload took 3.3 of
-# a boot's 5.7 CPU seconds, and the test suite boots ~150 VMs (the tests
+# a boot's 5.7 CPU seconds, and the test suite boots ~150 VMs (most tests
 # use vmlinux; the demo, the evaluation and the benchmarks boot vmlinuz, as
 # a user would). Where it cannot be had, vmlinux is the bzImage.
 pvh_kernel() { # pvh_kernel BZIMAGE OUT
