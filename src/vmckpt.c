@@ -736,7 +736,11 @@ static int cmd_verify(int argc, char **argv)
         if (!opt_json && json_object_get(c, "task"))
             printf("task %s ", jstr(c, "task"));
         if (!opt_json)
-            printf("checkpoint %lld: %s\n", (long long)jint(c, "seq"), ok ? "intact" : "DAMAGED");
+            printf("checkpoint %lld: %s\n", (long long)jint(c, "seq"),
+                   !ok ? "DAMAGED"
+                   : json_is_true(json_object_get(c, "gone"))
+                       ? "left the store while it was read (retention or GC), not checked"
+                       : "intact");
         json_array_foreach(json_object_get(c, "problems"), k, p) if (!opt_json)
             printf("  %s\n", json_string_value(p));
     }

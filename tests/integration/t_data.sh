@@ -63,8 +63,24 @@ a1=$(jq .uploaded_bytes "$M2"); base=$(jq .base.size "$M2")
 echo "# second task, first checkpoint: $a1 bytes added; the base is $base bytes"
 [ "$(jq .data.stored.dedup_chunks "$M2")" -gt 0 ] && ok "the second task reuses stored chunks" || not_ok "reuses chunks"
 
+# A checkpoint that retention and GC remove while verify reads it is not
+# damage: verify waits at a gate before checkpoint 4, which leaves the store
+# (its manifest and its memory's index, as retention and GC would delete
+# them: its chunks become garbage), then goes on.
+stop_agent a
+AGENT_ENV="VMCKPT_TEST_VERIFY_GATE=$T/verify-gate" start_agent a --set data.gc_grace=0
+touch "$T/verify-gate"
+vk a verify d1 >"$T/vg.out" 2>&1 &
+V=$!
+for _ in $(seq 600); do [ -e "$T/verify-gate.d1-4" ] && break; sleep 0.1; done
+rm -f "$T/store/$(jq -r .memory.name "$M/0000000004.json")" "$M/0000000004.json"
+rm -f "$T/verify-gate"
+wait "$V" && grep -q "checkpoint 4: left the store while it was read" "$T/vg.out" && grep -q "checkpoint 6: intact" "$T/vg.out" \
+    && ok "a checkpoint removed while verify reads it is reported as gone, not damaged" \
+    || not_ok "a checkpoint removed during verify is not damage" "$(cat "$T/vg.out")"
+unset AGENT_ENV
+
 # GC killed half-way breaks nothing.
-rm -f "$M/0000000004.json"   # as retention would: its chunks become garbage
 stop_agent a
 # GC stops at a gate after its first deletion: the agent is killed there.
 AGENT_ENV="VMCKPT_TEST_GC_GATE=$T/gc-gate"
