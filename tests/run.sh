@@ -147,9 +147,14 @@ cost() {
     case $1 in tsan:t_* | int:t_eval | int:t_campaign) echo 200 ;; *) echo 100 ;; esac
 }
 CAP=$((JOBS * 100)) MAXPARTS=$((JOBS * 2))
-order=$(for i in "${!NAMES[@]}"; do echo "$(estimate "${NAMES[$i]}") $i"; done | sort -k1,1nr -k2,2n | awk '{print $2}')
 declare -A COST=()
 for i in "${!NAMES[@]}"; do COST[$i]=$(cost "${NAMES[$i]}"); done
+# The parts that keep a CPU or more busy first, then the others, each group
+# longest first: lighter parts fill the CPUs beside a heavy one. Longest
+# first alone left the heavy parts to the end (each waits until it fits, and
+# lighter ones kept fitting before it), where they ran nearly alone.
+order=$(for i in "${!NAMES[@]}"; do echo "$(( COST[$i] >= 100 ? 1 : 0 )) $(estimate "${NAMES[$i]}") $i"; done \
+    | sort -k1,1nr -k2,2nr -k3,3n | awk '{print $3}')
 logof() { echo "$LOGDIR/$(echo "$1" | tr ':/' '__').log"; }
 
 stop_all() {
@@ -231,6 +236,8 @@ while [ ${#pending[@]} -gt 0 ]; do
     [ ${#pending[@]} -gt 0 ] && reap
 done
 while [ ${#PID[@]} -gt 0 ]; do reap; done
+# (a cgroup whose last task had not quite left when its part was reaped)
+for i in "${!NAMES[@]}"; do rmdir "$(cg_of "$i")" 2>/dev/null; done
 set +m
 trap - INT TERM HUP
 
