@@ -140,7 +140,7 @@ estimate() { # a part's seconds, for the order they start in (longest first)
 cost() {
     local c
     # (a part of a second or two costs the least: its ratio is noise)
-    c=$(last_run "$1" | awk '$2 ~ /^[0-9.]+$/ { printf "%d\n", $1 > 2 ? $2 * 100 / $1 : 30 }')
+    c=$(last_run "$1" | awk '$2 ~ /^[0-9.]+$/ { printf "%d\n", ($1 > 2 ? $2 * 100 / $1 : 30) }')
     if [ -n "$c" ]; then
         [ "$c" -ge 30 ] || c=30; [ "$c" -le 200 ] || c=200; echo "$c"; return
     fi
