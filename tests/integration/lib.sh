@@ -5,9 +5,11 @@ set -u
 BIN=${BIN:?set BIN to the build directory holding vmckptd and vmckpt}
 BIN=$(cd "$BIN" && pwd)
 GUEST=${GUEST:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/guest}
-# The tests boot the uncompressed kernel (guest/build.sh: 2.4 CPU seconds a
-# boot under TCG against 5.7 for the bzImage).
-KERNEL=${KERNEL:-$GUEST/vmlinux}
+# The kernel the tests boot: the bzImage. KERNEL=$GUEST/vmlinux boots the
+# uncompressed one (guest/build.sh: 2.4 CPU seconds a boot under TCG against
+# 5.7), but a guest restored from it panicked once in four suite runs
+# (t_modes, "Attempted to kill the idle task"), not yet understood.
+KERNEL=${KERNEL:-$GUEST/vmlinuz}
 T=$(mktemp -d /tmp/vkt.XXXXXX)
 MEM=${VMCKPT_TEST_MEMORY:-128}
 n=0; nfail=0

@@ -5,8 +5,8 @@
 # write, and a guest checkpointed through each in every mode (stop-copy,
 # cow, auto: live) and restored from each checkpoint.
 . "$(dirname "$0")/lib.sh"
-# (the bzImage: FTP restores read a 66 MB uncompressed kernel a small range at
-# a time, which took this test from 171 s to 395 s; issue 35)
+# (always the bzImage: FTP restores read a 66 MB uncompressed kernel a small
+# range at a time, which took this test from 171 s to 395 s; issue 35)
 KERNEL=$GUEST/vmlinuz
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 chmod 755 "$T" # the servers run as their own user
