@@ -186,9 +186,6 @@ set -m
 launch() {
     local i=$1
     START[$i]=$(date +%s); used=$((used + COST[$i]))
-    # (the part's CPU seconds, its own and its children's, from bash's
-    # `times`: what a part costs the machine, which its time beside
-    # others does not say)
     # (the subshell outlives its part's cleanup: a signal to the group waits
     # for the part to end, and the runner watches the subshell)
     ( trap : INT TERM HUP; set +m
