@@ -23,6 +23,8 @@ eval_cleanup() {
     rm -rf "$W"
 }
 trap eval_cleanup EXIT
+# set -e ends a script silently: say where
+trap 'echo "eval: ${BASH_SOURCE[0]##*/} line $LINENO: a command failed (exit $?)" >&2' ERR
 say() { echo "# $(date +%T) $*" >&2; }
 die() { echo "eval: $*" >&2; exit 1; }
 

@@ -390,52 +390,58 @@ static int task_resume_vm(struct task *t)
     return 0;
 }
 
+/* The error of a memory load that failed with rc: a QEMU that has exited
+ * left the reason in its log. wait: it is on its way out, so wait for it to
+ * get there (up to 10 s: a loaded machine is slow to let a process exit). */
+static int task_load_error(struct task *t, int rc, int wait)
+{
+    for (int i = 0; wait && i < 500 && task_vm_alive(t); i++)
+        usleep(20000);
+    if (task_vm_alive(t))
+        return rc;
+    char *log = task_run_path(t, "qemu.log");
+    char *tail = log ? util_file_tail(log, 600) : NULL;
+    rc = err_set(VK_EQEMU, "QEMU could not load the checkpoint's memory: %s",
+                 tail && tail[0] ? tail : "no output");
+    free(tail);
+    free(log);
+    return rc;
+}
+
 /* Waits until QEMU has loaded the memory stream it was given; a QEMU that
  * fails the load is waited for, and its last words make the error. Called
  * with t->lock held; the VM is killed on an error. */
 static int task_wait_loaded(struct task *t, atomic_int *feed_failed)
 {
-    char *log = task_run_path(t, "qemu.log");
-    int rc = log ? 0 : err_set(VK_ENOMEM, "out of memory");
-    int lost = 0; /* QEMU stopped answering: it is on its way out */
-    if (rc == 0) {
-        int64_t deadline = util_now_us() + (int64_t)TASK_LOAD_TIMEOUT_MS * 1000;
-        for (;;) { /* QEMU reports "inmigrate" until the whole stream is loaded */
-            json_t *st = NULL;
-            rc = qmp_exec(t->qmp, "query-status", NULL, &st, 30000);
-            const char *s = rc == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
-            int loading = s && !strcmp(s, "inmigrate");
-            json_decref(st);
-            lost = rc < 0;
-            if (rc < 0 || !loading)
-                break;
-            /* QEMU 7.2 can spin forever on a stream that ends early: do not wait for it. */
-            if (feed_failed && *feed_failed) {
-                rc = err_set(VK_EIO, "the memory stream failed");
-                break;
-            }
-            if (util_now_us() > deadline) {
-                rc = err_set(VK_ETIMEOUT, "QEMU did not finish loading the memory stream");
-                break;
-            }
-            usleep(10000);
+    int64_t deadline = util_now_us() + (int64_t)TASK_LOAD_TIMEOUT_MS * 1000;
+    int rc, lost; /* lost: QEMU stopped answering, it is on its way out */
+    for (;;) { /* QEMU reports "inmigrate" until the whole stream is loaded */
+        json_t *st = NULL;
+        rc = qmp_exec(t->qmp, "query-status", NULL, &st, 30000);
+        const char *s = rc == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
+        int loading = s && !strcmp(s, "inmigrate");
+        json_decref(st);
+        lost = rc < 0;
+        if (rc < 0 || !loading)
+            break;
+        /* QEMU 7.2 can spin forever on a stream that ends early: do not wait for it. */
+        if (feed_failed && *feed_failed) {
+            rc = err_set(VK_EIO, "the memory stream failed");
+            break;
         }
-        /* A QEMU that stopped answering, or a feed cut short by QEMU (a write
-         * error: EPIPE), means QEMU is on its way out with the real reason in
-         * its log: wait for it to get there (up to 10 s: a loaded machine is
-         * slow to let a process exit). The feed may learn of it after QMP. */
-        int feed_cut = feed_failed && *feed_failed == VK_EIO;
-        for (int i = 0; rc < 0 && (lost || feed_cut) && i < 500 && task_vm_alive(t); i++)
-            usleep(20000);
-        if (rc < 0 && !task_vm_alive(t)) {
-            char *tail = util_file_tail(log, 600);
-            rc = err_set(VK_EQEMU, "QEMU could not load the checkpoint's memory: %s", tail);
-            free(tail);
+        if (util_now_us() > deadline) {
+            rc = err_set(VK_ETIMEOUT, "QEMU did not finish loading the memory stream");
+            break;
         }
+        usleep(10000);
     }
-    if (rc < 0)
+    /* A QEMU that stopped answering, or a feed cut short by QEMU (a write
+     * error: EPIPE), means QEMU is on its way out with the real reason in its
+     * log. The feed may learn of it after QMP. */
+    if (rc < 0) {
+        rc = task_load_error(t, rc, lost || (feed_failed && *feed_failed == VK_EIO));
         task_stop_vm(t);
-    free(log);
+    }
     return rc;
 }
 
@@ -465,6 +471,10 @@ static int task_start_vm(struct task *t, const char *incoming, atomic_int *feed_
     if (rc < 0)
         goto out;
     rc = vm_connect(t->pid, qmp_path, log, TASK_START_TIMEOUT_MS, &t->qmp);
+    /* QEMU fails a stream it cannot load at once, and may be gone before
+     * QMP's greeting: then it is the load that failed, in QEMU's words. */
+    if (rc < 0 && incoming && !defer)
+        rc = task_load_error(t, rc, rc != VK_ETIMEOUT);
     if (rc < 0)
         task_stop_vm(t);
     else if (incoming && !defer)
