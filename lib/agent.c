@@ -11,6 +11,7 @@
 #include "peer.h"
 #include "prestage.h"
 #include "repo.h"
+#include "runlog.h"
 #include "store.h"
 #include "task.h"
 #include "testhook.h"
@@ -265,6 +266,31 @@ static int agent_jint(json_t *j, const char *key, int def)
     return json_is_integer(v) ? (int)json_integer_value(v) : def;
 }
 
+/* The fields of a run request that reach QEMU's command line, each checked
+ * (the paths are checked when they are opened: realpath, qemu-img). */
+static int agent_check_spec(const struct task_spec *sp)
+{
+    if (sp->memory_mib < 16 || sp->memory_mib > 1 << 20)
+        return err_set(VK_EINVAL, "request field 'memory_mib' must be from 16 to %d, not %d",
+                       1 << 20, sp->memory_mib);
+    if (sp->vcpus < 1 || sp->vcpus > 256)
+        return err_set(VK_EINVAL, "request field 'vcpus' must be from 1 to 256, not %d",
+                       sp->vcpus);
+    if (sp->first_s < 0 || sp->every_s < CFG_AUTO)
+        return err_set(VK_EINVAL, "request fields 'checkpoint_first' and 'checkpoint_every' "
+                                  "must be 0 or more");
+    /* work goes onto the guest kernel's command line as vmckpt.work=WORK:
+     * one word, or it would add parameters of its own */
+    size_t n = sp->work ? strlen(sp->work) : 1;
+    if (sp->work && (n == 0 || n > 128 ||
+                     strspn(sp->work, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                      "0123456789._,:=+-/") != n))
+        return err_set(VK_EINVAL, "request field 'work' must be one word of 1-128 letters, "
+                                  "digits and . _ , : = + - / (it goes onto the guest kernel's "
+                                  "command line), not '%.64s'", sp->work);
+    return 0;
+}
+
 static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json_t *body)
 {
     const struct cfg *cfg = a->cfg;
@@ -291,9 +317,8 @@ static enum MHD_Result agent_run(struct agent *a, struct MHD_Connection *c, json
     enum ckpt_mode mode;
     if (sp.mode && (rc = ckpt_mode_parse(sp.mode, "mode", &mode)) < 0)
         return agent_send_err(c, rc);
-    if (sp.memory_mib < 16 || sp.vcpus < 1 || sp.first_s < 0 || sp.every_s < CFG_AUTO)
-        return agent_send_err(c, err_set(VK_EINVAL, "memory must be >= 16 MiB, vcpus >= 1, "
-                                                    "checkpoint times >= 0"));
+    if ((rc = agent_check_spec(&sp)) < 0)
+        return agent_send_err(c, rc);
     if (sp.id && (rc = agent_reserve(a, sp.id)) < 0)
         return agent_send_err(c, rc);
     if (sp.id)
@@ -607,6 +632,80 @@ static enum MHD_Result agent_drain(struct agent *a, struct MHD_Connection *c, js
                                         "failed", failed));
 }
 
+static enum MHD_Result agent_send_text(struct MHD_Connection *c, char *text, size_t len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/plain; charset=utf-8");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* GET /v1/tasks/ID/console: the runs whose console logs this node has (the
+ * current run's and those kept, of a removed task too). */
+static enum MHD_Result agent_console_list(struct agent *a, struct MHD_Connection *c,
+                                          const char *id)
+{
+    struct task *t = agent_find(a, id);
+    char *serial = NULL, when[40];
+    int cur = t ? task_current_run(t, &serial) : 0;
+    struct runlog_entry *v = NULL;
+    size_t n = 0;
+    int rc = runlog_list(a->env.logs_dir, id, &v, &n);
+    json_t *runs = json_array();
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (v[i].run == cur)
+            continue; /* (the current run's own file is the newer) */
+        util_iso_time(v[i].mtime_s * 1000000, when, sizeof(when));
+        json_array_append_new(runs, json_pack("{s:i, s:I, s:s, s:b}", "run", v[i].run, "bytes",
+                                              (json_int_t)v[i].bytes, "modified", when,
+                                              "current", 0));
+    }
+    struct stat st;
+    if (rc == 0 && cur && stat(serial, &st) == 0) {
+        util_iso_time((int64_t)st.st_mtime * 1000000, when, sizeof(when));
+        json_array_append_new(runs, json_pack("{s:i, s:I, s:s, s:b}", "run", cur, "bytes",
+                                              (json_int_t)st.st_size, "modified", when,
+                                              "current", 1));
+    }
+    free(v);
+    free(serial);
+    if (rc == 0 && !t && json_array_size(runs) == 0)
+        rc = err_set(VK_ENOTFOUND, "no task '%s' on this node, and no console logs of it", id);
+    if (rc < 0) {
+        json_decref(runs);
+        return agent_send_err(c, rc);
+    }
+    return agent_send(c, 200, json_pack("{s:s, s:o, s:o}", "task", id, "current",
+                                        cur ? json_integer(cur) : json_null(), "runs", runs));
+}
+
+/* GET /v1/tasks/ID/console/RUN: a run's console log, its last
+ * [task] log_max_kib (text/plain: it is the guest's bytes, as written). */
+static enum MHD_Result agent_console(struct agent *a, struct MHD_Connection *c, const char *id,
+                                     int run)
+{
+    struct task *t = agent_find(a, id);
+    char *serial = NULL, *text = NULL;
+    size_t len = 0, max = (size_t)a->cfg->log_max_kib << 10;
+    int cur = t ? task_current_run(t, &serial) : 0, rc;
+    if (cur && run == cur) {
+        rc = util_read_tail(serial, max, &text, &len);
+        if (rc == VK_ENOTFOUND) { /* its VM has written nothing yet */
+            err_clear();
+            rc = (text = strdup("")) ? 0 : err_set(VK_ENOMEM, "out of memory");
+        }
+    } else {
+        rc = runlog_read(a->env.logs_dir, id, run, max, &text, &len);
+    }
+    free(serial);
+    return rc < 0 ? agent_send_err(c, rc) : agent_send_text(c, text, len);
+}
+
 static enum MHD_Result agent_task_op(struct agent *a, struct MHD_Connection *c,
                                      const struct api_req *q)
 {
@@ -614,6 +713,20 @@ static enum MHD_Result agent_task_op(struct agent *a, struct MHD_Connection *c,
     uint64_t seq = 0;
     int rc;
 
+    int purge = json_is_true(json_object_get(q->body, "purge"));
+    if (!t && q->op == API_TASK_REMOVE && purge) { /* a task removed before: its logs */
+        struct runlog_entry *v = NULL;
+        size_t n = 0;
+        rc = runlog_list(a->env.logs_dir, q->id, &v, &n);
+        free(v);
+        if (rc == 0 && n == 0)
+            rc = err_set(VK_ENOTFOUND, "no task '%s' on this node, and no console logs of it",
+                         q->id);
+        if (rc == 0)
+            rc = runlog_remove(a->env.logs_dir, q->id);
+        return rc < 0 ? agent_send_err(c, rc)
+                      : agent_send(c, 200, json_pack("{s:s, s:b}", "purged", q->id, "logs", 1));
+    }
     if (!t)
         return agent_send_err(c, err_set(VK_ENOTFOUND, "no task '%s' on this node", q->id));
     switch (q->op) {
@@ -623,6 +736,8 @@ static enum MHD_Result agent_task_op(struct agent *a, struct MHD_Connection *c,
         rc = task_remove(t);
         if (rc == 0)
             agent_drop_lease(a, q->id);
+        if (rc == 0 && purge && runlog_remove(a->env.logs_dir, q->id) < 0)
+            log_warn("task %s removed, but not its console logs: %s", q->id, err_msg());
         return rc < 0 ? agent_send_err(c, rc)
                       : agent_send(c, 200, json_pack("{s:s}", "removed", q->id));
     case API_CHECKPOINT:
@@ -661,6 +776,8 @@ static enum MHD_Result agent_dispatch(struct agent *a, struct MHD_Connection *c,
     case API_CKPT_VERIFY: return agent_verify(a, c, q->id, q->seq);
     case API_TASK_VERIFY: return agent_verify(a, c, q->id, 0);
     case API_DRAIN: return agent_drain(a, c, q->body);
+    case API_CONSOLE_LIST: return agent_console_list(a, c, q->id);
+    case API_CONSOLE: return agent_console(a, c, q->id, (int)q->seq);
     default: return agent_task_op(a, c, q);
     }
 }
@@ -780,10 +897,35 @@ static void agent_start_job(struct agent *a, struct task *t, void *(*fn)(void *)
     pthread_detach(th);
 }
 
+/* runlog_expire's question: whether task id is on this node (its logs stay). */
+static int agent_has_task(void *arg, const char *id)
+{
+    struct agent *a = arg;
+    char *dir = util_fmt("%s/%s", a->env.tasks_dir, id);
+    int has = !dir || access(dir, F_OK) == 0 || agent_find(a, id);
+    free(dir);
+    return has;
+}
+
+/* The kept console logs of tasks gone from this node, past their time. */
+static void agent_expire_logs(struct agent *a)
+{
+    int n = runlog_expire(a->env.logs_dir, (int64_t)a->cfg->log_expire_days * 86400,
+                          agent_has_task, a);
+    if (n > 0)
+        log_info("removed the console logs of %d task(s) gone from this node for over %d "
+                 "day(s) ([task] log_expire_days)", n, a->cfg->log_expire_days);
+}
+
 static void *agent_sched(void *arg)
 {
     struct agent *a = arg;
+    int64_t expire_due = 0;
     while (!a->stopping) {
+        if (util_now_us() >= expire_due) { /* at start, then hourly */
+            agent_expire_logs(a);
+            expire_due = util_now_us() + 3600 * (int64_t)1000000;
+        }
         pthread_mutex_lock(&a->lock);
         size_t n = a->n_tasks;
         struct task **copy = malloc((n ? n : 1) * sizeof(*copy));
@@ -853,6 +995,38 @@ static void agent_task_counter(FILE *f, struct task **v, size_t n, const char *m
     }
 }
 
+/* No silent exposure: each running task's unprotected time against its
+ * schedule's promise, and how many run late or with no schedule at all. */
+static void agent_protection_metrics(FILE *f, struct task **v, size_t n)
+{
+    struct protection *p = calloc(n ? n : 1, sizeof(*p));
+    size_t bad = 0;
+    if (!p)
+        return;
+    for (size_t k = 0; k < n; k++) {
+        p[k] = task_protection(v[k]);
+        bad += p[k].state == PROTECT_LATE || p[k].state == PROTECT_UNSCHEDULED;
+    }
+    fprintf(f, "# HELP vmckpt_task_unprotected_seconds the running task's work a crash would "
+               "lose now: time since its VM's state was last a committed checkpoint's\n"
+               "# TYPE vmckpt_task_unprotected_seconds gauge\n");
+    for (size_t k = 0; k < n; k++)
+        if (p[k].state != PROTECT_NOT_RUNNING)
+            fprintf(f, "vmckpt_task_unprotected_seconds{task=\"%s\"} %.3f\n", task_id(v[k]),
+                    (double)p[k].exposed_us / 1e6);
+    fprintf(f, "# HELP vmckpt_task_protection_promise_seconds what the running task's schedule "
+               "promises at most (its period plus a grace); 0: no schedule\n"
+               "# TYPE vmckpt_task_protection_promise_seconds gauge\n");
+    for (size_t k = 0; k < n; k++)
+        if (p[k].state != PROTECT_NOT_RUNNING)
+            fprintf(f, "vmckpt_task_protection_promise_seconds{task=\"%s\"} %.3f\n",
+                    task_id(v[k]), (double)p[k].promise_us / 1e6);
+    fprintf(f, "# HELP vmckpt_tasks_unprotected running tasks late on their schedule or with "
+               "none\n# TYPE vmckpt_tasks_unprotected gauge\nvmckpt_tasks_unprotected %zu\n",
+            bad);
+    free(p);
+}
+
 /* The metrics in Prometheus' text format. */
 static char *agent_metrics_text(struct agent *a)
 {
@@ -874,6 +1048,7 @@ static char *agent_metrics_text(struct agent *a)
                      "time to store the task's last checkpoint", AGENT_UPLOAD_TIME, 1e6);
     fprintf(f, "# HELP vmckpt_tasks tasks on this node\n# TYPE vmckpt_tasks gauge\n"
                "vmckpt_tasks %zu\n", n);
+    agent_protection_metrics(f, v, n);
     agent_task_counter(f, v, n, "vmckpt_live_fallbacks_total", "",
                        "live pre-copies given up (mode auto then took the checkpoint paused)",
                        AGENT_FALLBACKS);
@@ -1276,11 +1451,15 @@ int agent_open(struct agent **out, const struct cfg *cfg)
     a->env.cfg = cfg;
     a->env.tasks_dir = util_fmt("%s/tasks", cfg->state_dir);
     a->env.blob_dir = util_fmt("%s/blobs", cfg->state_dir);
+    a->env.logs_dir = util_fmt("%s/logs", cfg->state_dir);
     rc = util_private_dir(cfg->state_dir);
     if (rc == 0)
         rc = agent_lock_state(a);
     if (rc == 0)
         rc = util_mkdir_p(a->env.tasks_dir, 0700);
+    if (rc == 0)
+        rc = a->env.logs_dir ? util_private_dir(a->env.logs_dir)
+                             : err_set(VK_ENOMEM, "out of memory");
     if (rc == 0)
         rc = store_open(cfg->store_uri, &a->env.store);
     if (rc == 0) {
@@ -1432,6 +1611,7 @@ void agent_free(struct agent *a)
     store_free(a->env.store);
     free(a->env.tasks_dir);
     free(a->env.blob_dir);
+    free(a->env.logs_dir);
     pthread_mutex_destroy(&a->lock);
     pthread_cond_destroy(&a->warm_cv);
     pthread_cond_destroy(&a->want_cv);

@@ -26,6 +26,7 @@ static const struct api_field api_gc_fields[] = {{"grace", 'i'}, {NULL, 0}};
 static const struct api_field api_ckpt_fields[] = {{"mode", 's'}, {NULL, 0}};
 static const struct api_field api_move_fields[] = {{"to", 's'}, {NULL, 0}};
 static const struct api_field api_drain_fields[] = {{"node", 's'}, {NULL, 0}};
+static const struct api_field api_remove_fields[] = {{"purge", 'b'}, {NULL, 0}};
 static const struct api_field api_no_fields[] = {{NULL, 0}};
 
 static int api_check_body(json_t *body, const struct api_field *f)
@@ -62,6 +63,7 @@ static const struct api_field *api_fields_of(enum api_op op)
     case API_CHECKPOINT: return api_ckpt_fields;
     case API_MOVE: return api_move_fields;
     case API_DRAIN: return api_drain_fields;
+    case API_TASK_REMOVE: return api_remove_fields;
     default: return api_no_fields;
     }
 }
@@ -86,6 +88,16 @@ static int api_route(const char *url, const char *kind, struct api_req *out, con
                                   "'_', '-', not starting with '.')", out->id);
     *rest = slash ? slash + 1 : "";
     return 1;
+}
+
+/* A run number: 1 to 999999999, decimal digits only, into out->seq. */
+static int api_run_number(const char *s, struct api_req *out)
+{
+    size_t n = strspn(s, "0123456789");
+    if (n == 0 || n > 9 || s[n] || s[0] == '0')
+        return VK_ENOTFOUND;
+    out->seq = strtoull(s, NULL, 10);
+    return 0;
 }
 
 /* "SEQ" or "SEQ/verify" into out (seq >= 1, decimal digits only). */
@@ -138,6 +150,10 @@ static int api_route_all(const char *method, const char *url, struct api_req *ou
             out->op = API_RESTORE;
         else if (!strcmp(rest, "move") && post)
             out->op = API_MOVE;
+        else if (!strcmp(rest, "console") && get)
+            out->op = API_CONSOLE_LIST;
+        else if (!strncmp(rest, "console/", 8) && get && api_run_number(rest + 8, out) == 0)
+            out->op = API_CONSOLE;
         else
             return VK_ENOTFOUND;
         return 0;

@@ -32,6 +32,8 @@ enum api_op {
     API_TASK_VERIFY,  /* GET /v1/verify/ID */
     API_MOVE,         /* POST /v1/tasks/ID/move {"to": NODE} */
     API_DRAIN,        /* POST /v1/drain {"node": NODE} */
+    API_CONSOLE_LIST, /* GET /v1/tasks/ID/console: its runs' console logs */
+    API_CONSOLE,      /* GET /v1/tasks/ID/console/RUN (seq: RUN) */
 };
 
 #define API_MAX_BODY (1 << 20)

@@ -138,6 +138,9 @@ static const struct cfg_def cfg_defs[] = {
     S("task", "restart", restart, "on-crash", cfg_check_restart),
     I("task", "restart_max", restart_max, 5, 0, 64), /* RESTART_TRACK */
     I("task", "restart_window", restart_window_s, 600, 1, 30 * 86400),
+    I("task", "log_keep", log_keep, 10, 1, 1000),
+    I("task", "log_max_kib", log_max_kib, 1024, 4, 1 << 20),
+    I("task", "log_expire_days", log_expire_days, 7, 0, 3650),
     S("task", "kernel", kernel, NULL, NULL),
     S("task", "initrd", initrd, NULL, NULL),
     S("task", "append", append, "console=ttyS0 quiet", NULL),

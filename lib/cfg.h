@@ -37,6 +37,9 @@ struct cfg {
     char *restart;   /* [task] restart: on-crash or never */
     int restart_max; /* [task] restart_max: restarts within restart_window, at most */
     int restart_window_s; /* [task] restart_window: seconds */
+    int log_keep;         /* [task] log_keep: console logs of past runs kept per task */
+    int log_max_kib;      /* [task] log_max_kib: of each, the last KiB kept */
+    int log_expire_days;  /* [task] log_expire_days: a removed task's logs kept this long */
     int live_stop_ms;     /* [live] target_stop_ms: the VM stop pre-copy aims at */
     int live_bw_mib;      /* [live] bandwidth_mib: MiB/s QEMU may write to the spool */
     int live_converge_s;  /* [live] converge_s: pre-copy not done by then is given up */

@@ -12,6 +12,7 @@
 #include "manifest.h"
 #include "qmp.h"
 #include "restart.h"
+#include "runlog.h"
 #include "testhook.h"
 #include "util.h"
 #include "vm.h"
@@ -22,7 +23,9 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +93,11 @@ struct task {
     uint64_t next_seq, failed_seq;
     uint64_t up_done, up_total;
     int64_t up_start_us, next_due_us;
+    /* Protection (protect.h): when the VM's state was last a committed
+     * checkpoint's (monotonic), the last checkpoint's time from its start to
+     * its commit, and the checkpoints committed since the VM last started. */
+    int64_t covered_us, last_take_us;
+    unsigned long run_commits;
     /* Last committed checkpoint. */
     uint64_t last_seq;
     struct manifest *last; /* NULL when only its number is known (after an agent restart) */
@@ -277,6 +285,9 @@ static int task_save(struct task *t)
         json_object_set_new(j, "next_gen", json_integer((json_int_t)t->next_gen));
     if (j && t->no_restart)
         json_object_set_new(j, "no_restart", json_true());
+    if (j && t->covered_us) /* wall clock: an agent restarted later reads it */
+        json_object_set_new(j, "covered_wall_us",
+                            json_integer(util_wall_us() - (util_now_us() - t->covered_us)));
     text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     rc = (path && text) ? util_write_file_atomic(path, text, strlen(text))
                         : err_set(VK_ENOMEM, "cannot encode state of task %s", t->id);
@@ -316,6 +327,11 @@ static int task_load(struct task *t)
     t->vcpus = (int)json_integer_value(json_object_get(j, "vcpus"));
     t->first_s = (int)json_integer_value(json_object_get(j, "first_s"));
     t->every_s = (int)json_integer_value(json_object_get(j, "every_s"));
+    json_int_t cw = json_integer_value(json_object_get(j, "covered_wall_us"));
+    if (cw > 0) { /* (a clock stepped back counts as no time) */
+        int64_t ago = util_wall_us() - (int64_t)cw;
+        t->covered_us = util_now_us() - (ago > 0 ? ago : 0);
+    }
     t->machine = task_jstr(j, "machine");
     t->accel = task_jstr(j, "accel");
     t->append = task_jstr(j, "append");
@@ -377,6 +393,18 @@ static void task_stop_vm(struct task *t)
     t->qmp = NULL;
 }
 
+static int64_t task_every_us(const struct task *t, char *why, size_t len);
+
+/* Starts the checkpoint schedule of a VM that runs (again: a restart, a
+ * restore, a take-over, a move, an adoption): the first checkpoint comes
+ * checkpoint_first seconds on, or one interval on when that is 0; none
+ * when the task has neither. t->lock held. */
+static void task_schedule_start(struct task *t)
+{
+    int64_t us = t->first_s > 0 ? (int64_t)t->first_s * 1000000 : task_every_us(t, NULL, 0);
+    t->next_due_us = us > 0 ? util_now_us() + us : 0;
+}
+
 /* Lets a started (paused) VM run. Called with t->lock held. */
 static int task_resume_vm(struct task *t)
 {
@@ -386,7 +414,9 @@ static int task_resume_vm(struct task *t)
         return rc;
     }
     t->state = TASK_RUNNING;
-    t->next_due_us = t->first_s > 0 ? util_now_us() + (int64_t)t->first_s * 1000000 : 0;
+    t->covered_us = util_now_us(); /* a fresh boot, or a checkpoint's state */
+    t->run_commits = 0;
+    task_schedule_start(t);
     return 0;
 }
 
@@ -500,8 +530,67 @@ static int task_next_run(const char *dir)
     return max + 1;
 }
 
+/* Keeps the console log of t's current run among the task's kept logs
+ * (runlog.h); a failure is logged, never fatal. */
+static void task_keep_log(struct task *t)
+{
+    const struct cfg *c = t->env->cfg;
+    char *serial = t->run_dir && t->run > 0 && t->env->logs_dir ? task_run_path(t, "serial.log")
+                                                                 : NULL;
+    if (serial && runlog_keep(t->env->logs_dir, t->id, t->run, serial,
+                              (uint64_t)c->log_max_kib << 10, c->log_keep) < 0)
+        log_warn("task %s: %s", t->id, err_msg());
+    free(serial);
+}
+
+/* Notes a line in the console log of t's run, before the guest's own (QEMU
+ * appends to it): where this run came from. */
+static void task_log_note(struct task *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void task_log_note(struct task *t, const char *fmt, ...)
+{
+    char line[512], when[40];
+    va_list ap;
+    util_iso_time(util_wall_us(), when, sizeof(when));
+    int n = snprintf(line, sizeof(line), "[vmckpt %s] task %s, run %d: ", when, t->id, t->run);
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof(line))
+        vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    size_t len = strnlen(line, sizeof(line) - 2);
+    line[len++] = '\n';
+    char *serial = task_run_path(t, "serial.log");
+    int fd = serial ? open(serial, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)
+                    : -1;
+    if (fd < 0 || write(fd, line, len) != (ssize_t)len)
+        log_warn("task %s: cannot note the run in its console log %s: %s", t->id,
+                 serial ? serial : "", strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    free(serial);
+}
+
+/* Removes the run directories of t but its current one: after a restore
+ * they hold only a dead VM's files (their console logs are kept apart). */
+static void task_drop_old_runs(struct task *t)
+{
+    DIR *d = opendir(t->dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, "run-", 4) || atoi(e->d_name + 4) == t->run)
+            continue;
+        char *p = util_fmt("%s/%s", t->dir, e->d_name);
+        if (p && util_rm_rf(p) < 0)
+            log_warn("task %s: cannot remove an old run directory: %s", t->id, err_msg());
+        free(p);
+    }
+    if (d)
+        closedir(d);
+}
+
 static int task_new_run_dir(struct task *t)
 {
+    task_keep_log(t); /* the run that ends: a crash's last words stay readable */
     free(t->run_dir);
     t->run = task_next_run(t->dir);
     t->run_dir = util_fmt("%s/run-%d", t->dir, t->run);
@@ -582,6 +671,7 @@ int task_run(const struct task_env *env, const struct task_spec *sp, struct task
     if (rc < 0)
         goto out_rm;
     t->next_seq = 1;
+    task_log_note(t, "started");
     rc = task_start_vm(t, NULL, NULL);
     if (rc == 0)
         rc = task_resume_vm(t);
@@ -974,8 +1064,13 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
         t->qmp = NULL;
     }
     t1 = util_now_us();
-    if (rc == 0)
+    if (rc == 0) {
+        char taken[40];
+        util_iso_time(m->created_us, taken, sizeof(taken));
+        task_log_note(t, "restored from checkpoint %" PRIu64 " (taken %s)%s", m->seq, taken,
+                      warm ? " into a VM started ahead" : "");
         rc = task_load_memory(t, m);
+    }
     if (rc == 0 && warm) { /* its VM is the task's from now on, not one started ahead */
         t->warm_seq = 0;
         task_warm_unmark(t);
@@ -1002,6 +1097,7 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     t->restart_due_us = 0;
     task_set_error(t, NULL);
     task_save(t);
+    task_drop_old_runs(t);
     log_info("task %s: restored checkpoint %" PRIu64 " in %.2f s (fetch %.2f s, load+resume "
              "%.2f s%s; read %" PRIu64 " bytes from the store, %" PRIu64 " from the local cache), "
              "pid %d", id, t->last_seq, (double)(util_now_us() - t0) / 1e6,
@@ -1129,7 +1225,9 @@ int task_adopt(const struct task_env *env, const char *id, struct task **out)
             t->state = TASK_CRASHED;
         } else {
             log_info("task %s: took back running VM pid %d", id, (int)t->pid);
-            t->next_due_us = t->first_s > 0 ? util_now_us() + (int64_t)t->first_s * 1000000 : 0;
+            if (!t->covered_us) /* a state file from before protection was kept */
+                t->covered_us = util_now_us();
+            task_schedule_start(t);
         }
     } else if (t->state == TASK_RUNNING) {
         char how[96];
@@ -1160,6 +1258,7 @@ struct task_upload {
     struct task *t;
     uint64_t seq;
     uint64_t gen; /* the layer this checkpoint sealed; its chain: the layers up to it */
+    int64_t began_us; /* the snapshot began (monotonic): the state is no older */
     char *mem_path;
     struct ckpt_snap snap;
     enum ckpt_mode asked; /* the mode asked for (auto, or one forced) */
@@ -1383,11 +1482,35 @@ static int64_t task_every_us(const struct task *t, char *why, size_t len)
     return us;
 }
 
+/* The schedule's time to the next checkpoint (0: none): checkpoint_first
+ * for a run's first, else the interval. t->lock held. */
+static int64_t task_period_us(const struct task *t)
+{
+    if (t->first_s > 0 && t->run_commits == 0)
+        return (int64_t)t->first_s * 1000000;
+    return t->every_s != 0 ? task_every_us(t, NULL, 0) : 0;
+}
+
+static void task_protection_locked(const struct task *t, struct protection *p)
+{
+    struct protect_in in = {
+        .running = t->state == TASK_RUNNING, .now_us = util_now_us(),
+        .covered_us = t->covered_us, .period_us = task_period_us(t),
+        .last_take_us = t->last_take_us,
+    };
+    protect_eval(&in, p);
+}
+
 /* Records how checkpoint u ended; called with t->lock held. */
 static void task_upload_ends(struct task *t, struct task_upload *u, int rc, struct manifest *m)
 {
     if (rc == 0) {
         t->last_seq = u->seq;
+        t->last_take_us = util_now_us() - u->began_us;
+        if (u->began_us >= t->covered_us) { /* (not one begun before a restart) */
+            t->covered_us = u->began_us;
+            t->run_commits++;
+        }
         if (t->failed_seq == u->seq)
             t->failed_seq = 0; /* a number whose first try failed, used again */
         manifest_free(t->last);
@@ -1705,9 +1828,11 @@ static int task_checkpoint_ex(struct task *t, const char *mode, int final, uint6
     if (rc < 0)
         return rc;
     /* The lock is not held here: status stays readable; snapping keeps qmp ours. */
+    u->began_us = util_now_us();
     rc = task_snapshot(t, u, new_top, serial);
     pthread_mutex_lock(&t->lock);
     t->snapping = 0;
+    pthread_cond_broadcast(&t->idle); /* a move waits for it (task_freeze) */
     if (u->snap.sealed) {
         u->gen = t->next_gen++;
         if (task_add_layer(t, t->top, u->gen, 0, NULL) < 0 && rc == 0)
@@ -1737,6 +1862,8 @@ int task_checkpoint(struct task *t, const char *mode, uint64_t *out_seq)
     return task_checkpoint_ex(t, mode, 0, out_seq);
 }
 
+#define TASK_FREEZE_WAIT_S 300 /* a checkpoint in flight, before a move's own */
+
 int task_freeze(struct task *t, uint64_t *out_seq)
 {
     uint64_t seq = 0;
@@ -1745,7 +1872,14 @@ int task_freeze(struct task *t, uint64_t *out_seq)
         pthread_mutex_unlock(&t->lock);
         return err_set(VK_EBUSY, "task %s is being moved already", t->id);
     }
-    t->moving = 1;
+    t->moving = 1; /* no periodic checkpoint begins from now on */
+    /* One being taken ends first, and the move's own needs a free upload slot. */
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += TASK_FREEZE_WAIT_S;
+    int timed_out = 0;
+    while ((t->snapping || t->pending >= TASK_MAX_PENDING) && !timed_out)
+        timed_out = pthread_cond_timedwait(&t->idle, &t->lock, &until) == ETIMEDOUT;
     pthread_mutex_unlock(&t->lock);
     int rc = task_checkpoint_ex(t, "stop-copy", 1, &seq);
     pthread_mutex_lock(&t->lock);
@@ -1856,6 +1990,7 @@ int task_remove(struct task *t)
         t->qmp = NULL;
         t->pid = 0;
         t->state = TASK_REMOVED;
+        task_keep_log(t);
         rc = util_rm_rf(t->dir);
     }
     pthread_mutex_unlock(&t->lock);
@@ -1955,6 +2090,19 @@ json_t *task_json(struct task *t)
                                                     due >= 0 ? json_real((double)due / 1e6)
                                                              : json_null()));
     }
+    if (j) { /* no silent exposure: the work a crash would lose now, against the promise */
+        struct protection p;
+        int64_t now = util_now_us();
+        task_protection_locked(t, &p);
+        json_object_set_new(j, "protection",
+                            json_pack("{s:s, s:f, s:f, s:o}", "state",
+                                      protect_state_name(p.state), "exposed_s",
+                                      (double)p.exposed_us / 1e6, "promise_s",
+                                      (double)p.promise_us / 1e6, "next_checkpoint_in_s",
+                                      t->next_due_us > 0
+                                          ? json_real(t->next_due_us > now ? (double)(t->next_due_us - now) / 1e6 : 0.0)
+                                          : json_null()));
+    }
     if (j) /* mode auto: live pre-copies given up and taken paused instead */
         json_object_set_new(j, "live_fallbacks", json_integer((json_int_t)t->am.fallbacks));
     if (j && t->run_dir) {
@@ -1972,6 +2120,15 @@ enum task_state task_state(struct task *t)
     enum task_state s = t->state;
     pthread_mutex_unlock(&t->lock);
     return s;
+}
+
+int task_current_run(struct task *t, char **serial)
+{
+    pthread_mutex_lock(&t->lock);
+    int run = t->run_dir && t->state != TASK_REMOVED ? t->run : 0;
+    *serial = run > 0 ? task_run_path(t, "serial.log") : NULL;
+    pthread_mutex_unlock(&t->lock);
+    return *serial ? run : 0;
 }
 
 enum task_state task_vm(struct task *t, pid_t *pid, char **run_dir)
@@ -2000,6 +2157,15 @@ struct task_counters task_counters(struct task *t)
     struct task_counters c = {t->am.fallbacks, t->rs.restarts, t->room_refusals};
     pthread_mutex_unlock(&t->lock);
     return c;
+}
+
+struct protection task_protection(struct task *t)
+{
+    struct protection p;
+    pthread_mutex_lock(&t->lock);
+    task_protection_locked(t, &p);
+    pthread_mutex_unlock(&t->lock);
+    return p;
 }
 
 struct task_last task_last(struct task *t)

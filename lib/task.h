@@ -13,6 +13,7 @@
 
 #include "cfg.h"
 #include "gc.h"
+#include "protect.h"
 #include "repo.h"
 #include "store.h"
 
@@ -36,6 +37,7 @@ struct task_env {
     struct repo *repo; /* chunks and indexes on that store */
     char *tasks_dir; /* STATE/tasks */
     char *blob_dir;  /* STATE/blobs: local cache of kernels, initrds, bases */
+    char *logs_dir;  /* STATE/logs: the console logs of past runs (runlog.h) */
     /* Cluster mode (all NULL otherwise; arg is cluster_arg):
      * may_commit, asked right before a manifest is written: 0 when this node
      * still holds task id's lease (renewed by the call), else VK_ELEASE and
@@ -116,9 +118,13 @@ int task_freeze(struct task *t, uint64_t *out_seq);
 /* Kills the VM with SIGKILL, as a crash would (the task becomes "crashed"),
  * but on purpose: it is not restarted automatically ([task] restart). */
 int task_kill(struct task *t);
-/* Ends the VM and removes the task's local files; its checkpoints stay in the
- * store. Fails while a checkpoint runs. */
+/* Ends the VM and removes the task's local files but the console log of its
+ * last run, which is kept with the others (runlog.h); its checkpoints stay in
+ * the store. Fails while a checkpoint runs. */
 int task_remove(struct task *t);
+/* The number of the task's current run and its console log's path (*serial,
+ * the caller's), or 0 and NULL when it has none on this node. */
+int task_current_run(struct task *t, char **serial);
 /* What task_poll finds due (bits). */
 #define TASK_DUE_CHECKPOINT 1 /* the checkpoint policy: take one now */
 #define TASK_DUE_RESTART 2    /* [task] restart: restore the crashed task now, then
@@ -157,5 +163,9 @@ struct task_last {
     uint64_t uploaded_bytes;
 };
 struct task_last task_last(struct task *t);
+
+/* How well the task is protected now (protect.h): its exposure against its
+ * schedule's promise. */
+struct protection task_protection(struct task *t);
 
 #endif

@@ -430,15 +430,47 @@ int util_run(char *const argv[], char **out)
     return rc;
 }
 
+int util_read_tail(const char *path, size_t max, char **out, size_t *out_len)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    int rc = 0;
+    *out = NULL;
+    *out_len = 0;
+    if (fd < 0)
+        return err_errno(errno, "cannot open %s", path);
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        rc = err_set(VK_EINVAL, "%s is not a regular file", path);
+        goto out;
+    }
+    size_t want = (uint64_t)st.st_size > max ? max : (size_t)st.st_size;
+    off_t from = st.st_size - (off_t)want;
+    char *buf = malloc(want + 1);
+    ssize_t got = buf ? pread(fd, buf, want, from) : -1;
+    if (!buf) {
+        rc = err_set(VK_ENOMEM, "out of memory reading %s", path);
+    } else if (got < 0) {
+        rc = err_errno(errno, "cannot read %s", path);
+        free(buf);
+    } else {
+        buf[got] = '\0';
+        *out = buf;
+        *out_len = (size_t)got;
+    }
+out:
+    close(fd);
+    return rc;
+}
+
 char *util_file_tail(const char *path, size_t max)
 {
-    char *buf = NULL, *res;
+    char *buf = NULL;
     size_t len = 0;
-    if (util_read_file(path, &buf, &len) < 0)
+    if (util_read_tail(path, max, &buf, &len) < 0) {
+        err_clear();
         return strdup("");
-    res = strdup(len > max ? buf + len - max : buf);
-    free(buf);
-    return res;
+    }
+    return buf;
 }
 
 int util_pid_matches(pid_t pid, const char *needle)

@@ -67,6 +67,9 @@ void util_hex(const unsigned char *bytes, unsigned n, char *out);
 int util_run(char *const argv[], char **out);
 
 /* Last `max` bytes of a text file, for error messages (malloc'd, may be ""). */
+/* The last max bytes of regular file path (no symlink followed; a file that
+ * grows meanwhile is read as it was), NUL-terminated; *out is the caller's. */
+int util_read_tail(const char *path, size_t max, char **out, size_t *out_len);
 char *util_file_tail(const char *path, size_t max);
 
 /* A pid is alive and its /proc/PID/cmdline contains `needle`. */

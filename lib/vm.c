@@ -74,7 +74,8 @@ int vm_start(const struct vm_spec *s, pid_t *out_pid)
     own[nown++] = ser;
     own[nown++] = qmp;
     own[nown++] = util_fmt("file=%s,if=virtio,id=drive0,format=qcow2", disk ? disk : "");
-    own[nown++] = util_fmt("file,id=ser0,path=%s", ser ? ser : "");
+    /* append: the agent notes where the run came from before QEMU starts */
+    own[nown++] = util_fmt("file,id=ser0,path=%s,append=on", ser ? ser : "");
     own[nown++] = util_fmt("unix:%s,server=on,wait=off", qmp ? qmp : "");
     for (int i = 0; i < nown; i++)
         if (!own[i]) {

@@ -25,10 +25,11 @@ static void usage(FILE *f)
         "           [--vcpus N] [--accel kvm|tcg] [--first SEC] [--every SEC|auto]\n"
         "           [--mode auto|live|cow|stop-copy]\n"
         "                          start a task VM on IMG (read-only) + a fresh delta;\n"
-        "                          checkpoint first after --first, then every --every\n"
-        "                          seconds (0 = never; auto: from the task's measured\n"
-        "                          checkpoint cost and [task] mtbf, Young/Daly; defaults\n"
-        "                          from the agent's config)\n"
+        "                          checkpoint every --every seconds (0 = never; auto:\n"
+        "                          from the task's measured checkpoint cost and [task]\n"
+        "                          mtbf, Young/Daly), the first --first seconds after the\n"
+        "                          VM starts (0 = one interval); again after a restart or\n"
+        "                          restore; defaults from the agent's config\n"
         "  checkpoint TASK [--mode auto|live|cow|stop-copy] [--no-wait]\n"
         "                          take a checkpoint; waits for the upload unless --no-wait.\n"
         "                          Modes: live copies memory while the VM runs and stops it\n"
@@ -60,8 +61,15 @@ static void usage(FILE *f)
         "  drain NODE              move every task of NODE (this agent's node) elsewhere\n"
         "  kill TASK               kill the task's VM with SIGKILL (a crash, but on\n"
         "                          purpose: [task] restart does not restore it)\n"
-        "  rm TASK                 stop the VM and forget the task on this node;\n"
-        "                          its checkpoints stay in the store\n"
+        "  rm TASK [--purge]       stop the VM and forget the task on this node; its\n"
+        "                          checkpoints stay in the store, and its console logs\n"
+        "                          on this node for [task] log_expire_days (--purge:\n"
+        "                          remove them now; also for a task removed before)\n"
+        "  console TASK [--run N | --list]\n"
+        "                          a run's console log (default: the current run's, else\n"
+        "                          the newest kept); --list: the runs this node has, the\n"
+        "                          crashed and restored ones included (newest [task]\n"
+        "                          log_keep of them, each its last log_max_kib)\n"
         "\n"
         "Options:\n"
         "  --socket PATH   agent socket (default: $VMCKPT_SOCKET, else from the config,\n"
@@ -90,35 +98,27 @@ static size_t on_data(char *d, size_t sz, size_t nm, void *arg)
     return sz * nm;
 }
 
-/* Calls the agent at the path made from fmt. body is stolen. On HTTP >= 400,
- * prints the agent's error and returns -1; *out gets the reply (new
- * reference) otherwise. */
-static int api(const char *method, json_t *body, json_t **out, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int api(const char *method, json_t *body, json_t **out, const char *fmt, ...)
+/* Calls the agent at path with body (stolen); *reply gets the answer's body
+ * (NUL-terminated, the caller's), *status its HTTP status. -1, said, when
+ * the agent cannot be reached or does not answer. */
+static int api_call(const char *method, json_t *body, const char *path, struct buf *reply,
+                    long *status)
 {
     CURL *c = curl_easy_init();
-    struct buf b = {0};
     struct curl_slist *hdr = NULL;
-    char *path = NULL, *url = NULL, *text = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&path, fmt, ap) < 0)
-        path = NULL;
-    va_end(ap);
-    url = path ? util_fmt("http://localhost%s", path) : NULL;
-    long status = 0;
+    char *url = util_fmt("http://localhost%s", path), *text = NULL;
     int rc = -1;
     CURLcode cc;
 
-    *out = NULL;
+    *reply = (struct buf){0};
+    *status = 0;
     if (!c || !url)
         goto out;
     curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, opt_socket);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, reply);
     if (body) {
         text = json_dumps(body, JSON_COMPACT);
         hdr = curl_slist_append(hdr, "Content-Type: application/json");
@@ -140,28 +140,68 @@ static int api(const char *method, json_t *body, json_t **out, const char *fmt, 
                 opt_socket, curl_easy_strerror(cc));
         goto out;
     }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    *out = b.p ? json_loads(b.p, 0, NULL) : NULL;
-    if (!*out) {
-        fprintf(stderr, "vmckpt: the agent sent an unreadable reply (HTTP %ld)\n", status);
-        goto out;
-    }
-    if (status >= 400) {
-        fprintf(stderr, "vmckpt: %s\n", json_string_value(json_object_get(*out, "error")));
-        json_decref(*out);
-        *out = NULL;
-        goto out;
-    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
     rc = 0;
 out:
+    if (rc < 0) {
+        free(reply->p);
+        *reply = (struct buf){0};
+    }
     json_decref(body);
     curl_slist_free_all(hdr);
     curl_easy_cleanup(c);
     free(text);
     free(url);
-    free(path);
-    free(b.p);
     return rc;
+}
+
+/* Prints the agent's error of a reply with HTTP status >= 400. */
+static void api_say_error(const struct buf *b, long status)
+{
+    json_t *j = b->p ? json_loads(b->p, 0, NULL) : NULL;
+    const char *e = json_string_value(json_object_get(j, "error"));
+    if (e)
+        fprintf(stderr, "vmckpt: %s\n", e);
+    else
+        fprintf(stderr, "vmckpt: the agent sent an unreadable reply (HTTP %ld)\n", status);
+    json_decref(j);
+}
+
+/* Calls the agent at the path made from fmt. body is stolen. On HTTP >= 400,
+ * prints the agent's error and returns -1; *out gets the reply (new
+ * reference) otherwise. */
+static int api(const char *method, json_t *body, json_t **out, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int api(const char *method, json_t *body, json_t **out, const char *fmt, ...)
+{
+    struct buf b = {0};
+    char *path = NULL;
+    long status = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&path, fmt, ap) < 0)
+        path = NULL;
+    va_end(ap);
+
+    *out = NULL;
+    int rc = path ? api_call(method, body, path, &b, &status) : -1;
+    if (!path)
+        json_decref(body);
+    free(path);
+    if (rc < 0)
+        return -1;
+    if (status >= 400) {
+        api_say_error(&b, status);
+        free(b.p);
+        return -1;
+    }
+    *out = b.p ? json_loads(b.p, 0, NULL) : NULL;
+    free(b.p);
+    if (!*out) {
+        fprintf(stderr, "vmckpt: the agent sent an unreadable reply (HTTP %ld)\n", status);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- formatting ------------------------------------------------------------- */
@@ -208,10 +248,29 @@ static void print_json(json_t *j)
     free(s);
 }
 
+/* The UNPROTECTED column: the work a crash would lose now, and whether the
+ * schedule covers it. */
+static void fmt_protection(json_t *t, char *out, size_t len)
+{
+    json_t *p = json_object_get(t, "protection");
+    const char *st = json_string_value(json_object_get(p, "state"));
+    double x = json_number_value(json_object_get(p, "exposed_s"));
+    double promise = json_number_value(json_object_get(p, "promise_s"));
+    if (!st || !strcmp(st, "not running"))
+        snprintf(out, len, "-");
+    else if (!strcmp(st, "unscheduled"))
+        snprintf(out, len, "%.0f s NO SCHEDULE", x);
+    else if (!strcmp(st, "late"))
+        snprintf(out, len, "%.0f s LATE >%.0f s", x, promise);
+    else
+        snprintf(out, len, "%.0f s (<=%.0f s)", x, promise);
+}
+
 static void print_task_row(json_t *t)
 {
     json_t *last = json_object_get(t, "last_checkpoint"), *cur = json_object_get(t, "checkpoint");
-    char b1[32], b2[32], ck[64] = "-", up[64] = "-";
+    char b1[32], b2[32], ck[64] = "-", up[64] = "-", prot[48];
+    fmt_protection(t, prot, sizeof(prot));
     if (json_is_object(last) && json_object_get(last, "stopped_us"))
         snprintf(ck, sizeof(ck), "#%lld %s stop %s, %s", (long long)jint(last, "seq"),
                  jstr(last, "mode"), fmt_us(jint(last, "stopped_us"), b1, sizeof(b1)),
@@ -227,15 +286,37 @@ static void print_task_row(json_t *t)
         else if (jint(cur, "snapshot"))
             snprintf(up, sizeof(up), "#%lld saving memory", (long long)jint(cur, "snapshot"));
     }
-    printf("%-16s %-9s %-8lld %-6lld %-34s %s\n", jstr(t, "id"), jstr(t, "state"),
-           (long long)jint(t, "pid"), (long long)jint(t, "memory_mib"), ck, up);
+    printf("%-16s %-9s %-8lld %-6lld %-19s %-34s %s\n", jstr(t, "id"), jstr(t, "state"),
+           (long long)jint(t, "pid"), (long long)jint(t, "memory_mib"), prot, ck, up);
+}
+
+/* One line on how the task is protected, in words. */
+static void print_protection(json_t *t)
+{
+    json_t *p = json_object_get(t, "protection"), *next = json_object_get(p, "next_checkpoint_in_s");
+    const char *st = json_string_value(json_object_get(p, "state"));
+    double x = json_number_value(json_object_get(p, "exposed_s"));
+    double promise = json_number_value(json_object_get(p, "promise_s"));
+    if (!st || !strcmp(st, "not running"))
+        return;
+    if (!strcmp(st, "unscheduled")) {
+        printf("protection: NONE: no checkpoint is scheduled (run with --every, or take one with "
+               "vmckpt checkpoint); a crash now loses %.0f s of work\n", x);
+        return;
+    }
+    printf("protection: %s: a crash now loses %.0f s of work; the schedule promises at most "
+           "%.0f s", !strcmp(st, "late") ? "LATE" : "ok", x, promise);
+    if (json_is_number(next))
+        printf("; next checkpoint in %.1f s", json_number_value(next));
+    printf("\n");
 }
 
 static void print_task(json_t *t)
 {
-    printf("%-16s %-9s %-8s %-6s %-34s %s\n", "TASK", "STATE", "PID", "MIB", "LAST CHECKPOINT",
-           "IN PROGRESS");
+    printf("%-16s %-9s %-8s %-6s %-19s %-34s %s\n", "TASK", "STATE", "PID", "MIB", "UNPROTECTED",
+           "LAST CHECKPOINT", "IN PROGRESS");
     print_task_row(t);
+    print_protection(t);
     if (json_string_value(json_object_get(t, "error")))
         printf("last error: %s\n", jstr(t, "error"));
     json_t *r = json_object_get(t, "restart"), *lc = json_object_get(t, "local_chain");
@@ -472,8 +553,8 @@ static int cmd_status(int argc, char **argv)
         print_json(out);
     } else {
         printf("store: %s\n", jstr(out, "store"));
-        printf("%-16s %-9s %-8s %-6s %-34s %s\n", "TASK", "STATE", "PID", "MIB",
-               "LAST CHECKPOINT", "IN PROGRESS");
+        printf("%-16s %-9s %-8s %-6s %-19s %-34s %s\n", "TASK", "STATE", "PID", "MIB",
+               "UNPROTECTED", "LAST CHECKPOINT", "IN PROGRESS");
         json_array_foreach(json_object_get(out, "tasks"), i, t) print_task_row(t);
         if (json_is_true(json_object_get(out, "cluster"))) {
             json_t *nodes;
@@ -832,7 +913,102 @@ static int cmd_kill(int argc, char **argv)
 
 static int cmd_rm(int argc, char **argv)
 {
-    return cmd_simple("DELETE", "/v1/tasks/%s", argc, argv, "removed from this node");
+    json_t *out;
+    const char *id = NULL;
+    int purge = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--purge")) {
+            purge = 1;
+        } else if (argv[i][0] == '-' || id) {
+            fprintf(stderr, "vmckpt: rm: unknown option or extra argument '%s'\n", argv[i]);
+            return 2;
+        } else {
+            id = argv[i];
+        }
+    }
+    if (!id) {
+        fprintf(stderr, "vmckpt: rm needs a task id (vmckpt rm TASK [--purge])\n");
+        return 2;
+    }
+    if (api("DELETE", purge ? json_pack("{s:b}", "purge", 1) : NULL, &out, "/v1/tasks/%s",
+            id) < 0)
+        return 1;
+    if (opt_json)
+        print_json(out);
+    else if (json_object_get(out, "purged"))
+        printf("%s: its console logs removed from this node\n", id);
+    else
+        printf("%s removed from this node%s\n", id,
+               purge ? ", its console logs too"
+                     : "; its console logs stay (vmckpt console; rm --purge removes them)");
+    json_decref(out);
+    return 0;
+}
+
+/* The runs whose console logs the agent has, as a table. */
+static void print_console_runs(json_t *out)
+{
+    json_t *r;
+    size_t i;
+    char b[32];
+    printf("%-6s %-10s %-22s %s\n", "RUN", "BYTES", "MODIFIED", "");
+    json_array_foreach(json_object_get(out, "runs"), i, r)
+        printf("%-6lld %-10s %-22s %s\n", (long long)jint(r, "run"),
+               fmt_bytes(jint(r, "bytes"), b, sizeof(b)), jstr(r, "modified"),
+               json_is_true(json_object_get(r, "current")) ? "(current run)" : "");
+}
+
+static int cmd_console(int argc, char **argv)
+{
+    json_t *out;
+    int run = 0, list = 0;
+    if (need(argc, 2, "console needs a task id (vmckpt console TASK [--run N | --list])") < 0)
+        return 2;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--list")) {
+            list = 1;
+        } else if (!strcmp(argv[i], "--run") && i + 1 < argc) {
+            if (opt_int(argv[++i], "--run", &run) < 0 || run < 1) {
+                fprintf(stderr, "vmckpt: --run wants a run number from 1 on\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "vmckpt: console: unknown or incomplete option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (api("GET", NULL, &out, "/v1/tasks/%s/console", argv[1]) < 0)
+        return 1;
+    json_t *runs = json_object_get(out, "runs");
+    if (list || opt_json) {
+        if (opt_json)
+            print_json(out);
+        else
+            print_console_runs(out);
+        json_decref(out);
+        return 0;
+    }
+    if (!run) /* the current run's, else the newest kept */
+        run = json_is_integer(json_object_get(out, "current"))
+                  ? (int)jint(out, "current")
+                  : (int)jint(json_array_get(runs, json_array_size(runs) - 1), "run");
+    json_decref(out);
+    char *path = util_fmt("/v1/tasks/%s/console/%d", argv[1], run);
+    struct buf b;
+    long status;
+    int rc = path ? api_call("GET", NULL, path, &b, &status) : -1;
+    free(path);
+    if (rc < 0)
+        return 1;
+    if (status >= 400) {
+        api_say_error(&b, status);
+        free(b.p);
+        return 1;
+    }
+    if (b.n && fwrite(b.p, 1, b.n, stdout) != b.n)
+        rc = -1;
+    free(b.p);
+    return rc < 0 ? 1 : 0;
 }
 
 static int cmd_move(int argc, char **argv)
@@ -901,7 +1077,7 @@ static const struct command commands[] = {
     {"ls", cmd_ls},           {"show", cmd_show},             {"restore", cmd_restore},
     {"verify", cmd_verify},   {"gc", cmd_gc},                 {"nodes", cmd_nodes},
     {"metrics", cmd_metrics}, {"kill", cmd_kill},             {"rm", cmd_rm},
-    {"move", cmd_move},       {"drain", cmd_drain},
+    {"move", cmd_move},       {"drain", cmd_drain},             {"console", cmd_console},
 };
 
 static const struct command *find_command(const char *name)

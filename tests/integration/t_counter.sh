@@ -8,6 +8,13 @@ start_agent a && ok "agent starts" || { not_ok "agent starts"; finish; exit 1; }
 check "run a counter task" run_counter a c1 || { finish; exit 1; }
 S1=$(serial_of a c1)
 wait_line "$S1" '^counter 3$' 90 && ok "guest boots and counts" || not_ok "guest boots and counts" "$(tail -3 "$S1")"
+# No schedule (no --every, the default): said everywhere, never silent.
+[ "$(vk a --json status c1 | jq -r .protection.state)" = unscheduled ] && ok "status: no checkpoint schedule" \
+    || not_ok "status: no checkpoint schedule" "$(vk a --json status c1 | jq -c .protection)"
+vk a status c1 | grep -q '^protection: NONE: no checkpoint is scheduled' && vk a status | grep -q '^c1 .* NO SCHEDULE' \
+    && ok "vmckpt status says it, in the table and for the task" || not_ok "vmckpt status says there is no schedule" "$(vk a status; vk a status c1)"
+vk a metrics | grep -q '^vmckpt_tasks_unprotected 1$' && vk a metrics | grep -q '^vmckpt_task_protection_promise_seconds{task="c1"} 0.000$' \
+    && ok "metrics count it unprotected, with no promise" || not_ok "metrics count it unprotected" "$(vk a metrics | grep protect)"
 
 # After each checkpoint, wait until the guest has counted on past it (so the
 # checkpoints are at different counters however slow the machine is).

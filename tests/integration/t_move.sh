@@ -16,7 +16,7 @@ make_ns a b c || { not_ok "network namespaces"; finish; exit 1; }
 follow() { : >"$T/$1.console"; tail -c +1 -f "$(serial_of "$2" "$1")" >"$T/$1.console" 2>/dev/null & at_exit "kill $! 2>/dev/null"; }
 
 node a && ok "node a starts, alone" || { not_ok "node a starts"; finish; exit 1; }
-check "run a counter task on a" run_counter a m1 || { finish; exit 1; }
+check "run a counter task on a, a checkpoint every 5 s" run_counter a m1 --every 5 || { finish; exit 1; }
 follow m1 a
 SA=$T/m1.console
 wait_line "$SA" '^counter 2$' 90
@@ -50,6 +50,10 @@ grep -q 'moved to node-b from its checkpoint [0-9]* in [0-9.]* s (no work lost)'
     || not_ok "the move says where" "$(cat "$T/last.out")"
 moved_without_loss m1 "$SA" b
 check_fails "node a no longer has m1" "no task 'm1'" vk a status m1
+from=$(vk b --json status m1 | jq -r .restore.from_seq)
+for _ in $(seq 600); do [ "$(vkp b --json status m1 | jq -r '.last_checkpoint.seq // 0')" -gt "$from" ] && break; sleep 0.2; done
+[ "$(vkp b --json status m1 | jq -r '.last_checkpoint.seq // 0')" -gt "$from" ] \
+    && ok "m1: after the move a checkpoint commits by itself on b" || not_ok "m1: after the move a checkpoint commits by itself" "$(vk b status m1)"
 
 # drain: two tasks of node a, each moved elsewhere without loss.
 for t in m2 m3; do check "run $t on a" run_counter a "$t"; follow "$t" a; done
