@@ -138,6 +138,7 @@ static const struct cfg_def cfg_defs[] = {
     S("task", "restart", restart, "on-crash", cfg_check_restart),
     I("task", "restart_max", restart_max, 5, 0, 64), /* RESTART_TRACK */
     I("task", "restart_window", restart_window_s, 600, 1, 30 * 86400),
+    I("task", "keep_local_mib", keep_local_mib, 65536, 0, 1 << 30),
     I("task", "log_keep", log_keep, 10, 1, 1000),
     I("task", "log_max_kib", log_max_kib, 1024, 4, 1 << 20),
     I("task", "log_expire_days", log_expire_days, 7, 0, 3650),

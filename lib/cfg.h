@@ -38,6 +38,7 @@ struct cfg {
     int restart_max; /* [task] restart_max: restarts within restart_window, at most */
     int restart_window_s; /* [task] restart_window: seconds */
     int log_keep;         /* [task] log_keep: console logs of past runs kept per task */
+    int keep_local_mib;   /* [task] keep_local_mib: the newest memory image kept, up to */
     int log_max_kib;      /* [task] log_max_kib: of each, the last KiB kept */
     int log_expire_days;  /* [task] log_expire_days: a removed task's logs kept this long */
     int live_stop_ms;     /* [live] target_stop_ms: the VM stop pre-copy aims at */

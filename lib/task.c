@@ -10,6 +10,7 @@
 #include "interval.h"
 #include "log.h"
 #include "manifest.h"
+#include "memkeep.h"
 #include "qmp.h"
 #include "restart.h"
 #include "runlog.h"
@@ -105,6 +106,7 @@ struct task {
     uint64_t restored_from;
     int64_t restore_fetch_us, restore_load_us;
     uint64_t restore_store_bytes, restore_cache_bytes; /* what the last restore read, and where */
+    uint64_t restore_local_bytes; /* ... and from the memory kept on this node (memkeep.h) */
     int restore_warm;  /* the last restore took over a VM started ahead (task_warm) */
     uint64_t warm_seq; /* a warm task: the checkpoint its VM was started for; else 0 */
     struct automode am; /* mode auto: what this task's checkpoints showed */
@@ -735,6 +737,8 @@ static int task_take_manifest(struct task *t, const struct manifest *m, struct c
 struct task_feed {
     struct repo *repo;
     const struct stream_ref *obj;
+    const struct memkeep_copy *local; /* a copy kept on this node, or NULL: the store */
+    uint64_t local_bytes;
     const char *fifo;
     atomic_int stop;
     atomic_int failed; /* 0, or the feed's error code */
@@ -757,7 +761,8 @@ static void *task_feed_thread(void *arg)
                         : err_errno(errno, "cannot open %s", f->fifo);
     } else {
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-        f->rc = repo_get_stream(f->repo, f->obj, fd, "memory");
+        f->rc = f->local ? memkeep_feed(f->local, fd, &f->local_bytes)
+                         : repo_get_stream(f->repo, f->obj, fd, "memory");
         close(fd); /* EOF for QEMU; on an error it fails the load */
     }
     if (f->rc < 0) {
@@ -780,11 +785,11 @@ static int task_load_into(struct task *t, const char *uri, atomic_int *feed_fail
     return task_wait_loaded(t, feed_failed);
 }
 
-/* Starts the VM of a restore (or takes the one of a warm task) and loads m's
- * memory into it (paused). Called with t->lock held. */
-static int task_load_memory(struct task *t, const struct manifest *m)
+/* task_load_memory from local (a kept copy) or the store (local NULL). */
+static int task_load_memory_from(struct task *t, const struct manifest *m,
+                                 const struct memkeep_copy *local, uint64_t *local_bytes)
 {
-    struct task_feed f = {.repo = t->env->repo, .obj = &m->memory};
+    struct task_feed f = {.repo = t->env->repo, .obj = &m->memory, .local = local};
     char *fifo = task_run_path(t, "memory.fifo"), *uri = NULL;
     pthread_t th;
     int rc;
@@ -818,9 +823,32 @@ static int task_load_memory(struct task *t, const struct manifest *m)
 out_unlink:
     unlink(fifo);
 out:
+    *local_bytes = f.local_bytes;
     free(fifo);
     free(uri);
     return rc;
+}
+
+/* Starts the VM of a restore (or takes the one of a warm task) and loads m's
+ * memory into it (paused): from the copy kept on this node when it is m's
+ * (a restart here), else, or when that copy fails, from the store. Called
+ * with t->lock held. */
+static int task_load_memory(struct task *t, const struct manifest *m)
+{
+    struct memkeep_copy local;
+    t->restore_local_bytes = 0;
+    if (!t->warm_seq && memkeep_find(t->dir, m->seq, &m->memory, &local)) {
+        int rc = task_load_memory_from(t, m, &local, &t->restore_local_bytes);
+        memkeep_copy_clear(&local);
+        if (rc == 0)
+            return 0;
+        log_warn("task %s: the memory of checkpoint %" PRIu64 " kept on this node did not load "
+                 "(%s); reading it from the store", t->id, m->seq, err_msg());
+        memkeep_drop(t->dir);
+        t->restore_local_bytes = 0;
+    }
+    uint64_t none;
+    return task_load_memory_from(t, m, NULL, &none);
 }
 
 /* ---- a VM started ahead for a take-over (task_warm) ----------------------- */
@@ -1086,6 +1114,7 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     repo_read_counts(env->repo, &from_store, &from_cache);
     t->restore_store_bytes = from_store - from_store0;
     t->restore_cache_bytes = from_cache - from_cache0;
+    /* (restore_local_bytes: set by task_load_memory) */
     t->restore_warm = warm;
     t->restored_from = m->seq;
     t->last_seq = m->seq;
@@ -1604,6 +1633,23 @@ static void task_merge_local(struct task *t)
     free(base);
 }
 
+/* A committed checkpoint's memory image (m NULL: not committed) stays on
+ * this node as the newest one's kept copy when it fits [task]
+ * keep_local_mib; any other image goes. Runs on the upload thread. */
+static void task_keep_memory(struct task *t, struct task_upload *u, const struct manifest *m)
+{
+    uint64_t budget = (uint64_t)t->env->cfg->keep_local_mib << 20;
+    if (m && !u->final && m->memory.size > 0 && m->memory.size <= budget) {
+        if (memkeep_put(t->dir, u->mem_path, u->seq, &m->memory) < 0) {
+            log_warn("task %s: %s (a restart here reads the store)", t->id, err_msg());
+            memkeep_drop(t->dir);
+        }
+    } else if (m) { /* a newer checkpoint: the copy kept before is stale */
+        memkeep_drop(t->dir);
+    }
+    unlink(u->mem_path);
+}
+
 /* The task's uploader: takes queued checkpoints in order until none is left. */
 static void *task_upload_thread(void *arg)
 {
@@ -1625,7 +1671,7 @@ static void *task_upload_thread(void *arg)
         task_upload_starts(t, u);
         pthread_mutex_unlock(&t->lock);
         int rc = task_upload(u, &m);
-        unlink(u->mem_path);
+        task_keep_memory(t, u, rc == 0 ? m : NULL);
         if (rc == 0)
             task_retain(t);
         pthread_mutex_lock(&t->lock);
@@ -1691,6 +1737,14 @@ static int task_room_check(struct task *t, enum ckpt_mode m)
         free_b = (uint64_t)fake << 20;
     if (free_b >= need)
         return 0;
+    /* The memory image kept for a restart here is worth less than a new
+     * checkpoint: it goes first. */
+    if (fake <= 0 && memkeep_drop(t->dir) &&
+        util_free_bytes(t->run_dir, &free_b) == 0 && free_b >= need) {
+        log_warn("task %s: dropped the memory image kept for a restart here: the next "
+                 "checkpoint needs its room", t->id);
+        return 0;
+    }
     t->room_refusals++;
     return err_set(VK_ENOSPC, "task %s: %s has %" PRIu64 " MiB free, a %s checkpoint may "
                               "need %" PRIu64 " MiB there (the memory image%s); the VM was not "
@@ -2048,11 +2102,13 @@ json_t *task_json(struct task *t)
     else if (t->last_seq)
         last = json_pack("{s:I}", "seq", (json_int_t)t->last_seq);
     if (t->restored_from)
-        restore = json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}", "from_seq", (json_int_t)t->restored_from,
-                            "fetch_us", (json_int_t)t->restore_fetch_us, "load_us",
+        restore = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "from_seq",
+                            (json_int_t)t->restored_from, "fetch_us",
+                            (json_int_t)t->restore_fetch_us, "load_us",
                             (json_int_t)t->restore_load_us, "store_bytes",
                             (json_int_t)t->restore_store_bytes, "cache_bytes",
-                            (json_int_t)t->restore_cache_bytes, "warm", t->restore_warm);
+                            (json_int_t)t->restore_cache_bytes, "local_bytes",
+                            (json_int_t)t->restore_local_bytes, "warm", t->restore_warm);
     j = json_pack("{s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:i, s:i, s:i, s:s?, s:s?, s:o, s:o, "
                   "s:o, s:s?, s:I}",
                   "id", t->id, "state", task_state_name(t->state), "pid", (int)t->pid, "memory_mib",

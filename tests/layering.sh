@@ -14,7 +14,7 @@ LAYERS=(
     "pack catalog cluster"
     "repo"
     "ckpt"
-    "cfg automode gc restart interval prestage protect runlog"
+    "cfg automode gc restart interval prestage protect runlog memkeep"
     "task"
     "failover"
     "agent"

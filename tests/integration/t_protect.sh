@@ -7,7 +7,9 @@
 # and metrics give the unprotected time against the schedule's promise
 # (t_counter: a task with no schedule is said to have none). Each run's
 # console log outlives its run and `vmckpt rm`, until `rm --purge` or
-# [task] log_expire_days; a restored run says where it came from.
+# [task] log_expire_days; a restored run says where it came from. A restart
+# reads the memory image kept on the node, not the store; a damaged kept
+# image is not used (the store is read instead).
 . "$(dirname "$0")/lib.sh"
 EVERY=4
 
@@ -55,6 +57,9 @@ for _ in $(seq 1200); do
 done
 from=$(vk a --json status p1 | jq -r .restore.from_seq)
 [ "$(vk a --json status p1 | jq -r .state)" = running ] && ok "kill -9: restarted from checkpoint $from" || not_ok "kill -9: restarted" "$(vk a status p1)"
+r=$(vk a --json status p1 | jq -c .restore)
+[ "$(jq .local_bytes <<<"$r")" -gt 0 ] && [ "$(jq .store_bytes <<<"$r")" -lt "$(jq .local_bytes <<<"$r")" ] \
+    && ok "the restart read the memory kept on this node, not the store" || not_ok "the restart read the kept memory" "$r"
 committed_after a p1 "$from" && ok "after the automatic restart a checkpoint commits by itself ($took s)" \
     || not_ok "after the automatic restart a checkpoint commits by itself" "$(vk a status p1)"
 echo "# restart to next checkpoint: $took s"
@@ -80,11 +85,27 @@ committed_after a p1 "$seq" && ok "after the adoption a checkpoint commits by it
     || not_ok "after the adoption a checkpoint commits by itself" "$(vk a status p1)"
 echo "# adoption to next checkpoint: $took s"
 
+# --- a damaged kept copy: the store is read instead
+check "kill p1 (on purpose: no restart)" vk a kill p1
+for _ in $(seq 600); do [ "$(vkp a --json status p1 | jq -c .checkpoint)" = null ] && break; sleep 0.1; done
+KEPT=$T/a/state/tasks/p1/keep-memory.mig
+[ -f "$KEPT" ] && ok "the newest checkpoint's memory is kept on the node" || not_ok "the newest checkpoint's memory is kept" "$(ls "$T/a/state/tasks/p1")"
+flip_byte "$KEPT" 8192
+check "restore p1 on a, its kept memory damaged" vk a restore p1
+r=$(vk a --json status p1 | jq -c .restore)
+[ "$(jq .local_bytes <<<"$r")" = 0 ] && [ "$(jq .store_bytes <<<"$r")" -gt 0 ] && grep -q 'kept on this node did not load' "$T/a/agent.log" \
+    && ok "the damaged copy was not used: the store was read, and the log says why" || not_ok "the damaged copy was not used" "$r"
+S=$(serial_of a p1)
+wait_line "$S" '^counter [0-9]' 60
+c=$(first_counter "$S")
+wait_line "$S" "^counter $((c + 2))\$" 60 && ! grep -aq MISMATCH "$S" && ok "the restored guest counts on, disk matching memory" \
+    || not_ok "the restored guest counts on" "$(tail -3 "$S")"
+
 # --- rm keeps the logs; a restore on another agent checkpoints there
 check "rm p1 on a" rm_task a p1
 grep -q 'console logs stay' "$T/last.out" && ok "rm says the console logs stay" || not_ok "rm says the console logs stay" "$(cat "$T/last.out")"
-[ "$(vk a --json console p1 | jq -c '[.runs[].run]')" = '[1,2]' ] && vk a console p1 | tr -d '\r' | grep -aq '^counter [0-9]' \
-    && ok "after rm, both runs' console logs read back" || not_ok "after rm, the console logs read back" "$(vk a --json console p1 2>&1)"
+[ "$(vk a --json console p1 | jq -c '[.runs[].run]')" = '[1,2,3]' ] && vk a console p1 | tr -d '\r' | grep -aq '^counter [0-9]' \
+    && ok "after rm, the three runs' console logs read back" || not_ok "after rm, the console logs read back" "$(vk a --json console p1 2>&1)"
 start_agent b && ok "agent b starts" || not_ok "agent b starts"
 check "restore p1 on b" vk b restore p1
 from=$(vk b --json status p1 | jq -r .restore.from_seq)
