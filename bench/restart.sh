@@ -11,7 +11,9 @@
 # bytes read from the store and from local copies. Target (issue 28): a
 # restart on the same node at 1 GiB in at most 3 s with no load.
 # Usage: bench/restart.sh [BUILD_DIR]   Settings: BENCH_SIZES ("256 1024"),
-#        BENCH_RUNS (3), BENCH_STORE (a directory store in the work directory)
+#        BENCH_RUNS (3), BENCH_STORE (a directory store in the work directory),
+#        BENCH_SET (more agent settings, e.g. "--set task.keep_local_mib=0":
+#        the restart reads the store, as before the kept image)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=$(cd "${1:-build/rel}" && pwd)
@@ -28,8 +30,10 @@ cleanup() {
 trap cleanup EXIT
 vk() { local x=$1; shift; "$B/vmckpt" --socket "$D/$x/vmckptd.sock" "$@"; }
 agent() {
-    "$B/vmckptd" --state-dir "$D/$1" --store "$STORE" --set qemu.accel=tcg >"$D/$1.log" 2>&1 &
+    # shellcheck disable=SC2086
+    "$B/vmckptd" --state-dir "$D/$1" --store "$STORE" --set qemu.accel=tcg ${BENCH_SET:-} >"$D/$1.log" 2>&1 &
     AGENTS+=($!)
+    disown # (its end at clean-up is no news)
     for _ in $(seq 100); do vk "$1" status >/dev/null 2>&1 && return 0; sleep 0.1; done
     echo "bench: agent $1 does not start: $(tail -3 "$D/$1.log")" >&2; exit 1
 }
@@ -43,15 +47,17 @@ running_again() { # running_again AGENT TASK OLD_PID: waits until a new VM runs
 }
 row() { # row KIND SIZE RUN SECONDS AGENT TASK
     local r
-    r=$(vk "$5" --json status "$6" | jq -r '.restore | "\(.fetch_us / 1e6),\(.load_us / 1e6),\(.store_bytes),\(.cache_bytes)"')
+    r=$(vk "$5" --json status "$6" | jq -r '.restore | "\(.fetch_us / 1e6),\(.load_us / 1e6),\(.store_bytes),\(.cache_bytes + .local_bytes)"')
     echo "$1,$2,$3,$(printf '%.2f' "$4"),$r"
 }
 agent a
 agent b
 echo "kind,memory_mib,run,kill_to_running_s,fetch_s,load_resume_s,store_bytes,local_bytes"
+# (restore: kill_to_running_s is the restore command's time; local_bytes:
+# read from the node's caches and the memory image kept there)
 for size in ${BENCH_SIZES:-256 1024}; do
     for r in $(seq "$RUNS"); do
-        t=r$size-$r
+        t=r$size-$r-$$ # (a store may hold an earlier run's)
         vk a run "$t" --base "$G/base.qcow2" --kernel "$G/vmlinuz" --initrd "$G/initrd.img" \
             --work "mem:$((size * 3 / 4))" --memory "$size" >/dev/null
         # the guest has rewritten its memory once: what a checkpoint holds is fresh

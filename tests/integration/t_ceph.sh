@@ -62,7 +62,7 @@ check "checkpoint 2 starts" vk a checkpoint c1 --no-wait
 gate_held c1 2 || not_ok "checkpoint 2's upload reaches the gate"
 "$ROOT/scripts/ceph.sh" kill-osd "$CEPH" 2 && ok "osd.2 killed during the upload of checkpoint 2"
 gate_open
-for _ in $(seq 120); do vk a ls c1 2>/dev/null | grep -q '^2 ' && break; sleep 0.5; done
+for _ in $(seq 120); do vkp a ls c1 2>/dev/null | grep -q '^2 ' && break; sleep 0.5; done
 vk a ls c1 | grep -q '^2 ' && ok "checkpoint 2 commits with one OSD down" || not_ok "checkpoint 2 commits with one OSD down" "$(vk a ls c1 2>&1 | tail -3)"
 want=$(( $(counter_at a c1 2 "$S") + 1 ))
 check "kill -9 of the VM" vk a kill c1

@@ -99,14 +99,14 @@ vk b nodes | grep -q "node-a .*dead" && ok "vmckpt nodes shows node a dead" || n
 
 # --- 2. node a comes back: it forgets the task that moved -------------------------
 node a && ok "node a's agent starts again"
-for _ in $(seq 150); do [ -z "$(vk a --json status | jq -r '.tasks[].id')" ] && break; sleep 0.2; done
+for _ in $(seq 150); do [ -z "$(vkp a --json status | jq -r '.tasks[].id')" ] && break; sleep 0.2; done
 [ -z "$(vk a --json status | jq -r '.tasks[].id')" ] && ok "node a drops c1, which runs on $W now" || not_ok "node a drops c1" "$(vk a status)"
 [ "$(copies c1)" = 1 ] && ok "still one copy of c1" || not_ok "still one copy" "$(pgrep -af "$T/.*/tasks/c1/run-" | cut -c1-300)"
 
 # --- 3. two tasks on node a, node a crashes ---------------------------------------
 check "node a runs t2" run_counter a t2 --every 3
 check "node a runs t3" run_counter a t3 --every 3
-for t in t2 t3; do for _ in $(seq 300); do [ "$(vk a --json ls $t | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done; done
+for t in t2 t3; do for _ in $(seq 300); do [ "$(vkp a --json ls $t | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done; done
 kill_node a
 W2=; W3=
 W2=$(wait_where t2 b 40) && W3=$(wait_where t3 b 40) && ok "both resume: t2 on $W2, t3 on $W3" \
@@ -160,7 +160,7 @@ fi
 CUT=$T/cut-a
 AGENT_ENV="VMCKPT_FAULT_DOWN_FILE=$CUT" node a --store "fault://file://$T/store" && ok "node a back, its store reached through a switch"
 check "node a runs p1" run_counter a p1 --every 2
-for _ in $(seq 300); do [ "$(vk a --json ls p1 | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done
+for _ in $(seq 300); do [ "$(vkp a --json ls p1 | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done
 QA=$(pid_of a p1)
 touch "$CUT"
 watch_fence p1 "$QA" 40
@@ -173,7 +173,7 @@ $(head -c 4000 "$T/doubled.txt")"
 { grep -q "killing its VM so that it never runs twice" "$T/a/agent.log" || cat "$T"/a/state/tasks/p1/run-*/fence.log 2>/dev/null | grep -q killed; } \
     && ok "the fencing is logged" || not_ok "fencing logged"
 rm -f "$CUT"
-for _ in $(seq 150); do [ -z "$(vk a --json status | jq -r '.tasks[] | select(.state != "removed") | .id')" ] && break; sleep 0.2; done
+for _ in $(seq 150); do [ -z "$(vkp a --json status | jq -r '.tasks[] | select(.state != "removed") | .id')" ] && break; sleep 0.2; done
 [ "$(copies p1)" = 1 ] && ok "store back: still one copy of p1" || not_ok "one copy after the cut heals" "$(copies p1)"
 
 # --- 6. an agent that stalls (SIGSTOP) while its VMs run: their fences kill them ---

@@ -66,7 +66,7 @@ resumed_consistently "$w" c1 "$last" "$S"
 
 # --- node b's link is cut ---------------------------------------------------------
 check "node b runs p1" run_counter b p1 --every 2
-for _ in $(seq 300); do [ "$(vk b --json ls p1 | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done
+for _ in $(seq 300); do [ "$(vkp b --json ls p1 | jq ".checkpoints | length")" -ge 1 ] && break; sleep 0.2; done
 QB=$(pid_of b p1)
 ip -n "$NS-b" link set eth0 down
 watch_fence p1 "$QB" 50

@@ -49,7 +49,7 @@ check_fails "a socket path that is a file is not removed" "is not a socket" \
 # A node named like a fully qualified host name is listed by its peers.
 start_agent n1 --set cluster.enabled=1 --set cluster.node=n1.dc1.example.com --set cluster.lease_ms=10000 --set cluster.renew_ms=1000
 start_agent n2 --set cluster.enabled=1 --set cluster.node=n2 --set cluster.lease_ms=10000 --set cluster.renew_ms=1000
-for _ in $(seq 600); do vk n2 nodes 2>/dev/null | grep -q "^n1.dc1.example.com .*alive" && break; sleep 0.1; done
+for _ in $(seq 600); do vkp n2 nodes 2>/dev/null | grep -q "^n1.dc1.example.com .*alive" && break; sleep 0.1; done
 vk n2 nodes | grep -q "^n1.dc1.example.com .*alive" && ok "a node whose name has dots is seen alive by the others" \
     || not_ok "a node whose name has dots is seen alive by the others" "$(vk n2 nodes)"
 check_fails "a node name with '.tmp-' is refused (stores mark temporary objects so)" "not a valid name" \

@@ -143,10 +143,10 @@ SB=$(serial_of b r1)
 wait_line "$SB" '^counter 2$' 90
 check "checkpoint on b" vk b checkpoint r1
 kill -9 "$(pid_of b r1)"
-for _ in $(seq 1200); do [ "$(vk b --json status r1 | jq -r .restart.restarts)" = 1 ] && [ "$(vk b --json status r1 | jq -r .state)" = running ] && break; sleep 0.1; done
+for _ in $(seq 1200); do [ "$(vkp b --json status r1 | jq -r .restart.restarts)" = 1 ] && [ "$(vkp b --json status r1 | jq -r .state)" = running ] && break; sleep 0.1; done
 [ "$(vk b --json status r1 | jq -r .state)" = running ] && ok "b: the first crash is restarted" || not_ok "b: the first crash is restarted" "$(vk b status r1)"
 kill -9 "$(pid_of b r1)"
-for _ in $(seq 300); do [ "$(vk b --json status r1 | jq -r .state)" = failed ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ "$(vkp b --json status r1 | jq -r .state)" = failed ] && break; sleep 0.1; done
 [ "$(vk b --json status r1 | jq -r .state)" = failed ] && ok "b: the second crash within the window fails the task" || not_ok "b: the second crash fails the task" "$(vk b status r1)"
 vk b --json status r1 | jq -r .error | grep -q 'crashed 2 times within 600 s' && ok "b: status says why" || not_ok "b: status says why" "$(vk b --json status r1 | jq -r .error)"
 check "b: a failed task can still be restored by hand" vk b restore r1
@@ -157,7 +157,7 @@ start_agent c --set task.restart=never --set task.mtbf=60 --set task.min_interva
 # checkpoint_every = auto: the interval comes from the measured cost.
 check_fails "--every takes a number or auto" "whole number" run_counter c bad --every sometimes
 check "run a task with --every auto" run_counter c a1 --first 1 --every auto
-for _ in $(seq 1200); do [ "$(vk c --json status a1 | jq -r .interval.measured)" -ge 3 ] && break; sleep 0.1; done
+for _ in $(seq 1200); do [ "$(vkp c --json status a1 | jq -r .interval.measured)" -ge 3 ] && break; sleep 0.1; done
 st=$(vk c --json status a1)
 [ "$(echo "$st" | jq -r .interval.measured)" -ge 3 ] && ok "auto: periodic checkpoints are taken ($(echo "$st" | jq -r .interval.measured))" || not_ok "auto: periodic checkpoints are taken" "$st"
 echo "$st" | jq -r .interval.why | grep -q 'auto (Young/Daly): checkpoint cost [0-9.]* s .*MTBF 60 s' \

@@ -28,7 +28,7 @@ wait_line "$SA" "^counter $((c0 + 2))\$" 60 && [ "$(pid_of a m1)" = "$pid" ] && 
     && ok "the refused moves left the task running, untouched" || not_ok "the task runs on untouched" "$(vk a status m1)"
 
 node b && node c && ok "nodes b and c start" || { not_ok "nodes b and c start"; finish; exit 1; }
-for _ in $(seq 150); do [ "$(vk a --json nodes | jq '[.nodes[] | select(.state == "alive")] | length')" = 3 ] && break; sleep 0.2; done
+for _ in $(seq 150); do [ "$(vkp a --json nodes | jq '[.nodes[] | select(.state == "alive")] | length')" = 3 ] && break; sleep 0.2; done
 check_fails "a move to a node that is not there is refused" "not an alive node" vk a move m1 --to node-zzz
 
 # moved_without_loss TASK FROM_CONSOLE NODE: runs on NODE, resumed right

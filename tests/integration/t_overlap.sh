@@ -53,7 +53,7 @@ gate_open
 wait $GCP && ok "gc --grace 0 during the upload completes" || not_ok "gc --grace 0 during the upload completes" "$(cat "$T/gc.out")"
 for _ in $(seq 1200); do [ -e "$T/store/tasks/o1/manifests/0000000004.json" ] && break; sleep 0.1; done
 [ -e "$T/store/tasks/o1/manifests/0000000004.json" ] && ok "checkpoint 4 committed" || not_ok "checkpoint 4 committed"
-for _ in $(seq 600); do vk a --json status o1 | jq -e '.checkpoint == null' >/dev/null && break; sleep 0.1; done
+for _ in $(seq 600); do vkp a --json status o1 | jq -e '.checkpoint == null' >/dev/null && break; sleep 0.1; done
 check "checkpoint 4 verifies: nothing it names was collected" vk a verify o1 4
 
 # A restore whose store calls stall (held at the restore gate) does not hold

@@ -32,7 +32,7 @@ alive "$QB" && [ "$(vk b --json status b1 | jq -r .state)" = running ] \
 ! grep -q "task b1: lease not renewed" "$T/b/agent.log" && ok "b1's lease was renewed throughout" \
     || not_ok "b1's lease renewed" "$(grep "lease not renewed" "$T/b/agent.log" | head -2)"
 rm -f "$RG"
-for _ in $(seq 600); do [ "$(vk b --json status a1 2>/dev/null | jq -r .state)" = running ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ "$(vkp b --json status a1 2>/dev/null | jq -r .state)" = running ] && break; sleep 0.1; done
 [ "$(vk b --json status a1 | jq -r .state)" = running ] && ok "then a1 runs on node b" || not_ok "a1 runs on node b" "$(tail -3 "$T/b/agent.log")"
 [ "$(copies a1)" = 1 ] && [ "$(copies b1)" = 1 ] && ok "one copy of each" || not_ok "one copy of each" "a1 $(copies a1), b1 $(copies b1)"
 vk b rm a1 >/dev/null 2>&1

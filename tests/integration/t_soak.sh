@@ -34,7 +34,7 @@ p=$(packs); [ "$p" -le $((packs10 * 3)) ] && ok "the store's packs stay bounded 
 check "every kept checkpoint verifies" vk a verify s1
 seq=$(seq_now)
 check "kill -9 of the VM" vk a kill s1
-for _ in $(seq 300); do vk a restore s1 >"$T/last.out" 2>&1 && break; sleep 0.1; done # (a periodic upload may end first)
+for _ in $(seq 300); do vkp a restore s1 >"$T/last.out" 2>&1 && break; sleep 0.1; done # (a periodic upload may end first)
 S2=$(serial_of a s1)
 wait_line "$S2" '^counter [0-9]' 60
 got=$(first_counter "$S2")
