@@ -42,6 +42,23 @@ static void test_routes(void **state)
     assert_int_equal(parse("DELETE", "/v1/tasks/t", "", &q), 0);
     assert_int_equal(q.op, API_TASK_REMOVE);
     api_req_clear(&q);
+    assert_int_equal(parse("DELETE", "/v1/tasks/t", "{\"purge\":true}", &q), 0);
+    assert_true(json_is_true(json_object_get(q.body, "purge")));
+    api_req_clear(&q);
+    assert_int_equal(parse("DELETE", "/v1/tasks/t", "{\"purge\":1}", &q), VK_EINVAL);
+    /* the console logs of a task's runs: a run number of digits only */
+    assert_int_equal(parse("GET", "/v1/tasks/t/console", "", &q), 0);
+    assert_int_equal(q.op, API_CONSOLE_LIST);
+    api_req_clear(&q);
+    assert_int_equal(parse("GET", "/v1/tasks/t/console/12", "", &q), 0);
+    assert_int_equal(q.op, API_CONSOLE);
+    assert_int_equal(q.seq, 12);
+    api_req_clear(&q);
+    assert_int_equal(parse("GET", "/v1/tasks/t/console/0", "", &q), VK_ENOTFOUND);
+    assert_int_equal(parse("GET", "/v1/tasks/t/console/-1", "", &q), VK_ENOTFOUND);
+    assert_int_equal(parse("GET", "/v1/tasks/t/console/1234567890", "", &q), VK_ENOTFOUND);
+    assert_int_equal(parse("GET", "/v1/tasks/t/console/../../etc", "", &q), VK_ENOTFOUND);
+    assert_int_equal(parse("POST", "/v1/tasks/t/console/1", "", &q), VK_ENOTFOUND);
 }
 
 static void test_wrong_types(void **state)
