@@ -56,7 +56,7 @@ agent() { # agent NODE STORE_URI [cluster]
     echo "agent $x does not start: $(tail -3 "$D/$x.log")" >&2; return 1
 }
 vk() { local x=$1; shift; "$B/vmckpt" --socket "$D/$x/vmckptd.sock" "$@"; }
-stop_all() { for x in a b c; do ip netns pids "$NS-$x" | xargs -r kill -9; done; sleep 0.5; }
+stop_all() { for x in a b c; do ip netns pids "$NS-$x" | xargs -r kill -9 || true; done; sleep 0.5; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 run_cpu() { # run_cpu NODE TASK [run args]
     local x=$1 t=$2; shift 2
@@ -93,7 +93,7 @@ if [[ " $PARTS " == *" 1 "* ]]; then
     grep -aq "cpu: done" "$(serial a fig9)" && { echo "failover.sh: the task ended before the crash: raise BENCH_STEPS" >&2; exit 1; }
     crash=$(now_ms)
     lastck=$(vk a --json ls fig9 | jq '.checkpoints[-1].seq')
-    ip netns pids "$NS-a" | xargs -r kill -9
+    ip netns pids "$NS-a" | xargs -r kill -9 || true # (one gone meanwhile: no matter)
     W=
     for _ in $(seq 600); do
         for x in b c; do vk "$x" --json status fig9 >/dev/null 2>&1 && W=$x; done

@@ -11,7 +11,7 @@
 # over its checkpoints, and each checkpoint's time (Figure 7). Set-ups take
 # turns in each of RUNS rounds.
 source "$(dirname "$0")/../lib.sh"
-STEPS=${EVAL_T3_STEPS:-$([ "$QUICK" = 1 ] && echo 40 || echo 800)}
+STEPS=${EVAL_T3_STEPS:-$([ "$QUICK" = 1 ] && echo 12 || echo 800)}
 MEM=${EVAL_T3_MEM:-$([ "$QUICK" = 1 ] && echo 128 || echo 256)}
 SETUPS="none whole-ftp whole-ceph delta-ftp delta-ceph"
 FTP=$("$ROOT/scripts/servers.sh" start ftp "$W/ftp") || die "cannot start vsftpd"
