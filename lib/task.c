@@ -837,7 +837,9 @@ static int task_load_memory(struct task *t, const struct manifest *m)
 {
     struct memkeep_copy local;
     t->restore_local_bytes = 0;
-    if (!t->warm_seq && memkeep_find(t->dir, m->seq, &m->memory, &local)) {
+    if (t->env->cfg->keep_local_mib == 0) /* none kept, none used */
+        memkeep_drop(t->dir);
+    else if (!t->warm_seq && memkeep_find(t->dir, m->seq, &m->memory, &local)) {
         int rc = task_load_memory_from(t, m, &local, &t->restore_local_bytes);
         memkeep_copy_clear(&local);
         if (rc == 0)

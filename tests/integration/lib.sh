@@ -105,7 +105,17 @@ pid_of() { vkp "$1" --json status "$2" | sed -n 's/.*"pid": \([0-9]*\).*/\1/p'; 
 # The guest's console ends lines with CR LF: a REGEX anchored at the end of a
 # line matches before the CR. One grep a poll, five polls a second: the
 # suite's parts run side by side, and their polling is what fills the CPUs.
-console() { tr -d '\r' < "$1" 2>/dev/null; }
+console() { tr -d '\r' < "$(kept_log "$1")" 2>/dev/null; }
+# kept_log FILE: FILE, or, once a restore has removed its run directory, the
+# copy of it the agent kept (STATE/logs/TASK/run-N.log, the whole log while it
+# is under [task] log_max_kib, as the tests' are)
+kept_log() {
+    local f=$1
+    if [ ! -e "$f" ] && [[ $f =~ ^(.*)/tasks/([^/]+)/run-([0-9]+)/serial\.log$ ]]; then
+        f="${BASH_REMATCH[1]}/logs/${BASH_REMATCH[2]}/run-${BASH_REMATCH[3]}.log"
+    fi
+    echo "$f"
+}
 wait_line() {
     local f=$1 re=$2 s=${3:-60}
     [[ $re == *'$' ]] && re="${re%\$}"$'\r''*$'
@@ -118,7 +128,7 @@ first_counter() { console "$1" | grep -a '^counter [0-9]' | head -n 1 | awk '{pr
 counter_at() { # counter_at AGENT TASK SEQ ORIGINAL_SERIAL_LOG
     local bytes
     bytes=$(vkp "$1" --json show "$2" "$3" | sed -n 's/.*"serial_bytes": \([0-9]*\).*/\1/p')
-    head -c "$bytes" "$4" | tr -d '\r' | grep -a '^counter [0-9]' | tail -n 1 | awk '{print $2}'
+    head -c "$bytes" "$(kept_log "$4")" | tr -d '\r' | grep -a '^counter [0-9]' | tail -n 1 | awk '{print $2}'
 }
 
 # flip_byte FILE OFFSET: inverts one byte, so the file surely changes (writing a
