@@ -43,10 +43,10 @@ done
 WP=
 if [ "$WARM" = 1 ]; then
 p=${P#node-}
-warm_of() { vk "$p" --json nodes | jq -r --argjson s "$1" '.prestage.vms.c1 | select(.seq == $s) | .pid'; }
+warm_of() { vkp "$p" --json nodes | jq -r --argjson s "$1" '.prestage.vms.c1 | select(.seq == $s) | .pid'; }
 WP=
 for _ in $(seq 300); do
-    newest=$(vk a --json ls c1 | jq ".checkpoints[-1].seq")
+    newest=$(vkp a --json ls c1 | jq ".checkpoints[-1].seq")
     WP=$(warm_of "$newest") && [ -n "$WP" ] && alive "$WP" && break
     sleep 0.1
 done

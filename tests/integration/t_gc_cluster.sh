@@ -11,7 +11,7 @@ RENEW=500
 NS="vkg-$$"
 GCGATE=$T/gc-gate
 make_ns a b || { not_ok "network namespaces of nodes a and b"; finish; exit 1; }
-nck() { vk a --json ls g1 | jq '.checkpoints | length'; }
+nck() { vkp a --json ls g1 | jq '.checkpoints | length'; }
 
 AGENT_ENV="$GATE_ENV" node a || { not_ok "node a starts"; finish; exit 1; }
 AGENT_ENV="VMCKPT_TEST_GC_BEGIN_GATE=$GCGATE" node b || { not_ok "node b starts"; finish; exit 1; }

@@ -16,8 +16,8 @@ S1=$(serial_of a c1)
 RUN=$(dirname "$S1")
 wait_line "$S1" '^counter 3$' 90 && ok "guest boots and counts" || not_ok "guest boots and counts" "$(tail -3 "$S1")"
 
-depth() { vk a --json status c1 | jq -r .local_chain.depth; }
-merges() { vk a --json status c1 | jq -r .local_chain.merges; }
+depth() { vkp a --json status c1 | jq -r .local_chain.depth; }
+merges() { vkp a --json status c1 | jq -r .local_chain.merges; }
 # settled: no merge running (a checkpoint taken now would not wait)
 files() { compgen -G "$RUN/top-*.qcow2" | wc -l; }
 
@@ -115,7 +115,7 @@ t0=$(date +%s.%N)
 kill -9 "$pid"
 back=0
 for _ in $(seq 1200); do
-    st=$(vk a --json status c1)
+    st=$(vkp a --json status c1)
     if [ "$(echo "$st" | jq -r .state)" = running ] && [ "$(echo "$st" | jq -r .pid)" != "$pid" ]; then back=1; break; fi
     sleep 0.1
 done
