@@ -572,8 +572,18 @@ static void task_log_note(struct task *t, const char *fmt, ...)
     free(serial);
 }
 
-/* Removes the run directories of t but its current one: after a restore
- * they hold only a dead VM's files (their console logs are kept apart). */
+/* Whether file name of a run directory is one of its logs: the console's,
+ * QEMU's and the fence's (why the VM was killed), kept with the run. */
+static int task_is_run_log(const char *name)
+{
+    return !strcmp(name, "serial.log") || !strcmp(name, "qemu.log") ||
+           !strcmp(name, "fence.log");
+}
+
+/* Empties the run directories of t but its current one of all but their
+ * logs: after a restore they hold a dead VM's disk layers and memory
+ * images, which nothing reads again (the console logs are also kept apart,
+ * bounded: runlog.h). */
 static void task_drop_old_runs(struct task *t)
 {
     DIR *d = opendir(t->dir);
@@ -581,10 +591,20 @@ static void task_drop_old_runs(struct task *t)
     while (d && (e = readdir(d))) {
         if (strncmp(e->d_name, "run-", 4) || atoi(e->d_name + 4) == t->run)
             continue;
-        char *p = util_fmt("%s/%s", t->dir, e->d_name);
-        if (p && util_rm_rf(p) < 0)
-            log_warn("task %s: cannot remove an old run directory: %s", t->id, err_msg());
-        free(p);
+        char *run = util_fmt("%s/%s", t->dir, e->d_name);
+        DIR *rd = run ? opendir(run) : NULL;
+        struct dirent *f;
+        while (rd && (f = readdir(rd))) {
+            if (!strcmp(f->d_name, ".") || !strcmp(f->d_name, "..") || task_is_run_log(f->d_name))
+                continue;
+            char *p = util_fmt("%s/%s", run, f->d_name);
+            if (p && util_rm_rf(p) < 0)
+                log_warn("task %s: cannot remove an old run's file: %s", t->id, err_msg());
+            free(p);
+        }
+        if (rd)
+            closedir(rd);
+        free(run);
     }
     if (d)
         closedir(d);
