@@ -1150,11 +1150,11 @@ int task_restore(const struct task_env *env, struct task *t, const char *id, uin
     task_save(t);
     task_drop_old_runs(t);
     log_info("task %s: restored checkpoint %" PRIu64 " in %.2f s (fetch %.2f s, load+resume "
-             "%.2f s%s; read %" PRIu64 " bytes from the store, %" PRIu64 " from the local cache), "
-             "pid %d", id, t->last_seq, (double)(util_now_us() - t0) / 1e6,
-             (double)t->restore_fetch_us / 1e6, (double)t->restore_load_us / 1e6,
-             warm ? ", into the VM started ahead" : "", t->restore_store_bytes,
-             t->restore_cache_bytes, (int)t->pid);
+             "%.2f s%s; read %" PRIu64 " bytes from the store, %" PRIu64 " from the local cache, "
+             "%" PRIu64 " from the memory kept here), pid %d", id, t->last_seq,
+             (double)(util_now_us() - t0) / 1e6, (double)t->restore_fetch_us / 1e6,
+             (double)t->restore_load_us / 1e6, warm ? ", into the VM started ahead" : "",
+             t->restore_store_bytes, t->restore_cache_bytes, t->restore_local_bytes, (int)t->pid);
 out_unlock:
     if (rc < 0)
         err_wrap(rc, "restore of task %s", id);

@@ -131,7 +131,7 @@ resumed_consistently() { # resumed_consistently NODE TASK NEWEST_SEQ ORIGINAL_SE
     s2=$(serial_of "$w" "$t")
     wait_line "$s2" '^counter [0-9]' 60
     want=$(( $(counter_at "$w" "$t" "$from" "$s") + 1 ))
-    [ "$(first_counter "$s2")" = "$want" ] && ok "the guest resumes at counter $want" || not_ok "resumes at $want" "got $(first_counter "$s2")"
+    [ "$(first_counter "$s2")" = "$want" ] && ok "the guest resumes at counter $want" || not_ok "resumes at $want" "$(got_counter "$s2")"
     wait_line "$s2" "^counter $((want + 2))\$" 60 && ! grep -aq MISMATCH "$s2" && ok "disk matches memory, and it counts on" \
         || not_ok "consistent after take-over"
     # the schedule goes on where the task runs now (a checkpoint beyond the one restored)

@@ -80,7 +80,7 @@ S2=$(serial_of a c1)
 wait_line "$S2" '^counter [0-9]' 60
 want=$(( $(counter_at a c1 "$(ls "$T"/store/tasks/c1/manifests | tail -n1 | sed 's/^0*//; s/.json//')" "$S") + 1 ))
 [ "$(first_counter "$S2")" = "$want" ] && ok "restore after agent crashes resumes at counter $want" \
-    || not_ok "restore after agent crashes resumes at counter $want" "got $(first_counter "$S2")"
+    || not_ok "restore after agent crashes resumes at counter $want" "$(got_counter "$S2")"
 wait_line "$S2" "^counter $((want + 2))\$" 60
 ! grep -a MISMATCH "$S2" && ok "disk matches memory after the agent crashes" || not_ok "disk matches memory"
 stop_agent a

@@ -69,7 +69,7 @@ check "kill -9 of the VM" vk a kill c1
 check "restore with the OSD still down" vk a restore c1
 S2=$(serial_of a c1)
 wait_line "$S2" '^counter [0-9]' 60
-[ "$(first_counter "$S2")" = "$want" ] && ok "the guest resumes at counter $want" || not_ok "the guest resumes at counter $want" "got $(first_counter "$S2")"
+[ "$(first_counter "$S2")" = "$want" ] && ok "the guest resumes at counter $want" || not_ok "the guest resumes at counter $want" "$(got_counter "$S2")"
 ! grep -aq MISMATCH "$S2" && ok "disk matches memory" || not_ok "disk matches memory"
 wait_line "$S2" "^counter $((want + 2))\$" 60
 check "a new checkpoint commits with the OSD still down" vk a checkpoint c1

@@ -58,7 +58,7 @@ start_agent b && ok "second agent (other node) starts" || not_ok "second agent s
 check "restore on the second agent" vk b restore c1
 S=$(serial_of b c1)
 wait_line "$S" '^counter [0-9]' 60
-[ "$(first_counter "$S")" = "${want[3]}" ] && ok "second node resumes at counter ${want[3]}" || not_ok "second node resumes at counter ${want[3]}" "got $(first_counter "$S")"
+[ "$(first_counter "$S")" = "${want[3]}" ] && ok "second node resumes at counter ${want[3]}" || not_ok "second node resumes at counter ${want[3]}" "$(got_counter "$S")"
 wait_line "$S" "^counter $((want[3] + 2))\$" 60
 ! grep -a MISMATCH "$S" && ok "second node: disk matches memory" || not_ok "second node: disk matches memory"
 # It keeps checkpointing: the new checkpoint follows the old chain.

@@ -47,7 +47,7 @@ for seq in 4 6; do
     check "restore checkpoint $seq" vk a restore d1 --checkpoint $seq
     S2=$(serial_of a d1)
     wait_line "$S2" '^counter [0-9]' 60
-    [ "$(first_counter "$S2")" = "$want" ] && ok "checkpoint $seq resumes at $want" || not_ok "checkpoint $seq resumes at $want" "got $(first_counter "$S2")"
+    [ "$(first_counter "$S2")" = "$want" ] && ok "checkpoint $seq resumes at $want" || not_ok "checkpoint $seq resumes at $want" "$(got_counter "$S2")"
     wait_line "$S2" "^counter $((want + 2))\$" 60
     ! grep -a MISMATCH "$S2" && ok "checkpoint $seq: disk matches memory" || not_ok "checkpoint $seq: disk matches memory"
     check "kill" vk a kill d1
@@ -111,7 +111,7 @@ check "restore --latest-intact falls back to checkpoint 5" vk a --json restore d
 S3=$(serial_of a d1)
 want=$(( $(counter_at a d1 5 "$S") + 1 ))
 wait_line "$S3" '^counter [0-9]' 60
-[ "$(first_counter "$S3")" = "$want" ] && ok "and resumed at $want" || not_ok "resumed at $want" "got $(first_counter "$S3")"
+[ "$(first_counter "$S3")" = "$want" ] && ok "and resumed at $want" || not_ok "resumed at $want" "$(got_counter "$S3")"
 grep -q "checkpoint 6 cannot be restored" "$T/a/agent.log" && ok "the skipped checkpoint is logged" || not_ok "the skipped checkpoint is logged"
 check_fails "verify reports the damage" "DAMAGED" vk a verify d1
 stop_agent a

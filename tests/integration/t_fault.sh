@@ -20,7 +20,7 @@ want=$(( $(counter_at a f1 2 "$S") + 1 ))
 check "restore despite read faults" vk a restore f1
 S2=$(serial_of a f1)
 wait_line "$S2" '^counter [0-9]' 60
-[ "$(first_counter "$S2")" = "$want" ] && ok "restored at $want" || not_ok "restored at $want" "got $(first_counter "$S2")"
+[ "$(first_counter "$S2")" = "$want" ] && ok "restored at $want" || not_ok "restored at $want" "$(got_counter "$S2")"
 unset AGENT_ENV
 stop_agent a
 finish

@@ -101,7 +101,7 @@ check "kill -9 of the VM" vk a kill c1
 check "restore the newest checkpoint ($seq)" vk a restore c1
 S=$(serial_of a c1)
 wait_line "$S" '^counter [0-9]' 60
-[ "$(first_counter "$S")" = "$want" ] && ok "it resumes at counter $want" || not_ok "it resumes at counter $want" "got $(first_counter "$S")"
+[ "$(first_counter "$S")" = "$want" ] && ok "it resumes at counter $want" || not_ok "it resumes at counter $want" "$(got_counter "$S")"
 wait_line "$S" "^counter $((want + 2))\$" 60
 ! grep -a MISMATCH "$S" && ok "restored: disk matches memory" || not_ok "restored: disk matches memory" "$(grep -a MISMATCH "$S" | head -2)"
 
@@ -128,7 +128,7 @@ vk a status c1 | grep -q '^restart: on-crash; 1 restart(s)' && ok "vmckpt status
 vk a metrics | grep -q '^vmckpt_restarts_total{task="c1"} 1$' && ok "metrics count it" || not_ok "metrics count the restart" "$(vk a metrics | grep restarts)"
 S=$(serial_of a c1)
 wait_line "$S" '^counter [0-9]' 60
-[ "$(first_counter "$S")" = "$want" ] && ok "the restarted guest resumes at counter $want" || not_ok "the restarted guest resumes at counter $want" "got $(first_counter "$S")"
+[ "$(first_counter "$S")" = "$want" ] && ok "the restarted guest resumes at counter $want" || not_ok "the restarted guest resumes at counter $want" "$(got_counter "$S")"
 wait_line "$S" "^counter $((want + 2))\$" 60
 ! grep -a MISMATCH "$S" && ok "restarted: disk matches memory" || not_ok "restarted: disk matches memory"
 grep -q 'restarted without a command' "$T/a/agent.log" && ok "the restart is logged" || not_ok "the restart is logged"

@@ -15,7 +15,7 @@ restore_at() {
     S=$(serial_of "$a" "$t")
     wait_line "$S" '^counter [0-9]' 60
     [ "$(first_counter "$S")" = "$want" ] && ok "$t: checkpoint $seq resumes at counter $want" \
-        || not_ok "$t: checkpoint $seq resumes at counter $want" "got $(first_counter "$S")"
+        || not_ok "$t: checkpoint $seq resumes at counter $want" "$(got_counter "$S")"
     wait_line "$S" "^counter $((want + 2))\$" 60 && ok "$t: restored $seq counts on" \
         || not_ok "$t: restored $seq counts on" "$(tail -2 "$S")"
     ! grep -aq MISMATCH "$S" && ok "$t: restored $seq: disk matches memory" \

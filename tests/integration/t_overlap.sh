@@ -36,7 +36,7 @@ want=$(( $(counter_at a o1 2 "$S") + 1 ))
 check "restore checkpoint 2" vk a restore o1 --checkpoint 2
 S2=$(serial_of a o1)
 wait_line "$S2" '^counter [0-9]' 60
-[ "$(first_counter "$S2")" = "$want" ] && ok "checkpoint 2 resumes at $want" || not_ok "checkpoint 2 resumes at $want" "got $(first_counter "$S2")"
+[ "$(first_counter "$S2")" = "$want" ] && ok "checkpoint 2 resumes at $want" || not_ok "checkpoint 2 resumes at $want" "$(got_counter "$S2")"
 
 # Issue 12, finding 4: a GC on this node while an upload is in flight waits
 # for its commit; it never deletes what the upload stored but no manifest

@@ -7,7 +7,7 @@
 # multiple of what it held after the first 10 checkpoints; kill -9 and a
 # restore of the newest checkpoint resume consistently.
 . "$(dirname "$0")/lib.sh"
-N=${SOAK_N:-40}
+N=${SOAK_N:-30}
 
 start_agent a --set data.keep=5 --set data.max_local_chain=4 --set data.gc_grace=0 \
     && ok "agent starts (keep 5, max_local_chain 4, gc_grace 0)" || { not_ok "agent starts"; finish; exit 1; }

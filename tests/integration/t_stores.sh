@@ -111,7 +111,7 @@ for k in $kinds; do
         S2=$(serial_of "a$k" "c$k")
         wait_line "$S2" '^counter [0-9]' 60
         [ "$(first_counter "$S2")" = "${want[$i]}" ] && ok "$k: $m checkpoint resumes at counter ${want[$i]}" \
-            || not_ok "$k: $m checkpoint resumes at counter ${want[$i]}" "got $(first_counter "$S2")"
+            || not_ok "$k: $m checkpoint resumes at counter ${want[$i]}" "$(got_counter "$S2")"
         wait_line "$S2" "^counter $((want[$i] + 2))\$" 60
         ! grep -aq MISMATCH "$S2" && ok "$k: $m checkpoint: disk matches memory" \
             || not_ok "$k: $m checkpoint: disk matches memory"
