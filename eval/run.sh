@@ -26,6 +26,7 @@ ACCEL=${EVAL_ACCEL:-tcg}
 echo "$(machine); $(date -u +%Y-%m-%d)" >"$EVAL_OUT/machine.txt"
 if [ "$QUICK" = 1 ]; then echo "quick form, one run per point" >"$EVAL_OUT/mode.txt"
 else echo "${EVAL_RUNS:-3} runs per point" >"$EVAL_OUT/mode.txt"; fi
+[ -z "${EVAL_KERNEL:-}" ] || sed -i "s|\$|, the guest booting $(basename "$EVAL_KERNEL")|" "$EVAL_OUT/mode.txt"
 t0=$(date +%s)
 # The full form runs one experiment at a time: its figures are timings. The
 # quick form only proves the scripts work, so its experiments run side by
