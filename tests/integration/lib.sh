@@ -11,8 +11,8 @@ GUEST=${GUEST:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/guest}
 # suite's runs so far, both in t_modes: one booted from vmlinux ("Attempted
 # to kill the idle task"), one from the bzImage ("Fatal exception in
 # interrupt", 2026-12-07, after a save cancelled in pre-switchover); neither
-# came back in 40 runs of that test since. A failed resume check prints the
-# head of the guest's oops (got_counter).
+# came back in 37 runs since (12 of t_modes, 25 of its part 3 alone). A
+# failed resume check prints the head of the guest's oops (got_counter).
 KERNEL=${KERNEL:-$GUEST/vmlinux}
 T=$(mktemp -d /tmp/vkt.XXXXXX)
 MEM=${VMCKPT_TEST_MEMORY:-128}
