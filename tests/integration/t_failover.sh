@@ -146,7 +146,8 @@ done
 sleep $((LEASE / 1000 + 1))
 if ! cat "$T/$X"/state/tasks/t2/run-*/fence.log 2>/dev/null | grep -q "killed VM"; then
     [ "$(pid_of "$X" t2)" = "$pid_before" ] && [ "$(copies t2)" = 1 ] && ok "t2 stays on $W2, same VM, one copy" \
-        || not_ok "t2 stays" "pid $(pid_of "$X" t2) vs $pid_before, copies $(copies t2)"
+        || not_ok "t2 stays" "pid $(pid_of "$X" t2) vs $pid_before, copies $(copies t2); what the agents said of t2:" \
+            "$(for y in a b c; do grep -a 'task t2\b' "$T/$y/agent.log" | tail -n 4 | sed "s/^/$y: /"; done | cut -c1-220)"
     [ "$(vk "$X" --json status | jq '.tasks | length')" = "$n_before" ] && ok "no task moved or doubled" || not_ok "no task moved"
 else
     echo "# the agent of $W2 came back after its VM's fence had fired: $(cat "$T/$X"/state/tasks/t2/run-*/fence.log)"
