@@ -32,52 +32,54 @@ int codec_by_name(const char *name)
     return -2;
 }
 
-/* zstd contexts, one of each per thread, kept from call to call: making
- * one per chunk allocates (and faults in) hundreds of KiB each time. Freed
- * when the thread exits. */
-struct codec_ctx {
-    ZSTD_CCtx *c;
-    ZSTD_DCtx *d;
-};
+/* zstd contexts, kept from call to call for the whole process: making one
+ * per chunk allocates (and faults in) hundreds of KiB each time, and an
+ * upload's threads live only as long as one file, so a context kept per
+ * thread would be made again for every file. A call takes one from the pool
+ * and gives it back; at most CODEC_KEEP of each kind are kept. */
+#define CODEC_KEEP 64
 
-static pthread_key_t codec_key;
-static pthread_once_t codec_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t codec_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static ZSTD_CCtx *codec_cpool[CODEC_KEEP];
+static ZSTD_DCtx *codec_dpool[CODEC_KEEP];
+static int codec_nc, codec_nd;
 
-static void codec_ctx_free(void *v)
+static ZSTD_CCtx *codec_cctx_get(void)
 {
-    struct codec_ctx *x = v;
-    ZSTD_freeCCtx(x->c);
-    ZSTD_freeDCtx(x->d);
-    free(x);
+    ZSTD_CCtx *c = NULL;
+    pthread_mutex_lock(&codec_pool_lock);
+    if (codec_nc > 0)
+        c = codec_cpool[--codec_nc];
+    pthread_mutex_unlock(&codec_pool_lock);
+    return c ? c : ZSTD_createCCtx();
 }
 
-static void codec_key_init(void) { pthread_key_create(&codec_key, codec_ctx_free); }
-
-static struct codec_ctx *codec_ctx(void)
+static void codec_cctx_put(ZSTD_CCtx *c)
 {
-    pthread_once(&codec_once, codec_key_init);
-    struct codec_ctx *x = pthread_getspecific(codec_key);
-    if (!x && (x = calloc(1, sizeof(*x))) && pthread_setspecific(codec_key, x) != 0) {
-        free(x);
-        x = NULL;
-    }
-    return x;
+    pthread_mutex_lock(&codec_pool_lock);
+    if (c && codec_nc < CODEC_KEEP)
+        codec_cpool[codec_nc++] = c, c = NULL;
+    pthread_mutex_unlock(&codec_pool_lock);
+    ZSTD_freeCCtx(c);
 }
 
-static ZSTD_CCtx *codec_cctx(void)
+static ZSTD_DCtx *codec_dctx_get(void)
 {
-    struct codec_ctx *x = codec_ctx();
-    if (x && !x->c)
-        x->c = ZSTD_createCCtx();
-    return x ? x->c : NULL;
+    ZSTD_DCtx *d = NULL;
+    pthread_mutex_lock(&codec_pool_lock);
+    if (codec_nd > 0)
+        d = codec_dpool[--codec_nd];
+    pthread_mutex_unlock(&codec_pool_lock);
+    return d ? d : ZSTD_createDCtx();
 }
 
-static ZSTD_DCtx *codec_dctx(void)
+static void codec_dctx_put(ZSTD_DCtx *d)
 {
-    struct codec_ctx *x = codec_ctx();
-    if (x && !x->d)
-        x->d = ZSTD_createDCtx();
-    return x ? x->d : NULL;
+    pthread_mutex_lock(&codec_pool_lock);
+    if (d && codec_nd < CODEC_KEEP)
+        codec_dpool[codec_nd++] = d, d = NULL;
+    pthread_mutex_unlock(&codec_pool_lock);
+    ZSTD_freeDCtx(d);
 }
 
 static int codec_zstd_level(int codec)
@@ -115,9 +117,10 @@ int codec_compress(int codec, const void *src, size_t n, void *dst, size_t cap, 
     case CODEC_ZSTD1:
     case CODEC_ZSTD3:
     case CODEC_ZSTD9: {
-        ZSTD_CCtx *c = codec_cctx();
+        ZSTD_CCtx *c = codec_cctx_get();
         size_t r = c ? ZSTD_compressCCtx(c, dst, cap, src, n, codec_zstd_level(codec))
                      : ZSTD_compress(dst, cap, src, n, codec_zstd_level(codec));
+        codec_cctx_put(c);
         if (ZSTD_isError(r))
             return err_set(VK_EIO, "zstd compression failed: %s", ZSTD_getErrorName(r));
         *out_n = r;
@@ -143,9 +146,10 @@ int codec_decompress(int codec, const void *src, size_t n, void *dst, size_t raw
     case CODEC_ZSTD1:
     case CODEC_ZSTD3:
     case CODEC_ZSTD9: {
-        ZSTD_DCtx *d = codec_dctx();
+        ZSTD_DCtx *d = codec_dctx_get();
         size_t r = d ? ZSTD_decompressDCtx(d, dst, raw_n, src, n)
                      : ZSTD_decompress(dst, raw_n, src, n);
+        codec_dctx_put(d);
         if (ZSTD_isError(r) || r != raw_n)
             return err_set(VK_ECORRUPT, "zstd data does not decode to %zu bytes%s%s", raw_n,
                            ZSTD_isError(r) ? ": " : "", ZSTD_isError(r) ? ZSTD_getErrorName(r) : "");

@@ -1,4 +1,5 @@
 #include "repo.h"
+#include "bufpool.h"
 
 #include "err.h"
 #include "log.h"
@@ -38,6 +39,10 @@ struct repo {
     pthread_mutex_t zero_lock;
     struct store *cache;      /* copies of packs, read first (not owned; may be NULL) */
     _Atomic uint64_t read_store, read_cache; /* bytes downloads read from each */
+    /* The reader's blocks and the packs' buffers, kept from one upload to the
+     * next (bufpool.h says why): as many as one upload used, up to the
+     * memory budget's worth of each. */
+    struct bufpool blocks, packs;
 };
 
 #define REPO_HDR PACK_HDR
@@ -82,6 +87,22 @@ int repo_open(struct repo **out, struct store *s, const struct repo_cfg *cfg)
     r->pack_size = cfg->pack_size ? cfg->pack_size : REPO_PACK_DEFAULT;
     if (r->pack_size > cfg->mem_budget / 2)
         r->pack_size = cfg->mem_budget / 2;
+    /* Blocks big enough to amortise reads, small enough for the budget. */
+    size_t blk = cfg->mem_budget / 4 > (4u << 20) ? (4u << 20) : cfg->mem_budget / 4;
+    if (blk < 4 * r->cp.max)
+        blk = 4 * r->cp.max;
+    /* A pack is written once it holds pack_size bytes, and a record is never
+     * larger than a plain chunk: one more record always fits. */
+    size_t pcap = r->pack_size + REPO_HDR + r->cp.max;
+    /* As many of each as the budget lets an upload hold at once, and one more
+     * (the block being read, the pack being filled). */
+    if ((rc = bufpool_init(&r->blocks, blk, 64, cfg->mem_budget / blk + 1)) < 0 ||
+        (rc = bufpool_init(&r->packs, pcap, REPO_ALIGN, cfg->mem_budget / pcap + 1)) < 0) {
+        bufpool_destroy(&r->blocks);
+        pack_map_free(r->map);
+        free(r);
+        return rc;
+    }
     codec_policy_init(&r->policy, cfg->forced_codec);
     codec_policy_set_storage(&r->policy, cfg->storage_cost * 1e-9, store_copies(s));
     /* Readers first: an upload's hold nests with each stream's own (a reader
@@ -106,6 +127,8 @@ void repo_free(struct repo *r)
         return;
     codec_policy_destroy(&r->policy);
     pack_map_free(r->map);
+    bufpool_destroy(&r->blocks);
+    bufpool_destroy(&r->packs);
     pthread_rwlock_destroy(&r->gc_lock);
     pthread_mutex_destroy(&r->zero_lock);
     free(r);
@@ -158,11 +181,10 @@ struct up_entry {
 };
 
 /* A buffer the reader fills; chunks are cut in place and handed to the
- * workers without a copy. When the last chunk in it is stored it goes to
- * up_ctx.idle for the reader to fill again; freed with the stream. */
+ * workers without a copy. When the last chunk in it is stored its data goes
+ * back to repo.blocks for the reader to fill again. */
 struct up_block {
     uint8_t *data;
-    struct up_block *next; /* in up_ctx.idle */
     int refs; /* the reader's, and one per queued chunk; under up_ctx.lock */
 };
 
@@ -191,13 +213,7 @@ struct up_ctx {
     void *arg;
     struct pack_map *pending; /* chunks of this stream not yet in an indexed pack */
     uint8_t *pbuf;            /* the pack being filled, and its records */
-    size_t plen, pcap;        /* pcap: every pack buffer's size */
-    /* Written packs' buffers, kept for the next packs: fresh memory costs a
-     * page fault and zeroing per page, as much as the copy into it. */
-    uint8_t *spare[8];
-    int nspare;
-    struct up_block *idle; /* the same for the reader's blocks (a list by next):
-                            * the memory budget bounds how many exist */
+    size_t plen, pcap;        /* pcap: every pack buffer's size (repo.packs') */
     struct pack_idx open;
 };
 
@@ -266,11 +282,7 @@ static int repo_up_flush(struct up_ctx *u, uint8_t *buf, size_t len, struct pack
                          struct repo_stats *st)
 {
     int rc = repo_store_pack(u->r, buf, len, idx, &st->retries);
-    pthread_mutex_lock(&u->lock);
-    if (u->nspare < (int)(sizeof(u->spare) / sizeof(u->spare[0])))
-        u->spare[u->nspare++] = buf, buf = NULL;
-    pthread_mutex_unlock(&u->lock);
-    free(buf);
+    bufpool_put(&u->r->packs, buf);
     pack_idx_clear(idx);
     return rc;
 }
@@ -294,7 +306,7 @@ static int repo_up_append(struct up_ctx *u, struct up_entry *e, const uint8_t *p
         return 0;
     }
     if (rc == 0 && !u->pbuf) {
-        u->pbuf = u->nspare > 0 ? u->spare[--u->nspare] : aligned_alloc(REPO_ALIGN, u->pcap);
+        u->pbuf = bufpool_get(&u->r->packs);
         if (!u->pbuf)
             rc = err_set(VK_ENOMEM, "out of memory");
     }
@@ -480,11 +492,11 @@ static void repo_block_unref(struct up_ctx *u, struct up_block *b)
 {
     pthread_mutex_lock(&u->lock);
     int last = --b->refs == 0;
-    if (last) { /* kept for the reader's next block */
-        b->next = u->idle;
-        u->idle = b;
-    }
     pthread_mutex_unlock(&u->lock);
+    if (last) { /* its buffer, for the reader's next block */
+        bufpool_put(&u->r->blocks, b->data);
+        free(b);
+    }
 }
 
 static void *repo_up_worker(void *arg)
@@ -565,17 +577,12 @@ static int repo_up_push(struct up_ctx *u, struct up_block *blk, const uint8_t *d
     return rc;
 }
 
-/* A block (a kept one, or a new one of `size` bytes) holding the `keep`
- * bytes at the end of the previous one. */
-static struct up_block *repo_block_new(struct up_ctx *u, size_t size, const uint8_t *keep,
-                                       size_t keep_len)
+/* A block (of repo.blocks' size) holding the `keep` bytes at the end of the
+ * previous one. */
+static struct up_block *repo_block_new(struct up_ctx *u, const uint8_t *keep, size_t keep_len)
 {
-    struct up_block *b = NULL;
-    pthread_mutex_lock(&u->lock);
-    if ((b = u->idle))
-        u->idle = b->next;
-    pthread_mutex_unlock(&u->lock);
-    if (!b && (b = malloc(sizeof(*b))) && !(b->data = malloc(size))) {
+    struct up_block *b = malloc(sizeof(*b));
+    if (b && !(b->data = bufpool_get(&u->r->blocks))) {
         free(b);
         return NULL;
     }
@@ -641,8 +648,7 @@ static int repo_find_cuts(struct repo *r, const uint8_t *buf, size_t len, struct
 static int repo_up_read(struct up_ctx *u, int fd, const char *path, uint64_t *out_size)
 {
     struct repo *r = u->r;
-    /* big enough to amortise reads, small enough for the budget */
-    size_t cap = r->cfg.mem_budget / 4 > (4u << 20) ? (4u << 20) : r->cfg.mem_budget / 4;
+    size_t cap = r->blocks.size;
     size_t avail = 0, off = 0;
     struct up_block *blk;
     struct chunk_found found = {0};
@@ -650,13 +656,11 @@ static int repo_up_read(struct up_ctx *u, int fd, const char *path, uint64_t *ou
     int eof = 0, rc = 0, found_ok = 0;
     uint64_t total = 0;
 
-    if (cap < 4 * r->cp.max)
-        cap = 4 * r->cp.max;
-    if (!(blk = repo_block_new(u, cap, NULL, 0)))
+    if (!(blk = repo_block_new(u, NULL, 0)))
         return err_set(VK_ENOMEM, "out of memory");
     while (rc == 0) {
         if (!eof && avail - off < r->cp.max) { /* refill, in a new block */
-            struct up_block *nb = repo_block_new(u, cap, blk->data + off, avail - off);
+            struct up_block *nb = repo_block_new(u, blk->data + off, avail - off);
             if (!nb) {
                 rc = err_set(VK_ENOMEM, "out of memory");
                 break;
@@ -802,10 +806,7 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct stre
         if (!r->cfg.no_dedup && (rc = repo_known_file(r, file_sha, out)) != VK_ENOTFOUND)
             return rc; /* stored once for every task that uses it */
     }
-    /* A pack is written once it holds pack_size bytes, and a record is never
-     * larger than a plain chunk: one more record always fits. */
-    u.pcap = r->pack_size + REPO_HDR + r->cp.max;
-    u.pcap = (u.pcap + REPO_ALIGN - 1) & ~(size_t)(REPO_ALIGN - 1);
+    u.pcap = r->packs.size;
     rc = pack_map_new(&u.pending);
     if (rc == 0)
         rc = pack_new_id(u.open.id);
@@ -845,7 +846,8 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct stre
         uint8_t *buf;
         size_t len;
         rc = repo_up_take(&u, &buf, &len, &idx);
-        rc = rc == 0 ? repo_up_flush(&u, buf, len, &idx, &u.st) : (free(buf), pack_idx_clear(&idx), rc);
+        rc = rc == 0 ? repo_up_flush(&u, buf, len, &idx, &u.st)
+                     : (bufpool_put(&r->packs, buf), pack_idx_clear(&idx), rc);
     }
     if (rc == 0)
         rc = repo_root(u.n, repo_up_at, u.entries, out->sha256);
@@ -865,15 +867,7 @@ int repo_put_file(struct repo *r, const char *path, int dedup_whole, struct stre
         out->name = NULL;
     }
     free(u.entries);
-    free(u.pbuf);
-    while (u.nspare > 0)
-        free(u.spare[--u.nspare]);
-    while (u.idle) {
-        struct up_block *b = u.idle;
-        u.idle = b->next;
-        free(b->data);
-        free(b);
-    }
+    bufpool_put(&r->packs, u.pbuf);
     pack_idx_clear(&u.open);
     pack_map_free(u.pending);
     pthread_mutex_destroy(&u.lock);
@@ -1656,6 +1650,11 @@ static int repo_download(struct repo *r, const struct stream_ref *o, int fd, int
 }
 
 void repo_set_cache(struct repo *r, struct store *cache) { r->cache = cache; }
+
+size_t repo_buffers_made(struct repo *r)
+{
+    return bufpool_made(&r->blocks) + bufpool_made(&r->packs);
+}
 
 void repo_read_counts(struct repo *r, uint64_t *from_store, uint64_t *from_cache)
 {

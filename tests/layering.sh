@@ -8,7 +8,7 @@
 set -u
 cd "$(dirname "$0")/.."
 LAYERS=(
-    "err log util testhook stream"
+    "err log util testhook stream bufpool"
     "uri qmp chunk codec manifest api peer img"
     "store vm"
     "pack catalog cluster"

@@ -80,10 +80,19 @@ static void test_roundtrip_dedup_zero(void **state)
     assert_int_equal(repo_get_file(f->r, &o, out, "test stream"), 0);
     assert_true(same_files(in, out));
     /* The same file again: nothing new. */
+    size_t made = repo_buffers_made(f->r);
+    assert_true(made > 0);
     assert_int_equal(repo_put_file(f->r, in, 0, &o2, &st2, NULL, NULL), 0);
     assert_int_equal(st2.new_chunks, 0);
     assert_string_equal(o.name, o2.name);
     free(o2.name);
+    /* ...through the buffers the first upload kept: four more uploads make
+     * fewer fresh ones than the first did (each made all its own before). */
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(repo_put_file(f->r, in, 0, &o2, NULL, NULL, NULL), 0);
+        free(o2.name);
+    }
+    assert_true(repo_buffers_made(f->r) < 2 * made);
     /* Stored whole (a base image): the second time, not even read. */
     assert_int_equal(repo_put_file(f->r, in, 1, &o2, &st2, NULL, NULL), 0);
     memset(&st2, 0, sizeof(st2));
