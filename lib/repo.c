@@ -41,13 +41,23 @@ struct repo {
     _Atomic uint64_t read_store, read_cache; /* bytes downloads read from each */
     /* The reader's blocks and the packs' buffers, kept from one upload to the
      * next (bufpool.h says why): as many as one upload used, up to the
-     * memory budget's worth of each. */
-    struct bufpool blocks, packs;
+     * memory budget's worth of each; and two compression buffers a worker. */
+    struct bufpool blocks, packs, cbufs;
 };
 
 #define REPO_HDR PACK_HDR
 #define REPO_PACK_DEFAULT (8u << 20)
 #define REPO_ALIGN 4096 /* pack buffers: page-aligned, so a store may DMA from them */
+
+/* The most any codec makes of a chunk of n bytes. */
+static size_t repo_compress_bound(size_t n)
+{
+    size_t most = n;
+    for (int c = 0; c < CODEC_COUNT; c++)
+        if (codec_bound(c, n) > most)
+            most = codec_bound(c, n);
+    return most;
+}
 
 int repo_open(struct repo **out, struct store *s, const struct repo_cfg *cfg)
 {
@@ -97,8 +107,11 @@ int repo_open(struct repo **out, struct store *s, const struct repo_cfg *cfg)
     /* As many of each as the budget lets an upload hold at once, and one more
      * (the block being read, the pack being filled). */
     if ((rc = bufpool_init(&r->blocks, blk, 64, cfg->mem_budget / blk + 1)) < 0 ||
-        (rc = bufpool_init(&r->packs, pcap, REPO_ALIGN, cfg->mem_budget / pcap + 1)) < 0) {
+        (rc = bufpool_init(&r->packs, pcap, REPO_ALIGN, cfg->mem_budget / pcap + 1)) < 0 ||
+        (rc = bufpool_init(&r->cbufs, repo_compress_bound(r->cp.max), 64,
+                           2 * (size_t)r->cfg.workers)) < 0) {
         bufpool_destroy(&r->blocks);
+        bufpool_destroy(&r->packs);
         pack_map_free(r->map);
         free(r);
         return rc;
@@ -129,6 +142,7 @@ void repo_free(struct repo *r)
     pack_map_free(r->map);
     bufpool_destroy(&r->blocks);
     bufpool_destroy(&r->packs);
+    bufpool_destroy(&r->cbufs);
     pthread_rwlock_destroy(&r->gc_lock);
     pthread_mutex_destroy(&r->zero_lock);
     free(r);
@@ -341,22 +355,18 @@ static double repo_cpu_seconds(const struct repo *r, int64_t cpu_us)
     return (double)cpu_us / 1e6 / r->cpu_par;
 }
 
-/* Compresses one chunk with codec into *buf (NULL for CODEC_NONE), noting the cost. */
-static int repo_compress(struct repo *r, struct up_job *j, int codec, uint8_t **buf,
+/* Compresses one chunk with codec into buf (a repo.cbufs buffer; unused for
+ * CODEC_NONE), noting the cost. */
+static int repo_compress(struct repo *r, struct up_job *j, int codec, uint8_t *buf,
                          size_t *stored)
 {
-    size_t cap;
     int64_t t0 = util_thread_cpu_us();
     int rc;
 
-    *buf = NULL;
     *stored = j->len;
     if (codec == CODEC_NONE)
         return 0;
-    cap = codec_bound(codec, j->len);
-    if (!(*buf = malloc(cap)))
-        return err_set(VK_ENOMEM, "out of memory");
-    rc = codec_compress(codec, j->data, j->len, *buf, cap, stored);
+    rc = codec_compress(codec, j->data, j->len, buf, r->cbufs.size, stored);
     if (rc == 0)
         codec_policy_note_compress(&r->policy, codec, j->len, *stored,
                                    repo_cpu_seconds(r, util_thread_cpu_us() - t0));
@@ -364,32 +374,30 @@ static int repo_compress(struct repo *r, struct up_job *j, int codec, uint8_t **
 }
 
 /* Compresses a probe chunk with the chosen codec and with `other` (so their
- * ratios are compared on the same data) and keeps the cheaper result. */
-static int repo_probe(struct repo *r, struct up_job *j, int other, int *codec, uint8_t **buf,
+ * ratios are compared on the same data) and keeps the cheaper result in
+ * buf[0] (buf[1] is scratch). */
+static int repo_probe(struct repo *r, struct up_job *j, int other, int *codec, uint8_t *buf[2],
                       size_t *stored)
 {
     double spb = codec_policy_byte_cost(&r->policy), best_cost = 0;
     int cand[2] = {*codec, other}, best = -1;
-    *buf = NULL;
     *stored = j->len;
     for (int k = 0; k < 2; k++) {
-        uint8_t *b = NULL;
         size_t n = 0;
         int64_t t0 = util_thread_cpu_us();
-        int rc = repo_compress(r, j, cand[k], &b, &n);
-        if (rc < 0) {
-            free(b);
+        int rc = repo_compress(r, j, cand[k], buf[best < 0 ? 0 : 1], &n);
+        if (rc < 0)
             return rc;
-        }
         double cost = repo_cpu_seconds(r, util_thread_cpu_us() - t0) + (double)n * spb;
         if (best < 0 || cost < best_cost) {
-            free(*buf);
-            *buf = b;
+            if (best >= 0) { /* the better one is in buf[1] */
+                uint8_t *t = buf[0];
+                buf[0] = buf[1];
+                buf[1] = t;
+            }
             *stored = n;
             best = cand[k];
             best_cost = cost;
-        } else {
-            free(b);
         }
     }
     *codec = best;
@@ -430,13 +438,13 @@ static int repo_is_zero_sha(struct repo *r, size_t len, const char *sha)
     return strcmp(want, sha) == 0;
 }
 
-/* Hashes, deduplicates, compresses and stores one chunk. */
+/* Hashes, deduplicates, compresses and stores one chunk. buf: the worker's
+ * two compression buffers, taken from repo.cbufs when first needed. */
 static int repo_up_chunk(struct up_ctx *u, struct up_job *j, struct up_entry *e,
-                         struct repo_stats *st)
+                         struct repo_stats *st, uint8_t *buf[2])
 {
     struct repo *r = u->r;
     struct pack_loc loc;
-    uint8_t *buf = NULL;
     size_t stored = j->len;
     int rc, codec, probe, dup = 0;
 
@@ -462,30 +470,31 @@ static int repo_up_chunk(struct up_ctx *u, struct up_job *j, struct up_entry *e,
     rc = 0;
     if (r->cfg.forced_codec != CODEC_AUTO || !codec_looks_random(j->data, j->len)) {
         codec = codec_policy_choose(&r->policy, &probe);
-        rc = probe >= 0 ? repo_probe(r, j, probe, &codec, &buf, &stored)
-                        : repo_compress(r, j, codec, &buf, &stored);
+        for (int k = 0; k < 2; k++)
+            if (!buf[k] && !(buf[k] = bufpool_get(&r->cbufs)))
+                return err_set(VK_ENOMEM, "out of memory");
+        rc = probe >= 0 ? repo_probe(r, j, probe, &codec, buf, &stored)
+                        : repo_compress(r, j, codec, buf[0], &stored);
     }
     if (rc < 0)
-        goto out;
+        return rc;
     if (codec != CODEC_NONE && stored >= j->len) { /* no gain: keep it plain */
         codec = CODEC_NONE;
         stored = j->len;
     }
     e->codec = codec;
-    rc = repo_up_append(u, e, codec == CODEC_NONE ? j->data : buf, stored, (uint32_t)j->len, &dup,
-                        st);
+    rc = repo_up_append(u, e, codec == CODEC_NONE ? j->data : buf[0], stored, (uint32_t)j->len,
+                        &dup, st);
     if (rc < 0 || dup) {
         st->dedup_chunks += dup;
-        goto out;
+        return rc;
     }
     st->new_chunks++;
     st->new_bytes += stored + REPO_HDR;
     st->codec_chunks[codec]++;
     st->codec_raw[codec] += j->len;
     st->codec_stored[codec] += stored;
-out:
-    free(buf);
-    return rc;
+    return 0;
 }
 
 static void repo_block_unref(struct up_ctx *u, struct up_block *b)
@@ -502,6 +511,7 @@ static void repo_block_unref(struct up_ctx *u, struct up_block *b)
 static void *repo_up_worker(void *arg)
 {
     struct up_ctx *u = arg;
+    uint8_t *cbuf[2] = {NULL, NULL};
     for (;;) {
         struct up_job *j;
         struct up_entry e = {0};
@@ -517,8 +527,8 @@ static void *repo_up_worker(void *arg)
         int failed = u->rc;
         pthread_mutex_unlock(&u->lock);
         if (!j)
-            return NULL;
-        rc = failed == 0 ? repo_up_chunk(u, j, &e, &st) : 0; /* after an error: drain */
+            break;
+        rc = failed == 0 ? repo_up_chunk(u, j, &e, &st, cbuf) : 0; /* after an error: drain */
         pthread_mutex_lock(&u->lock);
         if (rc < 0 && u->rc == 0) {
             u->rc = rc;
@@ -537,6 +547,9 @@ static void *repo_up_worker(void *arg)
         repo_block_unref(u, j->blk);
         free(j);
     }
+    bufpool_put(&u->r->cbufs, cbuf[0]);
+    bufpool_put(&u->r->cbufs, cbuf[1]);
+    return NULL;
 }
 
 /* Queues one chunk of blk; waits while the memory budget is used up. */
@@ -1653,7 +1666,7 @@ void repo_set_cache(struct repo *r, struct store *cache) { r->cache = cache; }
 
 size_t repo_buffers_made(struct repo *r)
 {
-    return bufpool_made(&r->blocks) + bufpool_made(&r->packs);
+    return bufpool_made(&r->blocks) + bufpool_made(&r->packs) + bufpool_made(&r->cbufs);
 }
 
 void repo_read_counts(struct repo *r, uint64_t *from_store, uint64_t *from_cache)

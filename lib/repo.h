@@ -75,9 +75,10 @@ int repo_get_file(struct repo *r, const struct stream_ref *o, const char *path, 
 void repo_set_cache(struct repo *r, struct store *cache);
 /* Bytes downloads have read so far from the store and from the cache. */
 void repo_read_counts(struct repo *r, uint64_t *from_store, uint64_t *from_cache);
-/* Upload buffers (read blocks and packs) allocated fresh since repo_open. An
- * upload takes the buffers earlier ones kept (up to the memory budget's worth
- * of each kind), so this stops growing once uploads are alike. */
+/* Upload buffers (read blocks, packs, compression output) allocated fresh
+ * since repo_open. An upload takes the buffers earlier ones kept (up to the
+ * memory budget's worth of each kind), so this stops growing once uploads
+ * are alike. */
 size_t repo_buffers_made(struct repo *r);
 /* Copies the packs stream o needs into the cache, those not there yet;
  * appends their names to packs (a JSON array) and adds the bytes copied to
