@@ -157,18 +157,19 @@ order=$(for i in "${!NAMES[@]}"; do echo "$(( COST[$i] >= 100 ? 1 : 0 )) $(estim
     | sort -k1,1nr -k2,2nr -k3,3n | awk '{print $3}')
 logof() { echo "$LOGDIR/$(echo "$1" | tr ':/' '__').log"; }
 
+sid_of() { local s; s=$(cat "$LOGDIR/.sid-$1" 2>/dev/null) && [[ $s =~ ^[0-9]+$ ]] && echo "-$s"; }
 stop_all() {
     local i p
     trap - INT TERM HUP
     echo "# interrupted: ending ${#PID[@]} running part(s)"
     # (to the whole group: a part's test may run under a wrapper, tsan.sh,
     # and its own exit hooks must run, or its VMs outlive it)
-    for i in "${!PID[@]}"; do kill -TERM -- "-${PID[$i]}" 2>/dev/null; done
+    for i in "${!PID[@]}"; do kill -TERM -- "-${PID[$i]}" $(sid_of "$i") 2>/dev/null; done
     for _ in $(seq 100); do
         p=0; for i in "${!PID[@]}"; do kill -0 "${PID[$i]}" 2>/dev/null && p=1; done
         [ $p = 0 ] && break; sleep 0.2
     done
-    for i in "${!PID[@]}"; do kill -KILL -- "-${PID[$i]}" 2>/dev/null; done
+    for i in "${!PID[@]}"; do kill -KILL -- "-${PID[$i]}" $(sid_of "$i") 2>/dev/null; done
     sleep 0.5; for i in "${!PID[@]}"; do rmdir "$(cg_of "$i")" 2>/dev/null; done
     echo "# logs: $LOGDIR"
     exit 130
@@ -190,7 +191,19 @@ launch() {
     # for the part to end, and the runner watches the subshell)
     ( trap : INT TERM HUP; set +m
       cg=$(cg_of "$i"); mkdir "$cg" 2>/dev/null && echo "$BASHPID" >"$cg/cgroup.procs" 2>/dev/null || cg=
-      bash -c "${CMDS[$i]}"; rc=$?
+      # The part in a session of its own: with the scheduler's autogroups
+      # (Debian's default), CPU time is shared between sessions, so a CPU hog
+      # started from another shell gets one part's share, not half the
+      # machine against the whole suite. The signals above go to it too.
+      setsid bash -c "${CMDS[$i]}" & sp=$!
+      echo "$sp" >"$LOGDIR/.sid-$i"
+      rc=0
+      while :; do # (a trapped signal ends a wait early)
+          wait "$sp"; r=$?
+          [ "$r" = 127 ] && break # (already waited for: rc is its status)
+          rc=$r
+          kill -0 "$sp" 2>/dev/null || break
+      done
       if [ -n "$cg" ]; then awk '{ printf "%.1f\n", $1 / 1e9 }' "$cg/cpuacct.usage" >"$LOGDIR/.cpu-$i"
       else
           times >"$LOGDIR/.cpu-$i.t" # (no pipe: a pipe's `times` would be a child's, with no children)
@@ -209,7 +222,7 @@ reap() { # waits for one part to end: its time and exit code
         RC[$i]=$rc; SECS[$i]=$(( $(date +%s) - START[$i] ))
         unset "PID[$i]"; used=$((used - COST[$i]))
         done_n=$((done_n + 1))
-        CPU[$i]=$(cat "$LOGDIR/.cpu-$i" 2>/dev/null); rm -f "$LOGDIR/.cpu-$i" "$LOGDIR/.cpu-$i.t"
+        CPU[$i]=$(cat "$LOGDIR/.cpu-$i" 2>/dev/null); rm -f "$LOGDIR/.cpu-$i" "$LOGDIR/.cpu-$i.t" "$LOGDIR/.sid-$i"
         rmdir "$(cg_of "$i")" 2>/dev/null
         echo "# [$done_n/${#NAMES[@]}] ${NAMES[$i]}: ${SECS[$i]} s (CPU ${CPU[$i]:-?} s)$( [ "$rc" = 0 ] || echo ", exit $rc")"
     done

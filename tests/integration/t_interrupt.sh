@@ -18,6 +18,13 @@ listener() { ss -Htlnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -
 FP=$(listener "$fp"); SP=$(listener "$sp")
 [ -n "$FP" ] && [ -n "$SP" ] && ok "the runner's t_stores has vsftpd ($FP, port $fp) and sshd ($SP, port $sp) up" \
     || { not_ok "t_stores' servers up" "$(cat "$L" 2>/dev/null | head -5)"; finish; exit 1; }
+# the part in a session of its own (the runner's note of it), which the
+# signal below must reach all the same
+sid=$(cat "$T"/logs/.sid-* 2>/dev/null | head -n1)
+[ -n "$sid" ] && [ "$(ps -o sid= -p "$sid" | tr -d ' ')" = "$sid" ] \
+    && [ "$(ps -o sid= -p "$R" | tr -d ' ')" != "$sid" ] && [ "$(ps -o sid= -p "$FP" | tr -d ' ')" != "$(ps -o sid= -p "$R" | tr -d ' ')" ] \
+    && ok "the part runs in a session of its own ($sid), apart from the runner's" \
+    || not_ok "the part's own session" "sid '$sid'; $(ps -o pid,sid,args -p "$R" -p "${sid:-1}" | cut -c1-120)"
 # their directories from their command lines, and so their accounts
 # (sshd rewrites its command line: "sshd: /usr/sbin/sshd -D -e -f DIR/sshd_config [listener] ...")
 fdir=$(tr '\0' ' ' <"/proc/$FP/cmdline" | grep -o '/[^ ]*/vsftpd.conf' | head -n1); fdir=${fdir%/vsftpd.conf}
