@@ -11,9 +11,8 @@
 #              when build/tsan/vmckptd exists
 #   -j N       CPUs the parts at once may keep busy (default:
 #              VMCKPT_TEST_JOBS, else the CPUs), each part counted at what
-#              it kept busy in its last run here, at most one CPU, and the
-#              sum allowed 15% over N (a part alone always runs; at most 2N
-#              parts at once)
+#              it kept busy in its last run here (a part alone always runs;
+#              at most 2N parts at once)
 #   --fast     the edit-build-test tier (`make check-fast`): unit tests,
 #              layering, settings and one integration smoke test
 #              (t_counter: run, checkpoint, crash, restore)
@@ -138,14 +137,6 @@ estimate() { # a part's seconds, for the order they start in (longest first)
 # real-time checker), and three of those at once made every part four times
 # slower (the campaign beside t_failover took 45 s to recover from each
 # fault instead of 8). Without a last run: 2 for those, 1 for the others.
-# A part is admitted at its cost but at most one CPU, and the sum may reach
-# 115% of -j: admitted at their whole cost, the heavy parts waited until the
-# CPUs were nearly free while lighter ones kept taking what freed, and ran
-# last, nearly alone (the quick evaluation and the ThreadSanitizer
-# t_failover took the last 230 s of a 1212 s run); and costs are averages of
-# bursty parts, so at exactly -j the CPUs were 1.8 of 2 busy. Two heavy
-# parts still never run with a third. (A simulation of that run's parts, by
-# their seconds and CPU seconds: 1108 s this way.)
 cost() {
     local c
     # (a part of a second or two costs the least: its ratio is noise)
@@ -155,9 +146,9 @@ cost() {
     fi
     case $1 in tsan:t_* | int:t_eval | int:t_campaign) echo 200 ;; *) echo 100 ;; esac
 }
-CAP=$((JOBS * 115)) MAXPARTS=$((JOBS * 2))
-declare -A COST=() ADMIT=()
-for i in "${!NAMES[@]}"; do COST[$i]=$(cost "${NAMES[$i]}"); ADMIT[$i]=$(( COST[$i] > 100 ? 100 : COST[$i] )); done
+CAP=$((JOBS * 100)) MAXPARTS=$((JOBS * 2))
+declare -A COST=()
+for i in "${!NAMES[@]}"; do COST[$i]=$(cost "${NAMES[$i]}"); done
 # The parts that keep a CPU or more busy first, then the others, each group
 # longest first: lighter parts fill the CPUs beside a heavy one. Longest
 # first alone left the heavy parts to the end (each waits until it fits, and
@@ -195,7 +186,7 @@ cg_of() { [ -w "$CG/cgroup.procs" ] && echo "$CG/vmckpt-test-$$-$1"; }
 set -m
 launch() {
     local i=$1
-    START[$i]=$(date +%s); used=$((used + ADMIT[$i]))
+    START[$i]=$(date +%s); used=$((used + COST[$i]))
     # (the subshell outlives its part's cleanup: a signal to the group waits
     # for the part to end, and the runner watches the subshell)
     ( trap : INT TERM HUP; set +m
@@ -229,7 +220,7 @@ reap() { # waits for one part to end: its time and exit code
     for i in "${!PID[@]}"; do
         [ "${PID[$i]}" = "$dp" ] || continue
         RC[$i]=$rc; SECS[$i]=$(( $(date +%s) - START[$i] ))
-        unset "PID[$i]"; used=$((used - ADMIT[$i]))
+        unset "PID[$i]"; used=$((used - COST[$i]))
         done_n=$((done_n + 1))
         CPU[$i]=$(cat "$LOGDIR/.cpu-$i" 2>/dev/null); rm -f "$LOGDIR/.cpu-$i" "$LOGDIR/.cpu-$i.t" "$LOGDIR/.sid-$i"
         rmdir "$(cg_of "$i")" 2>/dev/null
@@ -245,7 +236,7 @@ pending=($order)
 while [ ${#pending[@]} -gt 0 ]; do
     started=0
     for k in "${!pending[@]}"; do
-        i=${pending[$k]}; c=${ADMIT[$i]}
+        i=${pending[$k]}; c=${COST[$i]}
         if { [ $((used + c)) -le "$CAP" ] && [ ${#PID[@]} -lt "$MAXPARTS" ]; } || [ "$used" = 0 ]; then
             launch "$i"; unset "pending[$k]"; started=1
         fi
