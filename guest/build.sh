@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/../build/guest}
 mkdir -p "$out"; out=$(cd "$out" && pwd)
 if [ -s "$out/vmlinuz" ] && [ -s "$out/vmlinux" ] && [ -s "$out/base.qcow2" ] && [ "$out/initrd.img" -nt "$here/init" ] \
-   && [ "$out/initrd.img" -nt "$here/build.sh" ]; then
+   && [ "$out/initrd.img" -nt "$here/build.sh" ] && [ "$out/initrd.img" -nt "$here/counter.c" ]; then
     exit 0
 fi
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -44,6 +44,7 @@ root=$work/root
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules}
 cp /bin/busybox "$root/bin/busybox"
 cp "$here/init" "$root/init"; chmod 755 "$root/init"
+cc -static -O2 -s -Wall -Wextra -Werror -o "$root/bin/vkcounter" "$here/counter.c"
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
     f=$(find "$work/k/lib/modules/$kver" -name "$m.ko*" | head -n 1)
     [ -n "$f" ] || { echo "guest: module $m not found in $kpkg" >&2; exit 1; }
