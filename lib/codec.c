@@ -39,47 +39,33 @@ int codec_by_name(const char *name)
  * and gives it back; at most CODEC_KEEP of each kind are kept. */
 #define CODEC_KEEP 64
 
+struct codec_pool {
+    void *kept[CODEC_KEEP];
+    int n;
+};
+
 static pthread_mutex_t codec_pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static ZSTD_CCtx *codec_cpool[CODEC_KEEP];
-static ZSTD_DCtx *codec_dpool[CODEC_KEEP];
-static int codec_nc, codec_nd;
+static struct codec_pool codec_cpool, codec_dpool;
 
-static ZSTD_CCtx *codec_cctx_get(void)
+/* A kept context, or NULL: the caller makes one. */
+static void *codec_pool_take(struct codec_pool *p)
 {
-    ZSTD_CCtx *c = NULL;
+    void *x = NULL;
     pthread_mutex_lock(&codec_pool_lock);
-    if (codec_nc > 0)
-        c = codec_cpool[--codec_nc];
+    if (p->n > 0)
+        x = p->kept[--p->n];
     pthread_mutex_unlock(&codec_pool_lock);
-    return c ? c : ZSTD_createCCtx();
+    return x;
 }
 
-static void codec_cctx_put(ZSTD_CCtx *c)
+/* Keeps x if there is room; returns what the caller must free (x or NULL). */
+static void *codec_pool_give(struct codec_pool *p, void *x)
 {
     pthread_mutex_lock(&codec_pool_lock);
-    if (c && codec_nc < CODEC_KEEP)
-        codec_cpool[codec_nc++] = c, c = NULL;
+    if (x && p->n < CODEC_KEEP)
+        p->kept[p->n++] = x, x = NULL;
     pthread_mutex_unlock(&codec_pool_lock);
-    ZSTD_freeCCtx(c);
-}
-
-static ZSTD_DCtx *codec_dctx_get(void)
-{
-    ZSTD_DCtx *d = NULL;
-    pthread_mutex_lock(&codec_pool_lock);
-    if (codec_nd > 0)
-        d = codec_dpool[--codec_nd];
-    pthread_mutex_unlock(&codec_pool_lock);
-    return d ? d : ZSTD_createDCtx();
-}
-
-static void codec_dctx_put(ZSTD_DCtx *d)
-{
-    pthread_mutex_lock(&codec_pool_lock);
-    if (d && codec_nd < CODEC_KEEP)
-        codec_dpool[codec_nd++] = d, d = NULL;
-    pthread_mutex_unlock(&codec_pool_lock);
-    ZSTD_freeDCtx(d);
+    return x;
 }
 
 static int codec_zstd_level(int codec)
@@ -117,10 +103,12 @@ int codec_compress(int codec, const void *src, size_t n, void *dst, size_t cap, 
     case CODEC_ZSTD1:
     case CODEC_ZSTD3:
     case CODEC_ZSTD9: {
-        ZSTD_CCtx *c = codec_cctx_get();
+        ZSTD_CCtx *c = codec_pool_take(&codec_cpool);
+        if (!c)
+            c = ZSTD_createCCtx();
         size_t r = c ? ZSTD_compressCCtx(c, dst, cap, src, n, codec_zstd_level(codec))
                      : ZSTD_compress(dst, cap, src, n, codec_zstd_level(codec));
-        codec_cctx_put(c);
+        ZSTD_freeCCtx(codec_pool_give(&codec_cpool, c));
         if (ZSTD_isError(r))
             return err_set(VK_EIO, "zstd compression failed: %s", ZSTD_getErrorName(r));
         *out_n = r;
@@ -146,10 +134,12 @@ int codec_decompress(int codec, const void *src, size_t n, void *dst, size_t raw
     case CODEC_ZSTD1:
     case CODEC_ZSTD3:
     case CODEC_ZSTD9: {
-        ZSTD_DCtx *d = codec_dctx_get();
+        ZSTD_DCtx *d = codec_pool_take(&codec_dpool);
+        if (!d)
+            d = ZSTD_createDCtx();
         size_t r = d ? ZSTD_decompressDCtx(d, dst, raw_n, src, n)
                      : ZSTD_decompress(dst, raw_n, src, n);
-        codec_dctx_put(d);
+        ZSTD_freeDCtx(codec_pool_give(&codec_dpool, d));
         if (ZSTD_isError(r) || r != raw_n)
             return err_set(VK_ECORRUPT, "zstd data does not decode to %zu bytes%s%s", raw_n,
                            ZSTD_isError(r) ? ": " : "", ZSTD_isError(r) ? ZSTD_getErrorName(r) : "");
