@@ -3,7 +3,9 @@
 # EVAL_RUNS (runs per point: 3, or 1 with QUICK), EVAL_OUT (where the CSVs
 # go: eval/results), EVAL_ACCEL (tcg), B (the build: build/rel), EVAL_KERNEL
 # (the guest's kernel: build/guest/vmlinuz, the bzImage a user boots; the
-# suite's quick run boots vmlinux, 3.3 CPU seconds less a boot under TCG).
+# suite's quick run boots vmlinux, 3.3 CPU seconds less a boot under TCG),
+# EVAL_APPEND (the guest's kernel options: the agent's default, or the
+# suite's, tests/integration/lib.sh TEST_APPEND).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=${B:-$ROOT/build/rel}
@@ -17,6 +19,13 @@ KERNEL=${EVAL_KERNEL:-$G/vmlinuz}
 mkdir -p "$OUT"
 W=$(mktemp -d /var/tmp/vmckpt-eval.XXXXXX) # on disk, not tmpfs: stores write here
 chmod 755 "$W"
+# sleep without a process (as tests/integration/lib.sh: a fork and an exec
+# cost 7 ms of CPU here, and the experiments poll ten times a second)
+mkfifo "$W/.nap" && exec {NAP_FD}<>"$W/.nap"
+sleep() {
+    [[ $# = 1 && $1 =~ ^[0-9]*\.?[0-9]+$ && -n ${NAP_FD:-} ]] || { command sleep "$@"; return; }
+    read -r -t "$1" -u "$NAP_FD" _ || true
+}
 EXITS=()
 at_exit() { EXITS+=("$1"); }
 eval_cleanup() {
@@ -52,7 +61,8 @@ agent() {
     done
     mkdir -p "$W/$x"
     ${AGENT_NS:+ip netns exec "$AGENT_NS"} env ${pw:+VMCKPT_STORE_PASSWORD=$pw} \
-        "$B/vmckptd" --state-dir "$W/$x" --set "qemu.accel=$ACCEL" "${args[@]}" >>"$W/$x.log" 2>&1 &
+        "$B/vmckptd" --state-dir "$W/$x" --set "qemu.accel=$ACCEL" \
+        ${EVAL_APPEND:+--set "task.append=$EVAL_APPEND"} "${args[@]}" >>"$W/$x.log" 2>&1 &
     AGENT_PIDS[$x]=$!
     at_exit "agent_stop $x"
     for _ in $(seq 200); do vk "$x" status >/dev/null 2>&1 && return 0; sleep 0.1; done

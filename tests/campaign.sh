@@ -78,7 +78,7 @@ checker() {
             echo "$n $((last - t0))" > "$T/checker.rate"
         fi
         next=$((next + 80000)); now=${EPOCHREALTIME/./}; d=$((next - now))
-        if [ "$d" -gt 0 ]; then sleep "0.$(printf %06d "$d")"; else next=$now; fi
+        if [ "$d" -gt 0 ]; then printf -v d 0.%06d "$d"; sleep "$d"; else next=$now; fi
     done
 }
 
@@ -169,7 +169,7 @@ CHECKER=$!
 chrt -f -p 10 "$CHECKER" > /dev/null 2>&1 || echo "# (the checker runs without a real-time priority: chrt failed)"
 # The checker can fail: two fake VMs of a task zz-probe (a program named
 # qemu-system-x86_64 whose command line names that task's run directory).
-cp "$(command -v sleep)" "$T/qemu-system-x86_64"
+cp "$(type -P sleep)" "$T/qemu-system-x86_64"
 for _ in 1 2; do (exec -a "qemu-system-x86_64 $T/probe/tasks/zz-probe/run-1" "$T/qemu-system-x86_64" 600) & done
 for _ in $(seq 100); do grep -q "two copies of zz-probe" "$VIOL" && break; sleep 0.1; done
 grep -q "two copies of zz-probe" "$VIOL" && ok "the checker sees two copies of a task (two fake VMs)" \

@@ -14,7 +14,7 @@ REL=${EVAL_BIN:-build/rel}
 # (the uncompressed kernel, as the other tests boot: a boot of the bzImage
 # costs 3.3 CPU seconds more under TCG; no experiment restores a guest from
 # FTP, which reads a kernel a small range at a time)
-if EVAL_KERNEL=$GUEST/vmlinux QUICK=1 EVAL_OUT="$R" EVAL_REPORT="$T/REPORT.md" bash eval/run.sh "$REL" >"$T/eval.log" 2>&1; then
+if EVAL_KERNEL=$GUEST/vmlinux EVAL_APPEND=$TEST_APPEND QUICK=1 EVAL_OUT="$R" EVAL_REPORT="$T/REPORT.md" bash eval/run.sh "$REL" >"$T/eval.log" 2>&1; then
     ok "make eval QUICK=1 runs every experiment ($(grep -o 'done in [0-9]* s' "$T/eval.log" | tail -n1))"
 else
     not_ok "eval/run.sh (quick)" "$(tail -8 "$T/eval.log")"; finish; exit 1
