@@ -170,15 +170,22 @@ static int gc_rec_live(struct gc_sweep *sw, const char *id, const struct pack_re
     return !strcmp(want, have) && off == rec->off;
 }
 
-/* Copies the live records of pack `id` into a new pack. */
+/* The most a rewritten pack may hold: a pack is at most [data] pack_mib
+ * (256 MiB) and a record, so an index that adds up to more is lying. */
+#define GC_REPACK_MAX ((size_t)1 << 30)
+
+/* Copies the live records of pack `id` into a new pack, each checked
+ * against its name first: the index is the store's word, and a record that
+ * is not the chunk it names is not copied as if it were (the pack is then
+ * left as it is, and the sweep reports it). */
 static int gc_repack(struct gc_sweep *sw, const char *id, const struct pack_idx *idx,
                      const char *live_mask)
 {
     struct repo *r = sw->r;
     struct pack_idx out = {0};
     char name[80];
-    uint8_t *buf = NULL;
-    size_t len = 0, cap = 0, got = 0;
+    uint8_t *buf = NULL, *plain = NULL;
+    size_t len = 0, cap = 0, got = 0, plain_cap = 0;
     int rc = pack_new_id(out.id);
 
     pack_object_name(id, name);
@@ -186,6 +193,11 @@ static int gc_repack(struct gc_sweep *sw, const char *id, const struct pack_idx 
         const struct pack_rec *rec = &idx->recs[i];
         if (!live_mask[i])
             continue;
+        if (len + rec->bytes > GC_REPACK_MAX) {
+            rc = err_set(VK_ECORRUPT, "pack %s: its live records add up to more than %zu MiB, "
+                                      "more than a pack holds", name, GC_REPACK_MAX >> 20);
+            break;
+        }
         if (len + rec->bytes > cap) {
             size_t ncap = cap ? cap * 2 : 1 << 20;
             while (ncap < len + rec->bytes)
@@ -201,6 +213,8 @@ static int gc_repack(struct gc_sweep *sw, const char *id, const struct pack_idx 
         rc = store_read(repo_store(r), name, rec->off, buf + len, rec->bytes, &got);
         if (rc == 0 && got != rec->bytes)
             rc = err_set(VK_ECORRUPT, "pack %s is truncated at record %zu", name, i);
+        if (rc == 0 && pack_record_check(buf + len, rec->bytes, rec->sha, &plain, &plain_cap) < 0)
+            rc = err_wrap(VK_ECORRUPT, "pack %s, record %zu", name, i);
         if (rc == 0)
             rc = pack_idx_add(&out, rec->sha, len, rec->bytes, rec->codec);
         len += rec->bytes;
@@ -212,6 +226,7 @@ static int gc_repack(struct gc_sweep *sw, const char *id, const struct pack_idx 
     if (rc == 0) /* the copy is durable before the original goes */
         rc = store_sync(repo_store(r));
     free(buf);
+    free(plain);
     pack_idx_clear(&out);
     if (rc < 0)
         err_wrap(rc, "garbage collection: rewriting pack %s", name);
@@ -254,6 +269,12 @@ static int gc_pack(struct gc_sweep *sw, size_t k)
     } else if (garbage) {
         if (n_live > 0)
             rc = gc_repack(sw, id, &idx, mask);
+        if (rc == VK_ECORRUPT) { /* kept, pack and all, as a damaged index is */
+            log_warn("garbage collection leaves pack %s alone: %s", id, err_msg());
+            free(mask);
+            pack_idx_clear(&idx);
+            return 0;
+        }
         pack_index_name(id, name);
         if (rc == 0)
             rc = store_remove(repo_store(sw->r), name);

@@ -63,6 +63,29 @@ int pack_record_decode(const uint8_t *raw, size_t got, uint32_t want_len, uint8_
     return codec_decompress(codec, raw + PACK_HDR, got - PACK_HDR, plain, want_len);
 }
 
+int pack_record_check(const uint8_t *raw, size_t got, const char *sha, uint8_t **scratch,
+                      size_t *scratch_cap)
+{
+    char have[UTIL_SHA256_HEX];
+    int codec;
+    uint32_t n = 0;
+    if (got < PACK_HDR || pack_hdr_parse(raw, &codec, &n) < 0 || n > CHUNK_LEN_MAX)
+        return err_set(VK_ECORRUPT, "chunk %s: bad record header", sha);
+    if (*scratch_cap < (size_t)n + 1) {
+        uint8_t *nb = realloc(*scratch, (size_t)n + 1);
+        if (!nb)
+            return err_set(VK_ENOMEM, "out of memory");
+        *scratch = nb;
+        *scratch_cap = (size_t)n + 1;
+    }
+    if (pack_record_decode(raw, got, n, *scratch) < 0)
+        return err_set(VK_ECORRUPT, "chunk %s: its record does not decode", sha);
+    util_sha256_buf(*scratch, n, have);
+    return strcmp(have, sha) == 0
+               ? 0
+               : err_set(VK_ECORRUPT, "chunk %s: its record holds other content", sha);
+}
+
 int pack_idx_add(struct pack_idx *idx, const char *sha, uint64_t off, uint32_t bytes, int codec)
 {
     if (idx->n == idx->cap) {

@@ -109,5 +109,10 @@ void pack_hdr(uint8_t hdr[PACK_HDR], int codec, uint32_t plain_len);
 int pack_record_decode(const uint8_t *raw, size_t got, uint32_t want_len, uint8_t *plain);
 /* Checks a record header: VK_OK and *codec, *plain_len, or VK_ECORRUPT. */
 int pack_hdr_parse(const uint8_t hdr[PACK_HDR], int *codec, uint32_t *plain_len);
+/* Decodes a record (raw, got bytes) and checks it is the chunk named sha:
+ * 0 or VK_ECORRUPT. *scratch (*scratch_cap bytes, grown here; free() it)
+ * holds the plain bytes. */
+int pack_record_check(const uint8_t *raw, size_t got, const char *sha, uint8_t **scratch,
+                      size_t *scratch_cap);
 
 #endif

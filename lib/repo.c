@@ -1675,16 +1675,44 @@ void repo_read_counts(struct repo *r, uint64_t *from_store, uint64_t *from_cache
     *from_cache = atomic_load(&r->read_cache);
 }
 
-/* Copies one object from the store to the cache (through name.part there). */
+/* A pack holds at most [data] pack_mib (256 MiB at most) and one record:
+ * an index that says more is not one of ours. */
+#define REPO_PACK_MAX ((uint64_t)1 << 30)
+#define REPO_COPY_PIECE (4u << 20)
+
+/* Copies pack name of size bytes (as its index says) from the store to the
+ * cache, a bounded piece at a time: the size comes from the store, and
+ * pre-staging runs this by itself on every successor node. */
 static int repo_copy_object(struct repo *r, const char *name, uint64_t size, uint64_t *copied)
 {
-    uint8_t *buf = malloc(size ? size : 1);
-    size_t got = 0;
-    int rc = buf ? store_read(r->store, name, 0, buf, size, &got) : err_set(VK_ENOMEM, "out of memory");
-    if (rc == 0 && got != size)
-        rc = err_set(VK_ECORRUPT, "pack %s is shorter than its index says", name);
+    struct store_writer *w = NULL;
+    uint64_t have = 0, off = 0;
+    uint8_t *buf = NULL;
+    int rc = size > REPO_PACK_MAX
+                 ? err_set(VK_ECORRUPT, "pack %s: its index says it holds %" PRIu64 " bytes, more "
+                                        "than a pack can (%" PRIu64 "): not copied", name, size,
+                           REPO_PACK_MAX)
+                 : store_stat(r->store, name, &have);
+    if (rc == 0 && have < size)
+        rc = err_set(VK_ECORRUPT, "pack %s is shorter than its index says (%" PRIu64 " < %" PRIu64
+                                  " bytes)", name, have, size);
+    if (rc == 0 && !(buf = malloc(REPO_COPY_PIECE)))
+        rc = err_set(VK_ENOMEM, "out of memory");
     if (rc == 0)
-        rc = store_put_buf(r->cache, name, buf, size);
+        rc = store_put_begin(r->cache, name, &w);
+    while (rc == 0 && off < size) {
+        size_t n = size - off < REPO_COPY_PIECE ? (size_t)(size - off) : REPO_COPY_PIECE, got = 0;
+        rc = store_read(r->store, name, off, buf, n, &got);
+        if (rc == 0 && got != n)
+            rc = err_set(VK_ECORRUPT, "pack %s is shorter than its index says", name);
+        if (rc == 0)
+            rc = store_put_write(w, buf, n);
+        off += n;
+    }
+    if (w && rc == 0)
+        rc = store_put_commit(w);
+    else if (w)
+        store_put_abort(w);
     if (rc == 0)
         *copied += size;
     free(buf);

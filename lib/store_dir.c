@@ -1,5 +1,9 @@
 /* store_dir: the directory backend (file:///path). Also fits an NFS mount:
- * objects are written to .tmp/ and renamed into place, which NFS keeps atomic. */
+ * objects are written to .tmp/ and renamed into place, which NFS keeps atomic.
+ * Every name is opened beneath the root's directory fd with no symlink on
+ * its way (beneath.h), and every object read must be a regular file: others
+ * write the store, and the agent runs as root. */
+#include "beneath.h"
 #include "err.h"
 #include "store.h"
 #include "testhook.h"
@@ -22,15 +26,23 @@ extern const struct store_ops store_dir_ops;
 struct dir_store {
     struct store base;
     char *root;
+    int rootfd, tmpfd;    /* the root and its .tmp/, opened once */
     atomic_int no_direct; /* the file system refused O_DIRECT once */
 };
 
 struct dir_writer {
     struct store_writer base;
     int fd;
-    char *tmp;
+    char tmp[48];  /* its name in .tmp/ */
     uint64_t off; /* bytes written so far */
 };
+
+/* The deepest a listing goes: the store's own names are at most four
+ * levels deep, and a writer's tree of a million levels must not take the
+ * stack. */
+#define DIR_LIST_DEPTH 16
+/* A lease generation is one short line. */
+#define DIR_LEASE_MAX 4096
 
 /* Writes of at least this much, aligned in memory and in the file, bypass
  * the page cache (dir_write_direct). */
@@ -39,9 +51,16 @@ struct dir_writer {
 
 static atomic_uint dir_tmp_seq;
 
-static char *dir_path(struct dir_store *d, const char *name)
+/* A failed call on name (errno e) as an error: a symlink on the way (ELOOP,
+ * or ENOTDIR where a directory was expected) or a name that would leave the
+ * store is a damaged or hostile store, never followed. */
+static int dir_err(struct dir_store *d, int e, const char *what, const char *name)
 {
-    return util_fmt("%s/%s", d->root, name);
+    if (e == ELOOP || e == EXDEV || e == EINVAL || e == ENOTDIR)
+        return err_set(VK_ECORRUPT, "store %s: cannot %s %s: a symlink, or something other "
+                                    "than a directory, is on its path (refused: names stay "
+                                    "beneath the store's root)", d->base.uri, what, name);
+    return err_errno(e, "store %s: cannot %s %s", d->base.uri, what, name);
 }
 
 static int dir_open(const char *uri, struct store **out)
@@ -59,6 +78,7 @@ static int dir_open(const char *uri, struct store **out)
     if (!d)
         return err_set(VK_ENOMEM, "out of memory");
     d->base.ops = &store_dir_ops;
+    d->rootfd = d->tmpfd = -1;
     d->base.uri = util_fmt("file://%s", path);
     d->root = strdup(path);
     while (strlen(d->root) > 1 && d->root[strlen(d->root) - 1] == '/')
@@ -68,6 +88,10 @@ static int dir_open(const char *uri, struct store **out)
     if (rc == 0)
         rc = util_mkdir_p(tmp, 0700);
     free(tmp);
+    if (rc == 0 && (d->rootfd = beneath_root(d->root)) < 0)
+        rc = err_errno(errno, "cannot open directory %s", d->root);
+    if (rc == 0 && (d->tmpfd = beneath_open(d->rootfd, ".tmp", O_RDONLY | O_DIRECTORY, 0)) < 0)
+        rc = dir_err(d, errno, "open", ".tmp");
     if (rc < 0) {
         err_wrap(rc, "cannot open store %s", d->base.uri);
         store_dir_ops.free(&d->base);
@@ -80,6 +104,10 @@ static int dir_open(const char *uri, struct store **out)
 static void dir_free(struct store *s)
 {
     struct dir_store *d = (struct dir_store *)s;
+    if (d->tmpfd >= 0)
+        close(d->tmpfd);
+    if (d->rootfd >= 0)
+        close(d->rootfd);
     free(d->root);
     free(d->base.uri);
     free(d);
@@ -93,13 +121,17 @@ static int dir_put_begin(struct store *s, const char *name, struct store_writer 
         return err_set(VK_ENOMEM, "out of memory");
     w->base.store = s;
     w->base.name = strdup(name);
-    w->tmp = util_fmt("%s/.tmp/%d.%u", d->root, (int)getpid(), atomic_fetch_add(&dir_tmp_seq, 1));
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (w->fd < 0) {
-        int rc = err_errno(errno, "store %s: cannot create %s for object %s", s->uri, w->tmp,
-                           name);
+    snprintf(w->tmp, sizeof(w->tmp), "%d.%u", (int)getpid(), atomic_fetch_add(&dir_tmp_seq, 1));
+    w->fd = openat(d->tmpfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (w->fd < 0 || !w->base.name) {
+        int rc = w->fd < 0 ? err_errno(errno, "store %s: cannot create .tmp/%s for object %s",
+                                       s->uri, w->tmp, name)
+                           : err_set(VK_ENOMEM, "out of memory");
+        if (w->fd >= 0) {
+            close(w->fd);
+            unlinkat(d->tmpfd, w->tmp, 0);
+        }
         free(w->base.name);
-        free(w->tmp);
         free(w);
         return rc;
     }
@@ -175,7 +207,6 @@ static void dir_writer_free(struct dir_writer *w)
 {
     if (w->fd >= 0)
         close(w->fd);
-    free(w->tmp);
     free(w->base.name);
     free(w);
 }
@@ -183,38 +214,23 @@ static void dir_writer_free(struct dir_writer *w)
 static void dir_put_abort(struct store_writer *sw)
 {
     struct dir_writer *w = (struct dir_writer *)sw;
-    unlink(w->tmp);
+    unlinkat(((struct dir_store *)sw->store)->tmpfd, w->tmp, 0);
     dir_writer_free(w);
-}
-
-static int dir_mkparent(const char *path)
-{
-    char *copy = strdup(path), *slash;
-    int rc = 0;
-    if (!copy)
-        return err_set(VK_ENOMEM, "out of memory");
-    slash = strrchr(copy, '/');
-    if (slash) {
-        *slash = '\0';
-        rc = util_mkdir_p(copy, 0700);
-    }
-    free(copy);
-    return rc;
 }
 
 static int dir_fence_check(struct dir_store *d, const struct store_fence *f, const char *obj);
 
-static int dir_place(const char *tmp, const char *final, int exclusive)
+static int dir_place(struct dir_store *d, const char *tmp, int pfd, const char *leaf, int exclusive)
 {
-    return exclusive ? link(tmp, final) : rename(tmp, final);
+    return exclusive ? linkat(d->tmpfd, tmp, pfd, leaf, 0) : renameat(d->tmpfd, tmp, pfd, leaf);
 }
 
 static int dir_put_commit(struct store_writer *sw)
 {
     struct dir_writer *w = (struct dir_writer *)sw;
     struct dir_store *d = (struct dir_store *)sw->store;
-    char *final = dir_path(d, sw->name);
-    int rc = 0;
+    const char *leaf = NULL;
+    int rc = 0, pfd = -1;
 
     if (!sw->lazy && fsync(w->fd) < 0) {
         rc = err_errno(errno, "store %s: cannot sync object %s", d->base.uri, sw->name);
@@ -228,28 +244,35 @@ static int dir_put_commit(struct store_writer *sw)
         rc = dir_fence_check(d, &sw->fence[i], sw->name);
     if (rc < 0)
         goto out;
+    /* Most parents exist already: they are made only when missing. */
+    pfd = beneath_parent(d->rootfd, sw->name, 0, &leaf);
+    if (pfd < 0 && errno == ENOENT)
+        pfd = beneath_parent(d->rootfd, sw->name, 1, &leaf);
+    if (pfd < 0) {
+        rc = dir_err(d, errno, "commit object", sw->name);
+        goto out;
+    }
     if (sw->n_fence) /* tests: a stall between the fence check and the link */
-        testhook_gate("VMCKPT_TEST_LINK_GATE", strrchr(final, '/') + 1);
-    /* Most parents exist already: create them only when the rename says so.
-     * Exclusive: link(2), which never replaces, then drop the temporary name. */
-    if (dir_place(w->tmp, final, sw->exclusive) < 0 &&
-        (errno != ENOENT || (rc = dir_mkparent(final)) < 0 ||
-         dir_place(w->tmp, final, sw->exclusive) < 0)) {
-        if (rc == 0 && errno == EEXIST && sw->exclusive)
+        testhook_gate("VMCKPT_TEST_LINK_GATE", leaf);
+    /* Exclusive: link(2), which never replaces, then drop the temporary name. */
+    if (dir_place(d, w->tmp, pfd, leaf, sw->exclusive) < 0) {
+        if (errno == EEXIST && sw->exclusive)
             rc = err_set(VK_EEXISTS, "store %s: object %s exists already", d->base.uri,
                          sw->name);
-        else if (rc == 0)
-            rc = err_errno(errno, "store %s: cannot commit object %s", d->base.uri, sw->name);
+        else
+            rc = dir_err(d, errno, "commit object", sw->name);
         goto out;
     }
     if (sw->exclusive)
-        unlink(w->tmp);
-    if (!sw->lazy)
-        rc = util_fsync_dir_of(final);
+        unlinkat(d->tmpfd, w->tmp, 0);
+    if (!sw->lazy && fsync(pfd) < 0)
+        rc = err_errno(errno, "store %s: cannot sync the directory of object %s", d->base.uri,
+                       sw->name);
 out:
     if (rc < 0)
-        unlink(w->tmp);
-    free(final);
+        unlinkat(d->tmpfd, w->tmp, 0);
+    if (pfd >= 0)
+        close(pfd);
     dir_writer_free(w);
     return rc;
 }
@@ -257,13 +280,21 @@ out:
 static int dir_read(struct store *s, const char *name, uint64_t off, void *buf, size_t len,
                     size_t *out_got)
 {
-    char *path = dir_path((struct dir_store *)s, name);
+    struct dir_store *d = (struct dir_store *)s;
+    struct stat st;
     size_t got = 0;
     int fd, rc = 0;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* (O_NONBLOCK: a FIFO put there opens at once, and is refused below) */
+    fd = beneath_open(d->rootfd, name, O_RDONLY | O_NONBLOCK, 0);
     if (fd < 0) {
-        rc = err_errno(errno, "store %s: cannot open object %s", s->uri, name);
+        rc = dir_err(d, errno, "open object", name);
+        goto out;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        rc = err_set(VK_ECORRUPT, "store %s: object %s is not a regular file (refused)", s->uri,
+                     name);
+        close(fd);
         goto out;
     }
     /* Readers ask for exactly the ranges they need (coalesced up to the read
@@ -283,37 +314,42 @@ static int dir_read(struct store *s, const char *name, uint64_t off, void *buf, 
     }
     close(fd);
 out:
-    free(path);
     *out_got = got;
     return rc;
 }
 
 static int dir_stat(struct store *s, const char *name, uint64_t *out_size)
 {
-    char *path = dir_path((struct dir_store *)s, name);
+    struct dir_store *d = (struct dir_store *)s;
     struct stat st;
-    int rc = 0;
-    if (stat(path, &st) < 0)
+    int rc = 0, fd = beneath_open(d->rootfd, name, O_PATH, 0);
+    if (fd < 0)
+        rc = errno == ENOENT ? err_errno(errno, "store %s: object %s", s->uri, name)
+                             : dir_err(d, errno, "look up object", name);
+    else if (fstat(fd, &st) < 0)
         rc = err_errno(errno, "store %s: object %s", s->uri, name);
-    else if (!S_ISREG(st.st_mode))
+    else if (!S_ISREG(st.st_mode)) /* a void (a directory), or a symlink */
         rc = err_set(VK_ENOTFOUND, "store %s: object %s: not an object", s->uri, name);
     else if (out_size)
         *out_size = (uint64_t)st.st_size;
-    free(path);
+    if (fd >= 0)
+        close(fd);
     return rc;
 }
 
-/* Walks dir (relative name rel) and reports regular files starting with prefix. */
-static int dir_walk(struct dir_store *d, const char *rel, const char *prefix, store_list_fn fn,
+/* Walks the directory open as fd (relative name rel; closed here) and
+ * reports regular files starting with prefix. Into directories only, never
+ * through a symlink (each is opened O_NOFOLLOW from its parent's fd). */
+static int dir_walk(int fd, const char *rel, int depth, const char *prefix, store_list_fn fn,
                     void *arg)
 {
-    char *path = rel[0] ? dir_path(d, rel) : strdup(d->root);
-    DIR *dir = path ? opendir(path) : NULL;
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
     struct dirent *e;
     int rc = 0;
 
     if (!dir) {
-        free(path);
+        if (fd >= 0)
+            close(fd);
         return 0; /* nothing under this prefix */
     }
     while (rc == 0 && (e = readdir(dir))) {
@@ -329,8 +365,10 @@ static int dir_walk(struct dir_store *d, const char *rel, const char *prefix, st
         if (fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
             size_t n = strlen(sub) < strlen(prefix) ? strlen(sub) : strlen(prefix);
             if (strncmp(sub, prefix, n) == 0) {
-                if (S_ISDIR(st.st_mode))
-                    rc = dir_walk(d, sub, prefix, fn, arg);
+                if (S_ISDIR(st.st_mode) && depth < DIR_LIST_DEPTH)
+                    rc = dir_walk(openat(dirfd(dir), e->d_name, O_RDONLY | O_DIRECTORY |
+                                                               O_NOFOLLOW | O_CLOEXEC),
+                                  sub, depth + 1, prefix, fn, arg);
                 else if (S_ISREG(st.st_mode) && strlen(sub) >= strlen(prefix))
                     rc = fn(arg, sub, (uint64_t)st.st_size, (int64_t)st.st_mtime);
             }
@@ -338,22 +376,25 @@ static int dir_walk(struct dir_store *d, const char *rel, const char *prefix, st
         free(sub);
     }
     closedir(dir);
-    free(path);
     return rc;
 }
 
 static int dir_list(struct store *s, const char *prefix, store_list_fn fn, void *arg)
 {
-    return dir_walk((struct dir_store *)s, "", prefix, fn, arg);
+    struct dir_store *d = (struct dir_store *)s;
+    return dir_walk(openat(d->rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), "", 0, prefix,
+                    fn, arg);
 }
 
 static int dir_remove(struct store *s, const char *name)
 {
-    char *path = dir_path((struct dir_store *)s, name);
-    int rc = 0;
-    if (unlink(path) < 0)
-        rc = err_errno(errno, "store %s: cannot remove object %s", s->uri, name);
-    free(path);
+    struct dir_store *d = (struct dir_store *)s;
+    const char *leaf;
+    int rc = 0, pfd = beneath_parent(d->rootfd, name, 0, &leaf);
+    if (pfd < 0 || unlinkat(pfd, leaf, 0) < 0)
+        rc = dir_err(d, errno, "remove object", name);
+    if (pfd >= 0)
+        close(pfd);
     return rc;
 }
 
@@ -361,12 +402,7 @@ static int dir_remove(struct store *s, const char *name)
 static int dir_sync(struct store *s)
 {
     struct dir_store *d = (struct dir_store *)s;
-    int fd = open(d->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-    if (fd < 0 || syncfs(fd) < 0)
-        rc = err_errno(errno, "store %s: cannot sync", s->uri);
-    if (fd >= 0)
-        close(fd);
-    return rc;
+    return syncfs(d->rootfd) < 0 ? err_errno(errno, "store %s: cannot sync", s->uri) : 0;
 }
 
 /* ---- leases ------------------------------------------------------------------------
@@ -406,15 +442,41 @@ static int dir_lease_gen_of(const char *fname, uint64_t *gen)
     return 1;
 }
 
-/* The highest generation in dir (0: none, or the directory does not exist). */
-static int dir_lease_top_gen(struct dir_store *d, const char *dir, uint64_t *top)
+/* The lease directory NAME.lease, opened beneath the root (made with create):
+ * its fd, or -1 with errno (ENOENT: no such lease yet). */
+static int dir_lease_dir(struct dir_store *d, const char *name, int create)
 {
-    DIR *dh = opendir(dir);
+    char *rel = util_fmt("%s.lease/-", name);
+    const char *leaf;
+    int fd;
+    if (!rel) {
+        errno = ENOMEM;
+        return -1;
+    }
+    fd = beneath_parent(d->rootfd, rel, create, &leaf);
+    free(rel);
+    return fd;
+}
+
+/* A listing of the lease directory ldfd, from its start (a fd of its own:
+ * closedir leaves ldfd open). */
+static DIR *dir_lease_list(int ldfd)
+{
+    int fd = openat(ldfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dh = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dh && fd >= 0)
+        close(fd);
+    return dh;
+}
+
+/* The highest generation in the lease directory (0: none). */
+static int dir_lease_top_gen(struct dir_store *d, int ldfd, const char *name, uint64_t *top)
+{
+    DIR *dh = dir_lease_list(ldfd);
     struct dirent *e;
     *top = 0;
     if (!dh)
-        return errno == ENOENT ? 0 : err_errno(errno, "store %s: cannot read lease %s",
-                                                d->base.uri, dir);
+        return err_errno(errno, "store %s: cannot read lease %s", d->base.uri, name);
     while ((e = readdir(dh))) {
         uint64_t g;
         if (dir_lease_gen_of(e->d_name, &g) && g > *top)
@@ -444,55 +506,75 @@ static void dir_lease_parse(const char *text, size_t len, struct dir_lease_state
         st->owner[0] = '\0'; /* released, or not ours to understand: free */
 }
 
-/* The lease's generation, holder, expiry and epoch. */
-static int dir_lease_read(struct dir_store *d, const char *dir, struct dir_lease_state *st)
+/* Generation gen's text (at most DIR_LEASE_MAX - 1 bytes) and mtime: a
+ * regular file, opened without following a symlink and without waiting on a
+ * FIFO. VK_ENOTFOUND when it is gone; VK_ECORRUPT when it is not a lease's. */
+static int dir_lease_gen_read(struct dir_store *d, int ldfd, const char *name, uint64_t gen,
+                              char *text, size_t *len, struct timespec *mtime)
 {
-    for (int i = 0; i < DIR_LEASE_TRIES; i++) {
-        char *text = NULL, *path;
-        size_t len = 0;
-        memset(st, 0, sizeof(*st));
-        int rc = dir_lease_top_gen(d, dir, &st->gen);
-        if (rc < 0 || st->gen == 0)
-            return rc;
-        path = util_fmt("%s/%0*" PRIu64, dir, DIR_LEASE_DIGITS, st->gen);
-        if (!path)
-            return err_set(VK_ENOMEM, "out of memory");
-        struct stat sb;
-        rc = util_read_file(path, &text, &len);
-        if (rc == 0 && stat(path, &sb) < 0)
-            rc = VK_ENOTFOUND;
-        free(path);
-        if (rc == 0) {
-            st->written = sb.st_mtim;
-            dir_lease_parse(text, len, st);
-            free(text);
-            return 0;
-        }
-        free(text);
-        text = NULL;
-        err_clear(); /* removed by a newer writer since the listing: list again */
-    }
-    return err_set(VK_EIO, "store %s: lease %s keeps changing while read", d->base.uri, dir);
+    char fname[DIR_LEASE_DIGITS + 1];
+    struct stat sb;
+    ssize_t n = -1;
+    int fd;
+    snprintf(fname, sizeof(fname), "%0*" PRIu64, DIR_LEASE_DIGITS, gen);
+    fd = openat(ldfd, fname, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? VK_ENOTFOUND : dir_err(d, errno, "read lease", name);
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size < DIR_LEASE_MAX)
+        n = read(fd, text, DIR_LEASE_MAX - 1);
+    close(fd);
+    if (n < 0)
+        return err_set(VK_ECORRUPT, "store %s: lease %s: generation %s is not a lease's (not "
+                                    "a small regular file)", d->base.uri, name, fname);
+    text[n] = '\0';
+    *len = (size_t)n;
+    *mtime = sb.st_mtim;
+    return 0;
 }
 
-/* The file system's time now: the mtime of a file written in dir. */
-static int dir_fs_now(struct dir_store *d, const char *dir, struct timespec *now)
+/* The lease's generation, holder, expiry and epoch (ldfd -1: no lease yet). */
+static int dir_lease_read(struct dir_store *d, int ldfd, const char *name,
+                          struct dir_lease_state *st)
 {
-    char *tmp = util_fmt("%s/.tmp-clock-%d.%u", dir, (int)getpid(),
-                         atomic_fetch_add(&dir_tmp_seq, 1));
+    for (int i = 0; i < DIR_LEASE_TRIES; i++) {
+        char text[DIR_LEASE_MAX];
+        size_t len = 0;
+        memset(st, 0, sizeof(*st));
+        if (ldfd < 0)
+            return 0;
+        int rc = dir_lease_top_gen(d, ldfd, name, &st->gen);
+        if (rc < 0 || st->gen == 0)
+            return rc;
+        rc = dir_lease_gen_read(d, ldfd, name, st->gen, text, &len, &st->written);
+        if (rc == 0)
+            dir_lease_parse(text, len, st);
+        if (rc != VK_ENOTFOUND)
+            return rc;
+        /* removed by a newer writer since the listing: list again */
+    }
+    return err_set(VK_EIO, "store %s: lease %s keeps changing while read", d->base.uri, name);
+}
+
+/* The file system's time now: the mtime of a file written in the lease's
+ * directory. */
+static int dir_fs_now(struct dir_store *d, int ldfd, const char *name, struct timespec *now)
+{
+    char tmp[64];
     struct stat sb;
-    int fd = tmp ? open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
-    int rc = fd >= 0 && fstat(fd, &sb) == 0
-                 ? 0
-                 : err_errno(errno, "store %s: cannot read the file system's clock in %s",
-                             d->base.uri, dir);
+    int fd, rc;
+    snprintf(tmp, sizeof(tmp), ".tmp-clock-%d.%u", (int)getpid(),
+             atomic_fetch_add(&dir_tmp_seq, 1));
+    fd = openat(ldfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    rc = fd >= 0 && fstat(fd, &sb) == 0
+             ? 0
+             : err_errno(errno, "store %s: cannot read the file system's clock in lease %s",
+                         d->base.uri, name);
     if (rc == 0)
         *now = sb.st_mtim;
     if (fd >= 0) {
         close(fd);
-        unlink(tmp);
+        unlinkat(ldfd, tmp, 0);
     }
-    free(tmp);
     return rc;
 }
 
@@ -504,70 +586,84 @@ static int64_t dir_ms_between(const struct timespec *a, const struct timespec *b
 /* Removes the generations below gen, and temporaries older than a minute
  * (left by a writer that died); returns the highest generation seen. One
  * pass, best effort. */
-static uint64_t dir_lease_prune(const char *dir, uint64_t gen)
+static uint64_t dir_lease_prune(int ldfd, uint64_t gen)
 {
-    DIR *dh = opendir(dir);
+    DIR *dh = dir_lease_list(ldfd);
     struct dirent *e;
     time_t old = time(NULL) - 60;
     uint64_t top = 0;
     while (dh && (e = readdir(dh))) {
         uint64_t g = 0;
         struct stat st;
-        char *path = NULL;
         int is_gen = dir_lease_gen_of(e->d_name, &g);
         if (is_gen && g > top)
             top = g;
-        if (is_gen ? g < gen : !strncmp(e->d_name, ".tmp-", 5))
-            path = util_fmt("%s/%s", dir, e->d_name);
-        if (path && (is_gen || (stat(path, &st) == 0 && st.st_mtime < old)))
-            unlink(path);
-        free(path);
+        if (is_gen ? g < gen
+                   : !strncmp(e->d_name, ".tmp-", 5) &&
+                         fstatat(ldfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                         st.st_mtime < old)
+            unlinkat(ldfd, e->d_name, 0);
     }
     if (dh)
         closedir(dh);
     return top;
 }
 
+/* text into a new file tmp of the lease directory, synced. */
+static int dir_lease_tmp(struct dir_store *d, int ldfd, const char *name, const char *tmp,
+                         const char *text)
+{
+    size_t len = strlen(text);
+    int fd = openat(ldfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int rc = fd >= 0 && write(fd, text, len) == (ssize_t)len && fsync(fd) == 0
+                 ? 0
+                 : err_errno(errno, "store %s: cannot write lease %s", d->base.uri, name);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
 /* Writes generation gen of the lease: VK_EBUSY when another writer got there
  * first (that generation or a higher one exists). */
-static int dir_lease_write(struct dir_store *d, const char *dir, uint64_t gen, const char *owner,
-                           int duration_ms, uint64_t epoch)
+static int dir_lease_write(struct dir_store *d, int ldfd, const char *name, uint64_t gen,
+                           const char *owner, int duration_ms, uint64_t epoch)
 {
     int64_t expiry_ms = owner[0] == '-' ? 0 : util_wall_us() / 1000 + duration_ms;
-    char *tmp = util_fmt("%s/.tmp-%d.%u", dir, (int)getpid(), atomic_fetch_add(&dir_tmp_seq, 1));
-    char *path = util_fmt("%s/%0*" PRIu64, dir, DIR_LEASE_DIGITS, gen);
+    char tmp[64], fname[DIR_LEASE_DIGITS + 1];
     char *text = util_fmt("%s %" PRId64 " %" PRIu64 " %d\n", owner, expiry_ms, epoch, duration_ms);
-    int rc = tmp && path && text ? dir_mkparent(tmp) : err_set(VK_ENOMEM, "out of memory");
+    int rc = text ? 0 : err_set(VK_ENOMEM, "out of memory");
+    snprintf(tmp, sizeof(tmp), ".tmp-%d.%u", (int)getpid(), atomic_fetch_add(&dir_tmp_seq, 1));
+    snprintf(fname, sizeof(fname), "%0*" PRIu64, DIR_LEASE_DIGITS, gen);
     if (rc == 0)
-        rc = util_write_file_atomic(tmp, text, strlen(text));
-    if (rc == 0 && link(tmp, path) < 0)
+        rc = dir_lease_tmp(d, ldfd, name, tmp, text);
+    if (rc == 0 && linkat(ldfd, tmp, ldfd, fname, 0) < 0)
         rc = errno == EEXIST ? VK_EBUSY
-                             : err_errno(errno, "store %s: cannot write lease %s", d->base.uri, path);
-    if (tmp)
-        unlink(tmp);
-    if (rc == 0 && dir_lease_prune(dir, gen) > gen) {
-        unlink(path); /* a stale writer: the lease moved on while it stalled */
+                             : err_errno(errno, "store %s: cannot write lease %s (generation %s)",
+                                         d->base.uri, name, fname);
+    unlinkat(ldfd, tmp, 0);
+    if (rc == 0 && fsync(ldfd) < 0)
+        rc = err_errno(errno, "store %s: cannot sync lease %s", d->base.uri, name);
+    if (rc == 0 && dir_lease_prune(ldfd, gen) > gen) {
+        unlinkat(ldfd, fname, 0); /* a stale writer: the lease moved on while it stalled */
         rc = VK_EBUSY;
     }
-    free(tmp);
-    free(path);
     free(text);
     return rc;
 }
 
 /* One take or renewal. */
-static int dir_lease_take(struct dir_store *d, const char *dir, const char *name,
-                            const char *owner, int duration_ms, struct store_fence *out)
+static int dir_lease_take(struct dir_store *d, int ldfd, const char *name, const char *owner,
+                          int duration_ms, struct store_fence *out)
 {
     for (int i = 0; i < DIR_LEASE_TRIES; i++) {
         struct dir_lease_state st;
         struct timespec now = {0, 0};
-        int rc = dir_lease_read(d, dir, &st);
+        int rc = dir_lease_read(d, ldfd, name, &st);
         if (rc < 0)
             return rc;
         if (st.owner[0] && strcmp(st.owner, owner) != 0) {
             int64_t held = st.duration_ms ? st.duration_ms : duration_ms; /* the holder's */
-            if ((rc = dir_fs_now(d, dir, &now)) < 0)
+            if ((rc = dir_fs_now(d, ldfd, name, &now)) < 0)
                 return rc;
             int64_t age = dir_ms_between(&st.written, &now);
             if (age <= held)
@@ -576,7 +672,7 @@ static int dir_lease_take(struct dir_store *d, const char *dir, const char *name
                                          ")", d->base.uri, name, st.owner, age, held);
         }
         uint64_t epoch = strcmp(st.owner, owner) == 0 ? st.epoch : st.epoch + 1;
-        rc = dir_lease_write(d, dir, st.gen + 1, owner, duration_ms, epoch);
+        rc = dir_lease_write(d, ldfd, name, st.gen + 1, owner, duration_ms, epoch);
         if (rc == 0 && out) {
             out->epoch = epoch;
             out->taken_over = st.owner[0] && strcmp(st.owner, owner) != 0;
@@ -593,27 +689,38 @@ static int dir_lease(struct store *s, const char *name, const char *owner, int d
                      struct store_fence *out)
 {
     struct dir_store *d = (struct dir_store *)s;
-    char *dir = util_fmt("%s/%s.lease", d->root, name);
-    int rc = dir ? dir_lease_take(d, dir, name, owner, duration_ms, out)
-                 : err_set(VK_ENOMEM, "out of memory");
+    int ldfd = dir_lease_dir(d, name, 1);
+    int rc = ldfd >= 0 ? dir_lease_take(d, ldfd, name, owner, duration_ms, out)
+                       : dir_err(d, errno, "open lease", name);
     if (rc < 0 && rc != VK_EBUSY)
         err_wrap(rc, "store %s: cannot take lease %s", s->uri, name);
-    free(dir);
+    if (ldfd >= 0)
+        close(ldfd);
     return rc;
+}
+
+/* The lease's directory for reading: its fd, or -1 when there is no lease
+ * (then 0 is returned); an error for anything else. */
+static int dir_lease_dir_ro(struct dir_store *d, const char *name, int *ldfd)
+{
+    *ldfd = dir_lease_dir(d, name, 0);
+    return *ldfd >= 0 || errno == ENOENT ? 0 : dir_err(d, errno, "open lease", name);
 }
 
 static int dir_unlease(struct store *s, const char *name, const char *owner)
 {
     struct dir_store *d = (struct dir_store *)s;
     struct dir_lease_state st;
-    char *dir = util_fmt("%s/%s.lease", d->root, name);
-    int rc = dir ? dir_lease_read(d, dir, &st) : err_set(VK_ENOMEM, "out of memory");
+    int ldfd, rc = dir_lease_dir_ro(d, name, &ldfd);
+    if (rc == 0)
+        rc = dir_lease_read(d, ldfd, name, &st);
     if (rc == 0 && strcmp(st.owner, owner) != 0)
         rc = err_set(VK_ENOTFOUND, "store %s: lease %s is not held by %s", s->uri, name, owner);
-    if (rc == 0 && (rc = dir_lease_write(d, dir, st.gen + 1, "-", 0, st.epoch)) == VK_EBUSY)
+    if (rc == 0 && (rc = dir_lease_write(d, ldfd, name, st.gen + 1, "-", 0, st.epoch)) == VK_EBUSY)
         rc = err_set(VK_ENOTFOUND, "store %s: lease %s was taken by another owner meanwhile",
                      s->uri, name);
-    free(dir);
+    if (ldfd >= 0)
+        close(ldfd);
     return rc;
 }
 
@@ -624,13 +731,15 @@ static int dir_unlease(struct store *s, const char *name, const char *owner)
 static int dir_fence_check(struct dir_store *d, const struct store_fence *f, const char *obj)
 {
     struct dir_lease_state st;
-    char *dir = util_fmt("%s/%s.lease", d->root, f->lease);
-    int rc = dir ? dir_lease_read(d, dir, &st) : err_set(VK_ENOMEM, "out of memory");
+    int ldfd, rc = dir_lease_dir_ro(d, f->lease, &ldfd);
+    if (rc == 0)
+        rc = dir_lease_read(d, ldfd, f->lease, &st);
     if (rc == 0 && (strcmp(st.owner, f->owner) != 0 || st.epoch != f->epoch))
         rc = err_set(VK_ELEASE, "store %s: %s not written: lease %s is held by %s (epoch %" PRIu64
                                 "), not by %s (epoch %" PRIu64 ")", d->base.uri, obj, f->lease,
                      st.owner[0] ? st.owner : "nobody", st.epoch, f->owner, f->epoch);
-    free(dir);
+    if (ldfd >= 0)
+        close(ldfd);
     return rc;
 }
 
@@ -638,26 +747,33 @@ static int dir_fence_check(struct dir_store *d, const struct store_fence *f, con
  * and listings, stat and reads see no object there. */
 static int dir_void(struct store *s, const char *name)
 {
-    char *path = dir_path((struct dir_store *)s, name);
-    int rc = path ? dir_mkparent(path) : err_set(VK_ENOMEM, "out of memory");
-    if (rc == 0 && mkdir(path, 0700) < 0)
+    struct dir_store *d = (struct dir_store *)s;
+    const char *leaf;
+    int rc = 0, pfd = beneath_parent(d->rootfd, name, 1, &leaf);
+    if (pfd < 0)
+        rc = dir_err(d, errno, "void", name);
+    else if (mkdirat(pfd, leaf, 0700) < 0)
         rc = errno == EEXIST ? err_set(VK_EEXISTS, "store %s: %s is taken", s->uri, name)
-                             : err_errno(errno, "store %s: cannot void %s", s->uri, name);
-    if (rc == 0)
-        rc = util_fsync_dir_of(path);
-    free(path);
+                             : dir_err(d, errno, "void", name);
+    else if (fsync(pfd) < 0)
+        rc = err_errno(errno, "store %s: cannot sync the directory of %s", s->uri, name);
+    if (pfd >= 0)
+        close(pfd);
     return rc;
 }
 
 static int dir_taken(struct store *s, const char *name)
 {
-    char *path = dir_path((struct dir_store *)s, name);
+    struct dir_store *d = (struct dir_store *)s;
     struct stat st;
-    int rc = !path ? err_set(VK_ENOMEM, "out of memory")
-             : lstat(path, &st) == 0 ? 1
-             : errno == ENOENT ? 0
-                               : err_errno(errno, "store %s: cannot look up %s", s->uri, name);
-    free(path);
+    const char *leaf;
+    int rc, pfd = beneath_parent(d->rootfd, name, 0, &leaf);
+    if (pfd < 0)
+        return errno == ENOENT ? 0 : dir_err(d, errno, "look up", name);
+    rc = fstatat(pfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 ? 1
+         : errno == ENOENT ? 0
+                           : err_errno(errno, "store %s: cannot look up %s", s->uri, name);
+    close(pfd);
     return rc;
 }
 

@@ -180,33 +180,47 @@ ssize_t util_read_small(const char *path, char *buf, size_t size)
 
 int util_read_file(const char *path, char **out, size_t *out_len)
 {
-    FILE *f = fopen(path, "rb");
+    /* O_NONBLOCK: a FIFO put in a file's place opens at once (and is
+     * refused below); reads stop at UTIL_READ_MAX, so /dev/zero or a huge
+     * file cannot take the memory. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     char *buf = NULL;
     size_t len = 0, cap = 0;
+    struct stat st;
     int rc = 0;
 
     *out = NULL;
-    if (!f)
+    if (fd < 0)
         return err_errno(errno, "cannot open %s", path);
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        rc = err_set(VK_EINVAL, "%s is not a regular file", path);
+        goto out_close;
+    }
     for (;;) {
-        size_t got;
+        ssize_t got;
         if (cap - len < 4096) {
-            char *nb = realloc(buf, cap ? cap * 2 : 8192);
+            size_t ncap = cap ? cap * 2 : 8192;
+            char *nb = ncap <= UTIL_READ_MAX + 8192 ? realloc(buf, ncap) : NULL;
             if (!nb) {
-                rc = err_set(VK_ENOMEM, "out of memory reading %s", path);
+                rc = ncap > UTIL_READ_MAX + 8192
+                         ? err_set(VK_EINVAL, "%s is larger than %u MiB: not read", path,
+                                   UTIL_READ_MAX >> 20)
+                         : err_set(VK_ENOMEM, "out of memory reading %s", path);
                 goto out_close;
             }
             buf = nb;
-            cap = cap ? cap * 2 : 8192;
+            cap = ncap;
         }
-        got = fread(buf + len, 1, cap - len - 1, f);
-        len += got;
+        got = read(fd, buf + len, cap - len - 1);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            rc = err_errno(errno, "cannot read %s", path);
+            goto out_close;
+        }
         if (got == 0)
             break;
-    }
-    if (ferror(f)) {
-        rc = err_errno(errno, "cannot read %s", path);
-        goto out_close;
+        len += (size_t)got;
     }
     buf[len] = '\0';
     *out = buf;
@@ -215,7 +229,7 @@ int util_read_file(const char *path, char **out, size_t *out_len)
         *out_len = len;
 out_close:
     free(buf);
-    fclose(f);
+    close(fd);
     return rc;
 }
 
@@ -253,7 +267,9 @@ int util_write_file_atomic(const char *path, const void *data, size_t len)
 
     if (!tmp)
         return err_set(VK_ENOMEM, "out of memory");
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* O_EXCL | O_NOFOLLOW: never into a file or a symlink someone put at
+     * the name first */
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = err_errno(errno, "cannot create %s", tmp);
         goto out_free;

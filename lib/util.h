@@ -36,7 +36,10 @@ int util_private_dir(const char *path);
 /* rm -rf of a directory tree we own (never follows symlinks). */
 int util_rm_rf(const char *path);
 
-/* Whole file into a NUL-terminated malloc'd buffer (caller frees *out). */
+/* Whole file into a NUL-terminated malloc'd buffer (caller frees *out): a
+ * regular file of at most UTIL_READ_MAX bytes (VK_EINVAL otherwise; a FIFO
+ * is refused at once, not waited on). */
+#define UTIL_READ_MAX (64u << 20)
 int util_read_file(const char *path, char **out, size_t *out_len);
 /* Reads at most size - 1 bytes of a small file into buf and ends them with a
  * NUL: the bytes read, or -1. System calls only (async-signal-safe: for a

@@ -8,7 +8,7 @@
 set -u
 cd "$(dirname "$0")/.."
 LAYERS=(
-    "err log util testhook stream bufpool"
+    "err log util testhook stream bufpool beneath"
     "uri qmp chunk codec manifest api peer img"
     "store vm"
     "pack catalog cluster"

@@ -612,6 +612,76 @@ static void test_gc_repacks(void **state)
     free(y);
 }
 
+/* Issue 29, finding 3: a pack index that says its pack holds a TiB must not
+ * make staging allocate one (it did: malloc of the index's size). */
+static void test_stage_huge_pack(void **state)
+{
+    struct fixture *f = *state;
+    char *in = make_file(f, "in", 8), uri[128];
+    struct store *cache = NULL;
+    struct stream_ref o;
+    json_t *packs = json_array();
+    uint64_t copied = 0;
+
+    snprintf(uri, sizeof(uri), "file://%s/cache", f->root);
+    assert_int_equal(store_open(uri, &cache), 0);
+    assert_int_equal(repo_put_file(f->r, in, 0, &o, NULL, NULL, NULL), 0);
+    assert_int_equal(store_sync(f->s), 0);
+    char *cmd = util_fmt("cd %s/store/packidx && for i in *; do jq -c "
+                         "'.records[0][1] = 1099511000000' $i > ../$i.new && mv ../$i.new $i; done",
+                         f->root);
+    assert_int_equal(system(cmd), 0);
+    /* a node that loads the indexes now (as a successor's pre-staging does) */
+    struct repo *r2 = NULL;
+    struct repo_cfg cfg = {.chunk_avg = 16384, .workers = 2, .mem_budget = 1 << 20,
+                           .retries = 2, .retry_base_ms = 1, .forced_codec = CODEC_AUTO};
+    assert_int_equal(repo_open(&r2, f->s, &cfg), 0);
+    repo_set_cache(r2, cache);
+    assert_int_equal(repo_stage_stream(r2, &o, packs, &copied), VK_ECORRUPT);
+    assert_non_null(strstr(err_msg(), "more than a pack can"));
+    assert_int_equal(copied, 0);
+    repo_set_cache(r2, NULL);
+    repo_free(r2);
+    store_free(cache);
+    json_decref(packs);
+    free(o.name);
+    free(in);
+    free(cmd);
+}
+
+/* Issue 29, finding 1: GC's rewrite copied live records without checking
+ * them, so a record that is not its chunk (a host file's bytes, through a
+ * symlink, or a damaged pack) became a "live" copy and the original pack was
+ * deleted. Now each is checked, and a pack with a bad one is left alone. */
+static void test_gc_repack_checks_records(void **state)
+{
+    struct fixture *f = *state;
+    static const int xs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, ys[] = {1, 5, 9};
+    char *x = make_segs(f, "x", xs, 12), *y = make_segs(f, "y", ys, 3);
+    struct stream_ref ox, oy;
+    struct gc_result g;
+
+    assert_int_equal(repo_put_file(f->r, x, 0, &ox, NULL, NULL, NULL), 0);
+    assert_int_equal(repo_put_file(f->r, y, 0, &oy, NULL, NULL, NULL), 0);
+    commit(f, 1, &oy);
+    assert_int_equal(store_sync(f->s), 0);
+    /* every record's payload overwritten, headers kept */
+    char *cmd = util_fmt("cd %s/store/packidx && for i in *; do p=../packs/$(echo $i | cut -c1-2)/$i; "
+                         "for o in $(jq -r '.records[][1]' $i); do head -c 64 /dev/urandom | "
+                         "dd of=$p bs=1 seek=$((o + 12)) conv=notrunc 2>/dev/null; done; done",
+                         f->root);
+    assert_int_equal(system(cmd), 0);
+    int before = count_chunks(f);
+    assert_int_equal(gc_run(f->r, 0, &g), 0);
+    assert_int_equal(g.packs_rewritten, 0);
+    assert_int_equal(count_chunks(f), before - (int)g.chunks_deleted);
+    free(ox.name);
+    free(oy.name);
+    free(x);
+    free(y);
+    free(cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -625,6 +695,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_pack_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_and_gc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_repacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stage_huge_pack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_repack_checks_records, setup, teardown),
     };
     return cmocka_run_group_tests_name("repo", tests, NULL, NULL);
 }
