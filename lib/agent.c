@@ -270,6 +270,10 @@ static int agent_jint(json_t *j, const char *key, int def)
  * (the paths are checked when they are opened: realpath, qemu-img). */
 static int agent_check_spec(const struct task_spec *sp)
 {
+    /* before the id is reserved or leased: a bad one takes neither */
+    if (sp->id && !util_valid_id(sp->id))
+        return err_set(VK_EINVAL, "task id '%.64s' is not valid: use 1-64 letters, digits, '.', "
+                                  "'_' or '-', not starting with '.'", sp->id);
     if (sp->memory_mib < 16 || sp->memory_mib > 1 << 20)
         return err_set(VK_EINVAL, "request field 'memory_mib' must be from 16 to %d, not %d",
                        1 << 20, sp->memory_mib);

@@ -258,6 +258,14 @@ int cfg_finish(struct cfg *c)
     if (!c->node) {
         char host[128] = "node";
         gethostname(host, sizeof(host) - 1);
+        /* the host name is checked as a set node name is: it names
+         * objects and leases. A cluster needs a real one; alone, "node". */
+        if (cfg_check_node("cluster.node (the host name)", host) < 0) {
+            if (c->cluster)
+                return err_wrap(VK_EINVAL, "set [cluster] node");
+            err_clear();
+            snprintf(host, sizeof(host), "node");
+        }
         if (!(c->node = strdup(host)))
             return err_set(VK_ENOMEM, "out of memory");
     }

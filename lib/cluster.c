@@ -51,48 +51,98 @@ struct cluster_list {
     size_t n, cap;
 };
 
+/* What one heartbeat is read to, from a store anyone with write access to
+ * it may have written. */
+#define CLUSTER_BEAT_MAX (512u << 10)
+#define CLUSTER_BEAT_TASKS 4096
+#define CLUSTER_NODES_MAX 4096
+#define CLUSTER_MS_MAX 86400000 /* a day: no lease or renewal is longer */
+#define CLUSTER_MOVE_MAX 4096
+
+static int64_t cluster_clamp(json_t *v, int64_t lo, int64_t hi)
+{
+    json_int_t x = json_integer_value(v);
+    return x < lo ? lo : x > hi ? hi : (int64_t)x;
+}
+
+/* The heartbeat's task list, with only valid task ids (at most
+ * CLUSTER_BEAT_TASKS): a forged list steers placement, take-overs and
+ * pre-staging, each paid for on the renewal thread. */
+static json_t *cluster_task_ids(json_t *tasks)
+{
+    json_t *out = json_array(), *v;
+    size_t i;
+    if (!out || !json_is_array(tasks))
+        return out;
+    json_array_foreach(tasks, i, v) {
+        if (json_array_size(out) >= CLUSTER_BEAT_TASKS)
+            break;
+        if (json_is_string(v) && util_valid_id(json_string_value(v)))
+            json_array_append(out, v);
+    }
+    return out;
+}
+
+int cluster_beat_parse(const char *obj_node, const char *text, size_t len,
+                       struct cluster_node *out)
+{
+    json_t *j;
+    const char *node;
+    memset(out, 0, sizeof(*out));
+    /* Node names are host names (dots included): checked as ids, and the
+     * one inside must be the object's own, so no node speaks for another. */
+    if (len > CLUSTER_BEAT_MAX || !util_valid_id(obj_node))
+        return VK_ECORRUPT;
+    j = json_loadb(text, len, 0, NULL);
+    node = json_string_value(json_object_get(j, "node"));
+    if (!node || strcmp(node, obj_node) != 0 || strlen(node) >= sizeof(out->name)) {
+        json_decref(j);
+        return VK_ECORRUPT;
+    }
+    snprintf(out->name, sizeof(out->name), "%s", node);
+    /* bounded, so that ages and sums of them never overflow */
+    out->renewed_ms = cluster_clamp(json_object_get(j, "renewed_ms"), 0, INT64_MAX / 4);
+    out->lease_ms = (int)cluster_clamp(json_object_get(j, "lease_ms"), 1, CLUSTER_MS_MAX);
+    out->renew_ms = (int)cluster_clamp(json_object_get(j, "renew_ms"), 1, CLUSTER_MS_MAX);
+    out->memory_free_mib = cluster_clamp(json_object_get(j, "memory_free_mib"), 0, INT64_MAX / 4);
+    out->running = (int)cluster_clamp(json_object_get(j, "running"), 0, CLUSTER_BEAT_TASKS);
+    out->tasks = cluster_task_ids(json_object_get(j, "tasks"));
+    json_decref(j);
+    return out->tasks ? 0 : err_set(VK_ENOMEM, "out of memory");
+}
+
 static int cluster_collect(void *arg, const char *name, uint64_t size, int64_t mtime)
 {
     struct cluster_list *l = arg;
     char *text = NULL;
     size_t len = 0;
-    (void)size;
+    struct cluster_node n;
+    int rc;
     (void)mtime;
-    /* (no name filter here: a store lists committed objects only, and node
-     * names are host names, dots included) */
-    if (store_get_buf(l->s, name, &text, &len) < 0)
-        return 0; /* gone since the listing, or being replaced */
-    json_t *j = json_loadb(text, len, 0, NULL);
-    free(text);
-    const char *node = json_string_value(json_object_get(j, "node"));
-    if (!node) {
-        json_decref(j);
+    if (size > CLUSTER_BEAT_MAX || l->n >= CLUSTER_NODES_MAX ||
+        !util_valid_id(name + strlen("cluster/nodes/")))
         return 0;
+    if (store_get_buf(l->s, name, &text, &len) < 0) {
+        err_clear();
+        return 0; /* gone since the listing, being replaced, or not a heartbeat */
     }
+    rc = cluster_beat_parse(name + strlen("cluster/nodes/"), text, len, &n);
+    free(text);
+    if (rc == VK_ECORRUPT)
+        return 0;
+    if (rc < 0)
+        return rc;
     if (l->n == l->cap) {
         size_t ncap = l->cap ? l->cap * 2 : 8;
         struct cluster_node *nv = realloc(l->v, ncap * sizeof(*nv));
         if (!nv) {
-            json_decref(j);
+            json_decref(n.tasks);
             return err_set(VK_ENOMEM, "out of memory");
         }
         l->v = nv;
         l->cap = ncap;
     }
-    struct cluster_node *n = &l->v[l->n++];
-    memset(n, 0, sizeof(*n));
-    snprintf(n->name, sizeof(n->name), "%s", node);
-    n->renewed_ms = json_integer_value(json_object_get(j, "renewed_ms"));
-    n->lease_ms = (int)json_integer_value(json_object_get(j, "lease_ms"));
-    n->renew_ms = (int)json_integer_value(json_object_get(j, "renew_ms"));
-    n->memory_free_mib = json_integer_value(json_object_get(j, "memory_free_mib"));
-    n->running = (int)json_integer_value(json_object_get(j, "running"));
-    n->tasks = json_incref(json_object_get(j, "tasks"));
-    if (!json_is_array(n->tasks)) {
-        json_decref(n->tasks);
-        n->tasks = json_array();
-    }
-    json_decref(j);
+    l->v[l->n++] = n;
     return 0;
 }
 
@@ -118,7 +168,8 @@ void cluster_nodes_free(struct cluster_node *v, size_t n)
 
 enum cluster_state cluster_state_of(const struct cluster_node *n, int64_t now_ms)
 {
-    int64_t age = now_ms - n->renewed_ms;
+    /* (renewed_ms is clamped when read; a clock before 1970 is no age) */
+    int64_t age = now_ms < 0 ? 0 : now_ms - n->renewed_ms;
     if (age > n->lease_ms)
         return CLUSTER_DEAD;
     if (age > 2 * (int64_t)n->renew_ms)
@@ -211,32 +262,47 @@ struct cluster_moves {
     json_t *out; /* [{"task", "from"}] */
 };
 
+int cluster_move_parse(const char *name, const char *node, const char *text, size_t len,
+                       json_t **out)
+{
+    json_t *j = len <= CLUSTER_MOVE_MAX ? json_loadb(text, len, 0, NULL) : NULL;
+    const char *task = json_string_value(json_object_get(j, "task"));
+    const char *from = json_string_value(json_object_get(j, "from"));
+    const char *to = json_string_value(json_object_get(j, "to"));
+    char want[192];
+    int rc = VK_ECORRUPT;
+    *out = NULL;
+    /* The store is not trusted: the task becomes a path, and the record
+     * must be the one its name says. */
+    if (task && from && to && util_valid_id(task) && util_valid_id(from) && !strcmp(to, node)) {
+        cluster_move_name(task, want);
+        if (!strcmp(want, name)) {
+            *out = json_pack("{s:s, s:s}", "task", task, "from", from);
+            rc = *out ? 0 : err_set(VK_ENOMEM, "out of memory");
+        }
+    }
+    json_decref(j);
+    return rc;
+}
+
 static int cluster_move_collect(void *arg, const char *name, uint64_t size, int64_t mtime)
 {
     struct cluster_moves *m = arg;
     char *text = NULL;
     size_t len = 0;
+    json_t *one = NULL;
+    int rc;
     (void)mtime;
-    if (size > 4096 || store_get_buf(m->s, name, &text, &len) < 0) {
+    if (size > CLUSTER_MOVE_MAX || json_array_size(m->out) >= CLUSTER_NODES_MAX ||
+        store_get_buf(m->s, name, &text, &len) < 0) {
         err_clear();
         return 0; /* not one we wrote, or gone since the listing */
     }
-    json_t *j = json_loadb(text, len, 0, NULL);
+    rc = cluster_move_parse(name, m->node, text, len, &one);
     free(text);
-    const char *task = json_string_value(json_object_get(j, "task"));
-    const char *from = json_string_value(json_object_get(j, "from"));
-    const char *to = json_string_value(json_object_get(j, "to"));
-    char want[192];
-    /* The store is not trusted: the task becomes a path, and the record
-     * must be the one its name says. */
-    if (task && from && to && util_valid_id(task) && strlen(from) < 128 &&
-        !strcmp(to, m->node)) {
-        cluster_move_name(task, want);
-        if (!strcmp(want, name))
-            json_array_append_new(m->out, json_pack("{s:s, s:s}", "task", task, "from", from));
-    }
-    json_decref(j);
-    return 0;
+    if (rc == 0)
+        json_array_append_new(m->out, one);
+    return rc == VK_ENOMEM ? rc : 0;
 }
 
 int cluster_moves_to(struct store *s, const char *node, json_t **out)

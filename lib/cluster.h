@@ -30,6 +30,14 @@ struct cluster_node {
 
 enum cluster_state { CLUSTER_ALIVE, CLUSTER_SUSPECT, CLUSTER_DEAD };
 
+/* One heartbeat's text (from the store: anyone with write access may have
+ * written it), read from object cluster/nodes/<obj_node>, into *out (tasks:
+ * json_decref). VK_ECORRUPT when it is not a heartbeat of that node: too
+ * big, not JSON, or naming another node. Numbers are bounded, and the task
+ * list keeps only valid ids, at most 4096. */
+int cluster_beat_parse(const char *obj_node, const char *text, size_t len,
+                       struct cluster_node *out);
+
 /* Writes this node's heartbeat. tasks: array of ids (borrowed). */
 int cluster_beat(struct store *s, const char *node, int lease_ms, int renew_ms, json_t *tasks,
                  int running);
@@ -60,6 +68,11 @@ int cluster_move_put(struct store *s, const char *task, const char *from, const 
 /* The moves asked of node: *out a JSON array of {"task", "from"} (new
  * reference); records that do not check out are skipped. */
 int cluster_moves_to(struct store *s, const char *node, json_t **out);
+/* One move record's text, read from object name, for node: *out
+ * {"task", "from"} when it asks node to take the task; VK_ECORRUPT when it
+ * is not a move for node (or not one at all). */
+int cluster_move_parse(const char *name, const char *node, const char *text, size_t len,
+                       json_t **out);
 /* 1 while task's move record exists, 0 once it is gone. */
 int cluster_move_pending(struct store *s, const char *task);
 int cluster_move_done(struct store *s, const char *task);

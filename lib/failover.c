@@ -15,6 +15,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -486,8 +488,15 @@ static void fo_spawn_fence(struct failover *f, struct task *t, pid_t qpid, const
             _exit(0);
         }
         setsid();
-        for (int fdn = 3; fdn < 4096; fdn++)
-            close(fdn); /* the agent's lock and socket must not live on here */
+        /* the agent's lock and socket must not live on here: every fd
+         * above 2, however many (close_range is Linux 5.9+; before it, up
+         * to the limit on open files) */
+        if (syscall(SYS_close_range, 3u, ~0u, 0u) < 0) {
+            struct rlimit rl = {1024, 1024};
+            (void)getrlimit(RLIMIT_NOFILE, &rl);
+            for (rlim_t fdn = 3; fdn < rl.rlim_cur && fdn < (1u << 20); fdn++)
+                close((int)fdn);
+        }
         /* Its kill must come before the lease expires (renew_ms of margin)
          * however busy the CPUs are: real-time, lowest priority. It sleeps
          * 100 ms between two reads of a small file. (Best effort: without

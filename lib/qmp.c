@@ -11,6 +11,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#define QMP_LINE_MAX (16 << 20)
+
 struct qmp {
     int fd;
     char *name; /* socket path, for messages */
@@ -63,6 +65,11 @@ static int qmp_read_msg(struct qmp *q, int64_t deadline_us, json_t **out)
         if (pr == 0)
             continue;
         if (q->cap - q->len < 4096) {
+            /* QEMU's answers are lines of a few KiB: one without its end
+             * in QMP_LINE_MAX is not read on without bound */
+            if (q->cap >= QMP_LINE_MAX)
+                return err_set(VK_EQEMU, "QMP %s: QEMU sent a message longer than %d MiB",
+                               q->name, QMP_LINE_MAX >> 20);
             char *nb = realloc(q->buf, q->cap + 65536);
             if (!nb)
                 return err_set(VK_ENOMEM, "out of memory");

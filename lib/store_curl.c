@@ -529,12 +529,22 @@ static int curl_remove(struct store *s, const char *name)
 struct curl_text {
     char *p;
     size_t len, cap;
+    int too_big;
 };
+
+/* A directory listing is read to at most this: the server is not trusted,
+ * and a store's largest directory (packs/XX at a million packs) lists in
+ * a few MiB. */
+#define CURL_LIST_MAX ((size_t)256 << 20)
 
 static size_t curl_text_write(char *p, size_t size, size_t n, void *arg)
 {
     struct curl_text *t = arg;
     size_t len = size * n;
+    if (len > CURL_LIST_MAX - t->len - 1) {
+        t->too_big = 1;
+        return 0; /* ends the transfer */
+    }
     if (t->len + len + 1 > t->cap) {
         size_t ncap = t->cap ? t->cap * 2 : 4096;
         while (ncap < t->len + len + 1)
@@ -632,6 +642,11 @@ static int curl_walk_dir(struct curl_walk *wk, const char *dir, int depth)
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
     curl_put_back(c, h, res);
     free(url);
+    if (t.too_big) {
+        free(t.p);
+        return err_set(VK_EIO, "store %s: the listing of %s is longer than %zu MiB: not read",
+                       c->base.uri, dir[0] ? dir : "its directory", CURL_LIST_MAX >> 20);
+    }
     if (res != CURLE_OK) {
         free(t.p);
         /* A directory not made yet holds nothing. */

@@ -489,27 +489,54 @@ char *util_file_tail(const char *path, size_t max)
     return buf;
 }
 
+char *util_proc_cmdline(pid_t pid, size_t *out_len)
+{
+    char path[64], *buf = NULL;
+    size_t len = 0, cap = 0;
+    int fd;
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    fd = pid > 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    while (fd >= 0) {
+        ssize_t n;
+        if (cap - len < 4096) {
+            char *nb = cap < UTIL_CMDLINE_MAX ? realloc(buf, cap + 65536) : NULL;
+            if (!nb)
+                break;
+            buf = nb;
+            cap += 65536;
+        }
+        n = read(fd, buf + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    if (fd >= 0)
+        close(fd);
+    if (!buf || len == 0) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    *out_len = len;
+    return buf;
+}
+
 int util_pid_matches(pid_t pid, const char *needle)
 {
-    char path[64], buf[8192];
-    ssize_t n;
-    int fd;
+    size_t n = 0;
+    char *buf;
+    int found;
 
-    if (pid <= 0 || kill(pid, 0) < 0)
+    if (pid <= 0 || kill(pid, 0) < 0 || !(buf = util_proc_cmdline(pid, &n)))
         return 0;
-    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    for (ssize_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++)
         if (buf[i] == '\0')
             buf[i] = ' ';
-    buf[n] = '\0';
-    return strstr(buf, needle) != NULL;
+    found = strstr(buf, needle) != NULL;
+    free(buf);
+    return found;
 }
 
 int64_t util_backoff_ms(int base_ms, int attempt)

@@ -36,6 +36,10 @@ int util_private_dir(const char *path);
 /* rm -rf of a directory tree we own (never follows symlinks). */
 int util_rm_rf(const char *path);
 
+/* /proc/PID/cmdline, whole (NUL-separated arguments, one NUL after the
+ * last; at most UTIL_CMDLINE_MAX bytes), or NULL. free(). */
+#define UTIL_CMDLINE_MAX (1u << 20)
+char *util_proc_cmdline(pid_t pid, size_t *out_len);
 /* Whole file into a NUL-terminated malloc'd buffer (caller frees *out): a
  * regular file of at most UTIL_READ_MAX bytes (VK_EINVAL otherwise; a FIFO
  * is refused at once, not waited on). */

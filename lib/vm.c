@@ -293,17 +293,12 @@ static int vm_uses(pid_t pid, const char *dir)
      * process with the same words in its arguments is never ours to kill */
     if (stat(path, &st) < 0 || st.st_uid != geteuid() || pid == getpid())
         return 0;
-    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    char buf[8192];
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    return vm_args_contain(buf, (size_t)n, dir);
+    /* whole: a long kernel command line must not hide -qmp from the sweep */
+    size_t n = 0;
+    char *buf = util_proc_cmdline(pid, &n);
+    int uses = buf && vm_args_contain(buf, n, dir);
+    free(buf);
+    return uses;
 }
 
 int vm_kill_using(const char *dir, int timeout_ms, int *out_err)

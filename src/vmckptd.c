@@ -109,6 +109,12 @@ int main(int argc, char **argv)
                                     "password in the settings file or in VMCKPT_STORE_PASSWORD");
         else if (!strcmp(a, "--store") && v)
             rc = cfg_set(c, "store", "uri", argv[++i]);
+        else if (!strcmp(a, "--set") && v && !strncmp(v, "store.uri=", 10) &&
+                 uri_has_password(v + 10))
+            rc = err_set(VK_EINVAL, "--set store.uri: the URI holds a password, which every "
+                                    "user of this host can read on a command line (ps); put it "
+                                    "in [store] password in the settings file or in "
+                                    "VMCKPT_STORE_PASSWORD");
         else if (!strcmp(a, "--set") && v && !strncmp(v, "store.password=", 15))
             rc = err_set(VK_EINVAL, "--set store.password: a password on a command line is "
                                     "readable by every user (ps); use the settings file or "

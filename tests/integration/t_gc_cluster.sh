@@ -53,6 +53,25 @@ wait "$gc" && ok "the GC finishes" || not_ok "GC finishes" "$(cat "$T/gc2.out")"
 for _ in $(seq 600); do [ "$(nck)" = 3 ] && break; sleep 0.1; done
 [ "$(nck)" = 3 ] && ok "then checkpoint 3 commits" || not_ok "checkpoint 3 commits" "$(vk a ls g1)"
 check "every checkpoint verifies" vk a verify g1
+
+# --- issue 29, finding 4 (b): forged heartbeats. /dev/zero in one's place,
+# and one of 20 MiB listing 2 million task ids (its like took an agent to
+# 357 MiB and stalled `vmckpt nodes`): both are ignored, and nodes answer.
+rss() { awk '/^VmRSS/ {print int($2 / 1024)}' "/proc/$1/status"; }
+rss0=$(rss "$AGENT_a")
+ln -s /dev/zero "$T/store/cluster/nodes/evil"
+{ printf '{"node":"huge","renewed_ms":%s,"lease_ms":600000,"renew_ms":500,"tasks":[' "$(date +%s%3N)"
+  seq 1 2000000 | sed 's/.*/"t&",/'; echo '"t0"]}'; } > "$T/store/cluster/nodes/.huge" \
+    && mv "$T/store/cluster/nodes/.huge" "$T/store/cluster/nodes/huge"
+check "nodes answers beside them (within 10 s)" timeout 10 "$REL_CLIENT" --socket "$T/a/state/vmckptd.sock" nodes
+vkp a --json nodes > "$T/nodes.json"
+[ "$(jq -r '[.nodes[].node] | sort | join(" ")' "$T/nodes.json")" = "node-a node-b" ] \
+    && ok "only the two real nodes are listed" || not_ok "only the real nodes" "$(jq -c '[.nodes[].node]' "$T/nodes.json")"
+for _ in 1 2 3; do vkp a nodes >/dev/null; sleep 0.5; done # (and the renewals read them too)
+rss1=$(rss "$AGENT_a")
+[ $((rss1 - rss0)) -lt 100 ] && ok "node a's memory did not grow by their size ($rss0 -> $rss1 MiB)" \
+    || not_ok "node a's memory grew" "$rss0 -> $rss1 MiB"
+rm -f "$T/store/cluster/nodes/evil" "$T/store/cluster/nodes/huge"
 vk a rm g1 >/dev/null 2>&1
 stop_agent a
 stop_agent b

@@ -92,6 +92,17 @@ check "--latest-intact moves past all three" vk a restore c1 --latest-intact
 [ "$(vk a --json status c1 | jq '.restore.from_seq')" = 3 ] && ok "it restored checkpoint 3 again" \
     || not_ok "it restored checkpoint 3 again" "$(vk a --json status c1 | jq -c .restore)"
 ! pgrep -af "qemu.*secret.raw" >/dev/null && ok "no QEMU has the host file open" || not_ok "a QEMU opened the host file"
+# --- issue 29, finding 1 (a): every pack directory a symlink to a host
+# directory. The agent (root) wrote 3 packs there and committed; now the
+# checkpoint fails, saying why, and nothing is written outside the store.
+mkdir -p "$T/outside"
+mv "$T/store/packs" "$T/packs.real" && mkdir "$T/store/packs"
+for p in $(printf '%02x ' $(seq 0 255)); do ln -s "$T/outside" "$T/store/packs/$p"; done
+check_fails "a checkpoint through symlinked pack directories fails" "symlink" vk a checkpoint c1
+[ -z "$(ls -A "$T/outside")" ] && ok "nothing was written outside the store" \
+    || not_ok "nothing was written outside the store" "$(ls "$T/outside" | head -n 3)"
+rm -rf "$T/store/packs" && mv "$T/packs.real" "$T/store/packs"
+check "with the store whole again, a checkpoint commits" vk a checkpoint c1
 check "kill the VM" vk a kill c1
 rm -f "$(mf 4)" "$(mf 5)" "$(mf 6)"
 

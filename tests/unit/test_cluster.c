@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static struct cluster_node mk(const char *name, int64_t renewed, int running, int64_t mem)
 {
@@ -113,6 +114,73 @@ static void test_beat_roundtrip(void **state)
     util_rm_rf(root);
 }
 
+/* Issue 29, finding 4: heartbeats from a hostile store writer. One that
+ * speaks for another node, one too big, one with a forged task list, and
+ * one whose numbers overflow: each is ignored or bounded. (b) of the issue:
+ * a 64 MiB heartbeat of 2 million ids, or /dev/zero, took 357 MiB and
+ * stalled the node. */
+static void put_text(struct store *s, const char *name, const char *text)
+{
+    assert_int_equal(store_put_buf(s, name, text, strlen(text)), 0);
+}
+
+static void test_beats_hostile(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/vmckpt-test-cluster.XXXXXX", uri[128], path[256];
+    struct store *s = NULL;
+    struct cluster_node *v = NULL;
+    size_t n = 0;
+    assert_non_null(mkdtemp(root));
+    snprintf(uri, sizeof(uri), "file://%s", root);
+    assert_int_equal(store_open(uri, &s), 0);
+    /* speaks for node-1 from another object */
+    put_text(s, "cluster/nodes/evil", "{\"node\": \"node-1\", \"renewed_ms\": 1, \"lease_ms\": 3000, "
+                                      "\"renew_ms\": 500, \"tasks\": [\"t1\"]}");
+    /* overflowing numbers, and a task list of ids good and bad */
+    size_t cap = 5100 * 16 + 256, len = 0;
+    char *big = malloc(cap);
+    assert_non_null(big);
+    len += (size_t)snprintf(big + len, cap - len, "{\"node\": \"odd\", \"renewed_ms\": "
+                            "-9223372036854775808, \"lease_ms\": 9223372036854775807, "
+                            "\"renew_ms\": -5, \"running\": 99999999999, \"tasks\": [\"../x\", 5, \"\"");
+    for (int i = 0; i < 5000; i++)
+        len += (size_t)snprintf(big + len, cap - len, ", \"t%d\"", i);
+    snprintf(big + len, cap - len, "]}");
+    put_text(s, "cluster/nodes/odd", big);
+    free(big);
+    /* too big to be a heartbeat: 600 KiB */
+    char *huge = malloc(600 << 10);
+    assert_non_null(huge);
+    memset(huge, ' ', 600 << 10);
+    memcpy(huge, "{\"node\": \"huge\"}", 16);
+    assert_int_equal(store_put_buf(s, "cluster/nodes/huge", huge, 600 << 10), 0);
+    free(huge);
+    /* /dev/zero in a heartbeat's place */
+    snprintf(path, sizeof(path), "%s/cluster/nodes/zero", root);
+    assert_int_equal(symlink("/dev/zero", path), 0);
+    json_t *none = json_array();
+    assert_int_equal(cluster_beat(s, "good", 3000, 500, none, 0), 0);
+    json_decref(none);
+
+    assert_int_equal(cluster_nodes(s, &v, &n), 0);
+    assert_int_equal(n, 2); /* good and odd */
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].name, "odd") != 0) {
+            assert_string_equal(v[i].name, "good");
+            continue;
+        }
+        assert_int_equal(json_array_size(v[i].tasks), 4096); /* valid ids only, at most 4096 */
+        assert_string_equal(json_string_value(json_array_get(v[i].tasks, 0)), "t0");
+        assert_true(v[i].renewed_ms >= 0);
+        assert_true(v[i].lease_ms > 0 && v[i].renew_ms > 0);
+        assert_int_equal(cluster_state_of(&v[i], util_wall_us() / 1000), CLUSTER_DEAD);
+    }
+    cluster_nodes_free(v, n);
+    store_free(s);
+    util_rm_rf(root);
+}
+
 /* Move records from a hostile store: only a record whose task is a valid id,
  * whose object name is its own and that is addressed to this node is taken. */
 static void test_moves_hostile(void **state)
@@ -154,6 +222,7 @@ int main(void)
         cmocka_unit_test(test_assign_spreads_and_prefers_room),
         cmocka_unit_test(test_assign_views_agree),
         cmocka_unit_test(test_beat_roundtrip),
+        cmocka_unit_test(test_beats_hostile),
         cmocka_unit_test(test_moves_hostile),
     };
     return cmocka_run_group_tests_name("cluster", tests, NULL, NULL);
