@@ -377,6 +377,15 @@ static int agent_restore_intact(struct agent *a, struct task *t, const char *id,
     return rc;
 }
 
+/* A restored copy that must not run (its lease was lost): stopped and
+ * forgotten. */
+static void agent_stop_copy(struct task *t)
+{
+    task_kill(t);
+    task_remove(t);
+    task_free(t);
+}
+
 static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, const char *id,
                                      json_t *body)
 {
@@ -394,12 +403,28 @@ static enum MHD_Result agent_restore(struct agent *a, struct MHD_Connection *c, 
             agent_unreserve(a, id);
         return agent_send_err(c, rc);
     }
+    /* not one of this node's tasks yet, so not renewed with them: renewed
+     * with the take-overs' while it is fetched */
+    struct fo_takeover *hold = fresh && a->fo ? failover_hold(a->fo, id) : NULL;
+    if (fresh && a->fo && !hold) {
+        agent_drop_lease(a, id);
+        agent_unreserve(a, id);
+        return agent_send_err(c, err_set(VK_ENOMEM, "out of memory"));
+    }
     if (fresh)
         t = agent_take_warm(a, id); /* a VM started ahead: task_restore takes it over or ends it */
     if (seq == 0 && json_is_true(json_object_get(body, "latest_intact")))
         rc = agent_restore_intact(a, t, id, agent_jstr(body, "accel"), &out);
     else
         rc = task_restore(&a->env, t, id, (uint64_t)seq, agent_jstr(body, "accel"), &out);
+    if (hold && failover_release(hold) && rc == 0) {
+        log_error("task %s: another node took its lease during the restore here: stopping the "
+                  "copy here", id);
+        agent_stop_copy(out); /* (a warm VM it was restored into, too) */
+        out = t = NULL;
+        rc = err_set(VK_ELEASE, "restore of task %s: another node took its lease while it was "
+                                "fetched; it runs there", id);
+    }
     if (rc == 0 && fresh)
         rc = agent_add(a, out);
     if (rc < 0 && fresh) {
@@ -551,6 +576,31 @@ static enum MHD_Result agent_gc(struct agent *a, struct MHD_Connection *c, json_
 
 #define AGENT_MOVE_WAIT_MS 60000
 
+/* A move that failed, its task removed here: restored here again as a new
+ * task, its id reserved (no run or restore of it meanwhile) and its lease
+ * renewed through the fetch. The caller holds the lease. */
+static int agent_take_back(struct agent *a, const char *id)
+{
+    struct task *back = NULL;
+    struct fo_takeover *hold = NULL;
+    int rc = agent_reserve(a, id), reserved = rc == 0;
+    if (rc == 0)
+        rc = (hold = failover_hold(a->fo, id)) ? 0 : err_set(VK_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = agent_restore_intact(a, NULL, id, NULL, &back);
+    if (hold && failover_release(hold) && rc == 0) {
+        agent_stop_copy(back);
+        rc = err_set(VK_ELEASE, "another node took its lease while it was fetched");
+    } else if (rc == 0 && (rc = agent_add(a, back)) < 0) {
+        agent_stop_copy(back);
+    }
+    if (rc < 0)
+        agent_drop_lease(a, id);
+    if (reserved)
+        agent_unreserve(a, id);
+    return rc;
+}
+
 /* A planned move of task t to node `to` (NULL: placement picks): its last
  * checkpoint here with the VM left paused, then the VM killed, the task
  * handed over (failover) and removed here; the target restores it from that
@@ -573,10 +623,11 @@ static int agent_move_task(struct agent *a, struct task *t, const char *to, json
     rc = failover_move_out(a->fo, id, target, seq);
     if (rc == 0) {
         task_remove(t);
-        rc = failover_wait_moved(a->fo, id, AGENT_MOVE_WAIT_MS);
+        rc = failover_wait_moved(a->fo, id, testhook_num("VMCKPT_TEST_MOVE_WAIT_MS") > 0
+                                                ? (int)testhook_num("VMCKPT_TEST_MOVE_WAIT_MS")
+                                                : AGENT_MOVE_WAIT_MS);
     }
     if (rc < 0) { /* take it back: the lease first, which the target may hold by now */
-        struct task *back = NULL;
         snprintf(why, sizeof(why), "%s", err_msg());
         int r2 = agent_take_lease(a, id);
         if (r2 == VK_EBUSY) {
@@ -584,7 +635,7 @@ static int agent_move_task(struct agent *a, struct task *t, const char *to, json
             rc = 0;
         } else {
             if (r2 == 0)
-                r2 = agent_restore_intact(a, t, id, NULL, &back);
+                r2 = agent_take_back(a, id);
             return err_set(rc, "move of task %s to %s: %s; %s", id, target, why,
                            r2 == 0 ? "it runs here again from its last checkpoint (no work "
                                      "lost)"

@@ -5,6 +5,7 @@
 #include "cluster.h"
 #include "err.h"
 #include "log.h"
+#include "testhook.h"
 #include "util.h"
 
 #include <fcntl.h>
@@ -804,6 +805,45 @@ static void *fo_takeover_run(void *arg)
     return NULL;
 }
 
+/* ---- restores asked of this node ------------------------------------------------ */
+
+struct fo_takeover *failover_hold(struct failover *f, const char *id)
+{
+    struct fo_takeover *tk = calloc(1, sizeof(*tk)), **nr = NULL;
+    if (!tk)
+        return NULL;
+    tk->f = f;
+    snprintf(tk->id, sizeof(tk->id), "%s", id);
+    pthread_mutex_lock(&f->lock);
+    nr = realloc(f->restoring, (f->n_restoring + 1) * sizeof(*nr));
+    if (nr) {
+        f->restoring = nr;
+        f->restoring[f->n_restoring++] = tk;
+    }
+    pthread_mutex_unlock(&f->lock);
+    if (!nr) {
+        free(tk);
+        return NULL;
+    }
+    return tk;
+}
+
+int failover_release(struct fo_takeover *tk)
+{
+    struct failover *f = tk->f;
+    int lost;
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = 0; i < f->n_restoring; i++)
+        if (f->restoring[i] == tk) {
+            f->restoring[i] = f->restoring[--f->n_restoring];
+            break;
+        }
+    lost = tk->lost;
+    pthread_mutex_unlock(&f->lock);
+    free(tk);
+    return lost;
+}
+
 /* Starts restoring task `id` here, if this node gets its lease: 1 when it
  * did. tk0: who it comes from and when that was seen. */
 static int fo_start_takeover(struct failover *f, const char *id, const struct fo_takeover *tk0)
@@ -872,6 +912,8 @@ static void fo_watch_moves(struct failover *f)
 {
     json_t *moves = NULL, *m;
     size_t i;
+    if (testhook_file_num("VMCKPT_TEST_MOVES_OFF_FILE")) /* tests: a target that never takes */
+        return;
     if (cluster_moves_to(f->store, f->cfg->node, &moves) < 0) {
         log_warn("%s", err_msg());
         return;

@@ -69,6 +69,14 @@ void failover_drop_lease(struct failover *f, const char *id);
 /* After taking task id's lease over: voids its next checkpoint number, which
  * the old holder could still be about to write (catalog_void_next). */
 int failover_fence_task(struct failover *f, const char *id);
+/* A restore asked of this node (through the API, or a move's take-back) of a
+ * task that is not among its tasks yet: from failover_hold to
+ * failover_release its lease is renewed with the take-overs' (a fetch may
+ * outlast the lease). failover_release returns 1 when another node got the
+ * lease meanwhile: then the restored copy must not run. NULL: out of memory. */
+struct fo_takeover;
+struct fo_takeover *failover_hold(struct failover *f, const char *id);
+int failover_release(struct fo_takeover *hold);
 /* Task id's lease was just taken here: its fence counts from now. */
 void failover_task_added(struct failover *f, const char *id);
 /* The task_env hooks (arg: the failover; see task.h). */

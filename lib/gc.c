@@ -119,6 +119,7 @@ struct gc_sweep {
     int64_t *idx_mtime;
     size_t idx_cap;
     struct gc_set made; /* ids of the packs this GC wrote */
+    size_t unsound;     /* chunks kept since the copy readers use is not sound */
 };
 
 /* Between two deletions: tests hold GC here to kill it half-way. */
@@ -159,15 +160,30 @@ static int gc_collect_idx(void *arg, const char *name, uint64_t size, int64_t mt
     return gc_add(&sw->idx_ids, id);
 }
 
-/* Is record rec of pack id the copy of a live chunk that readers use? */
+/* Must record rec of pack id be kept? It holds a chunk a checkpoint needs,
+ * and it is the copy readers use, or the copy they use elsewhere is not
+ * sound. Another pack's index is the store's word: a well-formed index that
+ * names chunks it does not hold (sorted first, its copies are the ones the
+ * map keeps) made GC delete the real packs as garbage. So a copy is dropped
+ * only once the one kept instead is read and checked. */
 static int gc_rec_live(struct gc_sweep *sw, const char *id, const struct pack_rec *rec)
 {
     char want[80], have[80];
     uint64_t off = 0;
-    if (!gc_has(sw->live, rec->sha) || repo_chunk_where(sw->r, rec->sha, have, &off) < 0)
+    if (!gc_has(sw->live, rec->sha))
         return 0;
+    if (repo_chunk_where(sw->r, rec->sha, have, &off) < 0)
+        return 1; /* needed, and no other copy known: kept */
     pack_object_name(id, want);
-    return !strcmp(want, have) && off == rec->off;
+    if (!strcmp(want, have) && off == rec->off)
+        return 1;
+    if (repo_chunk_check(sw->r, rec->sha) == 0)
+        return 0; /* a sound copy elsewhere: this one is garbage */
+    if (sw->unsound++ == 0) /* (once a sweep: a forged index may name a million) */
+        log_warn("garbage collection keeps chunk %s in pack %s: the copy readers use (in %s) "
+                 "is not sound: %s", rec->sha, id, have, err_msg());
+    err_clear();
+    return 1;
 }
 
 /* The most a rewritten pack may hold: a pack is at most [data] pack_mib
@@ -372,6 +388,10 @@ int gc_run(struct repo *r, int grace_s, struct gc_result *out)
                  out->manifests, out->chunks_referenced, out->chunks_deleted, out->packs_deleted,
                  out->packs_rewritten, out->indexes_deleted, out->bytes_freed, out->kept_young,
                  grace_s);
+    if (rc == 0 && sw.unsound)
+        log_warn("gc: kept %zu chunk copies whose shadowing copies (the ones readers use) are "
+                 "not sound: a damaged or forged pack index; `vmckpt verify` names the tasks "
+                 "hit", sw.unsound);
     gc_set_free(&live);
     gc_set_free(&sw.doomed);
     gc_set_free(&sw.idx_ids);

@@ -1859,4 +1859,26 @@ int repo_chunk_where(struct repo *r, const char *sha, char pack_object[80], uint
     return 0;
 }
 
+int repo_chunk_check(struct repo *r, const char *sha)
+{
+    struct pack_loc loc;
+    char pack[80];
+    uint64_t size;
+    uint8_t *raw, *plain = NULL;
+    size_t got = 0, cap = 0;
+    int rc;
+    if (pack_map_find_named(r->map, sha, &loc, pack, &size) < 0)
+        return VK_ENOTFOUND;
+    if (loc.bytes > PACK_REC_MAX || !(raw = malloc(loc.bytes)))
+        return loc.bytes > PACK_REC_MAX ? VK_ECORRUPT : err_set(VK_ENOMEM, "out of memory");
+    rc = store_read(r->store, pack, loc.off, raw, loc.bytes, &got);
+    if (rc == 0 && got != loc.bytes)
+        rc = err_set(VK_ECORRUPT, "chunk %s: pack %s is shorter than its index says", sha, pack);
+    if (rc == 0)
+        rc = pack_record_check(raw, got, sha, &plain, &cap);
+    free(raw);
+    free(plain);
+    return rc;
+}
+
 json_t *repo_policy_json(struct repo *r) { return codec_policy_json(&r->policy); }

@@ -129,6 +129,9 @@ int repo_refresh(struct repo *r);
 /* Where readers find chunk sha: its pack's object name (80 bytes) and the
  * record's offset there; VK_ENOTFOUND when no pack holds it. */
 int repo_chunk_where(struct repo *r, const char *sha, char pack_object[80], uint64_t *off);
+/* Reads the copy of chunk sha that readers use and checks it against its
+ * name: 0, VK_ECORRUPT (with a message), or VK_ENOTFOUND. */
+int repo_chunk_check(struct repo *r, const char *sha);
 /* The codec policy's state and estimates as JSON (new reference). */
 json_t *repo_policy_json(struct repo *r);
 /* Adds b into a. */

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "store.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -652,6 +653,61 @@ static int srados_break_own(struct srados_conn *c, const char *name, const char 
     return rados_break_lock(c->io, name, "vmckpt", clients, cookies);
 }
 
+/* A client address a blocklist may be given: "[v1:|v2:|any:]IP:PORT/NONCE",
+ * IPv4 or [IPv6], with a non-zero nonce: one client instance (a client's
+ * port is 0: it listens on none). A bare IP, or a nonce of 0, is a whole
+ * host to Ceph (every client there blocklisted for an hour, and all of its
+ * VMs fenced). */
+static int srados_addr_ok(const char *a)
+{
+    const char *p = a, *slash, *colon, *n;
+    char host[64];
+    unsigned char bin[16];
+    size_t nd, pd, hl;
+    if (!strncmp(p, "v1:", 3) || !strncmp(p, "v2:", 3))
+        p += 3;
+    else if (!strncmp(p, "any:", 4))
+        p += 4;
+    slash = strrchr(p, '/');
+    if (!slash)
+        return 0;
+    n = slash + 1;
+    nd = strspn(n, "0123456789");
+    if (nd == 0 || nd > 10 || n[nd] != '\0' || strtoull(n, NULL, 10) == 0)
+        return 0;
+    colon = memrchr(p, ':', (size_t)(slash - p));
+    if (!colon)
+        return 0;
+    pd = strspn(colon + 1, "0123456789");
+    if (pd == 0 || pd > 5 || colon + 1 + pd != slash || strtoul(colon + 1, NULL, 10) > 65535)
+        return 0;
+    hl = (size_t)(colon - p);
+    if (hl < 2 || hl >= sizeof(host))
+        return 0;
+    memcpy(host, p, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        return inet_pton(AF_INET6, host + 1, bin) == 1;
+    }
+    return inet_pton(AF_INET, host, bin) == 1;
+}
+
+/* Before taking lease name: the client of another owner's lock on it, as
+ * the OSDs list it (they list no expired one), or "". */
+static void srados_prev_locker(struct srados_conn *c, const char *name, const char *owner,
+                               char out[160])
+{
+    char tag[256], clients[1024], cookies[1024], addrs[1024];
+    size_t tl = sizeof(tag), cl = sizeof(clients), kl = sizeof(cookies), al = sizeof(addrs);
+    int excl = 0;
+    ssize_t n = rados_list_lockers(c->io, name, "vmckpt", &excl, tag, &tl, clients, &cl, cookies,
+                                   &kl, addrs, &al);
+    out[0] = '\0';
+    if (n == 1 && strcmp(cookies, owner) != 0 && strlen(addrs) < 160 && srados_addr_ok(addrs))
+        snprintf(out, 160, "%s", addrs);
+}
+
 /* Our client's address as lockers see it (the form blocklists take). */
 static int srados_my_addr(struct srados_store *r, struct srados_conn *c, const char *name,
                           const char *owner)
@@ -677,7 +733,8 @@ static int srados_my_addr(struct srados_store *r, struct srados_conn *c, const c
  * client and waits until the OSDs know; raises the epoch and records us.
  * *epoch: the lease's epoch now. */
 static int srados_fence_prev(struct srados_store *r, struct srados_conn *c, const char *name,
-                             const char *owner, uint64_t *epoch, int *taken_over)
+                             const char *owner, const char *locker, uint64_t *epoch,
+                             int *taken_over)
 {
     char text[512] = "", prev[256] = "", addr[160] = "";
     uint64_t e = 0;
@@ -694,12 +751,19 @@ static int srados_fence_prev(struct srados_store *r, struct srados_conn *c, cons
         *epoch = e; /* a renewal */
         return 0;
     }
-    /* The record is the store's (anyone with write access could forge it):
-     * only an address's characters go to the monitor. */
-    if (addr[strspn(addr, "0123456789abcdefABCDEFvany:.[]/,-")] != '\0')
+    /* The client to blocklist: the old lock's, as the OSDs list it, while
+     * they still do; once a lock has expired they list no locker, and the
+     * record's address is all there is. The record is the store's (anyone
+     * with write access could forge it), so its address must name one
+     * client instance (srados_addr_ok): at worst a forged one blocklists
+     * one client, which connects again as a new one, never a whole host.
+     * (Ceph clients listen on no port: their addresses end ":0/NONCE".) */
+    *taken_over = prev[0] && strcmp(prev, owner) != 0 && strcmp(addr, "-") != 0;
+    if (locker[0])
+        snprintf(addr, sizeof(addr), "%s", locker);
+    else if (!srados_addr_ok(addr))
         addr[0] = '\0';
-    *taken_over = prev[0] && strcmp(prev, owner) != 0 && addr[0] && strcmp(addr, "-") != 0;
-    if (*taken_over && strcmp(addr, c->addr) != 0) {
+    if (*taken_over && addr[0] && strcmp(addr, c->addr) != 0) {
         if ((ret = rados_blocklist_add(c->cluster, addr, 0)) < 0)
             return srados_fail(r, c, ret, "blocklist the old holder of lease", name);
         if ((ret = rados_wait_for_latest_osdmap(c->cluster)) < 0)
@@ -720,6 +784,8 @@ static int srados_lease(struct store *s, const char *name, const char *owner, in
     struct srados_conn *c = srados_use(r);
     struct timeval d = {.tv_sec = duration_ms / 1000, .tv_usec = (duration_ms % 1000) * 1000};
     uint64_t epoch = 0;
+    char locker[160];
+    srados_prev_locker(c, name, owner, locker);
     int ret = rados_lock_exclusive(c->io, name, "vmckpt", owner, "vmckpt lease", &d,
                                    LIBRADOS_LOCK_FLAG_MAY_RENEW);
     if (ret == -EBUSY && srados_break_own(c, name, owner) == 0)
@@ -730,7 +796,7 @@ static int srados_lease(struct store *s, const char *name, const char *owner, in
     if (ret < 0 && ret != -EEXIST) /* (EEXIST: ours already) */
         return srados_fail(r, c, ret, "take lease", name);
     int taken_over = 0;
-    int rc = srados_fence_prev(r, c, name, owner, &epoch, &taken_over);
+    int rc = srados_fence_prev(r, c, name, owner, locker, &epoch, &taken_over);
     if (rc < 0) { /* a lease whose old holder may still write is not one to hold */
         rados_unlock(c->io, name, "vmckpt", owner);
         return rc;

@@ -21,7 +21,7 @@
 # Logs: each part's whole log in VMCKPT_TEST_LOGDIR (default
 # build/test-logs/run-<time>), kept after the run; the runner also records
 # each part's time there (and in build/test-logs/times, which orders the
-# next run longest first). Settings: VMCKPT_FUZZ_SECONDS (8).
+# next run longest first). Settings: VMCKPT_FUZZ_SECONDS (4).
 set -u
 cd "$(dirname "$0")/.."
 usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -44,7 +44,7 @@ B=${1:-build/san}
 [ -x "$B/vmckptd" ] || { echo "run.sh: no build in $B (make SAN=1 all tests)" >&2; exit 2; }
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-FUZZ_SECONDS=${VMCKPT_FUZZ_SECONDS:-8}
+FUZZ_SECONDS=${VMCKPT_FUZZ_SECONDS:-4}
 TS=build/tsan
 
 # --- the parts ----------------------------------------------------------------

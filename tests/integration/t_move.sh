@@ -15,7 +15,7 @@ make_ns a b c || { not_ok "network namespaces"; finish; exit 1; }
 # task's removal there (tail keeps the file open), in $T/TASK.console
 follow() { : >"$T/$1.console"; tail -c +1 -f "$(serial_of "$2" "$1")" >"$T/$1.console" 2>/dev/null & at_exit "kill $! 2>/dev/null"; }
 
-node a && ok "node a starts, alone" || { not_ok "node a starts"; finish; exit 1; }
+AGENT_ENV="VMCKPT_TEST_MOVE_WAIT_MS=30000" node a && ok "node a starts, alone" || { not_ok "node a starts"; finish; exit 1; }
 check "run a counter task on a, a checkpoint every 5 s" run_counter a m1 --every 5 || { finish; exit 1; }
 follow m1 a
 SA=$T/m1.console
@@ -27,7 +27,7 @@ c0=$(last_counter "$SA")
 wait_line "$SA" "^counter $((c0 + 2))\$" 60 && [ "$(pid_of a m1)" = "$pid" ] && [ "$(vk a --json status m1 | jq -r .state)" = running ] \
     && ok "the refused moves left the task running, untouched" || not_ok "the task runs on untouched" "$(vk a status m1)"
 
-node b && node c && ok "nodes b and c start" || { not_ok "nodes b and c start"; finish; exit 1; }
+node b && AGENT_ENV="VMCKPT_TEST_MOVES_OFF_FILE=$T/moves-off" node c && ok "nodes b and c start" || { not_ok "nodes b and c start"; finish; exit 1; }
 for _ in $(seq 150); do [ "$(vkp a --json nodes | jq '[.nodes[] | select(.state == "alive")] | length')" = 3 ] && break; sleep 0.2; done
 check_fails "a move to a node that is not there is refused" "not an alive node" vk a move m1 --to node-zzz
 
@@ -72,5 +72,22 @@ vk a metrics | grep -q '^vmckpt_moves_total{direction="out"} 3$' && ok "node a's
 ins=0; for x in b c; do ins=$((ins + $(vk $x metrics | sed -n 's/^vmckpt_moves_total{direction="in"} //p'))); done
 [ "$ins" = 3 ] && ok "nodes b and c count 3 moves in" || not_ok "moves in counted" "$ins"
 check_fails "drain of another node is refused here" "ask that node's own agent" vk a drain node-b
+
+# --- a move nobody takes is taken back (issue 29, finding 6) ------------------
+# Node c ignores moves while $T/moves-off holds 1 (a test hook); node a waits
+# 30 s for one (VMCKPT_TEST_MOVE_WAIT_MS), then restores the task here again:
+# a new task, its id reserved and its lease renewed through the restore.
+echo 1 > "$T/moves-off"
+check "run m4 on node a" run_counter a m4 --every 5
+S4=$(serial_of a m4)
+wait_line "$S4" '^counter 2$' 90
+check_fails "a move to node c, which does not take it, is taken back" "runs here again" vk a move m4 --to node-c
+[ "$(vk a --json status m4 | jq -r .state)" = running ] && ok "m4 runs on node a again" \
+    || not_ok "m4 runs on node a again" "$(vk a status m4 2>&1)"
+[ ! -e "$T/store/cluster/moves/m4" ] && ok "its move record is gone (node c cannot take it late)" \
+    || not_ok "its move record is gone" "$(cat "$T/store/cluster/moves/m4")"
+echo 0 > "$T/moves-off"
+[ "$(copies m4)" = 1 ] && ok "one copy of m4" || not_ok "one copy of m4" "$(copies_seen m4 2>&1 | head -5)"
+check_fails "a second run of m4 on node a is refused" "already exists" run_counter a m4
 for x in a b c; do stop_agent "$x"; done
 finish

@@ -682,6 +682,48 @@ static void test_gc_repack_checks_records(void **state)
     free(cmd);
 }
 
+/* Issue 29, finding 8: a well-formed pack index, named to sort first, that
+ * names a stream's chunks at places of a pack that does not hold them. Its
+ * copies are the ones the map keeps, so GC took the real packs for garbage
+ * and deleted them: the checkpoint was lost. Now GC checks the shadowing
+ * copy first, keeps the real ones, and the stream verifies once the forged
+ * index is gone. */
+static void test_gc_shadowing_index(void **state)
+{
+    struct fixture *f = *state;
+    char *in = make_file(f, "in", 9);
+    struct stream_ref o;
+    struct gc_result g;
+    const char *fake = "00000000000000000000000000000000";
+    assert_int_equal(repo_put_file(f->r, in, 0, &o, NULL, NULL, NULL), 0);
+    commit(f, 1, &o);
+    assert_int_equal(store_sync(f->s), 0);
+    char *cmd = util_fmt(
+        "cd %s/store && mkdir -p packs/00 && jq -s -c 'reduce ([.[].records[]][]) as $x "
+        "({off: 0, out: []}; .out += [[$x[0], .off, $x[2], $x[3]]] | .off += $x[2]) "
+        "| {format: 1, records: .out}' packidx/* > ../fake.idx && "
+        "head -c $(jq '[.records[][2]] | add' ../fake.idx) /dev/urandom > packs/00/%s && "
+        "mv ../fake.idx packidx/%s",
+        f->root, fake, fake);
+    assert_int_equal(system(cmd), 0);
+    struct repo *r2 = NULL; /* a node that loads the indexes now */
+    struct repo_cfg cfg = {.chunk_avg = 16384, .workers = 2, .mem_budget = 1 << 20,
+                           .retries = 2, .retry_base_ms = 1, .forced_codec = CODEC_AUTO};
+    assert_int_equal(repo_open(&r2, f->s, &cfg), 0);
+    assert_int_equal(gc_run(r2, 0, &g), 0);
+    repo_free(r2);
+    char *rm = util_fmt("rm %s/store/packidx/%s %s/store/packs/00/%s", f->root, fake, f->root,
+                        fake);
+    assert_int_equal(system(rm), 0);
+    assert_int_equal(repo_open(&r2, f->s, &cfg), 0);
+    assert_int_equal(repo_verify_stream(r2, &o, "in"), 0); /* nothing of it was deleted */
+    repo_free(r2);
+    free(o.name);
+    free(in);
+    free(cmd);
+    free(rm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -697,6 +739,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gc_repacks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stage_huge_pack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_repack_checks_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_shadowing_index, setup, teardown),
     };
     return cmocka_run_group_tests_name("repo", tests, NULL, NULL);
 }

@@ -359,6 +359,52 @@ static void test_leases(void **state)
     store_free(s2);
 }
 
+/* The value of query parameter key of the store's URI, into out. */
+static int uri_param(const char *key, char *out, size_t n)
+{
+    char pat[32];
+    snprintf(pat, sizeof(pat), "%s=", key);
+    const char *p = strstr(uri_used, pat);
+    if (!p)
+        return 0;
+    p += strlen(pat);
+    snprintf(out, n, "%.*s", (int)strcspn(p, "&"), p);
+    return 1;
+}
+
+/* Issue 29, finding 2 (RADOS only): the lease's holder record names the
+ * client a take-over blocklists. Forged to a bare IP, it made the next taker
+ * blocklist that whole host for an hour (every VM there fenced). Now the
+ * client to blocklist is the old lock's, as the OSDs list it. */
+static void test_rados_forged_holder(void **state)
+{
+    struct store *s = *state, *s2 = NULL;
+    char conf[256], keyring[256], id[64], pool[64], cmd[1400];
+    if (strncmp(uri_used, "rados://", 8) != 0) {
+        skip();
+        return;
+    }
+    snprintf(pool, sizeof(pool), "%.*s", (int)strcspn(uri_used + 8, "?"), uri_used + 8);
+    assert_true(uri_param("conf", conf, sizeof(conf)) && uri_param("keyring", keyring, sizeof(keyring)) &&
+                uri_param("id", id, sizeof(id)));
+    assert_int_equal(store_lease(s, N("forged"), "owner-a", 1000), 0);
+    snprintf(cmd, sizeof(cmd), "rados -c '%s' --id '%s' --keyring '%s' -p '%s' setxattr '%s' vk.holder "
+             "'owner-a 1 10.0.0.5'", conf, id, keyring, pool, N("forged"));
+    assert_int_equal(system(cmd), 0);
+    /* another node (another client) takes it once it has expired */
+    assert_int_equal(store_open(uri_used, &s2), 0);
+    int rc = VK_EBUSY;
+    for (int i = 0; i < 100 && rc == VK_EBUSY; i++) {
+        usleep(100 * 1000);
+        rc = store_lease(s2, N("forged"), "owner-b", 5000);
+    }
+    assert_int_equal(rc, 0);
+    snprintf(cmd, sizeof(cmd), "ceph -c '%s' --id '%s' --keyring '%s' osd blocklist ls 2>/dev/null "
+             "| grep -q '^10\\.0\\.0\\.5'", conf, id, keyring);
+    assert_int_not_equal(system(cmd), 0); /* that host is not blocklisted */
+    store_free(s2);
+}
+
 /* Agents racing for one lease, each on its own connection, released at once
  * by a barrier: exactly one gets it, every round. */
 #define RACERS 6
@@ -545,6 +591,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dir_lease_generations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fenced_put, setup, teardown),
         cmocka_unit_test_setup_teardown(test_void, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rados_forged_holder, setup, teardown),
     };
     const char *env = getenv("VMCKPT_TEST_STORE");
     return cmocka_run_group_tests_name(env && *env ? env : "store (directory)", tests, NULL, NULL);
